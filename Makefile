@@ -1,0 +1,32 @@
+# Set-up and entry points. `make demo` runs the main job, `make test` the tests.
+# On machines with a local CPU wheel of torch, TORCH_SPEC pins it so set-up is fast;
+# elsewhere override it (e.g. `make TORCH_SPEC=torch test`) or install torch first.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+SHARED_ASSETS := $(abspath ../shared/assets)
+export FRMARGIN_MIRROR ?= $(if $(wildcard $(SHARED_ASSETS)/README.md),$(SHARED_ASSETS),)
+
+.PHONY: install demo test bench clean
+
+$(BIN)/frmargin: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,attacks]"
+	touch $@
+
+install: $(BIN)/frmargin
+
+demo: install
+	$(BIN)/frmargin demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,3 @@
+from frmargin.cli import main
+
+main()

@@ -1,0 +1,27 @@
+"""User-facing errors.
+
+Every error a user can cause is a ``ValueError`` subclass whose message names the argument,
+what was received and what was expected. The CLI prints such errors as one line.
+"""
+
+from __future__ import annotations
+
+
+class FrmarginError(ValueError):
+    """An error caused by input or environment, reported to the user as one line."""
+
+
+class AssetError(FrmarginError):
+    """A weight or data file is missing, unreadable or fails its checksum."""
+
+
+def bad_argument(name: str, received: object, expected: str) -> FrmarginError:
+    """Build the standard message: ``argument NAME: got RECEIVED, expected EXPECTED``.
+
+    Example:
+        >>> raise bad_argument("target", 3, "a class index different from source")
+    """
+    text = repr(received)
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return FrmarginError(f"argument {name!r}: got {text}, expected {expected}")
