@@ -1,0 +1,186 @@
+"""Command-line interface: thin typer commands over ``experiment``, ``report`` and the asset store.
+
+Errors a user can cause print as one line on stderr with exit status 2 (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import FrmarginError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Fisher-Rao margins, natural-gradient paths and class shielding of classifiers.",
+)
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    _DEBUG["on"] = debug
+
+
+def _parse_box(box: Optional[str]) -> tuple[float, float] | None:
+    if box is None or box.lower() == "none":
+        return None
+    try:
+        lo, hi = (float(v) for v in box.split(","))
+    except ValueError:
+        raise FrmarginError(f"option '--box': got {box!r}, expected 'LO,HI' (e.g. 0,1) or 'none'") from None
+    if not lo < hi:
+        raise FrmarginError(f"option '--box': got {box!r}, expected LO < HI")
+    return lo, hi
+
+
+def _accuracy_options(eta, rtol, atol, logit_step) -> dict:
+    opts = {"eta": eta, "rtol": rtol, "atol": atol, "logit_step": logit_step}
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+@app.command()
+def run(
+    model: str = typer.Option("resnet20", help="Model name (frmargin assets lists them)."),
+    data: str = typer.Option("auto", help="cifar10, cifar10-jpeg, cifar10-exact, a .npz path, or auto."),
+    images: int = typer.Option(800, help="Images to select, stratified (N/10 per class)."),
+    method: str = typer.Option("converged", help="converged (default) or paper."),
+    metric: str = typer.Option("fisher", help="fisher (natural gradient) or euclidean."),
+    until: str = typer.Option("first_flip", help="first_flip or target."),
+    box: Optional[str] = typer.Option(None, help="Keep inputs in LO,HI (e.g. 0,1); default none."),
+    batch_size: int = typer.Option(64, help="Paths traced together (bounds memory)."),
+    out: Path = typer.Option(Path("runs/latest"), help="Output folder."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+    seed: int = typer.Option(0, help="Seed of the image selection."),
+    damping: Optional[float] = typer.Option(None, help="Damping lam (default 1e-10 converged, 1e-3 paper)."),
+    damping_mode: str = typer.Option("relative", help="relative (to the largest eigenvalue of G) or absolute."),
+    solver: str = typer.Option("exact", help="exact or cg (paper mode)."),
+    max_steps: Optional[int] = typer.Option(None, help="Step budget per path."),
+    eta: Optional[float] = typer.Option(None, help="Largest FR length of one step."),
+    rtol: Optional[float] = typer.Option(None, help="Relative corrector tolerance."),
+    atol: Optional[float] = typer.Option(None, help="Absolute FR tolerance of a corrected point."),
+    logit_step: Optional[float] = typer.Option(None, help="First cap on a step's log-probability change."),
+    baselines: str = typer.Option("", help="Comma-separated min-L2 attacks, e.g. deepfool,fmn."),
+    chunk_images: int = typer.Option(4, help="Images per results chunk (checkpoint granularity)."),
+    dtype: str = typer.Option("float32", help="float32 or float64."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Trace paths from N images to every other class and write DIR/paths.parquet, run.json."""
+    from .experiment import RunConfig, run_experiment
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if "LOCAL_RANK" in os.environ and device == "cuda":
+            device = f"cuda:{os.environ['LOCAL_RANK']}"
+    config = RunConfig(
+        model=model, data=data, images=images, method=method, metric=metric, until=until,
+        box=_parse_box(box), batch_size=batch_size, seed=seed, damping=damping,
+        damping_mode=damping_mode, solver=solver, max_steps=max_steps,
+        accuracy=_accuracy_options(eta, rtol, atol, logit_step),
+        baselines=tuple(b for b in baselines.split(",") if b), chunk_images=chunk_images,
+        dtype=dtype, device=device,
+    )
+    folder = run_experiment(config, out, resume=resume, progress=progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"results in {folder} (make the report with: frmargin report {folder})")
+
+
+@app.command()
+def report(
+    dirs: list[Path] = typer.Argument(..., help="Run folders; several give a comparison."),
+    out: Optional[Path] = typer.Option(None, help="Where to write (default: the run folder)."),
+) -> None:
+    """Per-class table, figures, report.html and report.md from one or more runs."""
+    from .report import report_command
+
+    report_command(dirs, out)
+
+
+@app.command()
+def demo(
+    toy: bool = typer.Option(False, help="The 2-D toy problem instead of ResNet-20 / CIFAR-10."),
+    out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
+    images: int = typer.Option(10, help="Images (demo size; the paper used 800)."),
+) -> None:
+    """A few-minute run of the main job (resnet20, CIFAR-10) and its report."""
+    if toy:
+        from .toy import run_toy_demo
+
+        summary = run_toy_demo(out / "toy" if out == Path("runs/demo") else out)
+        typer.echo(f"toy demo written: {', '.join(str(f) for f in summary.get('files', []))}")
+        return
+    import shutil
+
+    from .experiment import RunConfig, run_experiment
+    from .report import build_report
+
+    config = RunConfig(images=images, baselines=("deepfool",))
+    if out.exists() and (out / "run.json").exists():
+        shutil.rmtree(out)
+    folder = run_experiment(config, out, progress=True)
+    page = build_report([folder])
+    typer.echo(f"report: {page}")
+
+
+@app.command()
+def assets(verify: bool = typer.Option(True, help="Verify checksums of present files.")) -> None:
+    """List every known weight and data file with its state."""
+    from .cli_assets import assets_command
+
+    assets_command(verify=verify)
+
+
+@app.command()
+def accuracy(
+    model: str = typer.Option("resnet20", help="Model name."),
+    data: str = typer.Option("cifar10-exact", help="Dataset name or .npz path."),
+    limit: Optional[int] = typer.Option(None, help="Use the first N images."),
+) -> None:
+    """Top-1 accuracy of a model on a dataset, with the data source."""
+    from .cli_assets import accuracy_command
+
+    if limit is not None and limit < 1:
+        raise FrmarginError(f"option '--limit': got {limit}, expected a positive number")
+    accuracy_command(model, data, limit)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line on stderr."""
+    try:
+        app(standalone_mode=False)
+    except (FrmarginError, FileNotFoundError, PermissionError, IsADirectoryError, OSError) as err:
+        if _DEBUG["on"]:
+            raise
+        typer.echo(f"frmargin: error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("frmargin: interrupted (finished results are kept; rerun with --resume)", err=True)
+        sys.exit(130)
+    except Exception as err:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Exit):
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(1)
+        if _DEBUG["on"]:
+            raise
+        typer.echo(f"frmargin: error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

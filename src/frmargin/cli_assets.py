@@ -1,0 +1,83 @@
+"""Commands about assets: ``frmargin assets`` and ``frmargin accuracy``.
+
+Plain functions that print; the typer app in ``cli.py`` registers them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import assets
+from .data import load_dataset
+from .errors import AssetError, bad_argument
+from .models import MODEL_NAMES, load_model, top1_correct
+
+__all__ = ["accuracy_command", "assets_command", "assets_table", "accuracy_line"]
+
+
+def _size(path: Path) -> str:
+    n = float(path.stat().st_size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""  # pragma: no cover
+
+
+def assets_table(*, verify: bool = True) -> list[str]:
+    """Lines of the asset table: name, kind, state, size, where the file is or would come from.
+
+    Example:
+        >>> print("\\n".join(assets_table()))  # doctest: +SKIP
+    """
+    try:
+        mirror = assets.mirror_setting() or "(unset)"
+    except AssetError as e:
+        mirror = f"(invalid: {e})"
+    lines = [f"home: {assets.home_dir()}", f"mirror ({assets.ENV_MIRROR}): {mirror}"]
+    rows = [("asset", "kind", "state", "size", "where")]
+    for name in assets.ASSETS:
+        s = assets.asset_status(name, verify=verify)
+        where = f"{s.origin}: {s.path}" if s.path is not None else s.origin
+        rows.append((name, s.asset.kind, s.state, _size(s.path) if s.path else "-", where))
+    converted = assets.home_dir() / "data" / "cifar10-test.npz"
+    if converted.is_file():
+        rows.append(("cifar10 (converted)", "data", "present", _size(converted), f"home: {converted}"))
+    else:
+        rows.append(("cifar10 (converted)", "data", "missing", "-", "made from cifar10-python on first use"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    return lines
+
+
+def assets_command(verify: bool = True) -> None:
+    """Print every known asset with its state (verified, present, corrupt, missing) and origin."""
+    print("\n".join(assets_table(verify=verify)))
+
+
+def accuracy_line(model: str, data: str, limit: int | None = None) -> list[str]:
+    """Header lines (data caveat) and the result line of ``frmargin accuracy``."""
+    if model not in MODEL_NAMES:
+        raise bad_argument("model", model, f"one of {', '.join(MODEL_NAMES)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise bad_argument("limit", limit, "a positive integer or None")
+    net = load_model(model)
+    ds = load_dataset(data).head(limit)
+    correct = top1_correct(net, ds.images, ds.labels)
+    n = len(ds)
+    lines = [f"CAVEAT: {ds.caveat}"] if ds.caveat else []
+    lines.append(f"{model} on {ds.name} ({ds.source}): top-1 {100 * correct / n:.2f}% ({correct}/{n})")
+    return lines
+
+
+def accuracy_command(model: str, data: str, limit: int | None = None) -> None:
+    """Print top-1 accuracy of a pretrained model on a dataset (first ``limit`` images).
+
+    ``data`` is one of ``cifar10``, ``cifar10-jpeg``, ``cifar10-exact`` or a path to an ``.npz``.
+
+    Example:
+        >>> accuracy_command("resnet20", "cifar10-exact")  # doctest: +SKIP
+        resnet20 on cifar10-exact (300 exact ...): top-1 93.00% (279/300)
+    """
+    print("\n".join(accuracy_line(model, data, limit)))

@@ -1,0 +1,154 @@
+"""The data-space Fisher information G_x = J^T (diag p - p p^T) J of a classifier.
+
+Shapes: B inputs, C classes, D = prod(input_shape). ``J`` is the logit Jacobian dz/dx.
+The model must map (B, *input_shape) to logits (B, C) and treat rows independently
+(eval mode), so one batched vjp gives every per-input Jacobian.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import jvp, vjp, vmap
+
+from .solve import (
+    cg_solve,
+    exact_solve,
+    fisher_weights,
+    krylov_largest_eigenvalue,
+    largest_eigenvalue,
+    resolve_damping,
+)
+from .errors import bad_argument
+
+__all__ = ["DataFisher", "logits_and_jacobian"]
+
+SOLVE_METHODS = ("exact", "cg")
+
+
+def logits_and_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, C) and Jacobian rows (B, C, D) with one forward and one batched vjp.
+
+    The C one-hot cotangents are vmapped through a single vjp; models whose operations have
+    no vmap rule fall back to C separate backward passes of the same graph.
+
+    Example:
+        >>> z, J = logits_and_jacobian(torch.nn.Linear(4, 3), torch.randn(2, 4))
+        >>> J.shape
+        torch.Size([2, 3, 4])
+    """
+    B = x.shape[0]
+    z, pullback = vjp(model, x)
+    C = z.shape[-1]
+    eye = torch.eye(C, dtype=z.dtype, device=z.device)
+    cot = eye[:, None, :].expand(C, B, C)
+    try:
+        (rows,) = vmap(pullback)(cot)
+    except (RuntimeError, NotImplementedError):
+        rows = torch.stack([pullback(cot[c])[0] for c in range(C)])
+    return z.detach(), rows.reshape(C, B, -1).transpose(0, 1).detach()
+
+
+class DataFisher:
+    """Matrix-free data-space Fisher operator at a batch of inputs.
+
+    Args:
+        model: maps (B, *S) to logits (B, C), in eval mode.
+        x: (B, *S) inputs.
+
+    Example:
+        >>> F = DataFisher(torch.nn.Linear(4, 3).double(), torch.randn(2, 4, dtype=torch.float64))
+        >>> F.dense().shape
+        torch.Size([2, 4, 4])
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise bad_argument("x", getattr(x, "dtype", type(x)), "a floating-point tensor (B, *input_shape)")
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise bad_argument("x", tuple(x.shape), "shape (B, *input_shape) with B >= 1")
+        self.model = model
+        self.x = x.detach()
+        self._logits: torch.Tensor | None = None
+        self._jacobian: torch.Tensor | None = None
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(B, C) logits at x."""
+        if self._logits is None:
+            with torch.no_grad():
+                self._logits = self.model(self.x).detach()
+        return self._logits
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """(B, C) softmax probabilities in float64."""
+        return torch.softmax(self.logits.to(torch.float64), -1)
+
+    def jacobian(self) -> torch.Tensor:
+        """(B, C, D) logit Jacobian, cached."""
+        if self._jacobian is None:
+            self._logits, self._jacobian = logits_and_jacobian(self.model, self.x)
+        return self._jacobian
+
+    def _flat(self, v: torch.Tensor, name: str) -> torch.Tensor:
+        if v.shape != self.x.shape:
+            raise bad_argument(name, tuple(v.shape), f"the shape of x, {tuple(self.x.shape)}")
+        return v.reshape(v.shape[0], -1)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """G v with one jvp and one vjp, shaped like x."""
+        self._flat(v, "v")
+        z, Jv = jvp(self.model, (self.x,), (v.to(self.x.dtype),))
+        u = (fisher_weights(self.probs) @ Jv.to(torch.float64)[:, :, None])[:, :, 0]
+        _, pullback = vjp(self.model, self.x)
+        (out,) = pullback(u.to(z.dtype))
+        return out.detach()
+
+    def dense(self) -> torch.Tensor:
+        """(B, D, D) dense G = J^T M J, for small inputs and tests."""
+        J = self.jacobian().to(torch.float64)
+        return J.transpose(-1, -2) @ fisher_weights(self.probs) @ J
+
+    def largest_eigenvalue(self) -> torch.Tensor:
+        """(B,) largest eigenvalue of G, from the Jacobian rows."""
+        J = self.jacobian().to(torch.float64)
+        return largest_eigenvalue(fisher_weights(self.probs), J @ J.transpose(-1, -2))
+
+    def solve(
+        self,
+        g: torch.Tensor,
+        damping: float,
+        damping_mode: str = "absolute",
+        method: str = "exact",
+        *,
+        rtol: float = 1e-12,
+        maxiter: int | None = None,
+    ) -> torch.Tensor:
+        """(G + lam I)^{-1} g, shaped like g (float64 for ``exact``, x's dtype for ``cg``).
+
+        Args:
+            g: shaped like x.
+            damping: lam (absolute) or lam / lambda_max(G) (relative).
+            method: ``exact`` (C Jacobian rows, C x C solve in float64) or ``cg``.
+        """
+        flat = self._flat(g, "g")
+        if method not in SOLVE_METHODS:
+            raise bad_argument("method", method, f"one of {SOLVE_METHODS}")
+        C = self.logits.shape[-1]
+        if method == "exact":
+            lam_max = self.largest_eigenvalue() if damping_mode == "relative" else torch.zeros(flat.shape[0])
+            lam = resolve_damping(damping, damping_mode, lam_max.to(flat.device))
+            v = exact_solve(self.jacobian(), self.probs, flat, lam)
+            return v.reshape(g.shape)
+
+        def mv(u: torch.Tensor) -> torch.Tensor:
+            return self.matvec(u.reshape(self.x.shape)).reshape(u.shape)
+
+        if damping_mode == "relative":
+            lam_max = krylov_largest_eigenvalue(mv, flat.to(self.x.dtype), C)
+        else:
+            lam_max = torch.zeros(flat.shape[0], device=flat.device)
+        lam = resolve_damping(damping, damping_mode, lam_max)
+        v, _ = cg_solve(mv, flat.to(self.x.dtype), lam, rtol=rtol, maxiter=maxiter or 4 * C)
+        return v.reshape(g.shape)

@@ -1,0 +1,294 @@
+"""Figures of a run: DataFrames in, PNG files out.
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects rendered by the Agg canvas, so no
+pyplot state or interactive backend is touched. Heatmaps use viridis (sequential) or PuOr
+(diverging), categories the Okabe-Ito palette; all are colour-blind safe. Every function takes
+DataFrames and an output path and returns the path.
+
+Example:
+    >>> plot_path_matrix(path_matrix(paths, 10), class_names, out / "path_matrix.png")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from frmargin import analysis
+
+DPI = 120
+SEQUENTIAL_CMAP = "viridis"
+DIVERGING_CMAP = "PuOr"
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+MAX_POINTS_PER_CLASS = 400  # strip plots subsample beyond this, with a fixed seed
+POINT_ALPHA = 0.35
+NO_FLIP_LABEL = "no flip"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _annotate(ax, values: np.ndarray, norm: Normalize, fmt: str, cmap_dark_low: bool = True) -> None:
+    """Write each cell's value, white on dark cells and black on light ones."""
+    for (i, j), value in np.ndenumerate(values):
+        if not np.isfinite(value):
+            continue
+        level = norm(value)
+        dark = level < 0.55 if cmap_dark_low else abs(level - 0.5) > 0.3
+        ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=7,
+                color="white" if dark else "black")
+
+
+def _ranked_order(vuln_rank: pd.Series | np.ndarray) -> list[int]:
+    """Class indices ordered by rank (1 first); unranked classes last."""
+    ranks = np.asarray(vuln_rank, float)
+    return sorted(range(len(ranks)), key=lambda c: (not np.isfinite(ranks[c]), ranks[c], c))
+
+
+def plot_path_matrix(matrix: pd.DataFrame, class_names: Sequence[str], path: Path) -> Path:
+    """Heatmap of path counts: source class (rows) by first class hit (columns), annotated.
+
+    ``matrix`` is ``analysis.path_matrix(...)``; a ``"none"`` column is labelled "no flip".
+    """
+    names = list(class_names)
+    labels = [NO_FLIP_LABEL if c == "none" else names[int(c)] for c in matrix.columns]
+    values = matrix.to_numpy(float)
+    fig = Figure(layout="constrained", figsize=(8.0, 6.5))
+    ax = fig.add_subplot()
+    norm = Normalize(vmin=0, vmax=max(values.max(), 1))
+    image = ax.imshow(values, cmap=SEQUENTIAL_CMAP, norm=norm, aspect="auto")
+    _annotate(ax, values, norm, ".0f")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(matrix.index)), [names[int(s)] for s in matrix.index])
+    ax.set_xlabel("first class hit after the class change")
+    ax.set_ylabel("source class (true = predicted label)")
+    ax.set_title("Path matrix: where each path first leaves its class")
+    fig.colorbar(image, ax=ax, label="number of paths")
+    return _save(fig, path)
+
+
+def plot_attack_effort(
+    paths: pd.DataFrame, class_names: Sequence[str], path: Path,
+    vuln_rank: Sequence[float] | None = None, image_margins_df: pd.DataFrame | None = None,
+) -> Path:
+    """Per-class distribution of traced FR lengths (box + points), most robust class first.
+
+    Boxes and points show ``fr_length`` of successful paths from each source class; a diamond
+    marks the class mean of the per-image margin (min over targets) when ``image_margins_df``
+    is given.
+    """
+    names = list(class_names)
+    ok = paths[paths["success"].astype(bool) & np.isfinite(paths["fr_length"])]
+    order = _ranked_order(vuln_rank) if vuln_rank is not None else list(range(len(names)))
+    data = [ok.loc[ok["source"] == c, "fr_length"].to_numpy(float) for c in order]
+    fig = Figure(layout="constrained", figsize=(9.0, 5.0))
+    ax = fig.add_subplot()
+    positions = np.arange(1, len(order) + 1)
+    nonempty = [i for i, d in enumerate(data) if d.size]
+    if nonempty:
+        ax.boxplot([data[i] for i in nonempty], positions=positions[nonempty], widths=0.55,
+                   showfliers=False, medianprops={"color": OKABE_ITO[5], "linewidth": 2},
+                   boxprops={"color": "#444444"}, whiskerprops={"color": "#444444"})
+    rng = np.random.default_rng(0)
+    for pos, values in zip(positions, data):
+        if values.size > MAX_POINTS_PER_CLASS:
+            values = rng.choice(values, MAX_POINTS_PER_CLASS, replace=False)
+        jitter = rng.uniform(-0.2, 0.2, values.size)
+        ax.scatter(pos + jitter, values, s=6, color=OKABE_ITO[4], alpha=POINT_ALPHA, linewidths=0,
+                   label="path" if pos == positions[0] else None)
+    if image_margins_df is not None:
+        means = image_margins_df.groupby("source")["fr_margin"].mean()
+        ax.scatter(positions, [means.get(c, np.nan) for c in order], marker="D", s=36,
+                   color=OKABE_ITO[0], edgecolor="black", zorder=3,
+                   label="mean per-image margin (min over targets)")
+    ax.set_xticks(positions, [names[c] for c in order], rotation=30, ha="right")
+    ax.set_xlabel("source class" + (" (ordered by vulnerability rank, most robust first)"
+                                    if vuln_rank is not None else ""))
+    ax.set_ylabel("FR length to the class change")
+    ax.set_title("Attack effort in FR space (successful paths)")
+    ax.grid(axis="y", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_shielding_landscape(
+    paths: pd.DataFrame, class_names: Sequence[str], vuln_rank: Sequence[float], path: Path
+) -> Path:
+    """Shield x target heatmaps: robust-to-fragile paths (left), fragile-to-robust (right).
+
+    "Robust" is the top half of ``vuln_rank`` (1 = most robust), "fragile" the rest. Entry (c, t):
+    % of successful paths from the panel's sources toward t whose first hit is the shield c.
+    Rows and columns are ordered by rank; both panels share one colour scale.
+    """
+    names = list(class_names)
+    n_classes = len(names)
+    order = [c for c in _ranked_order(vuln_rank) if np.isfinite(np.asarray(vuln_rank, float)[c])]
+    robust, fragile = order[: len(order) // 2], order[len(order) // 2:]
+    panels = [
+        ("robust sources -> fragile targets", robust, fragile),
+        ("fragile sources -> robust targets", fragile, robust),
+    ]
+    shares = [100 * analysis.shield_target_matrix(paths, n_classes, s, t).loc[order, t].to_numpy(float)
+              for _, s, t in panels]
+    vmax = max([np.nanmax(v) if v.size and np.isfinite(v).any() else 0.0 for v in shares] + [1.0])
+    norm = Normalize(vmin=0, vmax=vmax)
+    fig = Figure(layout="constrained", figsize=(11.0, 5.8))
+    axes = fig.subplots(1, 2)
+    for ax, (title, _, targets), values in zip(axes, panels, shares):
+        image = ax.imshow(values, cmap=SEQUENTIAL_CMAP, norm=norm, aspect="auto")
+        _annotate(ax, values, norm, ".0f")
+        ax.set_xticks(range(len(targets)), [names[t] for t in targets], rotation=45, ha="right")
+        ax.set_yticks(range(len(order)), [names[c] for c in order])
+        ax.set_xlabel("target class")
+        ax.set_title(title, fontsize=10)
+    axes[0].set_ylabel("shield (first class hit), most robust first")
+    fig.colorbar(image, ax=list(axes), label="% of successful paths toward the target")
+    fig.suptitle("Shielding landscape (robust = top half of our vulnerability ranking)")
+    return _save(fig, path)
+
+
+def plot_closed_form(paths: pd.DataFrame, image_margins_df: pd.DataFrame, path: Path) -> Path:
+    """Traced versus closed-form FR length (left) and per-image margin versus LB (right), y = x."""
+    ok = paths[paths["success"].astype(bool) & np.isfinite(paths["fr_length"])]
+    fig = Figure(layout="constrained", figsize=(11.0, 5.0))
+    left, right = fig.subplots(1, 2)
+    has_prediction = "predicted_length" in ok.columns and np.isfinite(ok["predicted_length"]).any()
+    if has_prediction:
+        direct = ok["predicted_first_hit"] == ok["target"] if "predicted_first_hit" in ok.columns \
+            else pd.Series(True, index=ok.index)
+        for mask, label, colour in ((direct, "predicted to reach its target", OKABE_ITO[4]),
+                                    (~direct, "predicted shielded", OKABE_ITO[5])):
+            left.scatter(ok.loc[mask, "predicted_length"], ok.loc[mask, "fr_length"], s=7,
+                         alpha=POINT_ALPHA + 0.15, color=colour, linewidths=0, label=label)
+        _identity(left, ok["predicted_length"], ok["fr_length"])
+        left.legend(loc="upper left", fontsize=8)
+    else:
+        left.text(0.5, 0.5, "no closed-form predictions in this run", ha="center",
+                  transform=left.transAxes)
+    left.set_xlabel("closed-form NG length (METHOD 4b)")
+    left.set_ylabel("traced FR length")
+    left.set_title("Traced vs closed-form length, per path", fontsize=10)
+    im = image_margins_df[np.isfinite(image_margins_df["fr_margin"])
+                          & np.isfinite(image_margins_df["lower_bound"])]
+    if len(im):
+        right.scatter(im["lower_bound"], im["fr_margin"], s=10, color=OKABE_ITO[2],
+                      alpha=POINT_ALPHA + 0.25, linewidths=0, label="image")
+        _identity(right, im["lower_bound"], im["fr_margin"])
+        right.legend(loc="upper left", fontsize=8)
+    else:
+        right.text(0.5, 0.5, "no lower bounds in this run", ha="center", transform=right.transAxes)
+    right.set_xlabel("simplex lower bound LB (METHOD 4a)")
+    right.set_ylabel("per-image margin (min over targets of traced length)")
+    right.set_title("Per-image margin vs lower bound", fontsize=10)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle("Closed forms versus traced paths (points on y = x agree)")
+    return _save(fig, path)
+
+
+def _identity(ax, x: pd.Series, y: pd.Series) -> None:
+    values = np.concatenate([np.asarray(x, float), np.asarray(y, float)])
+    values = values[np.isfinite(values)]
+    if values.size:
+        lo, hi = values.min(), values.max()
+        ax.plot([lo, hi], [lo, hi], color="black", linestyle="--", linewidth=1, label="y = x")
+
+
+def plot_fr_vs_l2(
+    image_margins_df: pd.DataFrame, path: Path, baselines: pd.DataFrame | None = None
+) -> Path:
+    """Per-image FR margin against L2: at the flip of its shortest FR path, and (with baselines)
+    the minimal L2 of each attack."""
+    has_baselines = baselines is not None and len(baselines) > 0
+    fig = Figure(layout="constrained", figsize=(11.0 if has_baselines else 6.0, 5.0))
+    axes = fig.subplots(1, 2 if has_baselines else 1)
+    axes = list(np.atleast_1d(axes))
+    im = image_margins_df
+    axes[0].scatter(im["fr_margin"], im["margin_l2"], s=9, color=OKABE_ITO[4],
+                    alpha=POINT_ALPHA + 0.2, linewidths=0)
+    axes[0].set_xlabel("per-image FR margin")
+    axes[0].set_ylabel("L2 of x_end - x0 at the flip (shortest FR path)")
+    axes[0].set_title("FR margin vs L2 along the FR path", fontsize=10)
+    if has_baselines:
+        wide = analysis.best_l2(baselines)
+        attacks = [c for c in wide.columns if c != "best"]
+        joined = im.set_index("image_index")[["fr_margin"]].join(wide, how="inner")
+        for i, attack in enumerate(attacks):
+            finite = np.isfinite(joined[attack])
+            axes[1].scatter(joined.loc[finite, "fr_margin"], joined.loc[finite, attack], s=9,
+                            alpha=POINT_ALPHA + 0.2, linewidths=0,
+                            color=OKABE_ITO[i % len(OKABE_ITO)], label=f"{attack} (n={int(finite.sum())})")
+        axes[1].set_xlabel("per-image FR margin")
+        axes[1].set_ylabel("minimal L2 distance found by the attack")
+        axes[1].set_title("FR margin vs minimal-L2 attacks (failures omitted)", fontsize=10)
+        axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle("Fisher-Rao margins versus Euclidean distances, per image")
+    return _save(fig, path)
+
+
+def plot_matrix_difference(diff: pd.DataFrame, class_names: Sequence[str], path: Path,
+                           title: str = "Path matrix: Euclidean minus Fisher") -> Path:
+    """Diverging heatmap of a path-matrix difference (e.g. ``MetricComparison.matrix_diff``)."""
+    names = list(class_names)
+    values = diff.to_numpy(float)
+    limit = max(np.abs(values).max(), 1.0)
+    norm = Normalize(vmin=-limit, vmax=limit)
+    fig = Figure(layout="constrained", figsize=(8.0, 6.5))
+    ax = fig.add_subplot()
+    image = ax.imshow(values, cmap=DIVERGING_CMAP, norm=norm, aspect="auto")
+    _annotate(ax, values, norm, ".0f", cmap_dark_low=False)
+    labels = [NO_FLIP_LABEL if c == "none" else names[int(c)] for c in diff.columns]
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(diff.index)), [names[int(s)] for s in diff.index])
+    ax.set_xlabel("first class hit after the class change")
+    ax.set_ylabel("source class")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="difference in number of paths")
+    return _save(fig, path)
+
+
+def plot_class_comparison(tables: Mapping[str, pd.DataFrame], path: Path,
+                          column: str = "mean_fr_margin", label: str = "mean FR margin") -> Path:
+    """Grouped bars of one ``class_table`` column per run, with its 95% interval when present."""
+    labels = list(tables)
+    first = tables[labels[0]]
+    names = first["name"].tolist()
+    width = 0.8 / len(labels)
+    x = np.arange(len(names))
+    fig = Figure(layout="constrained", figsize=(max(9.0, 0.9 * len(names)), 5.0))
+    ax = fig.add_subplot()
+    for i, run in enumerate(labels):
+        table = tables[run].set_index("name").reindex(names)
+        values = table[column].to_numpy(float)
+        errors = None
+        if f"{column}_lo" in table.columns:
+            errors = np.vstack([values - table[f"{column}_lo"].to_numpy(float),
+                                table[f"{column}_hi"].to_numpy(float) - values])
+            errors = np.where(np.isfinite(errors), np.maximum(errors, 0), 0)
+        ax.bar(x + (i - (len(labels) - 1) / 2) * width, values, width, yerr=errors, capsize=2,
+               color=OKABE_ITO[i % len(OKABE_ITO)], label=run)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_xlabel("source class")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} per class and run (bars: 95% cluster-bootstrap interval)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+__all__ = [
+    "plot_attack_effort", "plot_class_comparison", "plot_closed_form", "plot_fr_vs_l2",
+    "plot_matrix_difference", "plot_path_matrix", "plot_shielding_landscape",
+]

@@ -1,0 +1,503 @@
+"""The batched path tracer: one chunk of paths advanced together, each with its own mask.
+
+``paths.trace_paths`` validates input, splits paths into chunks and calls ``ChunkTracer``.
+Shapes: n paths in the chunk, m active ones in a step, C classes, D input dimensions.
+Everything on the simplex runs in float64; the network runs in the input's dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.func import vjp
+
+from .fisher import DataFisher, logits_and_jacobian
+from .geometry import fisher_rao_distance
+from .simplex_line import SimplexLine, segment_length
+from .solve import (
+    cg_solve,
+    coefficient_solve,
+    fisher_weights,
+    krylov_largest_eigenvalue,
+    largest_eigenvalue,
+    resolve_damping,
+)
+
+RUNNING = "running"
+#: wanted contraction of the first frozen-Jacobian correction (sets the logit step)
+THETA_TARGET = 0.35
+#: the logit step never grows past this multiple of the ``logit_step`` option
+MAX_LOGIT_SCALE = 8.0
+
+
+@dataclass(frozen=True)
+class TracerOptions:
+    """Resolved options of one ``trace_paths`` call (see its docstring)."""
+
+    method: str
+    metric: str
+    until: str
+    solver: str
+    damping: float
+    damping_mode: str
+    max_steps: int
+    box: tuple[float, float] | None
+    eta: float
+    logit_step: float
+    rtol: float
+    atol: float
+    max_corrector: int
+    contraction: float
+    root_tol: float
+    overshoot: float
+    max_attempts: int
+    cg_rtol: float
+    cg_maxiter: int | None
+    record: bool
+
+
+def _log_probs(z: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(z.to(torch.float64), -1)
+
+
+def _gap(z: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """z_top - max_{c != top} z_c in float64, (m,)."""
+    z = z.to(torch.float64)
+    zt = z.gather(1, top[:, None])[:, 0]
+    return zt - z.scatter(1, top[:, None], -float("inf")).max(-1).values
+
+
+def _bmv(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return (A @ v[:, :, None])[:, :, 0]
+
+
+class ChunkTracer:
+    """State of n paths; ``run()`` advances them until each has a final status."""
+
+    def __init__(self, model, x, source, target, opts: TracerOptions) -> None:
+        self.model = model
+        self.o = opts
+        n = x.shape[0]
+        self.shape = x.shape[1:]
+        dev = x.device
+        self.x0 = x.detach().clone()
+        self.x = self.x0.clone()
+        self.x_first = self.x0.clone()
+        self.source = source
+        self.top = source.clone()
+        self.k = target.clone()
+        f64 = dict(dtype=torch.float64, device=dev)
+        i64 = dict(dtype=torch.int64, device=dev)
+        self.L = torch.zeros(n, **f64)
+        self.L_first = torch.full((n,), float("nan"), **f64)
+        self.L_target = torch.full((n,), float("nan"), **f64)
+        self.first_hit = torch.full((n,), -1, **i64)
+        self.success = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.steps = torch.zeros(n, **i64)
+        self.jac = torch.zeros(n, **i64)
+        self.fwd = torch.zeros(n, **i64)
+        self.mv = torch.zeros(n, **i64)
+        self.h = torch.full((n,), opts.eta, **f64)
+        self.hz = torch.full((n,), opts.logit_step, **f64)
+        self.prev_dir: torch.Tensor | None = None
+        self.has_prev = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.active = torch.ones(n, dtype=torch.bool, device=dev)
+        # until="target": past the first change, the path chases the target class
+        self.chasing = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.status = [RUNNING] * n
+        self.visited: list[list[int]] = [[] for _ in range(n)]
+        self.traj: list[list[torch.Tensor]] | None = [[xi.clone()] for xi in self.x0] if opts.record else None
+        self.z = self._forward(torch.arange(n, device=dev), self.x)
+        self.C = self.z.shape[-1]
+        self.prev_dir = torch.zeros(n, self.C, **f64)
+        bad = ~torch.isfinite(self.z).all(-1)
+        self._finish(bad, "nonfinite")
+        wrong = (self.z.argmax(-1) != source) & ~bad
+        self._finish(wrong, "misclassified")
+
+    # ---------------------------------------------------------------- bookkeeping
+    def _forward(self, gidx: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z = self.model(xs)
+        self.fwd[gidx] += 1
+        return z.detach()
+
+    def _finish(self, mask_or_idx: torch.Tensor, status: str) -> None:
+        idx = mask_or_idx.nonzero()[:, 0] if mask_or_idx.dtype == torch.bool else mask_or_idx
+        for i in idx.tolist():
+            if self.active[i]:
+                self.status[i] = status
+        self.active[idx] = False
+
+    def _clamp(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.o.box is None else x.clamp(*self.o.box)
+
+    def _record(self, gidx: torch.Tensor) -> None:
+        if self.traj is not None:
+            for i in gidx.tolist():
+                self.traj[i].append(self.x[i].clone())
+
+    def _logit_gradient(self, gidx: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Logit gradient a of the function each path descends, (m, C) float64.
+
+        Until the first change: L = log p_top - log p_k, a = e_top - e_k. Chasing the target:
+        L = log(1 - p_k) - log p_k, a_j = p_j / (1 - p_k) (j != k), a_k = -1, which raises p_k
+        and shrinks the others in proportion, so the classes passed never swap back.
+        """
+        top, k = self.top[gidx], self.k[gidx]
+        a = torch.zeros(top.shape[0], self.C, dtype=torch.float64, device=top.device)
+        a.scatter_(1, top[:, None], 1.0)
+        a.scatter_(1, k[:, None], -1.0)
+        chase = self.chasing[gidx]
+        if chase.any():
+            pc = p[chase]
+            kc = k[chase]
+            rest = 1.0 - pc.gather(1, kc[:, None])
+            ac = pc / rest.clamp_min(1e-300)
+            ac.scatter_(1, kc[:, None], -1.0)
+            a[chase] = ac
+        return a
+
+    def _event_gap(self, z: torch.Tensor, gidx: torch.Tensor) -> torch.Tensor:
+        """> 0 before the event a path waits for, <= 0 once it happened: the argmax leaving
+        ``top`` (first change) or the target becoming the argmax (chasing)."""
+        g = _gap(z, self.top[gidx])
+        chase = self.chasing[gidx]
+        if chase.any():
+            g = torch.where(chase, -_gap(z, self.k[gidx]), g)
+        return g
+
+    def run(self) -> None:
+        while self.active.any():
+            idx = self.active.nonzero()[:, 0]
+            over = self.steps[idx] >= self.o.max_steps
+            self._finish(idx[over], "budget")
+            idx = idx[~over]
+            if idx.numel() == 0:
+                continue
+            if self.o.method == "paper":
+                self._paper_step(idx)
+            else:
+                self._converged_step(idx)
+
+    # ---------------------------------------------------------------- shared pieces
+    def _lam(self, M: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        if self.o.damping_mode == "relative":
+            lam_max = largest_eigenvalue(M, K)
+        else:
+            lam_max = torch.zeros(M.shape[0], dtype=torch.float64, device=M.device)
+        return resolve_damping(self.o.damping, self.o.damping_mode, lam_max)
+
+    def _direction(self, x, J, p, a):
+        """Direction in x (m, D), logit velocity (m, C), K, lam and the Jacobian used.
+
+        With a box, coordinates at a bound that the step would push outward are frozen (their
+        Jacobian columns zeroed): the projected natural gradient.
+        """
+        M = fisher_weights(p)
+        J64 = J.to(torch.float64)
+        for _ in range(1 if self.o.box is None else 2):
+            K = J64 @ J64.transpose(-1, -2)
+            lam = self._lam(M, K)
+            w = coefficient_solve(M, K, a, lam) if self.o.metric == "fisher" else a
+            v = -_bmv(J64.transpose(-1, -2), w)
+            if self.o.box is None:
+                break
+            lo, hi = self.o.box
+            xf = x.reshape(x.shape[0], -1)
+            frozen = ((xf <= lo) & (v < 0)) | ((xf >= hi) & (v > 0))
+            if not frozen.any():
+                break
+            J64 = J64 * (~frozen)[:, None, :]
+        zdot = -_bmv(K, w)
+        return v, zdot, M, K, lam, J64
+
+    def _accept(self, gidx, x_old, z_old, x_new, z_new, h_used) -> None:
+        """Book an accepted step; locate and handle a class change inside it."""
+        p_old = torch.softmax(z_old.to(torch.float64), -1)
+        L_prev = self.L[gidx].clone()
+        self.L[gidx] = L_prev + self._length(p_old, torch.softmax(z_new.to(torch.float64), -1))
+        self.steps[gidx] += 1
+        if h_used is not None:
+            self.h[gidx] = h_used
+        flipped = self._event_gap(z_new, gidx) < 0
+        keep = ~flipped
+        self.x[gidx[keep]] = x_new[keep]
+        self.z[gidx[keep]] = z_new[keep]
+        self._record(gidx[keep])
+        chase_kept = gidx[keep & self.chasing[gidx]]
+        for i, c in zip(chase_kept.tolist(), self.z[chase_kept].argmax(-1).tolist()):
+            if self.visited[i][-1] != c:
+                self.visited[i].append(c)
+        if not flipped.any():
+            return
+        f = flipped.nonzero()[:, 0]
+        if self.o.method == "paper":
+            xe, ze = x_new[f], z_new[f]
+        else:
+            xe, ze = self._locate(gidx[f], x_old[f], z_old[f], x_new[f], z_new[f])
+            self.L[gidx[f]] = L_prev[f] + self._length(p_old[f], torch.softmax(ze.to(torch.float64), -1))
+        self._flipped(gidx[f], xe, ze)
+
+    def _length(self, pa: torch.Tensor, pb: torch.Tensor) -> torch.Tensor:
+        """FR length of one step: the plain chord in paper mode (the paper's path jumps), the
+        straight p-space segment between the accepted points otherwise (the flow's exact
+        image where the Jacobian is a submersion, a second-order estimate elsewhere)."""
+        if self.o.method == "paper":
+            return fisher_rao_distance(pa, pb)
+        return segment_length(pa, pb)
+
+    def _locate(self, gidx, xa, za, xb, zb):
+        """Illinois regula falsi on the segment xa -> xb for the class change (forward passes).
+
+        Returns the first point found on the changed side within ``root_tol`` (FR) of the
+        boundary, and its logits.
+        """
+        ga, gb = self._event_gap(za, gidx), self._event_gap(zb, gidx)
+        sa = torch.zeros_like(ga)
+        sb = torch.ones_like(ga)
+        pa = torch.softmax(za.to(torch.float64), -1)
+        pb = torch.softmax(zb.to(torch.float64), -1)
+        side = torch.zeros_like(ga)
+        xb, zb = xb.clone(), zb.clone()
+        dx = xb - xa
+        width_tol = self.o.root_tol * fisher_rao_distance(pa, pb).clamp_min(1e-12)
+        for _ in range(60):
+            live = fisher_rao_distance(pa, pb) > width_tol
+            if not live.any():
+                break
+            li = live.nonzero()[:, 0]
+            s = sa[li] + ga[li] / (ga[li] - gb[li]) * (sb[li] - sa[li])
+            width = sb[li] - sa[li]
+            s = torch.minimum(torch.maximum(s, sa[li] + 1e-3 * width), sb[li] - 1e-3 * width)
+            xs = xa[li] + s.view(-1, *[1] * (xa.ndim - 1)).to(xa.dtype) * dx[li]
+            zs = self._forward(gidx[li], xs)
+            gs = self._event_gap(zs, gidx[li])
+            ps = torch.softmax(zs.to(torch.float64), -1)
+            pos = gs >= 0  # a tie is not yet a change
+            lo_i, hi_i = li[pos], li[~pos]
+            sa[lo_i], ga[lo_i], pa[lo_i] = s[pos], gs[pos], ps[pos]
+            sb[hi_i], gb[hi_i], pb[hi_i] = s[~pos], gs[~pos], ps[~pos]
+            xb[hi_i], zb[hi_i] = xs[~pos], zs[~pos]
+            # Illinois: halve the stale end's value when the same side moves twice
+            gb[lo_i] = torch.where(side[lo_i] > 0, gb[lo_i] / 2, gb[lo_i])
+            ga[hi_i] = torch.where(side[hi_i] < 0, ga[hi_i] / 2, ga[hi_i])
+            side[lo_i], side[hi_i] = 1.0, -1.0
+        return xb, zb
+
+    def _flipped(self, gidx, xe, ze) -> None:
+        hit = ze.argmax(-1)
+        self.x[gidx] = xe
+        self.z[gidx] = ze
+        self._record(gidx)
+        first = ~self.chasing[gidx]
+        fi = gidx[first]
+        self.first_hit[fi] = hit[first]
+        self.L_first[fi] = self.L[fi]
+        self.success[fi] = True
+        self.x_first[fi] = xe[first]
+        if self.o.until == "first_flip":
+            self._finish(gidx, "ok")
+            return
+        for j, i in enumerate(gidx.tolist()):
+            if not self.visited[i] or self.visited[i][-1] != int(hit[j]):
+                self.visited[i].append(int(hit[j]))
+        done = hit == self.k[gidx]
+        self.L_target[gidx[done]] = self.L[gidx[done]]
+        self._finish(gidx[done], "ok")
+        cont = gidx[~done]
+        self.chasing[cont] = True
+        self.top[cont] = hit[~done]
+        self.has_prev[cont] = False
+        self.h[cont] = self.o.eta
+        self.hz[cont] = self.o.logit_step
+
+    # ---------------------------------------------------------------- paper mode
+    def _paper_step(self, idx: torch.Tensor) -> None:
+        o = self.o
+        x = self.x[idx]
+        if o.solver == "exact":
+            z, J = logits_and_jacobian(self.model, x)
+            self.jac[idx] += 1
+            ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
+            p = torch.softmax(z.to(torch.float64), -1)
+            a = self._logit_gradient(idx, p)
+            v, zdot, M, K, lam, J64 = self._direction(x, J, p, a)
+            v = -v  # (G + lam I)^{-1} g with g = J^T a
+            gv = (a * -zdot).sum(-1)
+        else:
+            z, pullback = vjp(self.model, x)
+            a = self._logit_gradient(idx, torch.softmax(z.detach().to(torch.float64), -1))
+            (g,) = pullback(a.to(z.dtype))
+            F = DataFisher(self.model, x)
+            flat_g = g.reshape(x.shape[0], -1)
+
+            def mv(u):
+                return F.matvec(u.reshape(x.shape)).reshape(u.shape)
+
+            if o.damping_mode == "relative":
+                lam_max = krylov_largest_eigenvalue(mv, flat_g, self.C)
+                self.mv[idx] += self.C
+            else:
+                lam_max = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+            lam = resolve_damping(o.damping, o.damping_mode, lam_max)
+            v, used = cg_solve(mv, flat_g, lam, rtol=o.cg_rtol, maxiter=o.cg_maxiter or 4 * self.C)
+            self.mv[idx] += used + 1
+            v = v.to(torch.float64)
+            gv = (flat_g.to(torch.float64) * v).sum(-1)
+            ok = torch.isfinite(v).all(-1) & torch.isfinite(gv)
+        ok = ok & (gv > 0)
+        self._finish(idx[~ok], "nonfinite")
+        if not ok.any():
+            return
+        idx, v, gv, x, z = idx[ok], v[ok], gv[ok], x[ok], z[ok]
+        delta = (v / gv.sqrt()[:, None]).to(x.dtype).reshape(x.shape)
+        x_new = self._clamp(x - delta)
+        z_new = self._forward(idx, x_new)
+        good = torch.isfinite(z_new).all(-1)
+        self._finish(idx[~good], "nonfinite")
+        self._accept(idx[good], x[good], z[good].detach(), x_new[good], z_new[good], None)
+
+    # ---------------------------------------------------------------- converged mode
+    def _converged_step(self, idx: torch.Tensor) -> None:
+        o = self.o
+        x = self.x[idx]
+        z, J = logits_and_jacobian(self.model, x)
+        self.jac[idx] += 1
+        ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
+        self._finish(idx[~ok], "nonfinite")
+        if not ok.all():
+            idx, x, z, J = idx[ok], x[ok], z[ok], J[ok]
+            if idx.numel() == 0:
+                return
+        p = torch.softmax(z.to(torch.float64), -1)
+        a = self._logit_gradient(idx, p)
+        v, zdot, M, K, lam, J64 = self._direction(x, J, p, a)
+        pdot = _bmv(M, zdot)
+        speed = (zdot * pdot).sum(-1).clamp_min(0).sqrt()
+        moving = torch.isfinite(speed) & (speed > 0) & torch.isfinite(pdot).all(-1)
+        self._finish(idx[~moving], "stalled")
+        if not moving.all():
+            keep = moving
+            idx, x, z, p, a, v, zdot, M, K, lam, J64, pdot, speed = (
+                t[keep] for t in (idx, x, z, p, a, v, zdot, M, K, lam, J64, pdot, speed)
+            )
+            if idx.numel() == 0:
+                return
+        # step control: the turn of the p-space direction since the last step estimates the
+        # local error of a straight predictor; zero on the exact flow of a submersion
+        unit = pdot / pdot.norm(dim=-1, keepdim=True)
+        h = self.h[idx].clone()
+        prev = self.has_prev[idx]
+        err = 0.5 * h * (unit - self.prev_dir[idx]).norm(dim=-1)
+        factor = (0.9 * (o.rtol * h / err.clamp_min(1e-300)).sqrt()).clamp(0.2, 2.0)
+        h = torch.where(prev, (h * factor).clamp(max=o.eta), h)
+        self.prev_dir[idx] = unit
+        self.has_prev[idx] = True
+
+        hz = self.hz[idx].clone()
+        pending = torch.arange(idx.numel(), device=x.device)
+        for _ in range(o.max_attempts):
+            if pending.numel() == 0:
+                break
+            if o.metric == "fisher":
+                x_new, z_new, good, nonfinite, theta = self._corrected(
+                    idx[pending], x[pending], z[pending], p[pending], pdot[pending], M[pending], K[pending],
+                    lam[pending], J64[pending], h[pending], hz[pending],
+                )
+            else:
+                x_new, z_new, good, nonfinite, theta = self._euler(
+                    idx[pending], x[pending], p[pending], v[pending], speed[pending], h[pending]
+                )
+            self._finish(idx[pending[nonfinite]], "nonfinite")
+            acc = pending[good]
+            if acc.numel():
+                if theta is not None:
+                    # chord-Newton contraction grows with the step: aim at THETA_TARGET
+                    scale = (THETA_TARGET / theta[good].clamp_min(1e-12)).clamp(0.3, 2.0)
+                    self.hz[idx[acc]] = (hz[acc] * scale).clamp(max=MAX_LOGIT_SCALE * o.logit_step)
+                self._accept(idx[acc], x[acc], z[acc], x_new[good], z_new[good], h[acc])
+            pending = pending[~good & ~nonfinite]
+            h[pending] = h[pending] / 2
+            hz[pending] = hz[pending] / 3
+            self.hz[idx[pending]] = hz[pending]
+        self._finish(idx[pending], "stalled")
+
+    def _corrected(self, gidx, x, z, p, pdot, M, K, lam, J64, h, hz):
+        """Predictor on the simplex line, corrector with the frozen Jacobian (forward passes).
+
+        The target lies on the line p + t pdot, at FR distance h or log-probability change hz,
+        whichever comes first, or just past the class boundary when the line crosses it
+        sooner. Corrections solve the damped Fisher least-squares problem for the remaining
+        log-probability residual r: dx = J^T (M K + lam I)^{-1} M r, which with full-rank J
+        reproduces r exactly (mod 1). Returns the new points, logits, accepted and nonfinite
+        masks and the contraction of the first correction (a measure of nonlinearity).
+        """
+        o = self.o
+        top = self.top[gidx]
+        line = SimplexLine(p, pdot)
+        t = line.step(h, hz)
+        chase = self.chasing[gidx]
+        t_star = line.crossing(top)
+        if chase.any():
+            t_star = torch.where(chase, line.overtake(self.k[gidx]), t_star)
+        final = t_star <= t
+        if final.any():
+            rows = final.nonzero()[:, 0]
+            sub = SimplexLine(p[rows], pdot[rows])
+            t[rows] = sub.beyond(t_star[rows], o.overshoot)
+        p_target = line.at(t)
+        target = torch.log(p_target.clamp_min(1e-300))
+        # the last step lands tighter than its overshoot, so that the change lies at the end of
+        # the segment, where the straight input-space chord meets the flow's line
+        rel = torch.where(final, torch.full_like(h, min(o.rtol, o.overshoot / 4)), torch.full_like(h, o.rtol))
+        tol = torch.maximum(rel * fisher_rao_distance(p, p_target), torch.full_like(h, o.atol))
+        r = target - _log_probs(z)
+        k = self.k[gidx]
+        aim = (r.gather(1, top[:, None]) - r.gather(1, k[:, None]))[:, 0].abs()
+        m = x.shape[0]
+        Jt = J64.transpose(-1, -2)
+        delta = torch.zeros(m, Jt.shape[1], dtype=torch.float64, device=x.device)
+        x_new, z_new = x.clone(), z.clone()
+        live = torch.ones(m, dtype=torch.bool, device=x.device)
+        good = torch.zeros_like(live)
+        nonfinite = torch.zeros_like(live)
+        size_prev = torch.full((m,), float("inf"), dtype=torch.float64, device=x.device)
+        theta = torch.zeros(m, dtype=torch.float64, device=x.device)
+        for it in range(o.max_corrector + 1):
+            w = coefficient_solve(M, K, _bmv(M, r), lam)
+            dz = _bmv(K, w)
+            size = (dz * _bmv(M, dz)).sum(-1).clamp_min(0).sqrt()
+            if it == 1:
+                # nonlinearity along the path: the share of the aimed change of the logit gap
+                # log p_top - log p_target that the first (linear) step missed
+                miss = (r.gather(1, top[:, None]) - r.gather(1, k[:, None]))[:, 0].abs()
+                theta = torch.where(live, miss / aim.clamp_min(1e-300), theta)
+            if it > 0:
+                conv = live & (size <= tol)
+                fail = live & ~conv & ((size > o.contraction * size_prev) | ~torch.isfinite(size) | (it == o.max_corrector))
+                good |= conv
+                live &= ~conv & ~fail
+            if not live.any():
+                break
+            li = live.nonzero()[:, 0]
+            delta[li] += _bmv(Jt[li], w[li])
+            x_new[li] = self._clamp(x[li] + delta[li].to(x.dtype).reshape(x[li].shape))
+            z_new[li] = self._forward(gidx[li], x_new[li])
+            bad = ~torch.isfinite(z_new[li]).all(-1)
+            nonfinite[li[bad]] = True
+            live[li[bad]] = False
+            r = target - _log_probs(torch.nan_to_num(z_new))
+            size_prev = size
+        return x_new, z_new, good & ~nonfinite, nonfinite, theta
+
+    def _euler(self, gidx, x, p, v, speed, h):
+        """Plain step along the Euclidean gradient direction, FR-sized by its linear speed."""
+        tau = (h / speed)[:, None]
+        x_new = self._clamp(x + (tau * v).to(x.dtype).reshape(x.shape))
+        z_new = self._forward(gidx, x_new)
+        nonfinite = ~torch.isfinite(z_new).all(-1)
+        moved = fisher_rao_distance(p, torch.softmax(torch.nan_to_num(z_new).to(torch.float64), -1))
+        good = ~nonfinite & (moved <= 2 * h) & (moved > 0)
+        return x_new, z_new, good, nonfinite, None

@@ -1,0 +1,94 @@
+"""Input checks shared by the public API. Each raises a ``FrmarginError`` (a ValueError)
+naming the argument, what was received and what was expected."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .errors import bad_argument
+
+__all__ = [
+    "check_images",
+    "check_classes",
+    "check_box",
+    "check_model",
+    "check_logits",
+]
+
+
+def check_images(x: object, name: str = "x") -> torch.Tensor:
+    """A non-empty, finite, floating-point (B, *S) tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise bad_argument(name, type(x).__name__, "a torch.Tensor of shape (B, *input_shape)")
+    if not x.is_floating_point():
+        raise bad_argument(
+            name, f"dtype {x.dtype}", "a floating-point tensor (convert integer images, e.g. x.float() / 255)"
+        )
+    if x.ndim < 2:
+        raise bad_argument(name, f"shape {tuple(x.shape)}", "shape (B, *input_shape) with a batch axis")
+    if x.shape[0] == 0:
+        raise bad_argument(name, "an empty batch (B = 0)", "at least one input")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x.reshape(x.shape[0], -1))).any(-1).sum())
+        raise bad_argument(name, f"{bad} input(s) with NaN or inf", "finite values")
+    return x
+
+
+def check_classes(c: object, n: int, num_classes: int | None, name: str) -> torch.Tensor:
+    """(n,) int64 class indices in [0, num_classes)."""
+    t = torch.as_tensor(c)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise bad_argument(name, f"dtype {t.dtype}", "integer class indices")
+    t = t.reshape(-1).long()
+    if t.numel() != n:
+        raise bad_argument(name, f"{t.numel()} entries", f"{n}, one per row of x")
+    if num_classes is not None and ((t < 0) | (t >= num_classes)).any():
+        bad = t[(t < 0) | (t >= num_classes)].tolist()[:5]
+        raise bad_argument(name, f"class indices {bad}", f"indices in [0, {num_classes})")
+    return t
+
+
+def check_box(box: object, x: torch.Tensor) -> tuple[float, float] | None:
+    """None, or (lo, hi) with lo < hi and every x inside."""
+    if box is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in box)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise bad_argument("box", box, "None or a pair (lo, hi)") from None
+    if not lo < hi:
+        raise bad_argument("box", box, "lo < hi")
+    if (x < lo).any() or (x > hi).any():
+        raise bad_argument(
+            "x", f"values in [{x.min().item():.4g}, {x.max().item():.4g}]", f"inputs inside box [{lo}, {hi}]"
+        )
+    return lo, hi
+
+
+def check_model(model: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Refuse a module in train mode: batch norm and dropout would make results batch-dependent."""
+    if isinstance(model, nn.Module):
+        training = [n or type(model).__name__ for n, m in model.named_modules() if m.training]
+        if training:
+            raise bad_argument(
+                "model", f"a module in train mode ({', '.join(training[:3])})", "eval mode: call model.eval()"
+            )
+    elif not callable(model):
+        raise bad_argument("model", type(model).__name__, "an nn.Module or callable returning logits")
+
+
+def check_logits(z: object, batch: int) -> torch.Tensor:
+    """(B, C) logits; refuse outputs that look like probabilities."""
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != batch or z.shape[1] < 2:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise bad_argument("model", f"output {shape}", f"logits of shape ({batch}, C) with C >= 2")
+    zz = z.detach().to(torch.float64)
+    if torch.isfinite(zz).all() and (zz >= 0).all() and (zz <= 1).all():
+        if torch.allclose(zz.sum(-1), torch.ones_like(zz[:, 0]), atol=1e-4):
+            raise bad_argument(
+                "model", "outputs that are probabilities (in [0, 1], rows sum to 1)", "logits: drop the final softmax"
+            )
+    return z

@@ -1,0 +1,280 @@
+"""Tests of frmargin.analysis on hand-built tables with known answers and on synthetic runs."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from frmargin import analysis
+from frmargin.errors import FrmarginError
+from synthetic_run import CLASS_NAMES, write_synthetic_run
+
+EXACT = 1e-12
+TABLE_SECONDS = 2.0  # class_table with 1000 resamples on ~7,200 paths
+
+
+def _path(image: int, source: int, target: int, first_hit: int = -1, fr: float = np.nan,
+          **extra: object) -> dict:
+    success = first_hit >= 0
+    return {"image_index": image, "source": source, "target": target, "success": success,
+            "first_hit": first_hit, "fr_length": fr if success else np.nan,
+            "l2": 0.5 * fr if success else np.nan, "status": "ok" if success else "budget",
+            "lower_bound": 0.1, **extra}
+
+
+def hand_paths() -> pd.DataFrame:
+    """3 images x 9 paths. Image 0 (class 0) reaches 3 targets, image 1 (class 1) 3, image 2
+    (class 8) all 9. Paths eligible for class 8's shielding: 0->1, 0->2, 1->0, 1->3, 1->9; of
+    those 0->1 and 1->0 first hit 8, so class 8's shielding % is exactly 2/5."""
+    outcomes = {
+        (0, 0): {1: (8, 2.0), 2: (2, 3.0), 8: (8, 1.0)},
+        (1, 1): {0: (8, 1.5), 3: (3, 0.5), 9: (9, 1.0)},
+        (2, 8): {t: (t, 0.5) for t in range(10) if t != 8},
+    }
+    rows = []
+    for (image, source), reached in outcomes.items():
+        for target in range(10):
+            if target != source:
+                hit, fr = reached.get(target, (-1, np.nan))
+                rows.append(_path(image, source, target, hit, fr))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[pd.DataFrame, ...]]:
+    out = {}
+    for n in (100, 800):
+        folder = write_synthetic_run(tmp_path_factory.mktemp(f"run{n}"), n_images=n, seed=1)
+        out[n] = tuple(pd.read_parquet(folder / f) for f in
+                       ("paths.parquet", "images.parquet", "baselines.parquet"))
+    return out
+
+
+# -------------------------------------------------------------------------- hand-built answers
+
+
+def test_class_table_hand_built_values():
+    table = analysis.class_table(hand_paths(), None, CLASS_NAMES, n_boot=200, seed=0)
+    assert table.loc[8, "shielding_pct"] == pytest.approx(40.0, abs=EXACT)
+    assert table.loc[8, "n_as_shield"] == 2
+    assert table.loc[2, "shielding_pct"] == 0.0 and table.loc[3, "shielding_pct"] == 0.0
+    assert table.loc[[0, 1, 8], "mean_fr_margin"].tolist() == pytest.approx([2.0, 1.0, 0.5])
+    assert table.loc[[0, 1, 8], "mean_l2"].tolist() == pytest.approx([1.0, 0.5, 0.25])
+    assert table.loc[[0, 1, 8], "image_margin"].tolist() == pytest.approx([1.0, 0.5, 0.5])
+    assert table.loc[[0, 1, 8], "vuln_rank"].tolist() == [1, 2, 3]
+    assert table.loc[[2, 3, 4], "vuln_rank"].isna().all()
+    assert table.loc[0, "success_pct"] == pytest.approx(100 / 3)
+    assert table.loc[0, "shielded_pct"] == pytest.approx(100 / 3)
+    assert table.loc[8, "shielded_pct"] == 0.0
+    assert table["n_images"].tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 1, 0]
+    assert table.loc[8, "n_paths"] == 9 and table.loc[8, "n_success"] == 9
+    assert table.loc[0, "mean_lower_bound"] == pytest.approx(0.1)
+
+
+def test_class_table_one_image_per_class_has_degenerate_interval():
+    table = analysis.class_table(hand_paths(), None, CLASS_NAMES, n_boot=100, seed=0)
+    assert table.loc[8, "shielding_pct_lo"] == pytest.approx(40.0)
+    assert table.loc[8, "shielding_pct_hi"] == pytest.approx(40.0)
+
+
+def test_path_matrix_counts_exact():
+    matrix = analysis.path_matrix(hand_paths(), 10)
+    assert matrix.loc[0, 8] == 2 and matrix.loc[0, 2] == 1 and matrix.loc[0, "none"] == 6
+    assert matrix.loc[1, 8] == 1 and matrix.loc[1, 3] == 1 and matrix.loc[1, 9] == 1
+    assert matrix.loc[8].drop(["none", 8]).tolist() == [1] * 9 and matrix.loc[8, "none"] == 0
+    assert matrix.to_numpy().sum() == 27
+    diagonal = analysis.path_matrix(hand_paths(), 10, no_flip="diagonal")
+    assert diagonal.loc[0, 0] == 6 and diagonal.shape == (10, 10)
+    assert analysis.path_matrix(hand_paths(), 10, no_flip="drop").to_numpy().sum() == 15
+
+
+def test_shielding_landscape_and_shield_matrix():
+    land = analysis.shielding_landscape(hand_paths(), 10).set_index(["source", "target"])
+    assert land.loc[(0, 1), "shielded_share"] == 1.0 and land.loc[(0, 1), "top_shield"] == 8
+    assert land.loc[(0, 2), "shielded_share"] == 0.0 and land.loc[(0, 2), "top_shield"] == -1
+    assert np.isnan(land.loc[(0, 3), "shielded_share"]) and land.loc[(0, 3), "n_paths"] == 1
+    assert len(land) == 90
+    share = analysis.shield_target_matrix(hand_paths(), 10, sources=[0, 1], targets=[0, 1, 2])
+    assert share.loc[8, 1] == 1.0 and share.loc[8, 0] == 1.0 and share.loc[8, 2] == 0.0
+
+
+def test_image_margins_min_over_targets():
+    margins = analysis.image_margins(hand_paths()).set_index("image_index")
+    assert margins["fr_margin"].tolist() == [1.0, 0.5, 0.5]
+    assert margins.loc[0, "margin_target"] == 8 and margins.loc[1, "margin_target"] == 3
+    assert margins.loc[0, "margin_l2"] == 0.5 and margins.loc[0, "min_l2_paths"] == 0.5
+    assert margins["fr_rank"].tolist() == [1.0, 2.5, 2.5]
+    assert margins["n_success"].tolist() == [3, 3, 9]
+
+
+def test_status_counts_sum_to_all_paths():
+    counts = analysis.status_counts(hand_paths()).set_index("status")
+    assert counts.loc["ok", "n_paths"] == 15 and counts.loc["budget", "n_paths"] == 12
+    assert counts["pct"].sum() == pytest.approx(100.0)
+    assert counts.loc["budget", "n_success"] == 0
+
+
+def test_closed_form_agreement_hand_built():
+    rows = [
+        _path(0, 0, 1, 1, 1.1, predicted_length=1.0, predicted_first_hit=1),
+        _path(0, 0, 2, 3, 2.0, predicted_length=2.0, predicted_first_hit=2),
+        _path(1, 1, 0, 0, 0.05, predicted_length=0.1, predicted_first_hit=0),
+    ]
+    cf = analysis.closed_form_agreement(pd.DataFrame(rows)).set_index("quantity")["value"]
+    assert cf["rel_error_median"] == pytest.approx(0.1)
+    assert cf["first_hit_agreement"] == pytest.approx(2 / 3)
+    assert cf["share_above_lower_bound"] == pytest.approx(2 / 3)  # 0.05 < LB = 0.1
+    assert cf["margin_over_lb_median"] == pytest.approx((11 + 0.5) / 2)
+
+
+# ---------------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_interval_contains_estimate_and_shrinks(synthetic):
+    widths = {}
+    for n, (paths, images, _) in synthetic.items():
+        table = analysis.class_table(paths, images, CLASS_NAMES, n_boot=400, seed=0)
+        for column in analysis.CI_COLUMNS:
+            assert (table[f"{column}_lo"] <= table[column] + EXACT).all(), column
+            assert (table[column] <= table[f"{column}_hi"] + EXACT).all(), column
+        widths[n] = (table["mean_fr_margin_hi"] - table["mean_fr_margin_lo"]).mean()
+    assert widths[800] < 0.6 * widths[100]
+
+
+def test_bootstrap_is_deterministic_per_seed(synthetic):
+    paths, images, _ = synthetic[100]
+    a = analysis.class_table(paths, images, CLASS_NAMES, n_boot=100, seed=3)
+    b = analysis.class_table(paths, images, CLASS_NAMES, n_boot=100, seed=3)
+    c = analysis.class_table(paths, images, CLASS_NAMES, n_boot=100, seed=4)
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a["mean_fr_margin_lo"], c["mean_fr_margin_lo"])
+
+
+def test_class_table_fast_enough(synthetic):
+    paths, images, _ = synthetic[800]
+    assert len(paths) > 6000
+    analysis.class_table(paths, images, CLASS_NAMES, n_boot=10)  # warm-up
+    start = time.perf_counter()
+    analysis.class_table(paths, images, CLASS_NAMES, n_boot=1000, seed=0)
+    assert time.perf_counter() - start < TABLE_SECONDS
+
+
+def test_vectorized_kendall_matches_scipy():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=40), rng.normal(size=40)
+    x[5:9], y[:3] = x[5], y[0]  # ties
+    idx = analysis._bootstrap_indices(rng.integers(0, 3, 40), 30, rng)
+    fast = analysis._weighted_kendall(x, y, analysis._weights(idx, 40))
+    slow = [stats.kendalltau(x[i], y[i]).statistic for i in idx]
+    np.testing.assert_allclose(fast, slow, atol=1e-12)
+    a, b = rng.normal(size=(30, 10)), rng.normal(size=(30, 10))
+    a[:, 2] = a[:, 3]
+    np.testing.assert_allclose(analysis._rowwise_kendall(a, b),
+                               [stats.kendalltau(u, v).statistic for u, v in zip(a, b)], atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- FR versus L2
+
+
+def test_fr_vs_l2_monotone_relation_is_perfect():
+    margins = pd.DataFrame({"image_index": range(20), "source": np.arange(20) % 4,
+                            "fr_margin": np.linspace(0.1, 2.0, 20) + (np.arange(20) % 4)})
+    l2 = 3 * margins["fr_margin"].to_numpy()
+    l2[7] = np.inf
+    baselines = pd.DataFrame({"image_index": range(20), "attack": "fmn", "l2": l2})
+    corr = analysis.fr_vs_l2(margins, baselines, n_boot=200, seed=0).set_index("level")
+    assert corr.loc["image", "n"] == 19 and corr.loc["image", "n_excluded"] == 1
+    for level in ("image", "class"):
+        for column in ("spearman", "spearman_lo", "spearman_hi", "kendall", "kendall_lo"):
+            assert corr.loc[level, column] == pytest.approx(1.0), (level, column)
+    assert corr.loc["class", "n"] == 4
+
+
+def test_fr_vs_l2_adds_best_attack(synthetic):
+    paths, images, baselines = synthetic[100]
+    corr = analysis.fr_vs_l2(analysis.image_margins(paths, images), baselines, n_boot=100)
+    assert set(corr["attack"]) == {"deepfool", "fmn", "best"}
+    assert (corr["spearman"] > 0.5).all()
+    assert ((corr["spearman_lo"] <= corr["spearman"]) & (corr["spearman"] <= corr["spearman_hi"])).all()
+
+
+# ------------------------------------------------------------------------ rankings and claims
+
+
+def test_paper_table_against_itself_has_zero_differences():
+    paper = analysis.compare_with_paper(analysis.PAPER_TABLE)
+    assert len(paper) == 10
+    for column in analysis.PAPER_COLUMNS:
+        assert (paper[f"{column}_diff"] == 0).all()
+    assert analysis.PAPER_TABLE["shielding_pct"].sum() == pytest.approx(316.1)
+
+
+def test_class_rankings_and_literature():
+    rankings = analysis.class_rankings(analysis.PAPER_TABLE).set_index("name")
+    assert rankings.loc["cat", "rank_literature"] == 10
+    assert rankings.loc["automobile", "rank_literature"] == 2
+    assert rankings.loc["dog", "rank_literature"] == 8
+    assert (rankings["rank_paper"] == rankings["rank_fr"]).all()
+    assert analysis.LITERATURE_ORDER[-1] == "cat" and len(set(analysis.LITERATURE_ORDER)) == 10
+    agreement = analysis.ranking_agreement(rankings.reset_index()).set_index("versus")
+    assert agreement.loc["paper", "spearman"] == pytest.approx(1.0)
+
+
+def test_claims_on_synthetic_run(synthetic):
+    paths, images, baselines = synthetic[800]
+    table = analysis.class_table(paths, images, CLASS_NAMES, n_boot=200)
+    with_l2 = analysis.claims(paths, images, table, baselines, n_boot=200)
+    without = analysis.claims(paths, images, table, None, n_boot=200)
+    assert with_l2["claim"].tolist() == list(analysis.CLAIM_TEXTS)
+    assert with_l2["verdict"].tolist()[:2] == ["supported", "supported"]
+    assert with_l2.loc[3, "verdict"] == "supported" and without.loc[3, "verdict"] == "not tested"
+    assert set(with_l2["verdict"]) <= {"supported", "mixed", "not supported", "not tested"}
+    assert with_l2.loc[1, "value"] > with_l2.loc[1, "reference"]
+
+
+def test_claims_need_cifar_names():
+    names = [f"c{i}" for i in range(10)]
+    paths = hand_paths()
+    table = analysis.class_table(paths, None, names, n_boot=20)
+    verdicts = analysis.claims(paths, None, table, n_boot=20)["verdict"].tolist()
+    assert verdicts[0] == verdicts[1] == verdicts[3] == "not tested"
+    assert analysis.compare_with_paper(table).empty
+
+
+# ------------------------------------------------------------------- Fisher versus Euclidean
+
+
+def test_fisher_vs_euclidean_hand_built():
+    fisher = pd.DataFrame([_path(0, 0, 1, 1, 1.0), _path(0, 0, 2, 2, 1.0), _path(0, 0, 3, 3, 1.0)])
+    euclid = pd.DataFrame([_path(0, 0, 1, 1, 1.0), _path(0, 0, 2, 3, 1.0), _path(0, 0, 3)])
+    cmp = analysis.fisher_vs_euclidean(fisher, euclid, 4)
+    summary = cmp.summary.set_index("quantity")
+    assert summary.loc["first_hit_agreement_pct", "joint"] == pytest.approx(100 / 3)
+    assert summary.loc["shielded_pct", "fisher"] == 0.0
+    assert summary.loc["shielded_pct", "euclidean"] == pytest.approx(50.0)
+    assert cmp.matrix_diff.loc[0, 2] == -1 and cmp.matrix_diff.loc[0, "none"] == 1
+    assert cmp.matrix_diff.to_numpy().sum() == 0
+    assert cmp.pairs["agree"].tolist() == [True, False, False]
+
+
+# -------------------------------------------------------------------------------- user errors
+
+
+def test_errors_name_the_argument():
+    paths = hand_paths()
+    with pytest.raises(FrmarginError, match="class_names"):
+        analysis.class_table(paths, None, ["a", "a"])
+    with pytest.raises(FrmarginError, match="fr_length"):
+        analysis.class_table(paths.drop(columns="fr_length"), None, CLASS_NAMES)
+    with pytest.raises(FrmarginError, match=r"paths\.source"):
+        analysis.class_table(paths, None, CLASS_NAMES[:5])
+    with pytest.raises(FrmarginError, match="n_boot"):
+        analysis.class_table(paths, None, CLASS_NAMES, n_boot=-1)
+    with pytest.raises(FrmarginError, match="no_flip"):
+        analysis.path_matrix(paths, 10, no_flip="sideways")
+    with pytest.raises(ValueError, match="DataFrame"):
+        analysis.status_counts([1, 2])
