@@ -69,7 +69,8 @@ def test_submersion_matches_predicted_path(submersion):
     diff = (res.x_end - x).flatten(1)
     assert_close(res.l2, diff.norm(dim=-1), 1e-12, 0, "l2")
     assert_close(res.linf, diff.abs().amax(-1), 1e-12, 0, "linf")
-    assert (res.jacobian_evals >= res.steps).all() and (res.forward_evals >= res.steps).all()
+    # the first Jacobian is shared by the paths that start at the same point
+    assert (res.jacobian_evals > res.steps - 1).all() and (res.forward_evals >= res.steps).all()
 
 
 def test_accuracy_target_controls_the_error(submersion):

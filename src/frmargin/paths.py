@@ -29,7 +29,7 @@ ACCURACY_DEFAULTS = {
     "eta": 0.6,  # largest Fisher-Rao length of one step
     "logit_step": 4.0,  # first cap on a step's largest log-probability change (then adaptive)
     "rtol": 0.02,  # corrector and step-turn tolerance, relative to the step
-    "atol": 1e-4,  # absolute FR tolerance of a corrected point (steps that barely move p)
+    "atol": 1e-3,  # absolute FR tolerance of a corrected point (steps that barely move p)
     "max_corrector": 8,  # frozen-Jacobian corrections per step before the step is shrunk
     "contraction": 0.7,  # a correction must shrink at least this much, else the step shrinks
     "root_tol": 1e-4,  # bracket width locating the class change, relative to the last step
@@ -38,7 +38,7 @@ ACCURACY_DEFAULTS = {
     "cg_rtol": 1e-10,  # CG residual tolerance (paper mode, solver="cg")
     "cg_maxiter": None,  # CG iteration cap (default 4 C)
 }
-DEFAULT_DAMPING = {"converged": 1e-10, "paper": 1e-3}
+DEFAULT_DAMPING = {"converged": 1e-14, "paper": 1e-3}
 DEFAULT_MAX_STEPS = {"converged": 200, "paper": 2000}
 
 

@@ -17,6 +17,8 @@ __all__ = [
     "largest_eigenvalue",
     "resolve_damping",
     "coefficient_solve",
+    "fisher_factor",
+    "fisher_lsq",
     "exact_solve",
     "cg_solve",
     "krylov_largest_eigenvalue",
@@ -66,6 +68,33 @@ def coefficient_solve(
     eye = torch.eye(C, dtype=torch.float64, device=K.device)
     A = M @ K + lam[:, None, None] * eye
     return torch.linalg.solve(A, a.to(torch.float64))
+
+
+def fisher_factor(p: torch.Tensor) -> torch.Tensor:
+    """L^T with M = L L^T: L^T = (I - s s^T) diag(s), s = sqrt(p), (B, C, C) float64.
+
+    (L^T J) are the centred logit-gradient rows scaled by sqrt(p_c): the Fisher least-squares
+    problems below stay well scaled when some p_c are tiny (a confident prediction).
+    """
+    s = p.to(torch.float64).clamp_min(0).sqrt()
+    C = s.shape[-1]
+    eye = torch.eye(C, dtype=torch.float64, device=s.device)
+    return (eye - s[:, :, None] * s[:, None, :]) * s[:, None, :]
+
+
+def fisher_lsq(Lt: torch.Tensor, K: torch.Tensor, r: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """w = (M K + lam I)^{-1} M r through the symmetric system (L^T K L + lam I) y = L^T r.
+
+    Then dx = J^T w minimizes (J dx - r)^T M (J dx - r) + lam |dx|^2: the damped Fisher step
+    towards a logit change r (unchanged by adding a constant to r). (B, C) float64.
+    """
+    C = K.shape[-1]
+    eye = torch.eye(C, dtype=torch.float64, device=K.device)
+    A = Lt @ K @ Lt.transpose(-1, -2)
+    A = 0.5 * (A + A.transpose(-1, -2)) + lam[:, None, None] * eye
+    rhs = (Lt @ r.to(torch.float64)[:, :, None])
+    y = torch.linalg.solve(A, rhs)
+    return (Lt.transpose(-1, -2) @ y)[:, :, 0]
 
 
 def exact_solve(J: torch.Tensor, p: torch.Tensor, g: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,8 @@ from .geometry import fisher_rao_distance
 from .simplex_line import SimplexLine, segment_length
 from .solve import (
     cg_solve,
-    coefficient_solve,
+    fisher_factor,
+    fisher_lsq,
     fisher_weights,
     krylov_largest_eigenvalue,
     largest_eigenvalue,
@@ -26,9 +27,10 @@ from .solve import (
 
 RUNNING = "running"
 #: wanted contraction of the first frozen-Jacobian correction (sets the logit step)
-THETA_TARGET = 0.35
+THETA_TARGET = 0.5
 #: the logit step never grows past this multiple of the ``logit_step`` option
 MAX_LOGIT_SCALE = 8.0
+
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,13 @@ def _bmv(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (A @ v[:, :, None])[:, :, 0]
 
 
+def _centred(dz: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """dz minus its value at the most probable class: M dz is unchanged (M 1 = 0), and the
+    large common shift that logit velocities carry near a confident prediction no longer
+    cancels catastrophically in M dz."""
+    return dz - dz.gather(1, p.argmax(-1, keepdim=True))
+
+
 class ChunkTracer:
     """State of n paths; ``run()`` advances them until each has a final status."""
 
@@ -95,7 +104,7 @@ class ChunkTracer:
         self.first_hit = torch.full((n,), -1, **i64)
         self.success = torch.zeros(n, dtype=torch.bool, device=dev)
         self.steps = torch.zeros(n, **i64)
-        self.jac = torch.zeros(n, **i64)
+        self.jac = torch.zeros(n, **f64)
         self.fwd = torch.zeros(n, **i64)
         self.mv = torch.zeros(n, **i64)
         self.h = torch.full((n,), opts.eta, **f64)
@@ -122,6 +131,18 @@ class ChunkTracer:
             z = self.model(xs)
         self.fwd[gidx] += 1
         return z.detach()
+
+    def _jacobian(self, gidx: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and Jacobian rows at x (m, *S), evaluated once per distinct point (the paths
+        of one image to its C - 1 targets start together); each path is charged its share."""
+        flat = x.reshape(x.shape[0], -1)
+        uniq, inverse, counts = torch.unique(flat, dim=0, return_inverse=True, return_counts=True)
+        if uniq.shape[0] == x.shape[0]:
+            self.jac[gidx] += 1
+            return logits_and_jacobian(self.model, x)
+        z, J = logits_and_jacobian(self.model, uniq.reshape(-1, *x.shape[1:]))
+        self.jac[gidx] += 1.0 / counts[inverse].to(self.jac.dtype)
+        return z[inverse], J[inverse]
 
     def _finish(self, mask_or_idx: torch.Tensor, status: str) -> None:
         idx = mask_or_idx.nonzero()[:, 0] if mask_or_idx.dtype == torch.bool else mask_or_idx
@@ -182,9 +203,10 @@ class ChunkTracer:
                 self._converged_step(idx)
 
     # ---------------------------------------------------------------- shared pieces
-    def _lam(self, M: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    def _lam(self, Lt: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
         if self.o.damping_mode == "relative":
-            lam_max = largest_eigenvalue(M, K)
+            A = Lt @ K @ Lt.transpose(-1, -2)
+            lam_max = torch.linalg.eigvalsh(0.5 * (A + A.transpose(-1, -2)))[:, -1].clamp_min(0)
         else:
             lam_max = torch.zeros(M.shape[0], dtype=torch.float64, device=M.device)
         return resolve_damping(self.o.damping, self.o.damping_mode, lam_max)
@@ -196,11 +218,13 @@ class ChunkTracer:
         Jacobian columns zeroed): the projected natural gradient.
         """
         M = fisher_weights(p)
+        Lt = fisher_factor(p)
         J64 = J.to(torch.float64)
         for _ in range(1 if self.o.box is None else 2):
             K = J64 @ J64.transpose(-1, -2)
-            lam = self._lam(M, K)
-            w = coefficient_solve(M, K, a, lam) if self.o.metric == "fisher" else a
+            lam = self._lam(Lt, K)
+            # (M K + lam I) w = a, with a = M (a / p) since a sums to zero
+            w = fisher_lsq(Lt, K, a / p.clamp_min(1e-300), lam) if self.o.metric == "fisher" else a
             v = -_bmv(J64.transpose(-1, -2), w)
             if self.o.box is None:
                 break
@@ -210,8 +234,8 @@ class ChunkTracer:
             if not frozen.any():
                 break
             J64 = J64 * (~frozen)[:, None, :]
-        zdot = -_bmv(K, w)
-        return v, zdot, M, K, lam, J64
+        zdot = _centred(-_bmv(K, w), p)
+        return v, zdot, M, K, lam, J64, Lt
 
     def _accept(self, gidx, x_old, z_old, x_new, z_new, h_used) -> None:
         """Book an accepted step; locate and handle a class change inside it."""
@@ -318,12 +342,11 @@ class ChunkTracer:
         o = self.o
         x = self.x[idx]
         if o.solver == "exact":
-            z, J = logits_and_jacobian(self.model, x)
-            self.jac[idx] += 1
+            z, J = self._jacobian(idx, x)
             ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
             p = torch.softmax(z.to(torch.float64), -1)
             a = self._logit_gradient(idx, p)
-            v, zdot, M, K, lam, J64 = self._direction(x, J, p, a)
+            v, zdot, M, K, lam, J64, Lt = self._direction(x, J, p, a)
             v = -v  # (G + lam I)^{-1} g with g = J^T a
             gv = (a * -zdot).sum(-1)
         else:
@@ -363,8 +386,7 @@ class ChunkTracer:
     def _converged_step(self, idx: torch.Tensor) -> None:
         o = self.o
         x = self.x[idx]
-        z, J = logits_and_jacobian(self.model, x)
-        self.jac[idx] += 1
+        z, J = self._jacobian(idx, x)
         ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
         self._finish(idx[~ok], "nonfinite")
         if not ok.all():
@@ -373,15 +395,15 @@ class ChunkTracer:
                 return
         p = torch.softmax(z.to(torch.float64), -1)
         a = self._logit_gradient(idx, p)
-        v, zdot, M, K, lam, J64 = self._direction(x, J, p, a)
+        v, zdot, M, K, lam, J64, Lt = self._direction(x, J, p, a)
         pdot = _bmv(M, zdot)
         speed = (zdot * pdot).sum(-1).clamp_min(0).sqrt()
         moving = torch.isfinite(speed) & (speed > 0) & torch.isfinite(pdot).all(-1)
         self._finish(idx[~moving], "stalled")
         if not moving.all():
             keep = moving
-            idx, x, z, p, a, v, zdot, M, K, lam, J64, pdot, speed = (
-                t[keep] for t in (idx, x, z, p, a, v, zdot, M, K, lam, J64, pdot, speed)
+            idx, x, z, p, a, v, zdot, M, K, lam, J64, Lt, pdot, speed = (
+                t[keep] for t in (idx, x, z, p, a, v, zdot, M, K, lam, J64, Lt, pdot, speed)
             )
             if idx.numel() == 0:
                 return
@@ -403,8 +425,8 @@ class ChunkTracer:
                 break
             if o.metric == "fisher":
                 x_new, z_new, good, nonfinite, theta = self._corrected(
-                    idx[pending], x[pending], z[pending], p[pending], pdot[pending], M[pending], K[pending],
-                    lam[pending], J64[pending], h[pending], hz[pending],
+                    idx[pending], x[pending], z[pending], p[pending], pdot[pending], M[pending], Lt[pending],
+                    K[pending], lam[pending], J64[pending], h[pending], hz[pending],
                 )
             else:
                 x_new, z_new, good, nonfinite, theta = self._euler(
@@ -424,7 +446,7 @@ class ChunkTracer:
             self.hz[idx[pending]] = hz[pending]
         self._finish(idx[pending], "stalled")
 
-    def _corrected(self, gidx, x, z, p, pdot, M, K, lam, J64, h, hz):
+    def _corrected(self, gidx, x, z, p, pdot, M, Lt, K, lam, J64, h, hz):
         """Predictor on the simplex line, corrector with the frozen Jacobian (forward passes).
 
         The target lies on the line p + t pdot, at FR distance h or log-probability change hz,
@@ -455,7 +477,11 @@ class ChunkTracer:
         tol = torch.maximum(rel * fisher_rao_distance(p, p_target), torch.full_like(h, o.atol))
         r = target - _log_probs(z)
         k = self.k[gidx]
-        aim = (r.gather(1, top[:, None]) - r.gather(1, k[:, None]))[:, 0].abs()
+
+        def gap_of(v: torch.Tensor) -> torch.Tensor:
+            return (v.gather(1, top[:, None]) - v.gather(1, k[:, None]))[:, 0]
+
+        r0_gap = gap_of(r)
         m = x.shape[0]
         Jt = J64.transpose(-1, -2)
         delta = torch.zeros(m, Jt.shape[1], dtype=torch.float64, device=x.device)
@@ -466,14 +492,16 @@ class ChunkTracer:
         size_prev = torch.full((m,), float("inf"), dtype=torch.float64, device=x.device)
         theta = torch.zeros(m, dtype=torch.float64, device=x.device)
         for it in range(o.max_corrector + 1):
-            w = coefficient_solve(M, K, _bmv(M, r), lam)
-            dz = _bmv(K, w)
+            w = fisher_lsq(Lt, K, r, lam)
+            dz = _centred(_bmv(K, w), p)
             size = (dz * _bmv(M, dz)).sum(-1).clamp_min(0).sqrt()
+            if it == 0:
+                predicted = gap_of(dz)
             if it == 1:
-                # nonlinearity along the path: the share of the aimed change of the logit gap
-                # log p_top - log p_target that the first (linear) step missed
-                miss = (r.gather(1, top[:, None]) - r.gather(1, k[:, None]))[:, 0].abs()
-                theta = torch.where(live, miss / aim.clamp_min(1e-300), theta)
+                # nonlinearity along the path: how far the change of the logit gap
+                # log p_top - log p_target after the first step is from its linear prediction
+                miss = ((r0_gap - gap_of(r)) - predicted).abs()
+                theta = torch.where(live, miss / predicted.abs().clamp_min(1e-300), theta)
             if it > 0:
                 conv = live & (size <= tol)
                 fail = live & ~conv & ((size > o.contraction * size_prev) | ~torch.isfinite(size) | (it == o.max_corrector))
