@@ -157,8 +157,8 @@ def accuracy(
 def main() -> None:
     """Entry point: run the app, turning user errors into one line on stderr."""
     try:
-        app(standalone_mode=False)
-    except (FrmarginError, FileNotFoundError, PermissionError, IsADirectoryError, OSError) as err:
+        app()
+    except (FrmarginError, OSError) as err:
         if _DEBUG["on"]:
             raise
         typer.echo(f"frmargin: error: {err}", err=True)
@@ -166,16 +166,7 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("frmargin: interrupted (finished results are kept; rerun with --resume)", err=True)
         sys.exit(130)
-    except Exception as err:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Exit):
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(1)
+    except Exception as err:  # anything unexpected: still one line unless --debug
         if _DEBUG["on"]:
             raise
         typer.echo(f"frmargin: error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)

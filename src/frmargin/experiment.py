@@ -280,8 +280,7 @@ def run_experiment(
     if rank == 0:
         final = json.loads((out / RUN_FILE).read_text())
         paths = pd.read_parquet(out / PATHS_DIR)
-        timing = final.get("timing", {})
-        sessions = timing.get("sessions", []) + [
+        sessions = final.get("sessions", []) + [
             {"seconds": round(time.time() - started, 3), "trace_seconds": round(trace_seconds, 3),
              "paths_traced": int(sum(len(r) for _, r in todo) * (C - 1)), "world_size": world}
         ]
@@ -290,8 +289,9 @@ def run_experiment(
         final.update(
             status="complete",
             n_paths=int(len(paths)),
-            timing={"sessions": sessions, "total_seconds": round(sum(s["seconds"] for s in sessions), 3),
-                    "seconds_per_path": round(seconds / traced, 4) if traced else None},
+            sessions=sessions,
+            timing={"total": round(sum(s["seconds"] for s in sessions), 3), "tracing": round(seconds, 3),
+                    "per_path": round(seconds / traced, 4) if traced else 0.0},
             versions=_versions(),
         )
         _atomic_write_json(final, out / RUN_FILE)
