@@ -59,7 +59,7 @@ def run(
     out: Path = typer.Option(Path("runs/latest"), help="Output folder."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
     seed: int = typer.Option(0, help="Seed of the image selection."),
-    damping: Optional[float] = typer.Option(None, help="Damping lam (default 1e-10 converged, 1e-3 paper)."),
+    damping: Optional[float] = typer.Option(None, help="Damping lam (default 1e-14 converged, 1e-3 paper)."),
     damping_mode: str = typer.Option("relative", help="relative (to the largest eigenvalue of G) or absolute."),
     solver: str = typer.Option("exact", help="exact or cg (paper mode)."),
     max_steps: Optional[int] = typer.Option(None, help="Step budget per path."),

@@ -173,7 +173,7 @@ def trace_paths(
         model: (B, *S) -> logits (B, C), in eval mode.
         x: (P, *S) start points, float32 or float64.
         source, target: (P,) class indices, source = the argmax at x, target != source.
-        damping: lam; default 1e-10 (converged) or 1e-3 (paper), relative to the largest
+        damping: lam; default 1e-14 (converged) or 1e-3 (paper), relative to the largest
             eigenvalue of G unless ``damping_mode="absolute"``.
         max_steps: budget of accepted steps per path (default 200 converged, 2000 paper).
         batch_size: paths advanced together (bounds memory).

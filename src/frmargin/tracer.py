@@ -127,10 +127,10 @@ class ChunkTracer:
 
     # ---------------------------------------------------------------- bookkeeping
     def _forward(self, gidx: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.inference_mode():
             z = self.model(xs)
         self.fwd[gidx] += 1
-        return z.detach()
+        return z.clone()
 
     def _jacobian(self, gidx: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and Jacobian rows at x (m, *S), evaluated once per distinct point (the paths

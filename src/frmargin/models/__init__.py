@@ -138,11 +138,35 @@ def build_model(name: str) -> Normalized:
     return Normalized(s.builder(), s.mean, s.std).eval()
 
 
-def load_model(name: str, *, progress: bool = True) -> Normalized:
+def fuse_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm2d that follows a Conv2d (attributes ``convX``/``bnX`` of one
+    module) into the convolution, in place. The function computed is the same (up to rounding);
+    forward passes and Jacobians get cheaper.
+
+    Example:
+        >>> m = fuse_batchnorm(build_model("resnet20"))
+        >>> any(isinstance(x, nn.BatchNorm2d) for x in m.modules())
+        False
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for sub in list(module.modules()):
+        for name, child in list(sub.named_children()):
+            if isinstance(child, nn.BatchNorm2d) and name.startswith("bn"):
+                conv = getattr(sub, "conv" + name[2:], None)
+                if isinstance(conv, nn.Conv2d) and not child.training:
+                    setattr(sub, "conv" + name[2:], fuse_conv_bn_eval(conv, child))
+                    setattr(sub, name, nn.Identity())
+    return module
+
+
+def load_model(name: str, *, progress: bool = True, fuse: bool = True) -> Normalized:
     """A pretrained model from the asset store: inputs (B, 3, 32, 32) in [0, 1], logits (B, 10).
 
     The weight file is fetched (see ``frmargin.assets``), its sha256 checked, and only then read
     with ``torch.load(..., weights_only=True)``. Parameters are frozen; the model is in eval mode.
+
+    With ``fuse`` (default) batch norm is folded into the convolutions (same function, cheaper).
 
     Raises:
         FrmarginError: unknown name.
@@ -165,6 +189,9 @@ def load_model(name: str, *, progress: bool = True) -> Normalized:
         model.net.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise AssetError(f"weight file {str(path)!r} does not fit {name}: {e}") from e
+    model.eval()
+    if fuse:
+        fuse_batchnorm(model)
     model.requires_grad_(False)
     return model.eval()
 
