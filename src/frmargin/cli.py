@@ -110,7 +110,7 @@ def report(
 def demo(
     toy: bool = typer.Option(False, help="The 2-D toy problem instead of ResNet-20 / CIFAR-10."),
     out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
-    images: int = typer.Option(10, help="Images (demo size; the paper used 800)."),
+    images: int = typer.Option(30, help="Images (demo size; the paper used 800)."),
 ) -> None:
     """A few-minute run of the main job (resnet20, CIFAR-10) and its report."""
     if toy:
@@ -119,15 +119,12 @@ def demo(
         summary = run_toy_demo(out / "toy" if out == Path("runs/demo") else out)
         typer.echo(f"toy demo written: {', '.join(str(f) for f in summary.get('files', []))}")
         return
-    import shutil
-
     from .experiment import RunConfig, run_experiment
     from .report import build_report
 
     config = RunConfig(images=images, baselines=("deepfool",))
-    if out.exists() and (out / "run.json").exists():
-        shutil.rmtree(out)
-    folder = run_experiment(config, out, progress=True)
+    # a finished or interrupted demo in the same folder is continued, not redone
+    folder = run_experiment(config, out, resume=(out / "run.json").exists(), progress=True)
     page = build_report([folder])
     typer.echo(f"report: {page}")
 
