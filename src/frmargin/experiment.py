@@ -91,12 +91,15 @@ def resolve_data(name: str):
     """Load a dataset; ``auto`` = official CIFAR-10 test split, else the JPEG copy."""
     from .data import load_dataset
 
-    if name != "auto":
-        return load_dataset(name)
     try:
-        return load_dataset("cifar10")
-    except AssetError:
-        return load_dataset("cifar10-jpeg")
+        if name != "auto":
+            return load_dataset(name)
+        try:
+            return load_dataset("cifar10")
+        except AssetError:
+            return load_dataset("cifar10-jpeg")
+    except FrmarginError as err:  # name the CLI option, keep the loader's detail and class
+        raise type(err)(f"option '--data': {err}") from None
 
 
 def select_images(labels: np.ndarray, n: int, n_classes: int, seed: int) -> np.ndarray:
@@ -115,14 +118,22 @@ def select_images(labels: np.ndarray, n: int, n_classes: int, seed: int) -> np.n
 
 def _atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. ENOSPC half way: leave no partial file behind
+        raise
 
 
 def _atomic_write_json(obj: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _versions() -> dict:
@@ -276,13 +287,23 @@ def run_experiment(
         bar.close()
     if config.baselines:
         _run_baselines(model, x_all, y_all, sel, good, config, out, rank, world, progress)
+    paths_here = sum(len(rows) for _, rows in todo) * (C - 1)
+    if world > 1:  # every rank's work goes into run.json, not only rank 0's
+        import torch.distributed as dist
+
+        on = device if device.type == "cuda" else torch.device("cpu")
+        n = torch.tensor([paths_here], dtype=torch.int64, device=on)
+        s = torch.tensor([trace_seconds], dtype=torch.float64, device=on)
+        dist.all_reduce(n, op=dist.ReduceOp.SUM)
+        dist.all_reduce(s, op=dist.ReduceOp.MAX)  # wall-clock of the tracing phase
+        paths_here, trace_seconds = int(n.item()), float(s.item())
     _barrier(world)
     if rank == 0:
         final = json.loads((out / RUN_FILE).read_text())
         paths = pd.read_parquet(out / PATHS_DIR)
         sessions = final.get("sessions", []) + [
             {"seconds": round(time.time() - started, 3), "trace_seconds": round(trace_seconds, 3),
-             "paths_traced": int(sum(len(r) for _, r in todo) * (C - 1)), "world_size": world}
+             "paths_traced": int(paths_here), "world_size": world}
         ]
         traced = sum(s["paths_traced"] for s in sessions)
         seconds = sum(s["trace_seconds"] for s in sessions)

@@ -171,22 +171,22 @@ def krylov_largest_eigenvalue(
     arithmetic. Used by CG, which has no Jacobian rows, for relative damping.
     """
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    v = torch.randn(like.shape, generator=gen, dtype=like.dtype).to(like.device)
+    v = torch.randn(like.shape, generator=gen, dtype=torch.float64).to(like.device)
     basis: list[torch.Tensor] = []
     images: list[torch.Tensor] = []
     for _ in range(k):
+        before = v.norm(dim=-1, keepdim=True)
         for q in basis:
             v = v - (v * q).sum(-1, keepdim=True) * q
         norm = v.norm(dim=-1, keepdim=True)
-        v = v / norm.clamp_min(torch.finfo(v.dtype).tiny)
+        # an exhausted Krylov space (rank of G reached) adds a zero column, harmless below
+        alive = norm > 1e-10 * before.clamp_min(torch.finfo(torch.float64).tiny)
+        v = torch.where(alive, v / norm.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(v))
         basis.append(v)
-        Gv = matvec(v)
+        Gv = matvec(v.to(like.dtype)).to(torch.float64)
         images.append(Gv)
         v = Gv
-    Q = torch.stack(basis, -1).to(torch.float64)
-    GQ = torch.stack(images, -1).to(torch.float64)
-    T = Q.transpose(-1, -2) @ GQ
+    Q = torch.stack(basis, -1)
+    T = Q.transpose(-1, -2) @ torch.stack(images, -1)
     T = 0.5 * (T + T.transpose(-1, -2))
-    gram = Q.transpose(-1, -2) @ Q
-    evals = torch.linalg.eigvals(torch.linalg.solve(gram, T)).real
-    return evals.max(-1).values.clamp_min(0)
+    return torch.linalg.eigvalsh(T)[:, -1].clamp_min(0)

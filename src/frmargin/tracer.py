@@ -208,7 +208,7 @@ class ChunkTracer:
             A = Lt @ K @ Lt.transpose(-1, -2)
             lam_max = torch.linalg.eigvalsh(0.5 * (A + A.transpose(-1, -2)))[:, -1].clamp_min(0)
         else:
-            lam_max = torch.zeros(M.shape[0], dtype=torch.float64, device=M.device)
+            lam_max = torch.zeros(Lt.shape[0], dtype=torch.float64, device=Lt.device)
         return resolve_damping(self.o.damping, self.o.damping_mode, lam_max)
 
     def _direction(self, x, J, p, a):
@@ -430,15 +430,15 @@ class ChunkTracer:
                 )
             else:
                 x_new, z_new, good, nonfinite, theta = self._euler(
-                    idx[pending], x[pending], p[pending], v[pending], speed[pending], h[pending]
+                    idx[pending], x[pending], z[pending], p[pending], v[pending], zdot[pending],
+                    speed[pending], h[pending], hz[pending],
                 )
             self._finish(idx[pending[nonfinite]], "nonfinite")
             acc = pending[good]
             if acc.numel():
-                if theta is not None:
-                    # chord-Newton contraction grows with the step: aim at THETA_TARGET
-                    scale = (THETA_TARGET / theta[good].clamp_min(1e-12)).clamp(0.3, 2.0)
-                    self.hz[idx[acc]] = (hz[acc] * scale).clamp(max=MAX_LOGIT_SCALE * o.logit_step)
+                # the relative miss of the linear prediction grows with the step: aim at THETA_TARGET
+                scale = (THETA_TARGET / theta[good].clamp_min(1e-12)).clamp(0.3, 2.0)
+                self.hz[idx[acc]] = (hz[acc] * scale).clamp(max=MAX_LOGIT_SCALE * o.logit_step)
                 self._accept(idx[acc], x[acc], z[acc], x_new[good], z_new[good], h[acc])
             pending = pending[~good & ~nonfinite]
             h[pending] = h[pending] / 2
@@ -520,12 +520,23 @@ class ChunkTracer:
             size_prev = size
         return x_new, z_new, good & ~nonfinite, nonfinite, theta
 
-    def _euler(self, gidx, x, p, v, speed, h):
-        """Plain step along the Euclidean gradient direction, FR-sized by its linear speed."""
-        tau = (h / speed)[:, None]
-        x_new = self._clamp(x + (tau * v).to(x.dtype).reshape(x.shape))
+    def _euler(self, gidx, x, z, p, v, zdot, speed, h, hz):
+        """Plain step along the Euclidean gradient direction: FR length h by its linear speed,
+        or a linearly predicted change hz of the logit gap, whichever is shorter. A step whose
+        realized FR length exceeds 2 h is refused (the linear speed can be tiny near p_y = 1)."""
+        top, k = self.top[gidx], self.k[gidx]
+
+        def gap_of(v_: torch.Tensor) -> torch.Tensor:
+            return (v_.gather(1, top[:, None]) - v_.gather(1, k[:, None]))[:, 0]
+
+        rate = gap_of(zdot).abs().clamp_min(1e-300)
+        tau = torch.minimum(h / speed, hz / rate)
+        x_new = self._clamp(x + (tau[:, None] * v).to(x.dtype).reshape(x.shape))
         z_new = self._forward(gidx, x_new)
         nonfinite = ~torch.isfinite(z_new).all(-1)
-        moved = fisher_rao_distance(p, torch.softmax(torch.nan_to_num(z_new).to(torch.float64), -1))
+        z_safe = torch.nan_to_num(z_new).to(torch.float64)
+        moved = fisher_rao_distance(p, torch.softmax(z_safe, -1))
         good = ~nonfinite & (moved <= 2 * h) & (moved > 0)
-        return x_new, z_new, good, nonfinite, None
+        predicted = tau * gap_of(zdot)
+        theta = (gap_of(z_safe - z.to(torch.float64)) - predicted).abs() / predicted.abs().clamp_min(1e-300)
+        return x_new, z_new, good, nonfinite, theta

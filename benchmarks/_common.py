@@ -1,0 +1,352 @@
+"""Shared helpers of the benchmarks: device record, timing, tracer instrumentation, workloads, output.
+
+Every benchmark reports cost in machine-independent units (Jacobian evaluations, forward passes,
+Fisher matvecs, or a time divided by the time of one reference operation measured on the same
+machine in the same process) next to wall seconds. Timings take a warm-up call, then ``repeats``
+calls, and report the median.
+
+Nothing here changes the package: the tracer is instrumented by wrapping methods of
+``frmargin.tracer.ChunkTracer`` (and the module-level ``logits_and_jacobian`` it calls) for the
+duration of a ``with`` block, then restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_MIRROR = "/work/shared/assets"
+
+
+def setup_env() -> None:
+    """Point the asset store at the shared mirror unless the caller chose one."""
+    if "FRMARGIN_MIRROR" not in os.environ and Path(DEFAULT_MIRROR).is_dir():
+        os.environ["FRMARGIN_MIRROR"] = DEFAULT_MIRROR
+
+
+#: torch intra-op threads used by default. On a shared CPU (other processes busy on every core),
+#: more than one thread makes every parallel region wait for descheduled threads: measured here
+#: at load average 6 on 2 CPUs, one ResNet-20 forward pass of 1 image took 0.30 s with 2 threads
+#: and 0.002 s with 1 thread. Pass --threads 0 to keep torch's default.
+DEFAULT_THREADS = 1
+
+
+def add_thread_arg(ap) -> None:
+    ap.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                    help=f"torch intra-op threads (default {DEFAULT_THREADS}; 0 = torch default)")
+
+
+def apply_threads(n: int) -> None:
+    if n and n > 0:
+        torch.set_num_threads(n)
+
+
+def device_info() -> dict:
+    """CPU model, cores, torch threads, load average, versions: stored with every result."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    return {
+        "cpu": cpu,
+        "cpus_visible": os.cpu_count(),
+        "cpus_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.is_available(),
+        "loadavg_1_5_15": [round(v, 2) for v in load],
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def device_line(info: dict) -> str:
+    return (
+        f"{info['cpu']}, {info['cpus_affinity']} CPUs usable, torch {info['torch']} with "
+        f"{info['torch_threads']} threads, load average {info['loadavg_1_5_15']} at {info['time']}"
+    )
+
+
+def timeit(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 3) -> dict:
+    """Median, min and all wall times (s) of ``fn()`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median": statistics.median(times), "min": min(times), "times": times, "repeats": repeats}
+
+
+def quantile(values, q: float) -> float:
+    arr = np.asarray(list(values), dtype=float)
+    arr = arr[np.isfinite(arr)]
+    return float(np.quantile(arr, q)) if arr.size else float("nan")
+
+
+# ------------------------------------------------------------------------ workloads
+def load_resnet(name: str = "resnet20"):
+    setup_env()
+    from frmargin.models import load_model
+
+    return load_model(name, progress=False).eval()
+
+
+def correct_images(model, data: str, n: int, offset: int = 0):
+    """The first ``n`` correctly classified images of ``data`` from ``offset``: x (n, 3, 32, 32), y (n,)."""
+    setup_env()
+    from frmargin.data import load_dataset
+
+    ds = load_dataset(data, progress=False)
+    xs, ys = [], []
+    start = offset
+    while sum(len(y) for y in ys) < n and start < len(ds.labels):
+        x = ds.images[start : start + 64]
+        y = ds.labels[start : start + 64]
+        with torch.no_grad():
+            ok = model(x).argmax(-1) == y
+        xs.append(x[ok])
+        ys.append(y[ok])
+        start += 64
+    x, y = torch.cat(xs)[:n], torch.cat(ys)[:n]
+    if len(y) < n:
+        raise SystemExit(f"--images: only {len(y)} correctly classified images in {data} from {offset}")
+    return x, y
+
+
+def all_target_paths(x: torch.Tensor, y: torch.Tensor, n_classes: int):
+    """Paths from every image to each other class, grouped by image: X (P, ...), source, target."""
+    targets = [[k for k in range(n_classes) if k != int(s)] for s in y]
+    X = x.repeat_interleave(n_classes - 1, 0)
+    source = y.repeat_interleave(n_classes - 1)
+    target = torch.tensor([k for t in targets for k in t])
+    return X, source, target
+
+
+# ------------------------------------------------------------------------ instrumentation
+@dataclass
+class Trace:
+    """Events recorded while tracing: one entry per tracer iteration (``step``) with its wall
+    time, the number of active paths, the Jacobian batch actually evaluated (after the tracer's
+    de-duplication of identical points) and accepted steps; and totals of Jacobian and forward time.
+    """
+
+    steps: list[dict] = field(default_factory=list)
+    jac_time: float = 0.0
+    jac_calls: int = 0
+    fwd_time: float = 0.0
+    fwd_calls: int = 0
+    fwd_rows: int = 0
+    _current: dict | None = None
+
+
+@contextlib.contextmanager
+def instrument():
+    """Record tracer iterations, Jacobian and forward calls while the block runs."""
+    import frmargin.tracer as tr
+
+    rec = Trace()
+    orig_jac = tr.logits_and_jacobian
+    orig_fwd = tr.ChunkTracer._forward
+    orig_conv = tr.ChunkTracer._converged_step
+    orig_paper = tr.ChunkTracer._paper_step
+
+    def jac(model, x):
+        t0 = time.perf_counter()
+        out = orig_jac(model, x)
+        dt = time.perf_counter() - t0
+        rec.jac_time += dt
+        rec.jac_calls += 1
+        if rec._current is not None:
+            rec._current["jac_batch"] += x.shape[0]
+            rec._current["jac_time"] += dt
+        return out
+
+    def fwd(self, gidx, xs):
+        t0 = time.perf_counter()
+        out = orig_fwd(self, gidx, xs)
+        dt = time.perf_counter() - t0
+        rec.fwd_time += dt
+        rec.fwd_calls += 1
+        rec.fwd_rows += xs.shape[0]
+        if rec._current is not None:
+            rec._current["fwd_time"] += dt
+            rec._current["fwd_calls"] += 1
+        return out
+
+    def wrap(orig):
+        def step(self, idx):
+            cur = {"active": int(idx.numel()), "jac_batch": 0, "jac_time": 0.0, "fwd_time": 0.0, "fwd_calls": 0}
+            before = int(self.steps.sum())
+            rec._current = cur
+            t0 = time.perf_counter()
+            try:
+                orig(self, idx)
+            finally:
+                cur["time"] = time.perf_counter() - t0
+                rec._current = None
+            cur["accepted"] = int(self.steps.sum()) - before
+            rec.steps.append(cur)
+
+        return step
+
+    tr.logits_and_jacobian = jac
+    tr.ChunkTracer._forward = fwd
+    tr.ChunkTracer._converged_step = wrap(orig_conv)
+    tr.ChunkTracer._paper_step = wrap(orig_paper)
+    try:
+        yield rec
+    finally:
+        tr.logits_and_jacobian = orig_jac
+        tr.ChunkTracer._forward = orig_fwd
+        tr.ChunkTracer._converged_step = orig_conv
+        tr.ChunkTracer._paper_step = orig_paper
+
+
+def _jacobian_loop(model, x):
+    """The alternative to the vmapped vjp: C backward passes through one retained graph."""
+    x = x.detach().clone().requires_grad_(True)
+    z = model(x)
+    C = z.shape[-1]
+    rows = [torch.autograd.grad(z[:, c].sum(), x, retain_graph=c < C - 1)[0] for c in range(C)]
+    return torch.stack(rows, 1)
+
+
+class JacobianCost:
+    """Reference wall time of one batched ``logits_and_jacobian`` call, measured at batch sizes
+    1, 2, 4, ... on distinct images (warm-up + median of repeats) and interpolated linearly in
+    the batch size between them. Also times the forward pass and, for comparison, the
+    Jacobian by a loop of C backward passes."""
+
+    def __init__(self, model, images: torch.Tensor, max_batch: int, repeats: int = 3) -> None:
+        from frmargin.fisher import logits_and_jacobian
+
+        sizes = sorted({1, *[2**i for i in range(1, 12) if 2**i < max_batch], max_batch})
+        self.table: dict[int, dict] = {}
+        for b in sizes:
+            x = images[torch.arange(b) % images.shape[0]].clone()
+            if b > images.shape[0]:  # distinct points: perturb the repeats slightly
+                x = x + 1e-3 * torch.rand_like(x)
+            t = timeit(lambda: logits_and_jacobian(model, x), warmup=1, repeats=repeats)
+            with torch.no_grad():
+                f = timeit(lambda: model(x), warmup=1, repeats=max(repeats, 5))
+            loop = timeit(lambda: _jacobian_loop(model, x), warmup=1, repeats=repeats)
+            self.table[b] = {"jacobian_s": t["median"], "forward_s": f["median"], "loop_s": loop["median"]}
+        self.sizes = np.array(sizes, dtype=float)
+        self.times = np.array([self.table[b]["jacobian_s"] for b in sizes])
+        self.ftimes = np.array([self.table[b]["forward_s"] for b in sizes])
+
+    def __call__(self, b: float) -> float:
+        return float(np.interp(b, self.sizes, self.times))
+
+    def forward(self, b: float) -> float:
+        return float(np.interp(b, self.sizes, self.ftimes))
+
+    def rows(self) -> list[dict]:
+        return [
+            {"batch": b, "jacobian_s": v["jacobian_s"], "forward_s": v["forward_s"],
+             "jacobian_s_per_point": v["jacobian_s"] / b,
+             "jacobian_in_forward_units": v["jacobian_s"] / v["forward_s"],
+             "loop_of_C_backward_s": v["loop_s"], "vmap_over_loop": v["jacobian_s"] / v["loop_s"]}
+            for b, v in self.table.items()
+        ]
+
+
+def overhead(rec: Trace, jac_cost: JacobianCost) -> dict:
+    """Tracer overhead: time of a tracer iteration / reference time of one Jacobian evaluation
+    of the batch that iteration evaluated; the time split into Jacobian, forward and the rest."""
+    steps = [s for s in rec.steps if s["jac_batch"] > 0]
+    ratios = [s["time"] / jac_cost(s["jac_batch"]) for s in steps]
+    total = sum(s["time"] for s in rec.steps)
+    ref = sum(jac_cost(s["jac_batch"]) for s in steps)
+    accepted = sum(s["accepted"] for s in rec.steps)
+    jac_in = sum(s["jac_time"] for s in rec.steps)
+    fwd_in = sum(s["fwd_time"] for s in rec.steps)
+    return {
+        "iterations": len(rec.steps),
+        "accepted_steps": accepted,
+        "step_time_s": total,
+        "time_per_accepted_step_s": total / accepted if accepted else float("nan"),
+        "overhead_median": statistics.median(ratios) if ratios else float("nan"),
+        "overhead_aggregate": total / ref if ref else float("nan"),
+        "share_jacobian": jac_in / total if total else float("nan"),
+        "share_forward": fwd_in / total if total else float("nan"),
+        "share_other": 1 - (jac_in + fwd_in) / total if total else float("nan"),
+        "jacobian_in_tracer_vs_reference": jac_in / ref if ref else float("nan"),
+        # contention-robust variant: both times taken in the same iteration
+        "overhead_in_situ": total / jac_in if jac_in else float("nan"),
+        "overhead_in_situ_median": statistics.median(s["time"] / s["jac_time"] for s in steps if s["jac_time"] > 0)
+        if steps else float("nan"),
+        "mean_jacobian_batch": statistics.mean(s["jac_batch"] for s in steps) if steps else float("nan"),
+    }
+
+
+# ------------------------------------------------------------------------ output
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        a = abs(v)
+        if a == 0:
+            return "0"
+        if a >= 1e4 or a < 1e-3:
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "(no rows)\n"
+    columns = columns or list(rows[0])
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        out.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
+    return "\n".join(out) + "\n"
+
+
+def save(name: str, payload: dict, markdown: str) -> Path:
+    """Write results/<name>.json and results/<name>.md; returns the markdown path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_json_default))
+    md = RESULTS / f"{name}.md"
+    md.write_text(markdown)
+    return md
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    return str(o)
+
+
+def figure(name: str, quantity: str, value, unit: str, note: str = "") -> dict:
+    """One line of the summary table."""
+    return {"benchmark": name, "quantity": quantity, "value": value, "unit": unit, "note": note}
