@@ -84,11 +84,11 @@ def main(argv: list[str] | None = None) -> dict:
     f32_diff = float(((d_cg - d_ex).norm(dim=-1) / d_ex.norm(dim=-1)).max())
 
     # float64 agreement of the solve itself
-    from frmargin.fisher import DataFisher
+    from frmargin.fisher import DataFisher, logits_and_jacobian
 
     m64 = copy.deepcopy(model).double()
     x64 = x.double()
-    _, J = __import__("frmargin.fisher", fromlist=["logits_and_jacobian"]).logits_and_jacobian(m64, x64)
+    _, J = logits_and_jacobian(m64, x64)
     a = torch.zeros(B, z.shape[-1], dtype=torch.float64)
     a.scatter_(1, y[:, None], 1.0)
     a.scatter_(1, target[:, None], -1.0)

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"fwd/path {r['forward_evals_per_path']:.1f}, {r['wall_s_per_path']:.2f} s/path, "
               f"overhead {r['tracer_overhead_aggregate']:.2f} ({time.perf_counter() - t0:.0f}s)", flush=True)
 
-    cols = ["setting", "paths", "ok", "rel_err_median", "rel_err_p90", "rel_err_max", "first_hit_agreement",
+    cols = ["setting", "paths", "ok", "statuses", "rel_err_median", "rel_err_p90", "rel_err_max", "first_hit_agreement",
             "share_ge_lower_bound", "jacobian_evals_per_path", "forward_evals_per_path", "steps_per_path",
             "wall_s_per_path", "tracer_time_per_accepted_step_s", "tracer_overhead_median",
             "tracer_overhead_aggregate", "tracer_overhead_in_situ", "tracer_share_jacobian", "tracer_share_forward", "tracer_share_other"]
@@ -157,10 +157,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[{NAME}] wrote {path}", flush=True)
 
     default = next((r for r in rows if r["setting"] == "default"), rows[0])
-    best = min(rows, key=lambda r: r["rel_err_median"] * r["jacobian_evals_per_path"])
+    best = min(rows, key=lambda r: (r["ok"] < r["paths"], r["rel_err_median"] * r["jacobian_evals_per_path"]))
     payload["summary"] = [
         cm.figure(NAME, f"rel. error vs closed form, median ({default['setting']})", default["rel_err_median"], "1", f"p90 {default['rel_err_p90']:.2e}, {P} paths"),
         cm.figure(NAME, f"first-hit agreement ({default['setting']})", default["first_hit_agreement"], "share"),
+        cm.figure(NAME, f"paths with status ok ({default['setting']})", f"{default['ok']} / {default['paths']}", "paths",
+                  ", ".join(f"{k} {v}" for k, v in default["statuses"].items())),
         cm.figure(NAME, f"share of lengths >= lower bound ({default['setting']})", default["share_ge_lower_bound"], "share"),
         cm.figure(NAME, f"Jacobian evals per path ({default['setting']})", default["jacobian_evals_per_path"], "Jacobian evals"),
         cm.figure(NAME, f"forward passes per path ({default['setting']})", default["forward_evals_per_path"], "forward passes"),
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"median per iteration {default['tracer_overhead_median']:.2f}; in situ (iteration / its own Jacobian "
                   f"call) {default['tracer_overhead_in_situ']:.2f}; time shares J/fwd/other "
                   f"{default['tracer_share_jacobian']:.2f}/{default['tracer_share_forward']:.2f}/{default['tracer_share_other']:.2f}"),
-        cm.figure(NAME, "best (median rel. error x Jacobian evals)", best["setting"], "setting",
+        cm.figure(NAME, "best (median rel. error x Jacobian evals, all paths ok)", best["setting"], "setting",
                   f"rel err {best['rel_err_median']:.2e} at {best['jacobian_evals_per_path']:.2f} Jacobian evals/path"),
     ]
     jr = jac_cost.rows()
@@ -185,7 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
         payload["summary"].append(cm.figure(
             NAME, f"{r['setting']}: rel. error median / Jacobian evals per path",
             f"{r['rel_err_median']:.2e} / {r['jacobian_evals_per_path']:.2f}", "1 / Jacobian evals",
-            f"p90 {r['rel_err_p90']:.2e}, hit {r['first_hit_agreement']:.3f}, {r['wall_s_per_path']:.2f} s/path"))
+            f"p90 {r['rel_err_p90']:.2e}, hit {r['first_hit_agreement']:.3f}, {r['wall_s_per_path']:.2f} s/path, "
+            f"ok {r['ok']}/{r['paths']}" + ("" if r["ok"] == r["paths"] else " (" + ", ".join(
+                f"{k} {v}" for k, v in r["statuses"].items() if k != "ok") + ")")))
     return payload
 
 

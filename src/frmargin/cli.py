@@ -72,9 +72,17 @@ def run(
     dtype: str = typer.Option("float32", help="float32 or float64."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 is best on a shared machine)."),
 ) -> None:
     """Trace paths from N images to every other class and write DIR/paths.parquet, run.json."""
     from .experiment import RunConfig, run_experiment
+
+    if threads is not None:
+        if threads < 1:
+            raise FrmarginError(f"option '--threads': got {threads}, expected a positive number")
+        import torch
+
+        torch.set_num_threads(threads)
 
     if device == "auto":
         import torch

@@ -17,6 +17,8 @@ BISECTION_ITERS = 60
 #: components whose share of the line's Fisher speed is below this are numerical noise of the
 #: solve (classes with p ~ 1e-12 next to a confident prediction): they may not end the line
 NEGLIGIBLE_SPEED = 1e-10
+#: the least Fisher-Rao length a last step aims past the class boundary
+MIN_BEYOND = 1e-4
 #: such components are kept above this fraction of their start value
 NEGLIGIBLE_FLOOR = 0.5
 
@@ -87,8 +89,10 @@ class SimplexLine:
         return t.scatter(1, k[:, None], 0.0).max(-1).values
 
     def beyond(self, t_star: torch.Tensor, fraction: float) -> torch.Tensor:
-        """t at FR distance (1 + fraction) * distance(t_star), within t_max."""
-        target = self.distance(t_star) * (1 + fraction)
+        """t at FR distance (1 + fraction) * distance(t_star), and at least MIN_BEYOND past the
+        boundary (a path sitting on a tie must still cross it), within t_max."""
+        d_star = self.distance(t_star)
+        target = torch.maximum(d_star * (1 + fraction), d_star + MIN_BEYOND)
         huge = torch.full_like(target, float("inf"))
         return torch.minimum(self.step(target, huge), self.t_max)
 
