@@ -26,7 +26,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py --threads 1
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

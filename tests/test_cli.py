@@ -20,21 +20,12 @@ import pytest
 
 from frmargin import cli, experiment
 from frmargin.experiment import RunConfig
+from mirror import MIRROR, needs_mirror
 
 TIMEOUT = 180
 
 
-def _mirror() -> Path | None:
-    value = os.environ.get("FRMARGIN_MIRROR", "").strip()
-    folder = Path(value) if value else Path(__file__).resolve().parents[2] / "shared" / "assets"
-    needed = (folder / "weights" / "resnet20-12fca82f.th", folder / "data" / "cifar10-test-exact.npz")
-    return folder if all(p.is_file() for p in needed) else None
-
-
-MIRROR = _mirror()
-pytestmark = pytest.mark.skipif(
-    MIRROR is None, reason="offline asset mirror (resnet20 weights, cifar10-exact) not found; set FRMARGIN_MIRROR"
-)
+pytestmark = needs_mirror
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import pytest
 
 from frmargin.errors import FrmarginError
 from frmargin.experiment import RunConfig, run_experiment, select_images
+from mirror import MIRROR, needs_mirror
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PATH_COLUMNS = (
@@ -40,17 +41,6 @@ SUBPROCESS_TIMEOUT = 180
 # --------------------------------------------------------------------------- helpers
 
 
-def _mirror() -> Path | None:
-    value = os.environ.get("FRMARGIN_MIRROR", "").strip()
-    folder = Path(value) if value else Path(__file__).resolve().parents[2] / "shared" / "assets"
-    needed = (folder / "weights" / "resnet20-12fca82f.th", folder / "data" / "cifar10-test-exact.npz")
-    return folder if all(p.is_file() for p in needed) else None
-
-
-MIRROR = _mirror()
-needs_mirror = pytest.mark.skipif(
-    MIRROR is None, reason="offline asset mirror (resnet20 weights, cifar10-exact) not found; set FRMARGIN_MIRROR"
-)
 
 
 @pytest.fixture(scope="module")
