@@ -238,8 +238,14 @@ class ChunkTracer:
         return v, zdot, M, K, lam, J64, Lt
 
     def _accept(self, gidx, x_old, z_old, x_new, z_new, h_used) -> None:
-        """Book an accepted step; locate and handle a class change inside it."""
-        p_old = torch.softmax(z_old.to(torch.float64), -1)
+        """Book an accepted step; locate and handle a class change inside it.
+
+        The length chains through the logits stored at the last accepted point (``self.z``), not
+        those of this step's Jacobian evaluation: the same point evaluated in another batch
+        differs by ~1e-5 in float32 logits, and near p = (1/2, 1/2) such gaps would break the
+        triangle inequality that keeps every length above the lower bound.
+        """
+        p_old = torch.softmax(self.z[gidx].to(torch.float64), -1)
         L_prev = self.L[gidx].clone()
         self.L[gidx] = L_prev + self._length(p_old, torch.softmax(z_new.to(torch.float64), -1))
         self.steps[gidx] += 1
