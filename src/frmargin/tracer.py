@@ -21,7 +21,6 @@ from .solve import (
     fisher_lsq,
     fisher_weights,
     krylov_largest_eigenvalue,
-    largest_eigenvalue,
     resolve_damping,
 )
 
