@@ -182,3 +182,17 @@ def all_pairs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 @pytest.fixture
 def gen() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """An empty asset home folder, no mirror, no proxies, no download back-off."""
+    from frmargin import assets
+
+    h = tmp_path / "home"
+    monkeypatch.setenv("FRMARGIN_HOME", str(h))
+    monkeypatch.delenv("FRMARGIN_MIRROR", raising=False)
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(assets, "RETRY_BACKOFF_S", 0.0)
+    return h

@@ -81,18 +81,6 @@ def blob_asset(url: str = "http://127.0.0.1:9/up/blob.bin", payload: bytes = PAY
     )
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty home folder, no mirror, no proxies, no back-off."""
-    h = tmp_path / "home"
-    monkeypatch.setenv("FRMARGIN_HOME", str(h))
-    monkeypatch.delenv("FRMARGIN_MIRROR", raising=False)
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(assets, "RETRY_BACKOFF_S", 0.0)
-    return h
-
-
 def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)

@@ -129,17 +129,6 @@ def serve(root: Path) -> Iterator[str]:
         server.server_close()
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    h = tmp_path / "home"
-    monkeypatch.setenv("FRMARGIN_HOME", str(h))
-    monkeypatch.delenv("FRMARGIN_MIRROR", raising=False)
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(assets, "RETRY_BACKOFF_S", 0.0)
-    return h
-
-
 def assert_matches(ds: data.Dataset, images: np.ndarray, labels: np.ndarray) -> None:
     assert ds.images.dtype == torch.float32 and ds.labels.dtype == torch.int64
     assert ds.images.shape == (len(labels), 3, 32, 32)
