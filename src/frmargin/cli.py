@@ -125,7 +125,7 @@ def demo(
         from .toy import run_toy_demo
 
         summary = run_toy_demo(out / "toy" if out == Path("runs/demo") else out)
-        typer.echo(f"toy demo written: {', '.join(str(f) for f in summary.get('files', []))}")
+        typer.echo(f"toy demo written: {', '.join(str(f) for f in summary['files'].values())}")
         return
     from .experiment import RunConfig, run_experiment
     from .report import build_report
