@@ -156,12 +156,7 @@ def accuracy(
 
     if limit is not None and limit < 1:
         raise FrmarginError(f"option '--limit': got {limit}, expected a positive number")
-    try:
-        accuracy_command(model, data, limit)
-    except FrmarginError as err:
-        if "argument 'name'" in str(err):
-            raise type(err)(str(err).replace("argument 'name'", "option '--data'")) from None
-        raise
+    accuracy_command(model, data, limit)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import assets
-from .data import load_dataset
+from .experiment import resolve_data
 from .errors import AssetError, bad_argument
 from .models import MODEL_NAMES, load_model, top1_correct
 
@@ -63,7 +63,7 @@ def accuracy_line(model: str, data: str, limit: int | None = None) -> list[str]:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise bad_argument("limit", limit, "a positive integer or None")
     net = load_model(model)
-    ds = load_dataset(data).head(limit)
+    ds = resolve_data(data).head(limit)
     correct = top1_correct(net, ds.images, ds.labels)
     n = len(ds)
     lines = [f"CAVEAT: {ds.caveat}"] if ds.caveat else []
