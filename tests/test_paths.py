@@ -16,16 +16,20 @@ import reference as ref
 from conftest import all_pairs, assert_close, make_inputs, make_linear, make_logistic, make_mlp, predictions
 from frmargin.errors import FrmarginError
 from frmargin.geometry import margin_lower_bound, predicted_path
-from frmargin.paths import STATUSES, trace_paths
+from frmargin.paths import ACCURACY_DEFAULTS, STATUSES, trace_paths
+from frmargin.tracer import _broyden_update
 
 BINARY = 1e-3  # traced vs 2 asin(sqrt p_y) - pi/2 (default accuracy)
 MEDIAN = 1e-2  # median relative error vs the predicted NG path (default accuracy)
+WORST = 5e-2  # largest relative error vs the predicted NG path (default accuracy)
 HIT_SHARE = 0.95  # share of first hits that agree with the prediction
 LB_SLACK = 1e-9  # a traced length may undershoot LB by rounding only
 BATCH = 1e-6  # float64: one path alone vs inside a batch
 ODE = 3e-3  # tight tracer vs RK4 on the ODE (submersion)
 ODE_RANKDEF = 3e-2  # tight tracer vs RK4 where J is not a submersion (second-order chords)
-ROOT = 1e-4  # x_end alone vs in a batch, relative to |x_end - x0| (the root_tol default)
+ROOT = ACCURACY_DEFAULTS["root_tol"]  # x_end alone vs in a batch, relative to |x_end - x0|
+LOOSE_ROOT = 0.3  # a bracket this wide (relative to the last step) must not cost accuracy
+SECANT = 1e-12  # float64: the Broyden-updated J maps the move onto the logit change
 CG_PAPER = 1e-8  # paper mode, CG vs exact solve, float64
 TIGHT = dict(eta=0.1, rtol=1e-3)
 
@@ -59,6 +63,7 @@ def test_submersion_matches_predicted_path(submersion):
     length, hit = predicted_path(predictions(model, x)[0], s, t)
     rel = ((res.fr_length - length) / length).abs()
     assert rel.median() < MEDIAN, f"median relative error {rel.median().item():.3g} vs the closed form"
+    assert rel.max() < WORST, f"relative error {rel.max().item():.3g} at path {int(rel.argmax())} vs the closed form"
     share = (res.first_hit == hit).double().mean()
     assert share >= HIT_SHARE, f"first hit agrees on {share.item():.1%} of paths"
     assert res.success.all()
@@ -84,6 +89,42 @@ def test_accuracy_target_controls_the_error(submersion):
     )
     assert err_tight.max() < err_default.max()
     assert (tight.steps >= res.steps).all(), "tighter accuracy should not take fewer steps"
+
+
+def test_length_ends_at_the_tie_not_at_the_bracket(submersion):
+    """The length runs to the tie inside the final bracket, so a loose ``root_tol`` (fewer
+    forward passes) keeps the accuracy; ending at the bracket's far side would add up to the
+    bracket's width (here a median error several times larger)."""
+    model, x, s, t, res = submersion
+    length, _ = predicted_path(predictions(model, x)[0], s, t)
+    loose = trace_paths(model, x, s, t, root_tol=LOOSE_ROOT)
+    err = ((res.fr_length - length) / length).abs()
+    err_loose = ((loose.fr_length - length) / length).abs()
+    assert err_loose.median() < 1.5 * err.median(), (
+        f"median error {err.median().item():.3g} -> {err_loose.median().item():.3g} with root_tol={LOOSE_ROOT}"
+    )
+    assert loose.forward_evals.sum() < res.forward_evals.sum()
+    assert_above_lb(loose, model, x, s, "loose root_tol")
+
+
+def test_broyden_update_is_a_secant_update():
+    gen = torch.Generator().manual_seed(0)
+    J = torch.randn(3, 4, 7, generator=gen, dtype=torch.float64)
+    K = J @ J.transpose(-1, -2)
+    J0, K0 = J.clone(), K.clone()
+    rows = torch.tensor([0, 2])
+    dx = torch.randn(2, 7, generator=gen, dtype=torch.float64)
+    dx[:, 5] = 0.0  # a coordinate frozen by a box: its column must not change
+    dz = torch.randn(2, 4, generator=gen, dtype=torch.float64)
+    _broyden_update(J, K, rows, dx, dz)
+    assert_close((J[rows] @ dx[:, :, None])[:, :, 0], dz, SECANT, SECANT, "J dx after the update")
+    assert_close(K, J @ J.transpose(-1, -2), SECANT, SECANT, "K = J J^T after the update")
+    assert torch.equal(J[1], J0[1]) and torch.equal(K[1], K0[1]), "a row outside `rows` changed"
+    assert torch.equal(J[:, :, 5], J0[:, :, 5]), "a column the move did not touch changed"
+    # least change: J moves only along dx (any vector orthogonal to dx is mapped as before)
+    u = torch.randn(2, 7, generator=gen, dtype=torch.float64)
+    u = u - (u * dx).sum(-1, keepdim=True) / (dx * dx).sum(-1, keepdim=True) * dx
+    assert_close((J[rows] @ u[:, :, None]), (J0[rows] @ u[:, :, None]), SECANT, SECANT, "J on the complement of dx")
 
 
 def test_batch_invariance(submersion):

@@ -25,10 +25,14 @@ from .solve import (
 )
 
 RUNNING = "running"
-#: wanted contraction of the first frozen-Jacobian correction (sets the logit step)
+#: wanted relative miss of the linear prediction of the logit gap (sets the logit step)
 THETA_TARGET = 0.5
 #: the logit step never grows past this multiple of the ``logit_step`` option
 MAX_LOGIT_SCALE = 8.0
+#: on a step that crosses the boundary, the first correction may leave at most this share of
+#: the step: the change is located on the step's straight input-space chord, which must stay
+#: close to the flow's line (a more curved chord meets a third class too early)
+FINAL_RESIDUAL = 0.25
 
 
 
@@ -78,6 +82,28 @@ def _centred(dz: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     large common shift that logit velocities carry near a confident prediction no longer
     cancels catastrophically in M dz."""
     return dz - dz.gather(1, p.argmax(-1, keepdim=True))
+
+
+def _broyden_update(J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> None:
+    """Broyden's secant update of the corrector's Jacobian, in place: J += (dz - J dx) dx^T / |dx|^2
+    on ``rows`` (J (m, C, D) float64, K = J J^T (m, C, C) kept in step). The updated J maps the
+    last corrector move dx (r, *S) onto the logit change dz (r, C) the network made, so the
+    next correction sees the curvature met on the way; columns frozen by a box (zero in J, and
+    never moved) stay zero."""
+    if rows.numel() == 0:
+        return
+    s = dx.reshape(rows.numel(), -1).to(torch.float64)
+    ss = (s * s).sum(-1)
+    moved = ss > 0
+    if not moved.all():
+        rows, s, dz, ss = rows[moved], s[moved], dz[moved], ss[moved]
+        if rows.numel() == 0:
+            return
+    Jr = J[rows]
+    u = (dz.to(torch.float64) - _bmv(Jr, s)) / ss[:, None]
+    Jr = Jr + u[:, :, None] * s[:, None, :]
+    J[rows] = Jr
+    K[rows] = Jr @ Jr.transpose(-1, -2)
 
 
 class ChunkTracer:
@@ -263,11 +289,16 @@ class ChunkTracer:
             return
         f = flipped.nonzero()[:, 0]
         if self.o.method == "paper":
-            xe, ze = x_new[f], z_new[f]
-        else:
-            xe, ze = self._locate(gidx[f], x_old[f], z_old[f], x_new[f], z_new[f])
-            self.L[gidx[f]] = L_prev[f] + self._length(p_old[f], torch.softmax(ze.to(torch.float64), -1))
+            self._flipped(gidx[f], x_new[f], z_new[f])
+            return
+        xe, ze, p_tie = self._locate(gidx[f], x_old[f], z_old[f], x_new[f], z_new[f])
+        self.L[gidx[f]] = L_prev[f] + self._length(p_old[f], p_tie)
         self._flipped(gidx[f], xe, ze)
+        # a path chasing on resumes from the located point, just past the tie
+        on = self.active[gidx[f]]
+        if on.any():
+            pe = torch.softmax(ze[on].to(torch.float64), -1)
+            self.L[gidx[f][on]] += self._length(p_tie[on], pe)
 
     def _length(self, pa: torch.Tensor, pb: torch.Tensor) -> torch.Tensor:
         """FR length of one step: the plain chord in paper mode (the paper's path jumps), the
@@ -280,8 +311,10 @@ class ChunkTracer:
     def _locate(self, gidx, xa, za, xb, zb):
         """Illinois regula falsi on the segment xa -> xb for the class change (forward passes).
 
-        Returns the first point found on the changed side within ``root_tol`` (FR) of the
-        boundary, and its logits.
+        Returns the first point found on the changed side within ``root_tol`` (FR, relative to
+        the step) of the boundary, its logits, and the tie point on the straight p-segment
+        between the two sides of the final bracket (m, C) float64: the boundary to second
+        order in the bracket width, where the path's length ends.
         """
         ga, gb = self._event_gap(za, gidx), self._event_gap(zb, gidx)
         sa = torch.zeros_like(ga)
@@ -313,7 +346,18 @@ class ChunkTracer:
             gb[lo_i] = torch.where(side[lo_i] > 0, gb[lo_i] / 2, gb[lo_i])
             ga[hi_i] = torch.where(side[hi_i] < 0, ga[hi_i] / 2, ga[hi_i])
             side[lo_i], side[hi_i] = 1.0, -1.0
-        return xb, zb
+        return xb, zb, self._tie(gidx, pa, pb)
+
+    def _tie(self, gidx: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor) -> torch.Tensor:
+        """The point of the segment pa -> pb where the awaited event happens: the first class
+        to tie with ``top`` (first change) or the target overtaking every class (chasing)."""
+        seg = SimplexLine(pa, pb - pa)
+        t = seg.crossing(self.top[gidx])
+        chase = self.chasing[gidx]
+        if chase.any():
+            t = torch.where(chase, seg.overtake(self.k[gidx]), t)
+        t = torch.nan_to_num(t, nan=1.0, posinf=1.0).clamp(0.0, 1.0)
+        return pa + t[:, None] * (pb - pa)
 
     def _flipped(self, gidx, xe, ze) -> None:
         hit = ze.argmax(-1)
@@ -452,13 +496,14 @@ class ChunkTracer:
         self._finish(idx[pending], "stalled")
 
     def _corrected(self, gidx, x, z, p, pdot, M, Lt, K, lam, J64, h, hz):
-        """Predictor on the simplex line, corrector with the frozen Jacobian (forward passes).
+        """Predictor on the simplex line, corrector with the step's Jacobian (forward passes).
 
         The target lies on the line p + t pdot, at FR distance h or log-probability change hz,
         whichever comes first, or just past the class boundary when the line crosses it
         sooner. Corrections solve the damped Fisher least-squares problem for the remaining
         log-probability residual r: dx = J^T (M K + lam I)^{-1} M r, which with full-rank J
-        reproduces r exactly (mod 1). Returns the new points, logits, accepted and nonfinite
+        reproduces r exactly (mod 1); after each correction a Broyden secant update makes J map
+        the move just made onto the logit change the network made (no extra passes). Returns the new points, logits, accepted and nonfinite
         masks and the contraction of the first correction (a measure of nonlinearity).
         """
         o = self.o
@@ -509,18 +554,28 @@ class ChunkTracer:
                 theta = torch.where(live, miss / predicted.abs().clamp_min(1e-300), theta)
             if it > 0:
                 conv = live & (size <= tol)
-                fail = live & ~conv & ((size > o.contraction * size_prev) | ~torch.isfinite(size) | (it == o.max_corrector))
+                # every correction must contract. The first one is exempt on steps that do not
+                # cross the boundary: it only measures the step's nonlinearity, and its residual
+                # may exceed the step itself (a tiny p_target next to a moderate third class).
+                # A last step must be nearly linear (FINAL_RESIDUAL).
+                if it == 1:
+                    diverging = final & (size > FINAL_RESIDUAL * size_prev)
+                else:
+                    diverging = size > o.contraction * size_prev
+                fail = live & ~conv & (diverging | ~torch.isfinite(size) | (it == o.max_corrector))
                 good |= conv
                 live &= ~conv & ~fail
             if not live.any():
                 break
             li = live.nonzero()[:, 0]
+            x_prev, z_prev = x_new[li], z_new[li]
             delta[li] += _bmv(Jt[li], w[li])
             x_new[li] = self._clamp(x[li] + delta[li].to(x.dtype).reshape(x[li].shape))
             z_new[li] = self._forward(gidx[li], x_new[li])
             bad = ~torch.isfinite(z_new[li]).all(-1)
             nonfinite[li[bad]] = True
             live[li[bad]] = False
+            _broyden_update(J64, K, li[~bad], x_new[li[~bad]] - x_prev[~bad], z_new[li[~bad]] - z_prev[~bad])
             r = target - _log_probs(torch.nan_to_num(z_new))
             size_prev = size
         return x_new, z_new, good & ~nonfinite, nonfinite, theta
