@@ -13,7 +13,12 @@ import torch
 
 from .geometry import fisher_rao_distance
 
-BISECTION_ITERS = 60
+#: the step search brackets log t in [log t_max - LOG_SPAN, log t_max] (t from ~1e-100 t_max)
+LOG_SPAN = 230.0
+#: ... on a grid of GRID intervals, refined GRID_ROUNDS times: a relative precision of
+#: LOG_SPAN / GRID^GRID_ROUNDS ~ 1e-5 in t (the step's caps are not that sharp)
+GRID = 64
+GRID_ROUNDS = 4
 #: components whose share of the line's Fisher speed is below this are numerical noise of the
 #: solve (classes with p ~ 1e-12 next to a confident prediction): they may not end the line
 NEGLIGIBLE_SPEED = 1e-10
@@ -34,10 +39,10 @@ class SimplexLine:
         ratio = torch.where((d < 0) & ~self.noise, p / (-d).clamp_min(1e-300), torch.full_like(p, float("inf")))
         self.t_max = ratio.min(-1).values * (1 - 1e-9)
 
-    def at(self, t: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Points at t (m,), clipped to the simplex."""
-        p, d, noise = (self.p, self.d, self.noise) if rows is None else (self.p[rows], self.d[rows], self.noise[rows])
-        q = p + t[:, None] * d
+    def at(self, t: torch.Tensor) -> torch.Tensor:
+        """Points at t (m,) -> (m, C), or at a grid t (m, G) -> (m, G, C), clipped to the simplex."""
+        p, d, noise = (self.p, self.d, self.noise) if t.ndim == 1 else (self.p[:, None], self.d[:, None], self.noise[:, None])
+        q = p + t[..., None] * d
         q = torch.where(noise, torch.maximum(q, NEGLIGIBLE_FLOOR * p), q).clamp_min(0.0)
         return q / q.sum(-1, keepdim=True)
 
@@ -45,29 +50,47 @@ class SimplexLine:
         """Fisher-Rao distance from p to the point at t, (m,)."""
         return fisher_rao_distance(self.p, self.at(t))
 
-    def logit_change(self, t: torch.Tensor) -> torch.Tensor:
-        """Largest |change of a log-probability| from p to the point at t, (m,)."""
+    def _within(self, t: torch.Tensor, fr: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
+        """distance(t) <= fr and logit_change(t) <= logit on a grid t (m, G) -> (m, G) bool."""
         q = self.at(t)
-        return (q.clamp_min(1e-300).log() - self.p.clamp_min(1e-300).log()).abs().amax(-1)
+        p = self.p[:, None]
+        change = (q.clamp_min(1e-300).log() - p.clamp_min(1e-300).log()).abs().amax(-1)
+        return (fisher_rao_distance(p, q) <= fr[:, None]) & (change <= logit[:, None])
 
     def step(self, fr: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
-        """Largest t <= t_max with distance(t) <= fr and logit_change(t) <= logit."""
-        lo = torch.zeros_like(fr)
+        """Largest t <= t_max with distance(t) <= fr and logit_change(t) <= logit, (m,).
+
+        Both grow with t (the Bhattacharyya coefficient is concave along the line), so the
+        answer is bracketed on a grid of log t, refined GRID_ROUNDS times: a relative
+        precision of LOG_SPAN / GRID^GRID_ROUNDS in t; 0 where even t = e^-LOG_SPAN t_max is
+        too far. The log scale matters: the answer may lie many decades below t_max (a target
+        class at p ~ 1e-19 next to a confident top class, whose fall bounds the line at t ~ 1).
+        """
         hi = self.t_max.clone()
         hi = torch.where(torch.isfinite(hi), hi, torch.ones_like(hi))
         # grow hi until it reaches past a limit when the line is unbounded
+        unbounded = ~torch.isfinite(self.t_max)
         for _ in range(200):
-            grow = ~torch.isfinite(self.t_max) & (self.distance(hi) <= fr) & (self.logit_change(hi) <= logit)
+            if not unbounded.any():
+                break
+            grow = unbounded & self._within(hi[:, None], fr, logit)[:, 0]
             if not grow.any():
                 break
             hi = torch.where(grow, 2 * hi, hi)
-        inside = (self.distance(hi) <= fr) & (self.logit_change(hi) <= logit)
-        for _ in range(BISECTION_ITERS):
-            mid = 0.5 * (lo + hi)
-            far = (self.distance(mid) > fr) | (self.logit_change(mid) > logit)
-            hi = torch.where(far, mid, hi)
-            lo = torch.where(far, lo, mid)
-        return torch.where(inside, hi, lo)
+        inside = self._within(hi[:, None], fr, logit)[:, 0]
+        log_hi = hi.log()
+        log_lo = log_hi - LOG_SPAN
+        frac = torch.linspace(0.0, 1.0, GRID + 1, dtype=torch.float64, device=hi.device)
+        ok_lo = None
+        for _ in range(GRID_ROUNDS):
+            grid = log_lo[:, None] + frac * (log_hi - log_lo)[:, None]
+            ok = self._within(grid.exp(), fr, logit)
+            if ok_lo is None:
+                ok_lo = ok[:, 0]
+            # the last grid point within (monotone); its right neighbour is beyond
+            j = (ok.long().cumprod(-1).sum(-1) - 1).clamp(0, GRID - 1)
+            log_lo, log_hi = grid.gather(1, j[:, None])[:, 0], grid.gather(1, j[:, None] + 1)[:, 0]
+        return torch.where(inside, hi, torch.where(ok_lo, log_lo.exp(), torch.zeros_like(hi)))
 
     def crossing(self, top: torch.Tensor) -> torch.Tensor:
         """First t > 0 where some class c != top ties with ``top`` (inf where none does), (m,)."""

@@ -77,6 +77,11 @@ def _bmv(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (A @ v[:, :, None])[:, :, 0]
 
 
+def _rows_combination(w: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
+    """J^T w for J (m, C, D), w (m, C): (m, D), reading J in its contiguous layout."""
+    return (w[:, None, :] @ J)[:, 0, :]
+
+
 def _centred(dz: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """dz minus its value at the most probable class: M dz is unchanged (M 1 = 0), and the
     large common shift that logit velocities carry near a confident prediction no longer
@@ -85,25 +90,23 @@ def _centred(dz: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 def _broyden_update(J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> None:
-    """Broyden's secant update of the corrector's Jacobian, in place: J += (dz - J dx) dx^T / |dx|^2
-    on ``rows`` (J (m, C, D) float64, K = J J^T (m, C, C) kept in step). The updated J maps the
-    last corrector move dx (r, *S) onto the logit change dz (r, C) the network made, so the
-    next correction sees the curvature met on the way; columns frozen by a box (zero in J, and
-    never moved) stay zero."""
-    if rows.numel() == 0:
-        return
-    s = dx.reshape(rows.numel(), -1).to(torch.float64)
+    """Broyden's secant update of the corrector's Jacobian, in place, on the rows where ``rows``
+    (m,) is True: J += (dz - J dx) dx^T / |dx|^2, with K = J J^T (m, C, C) kept in step by
+    the matching rank-2 update. J (m, C, D) float64; dx (m, *S) the corrector's last move, dz
+    (m, C) the logit change the network made (other rows are ignored). The updated J maps dx
+    onto dz, so the next correction sees the curvature met on the way; it is unchanged on the
+    complement of dx, so columns frozen by a box (zero in J, never moved) stay zero."""
+    s = dx.reshape(dx.shape[0], -1).to(torch.float64)
     ss = (s * s).sum(-1)
-    moved = ss > 0
-    if not moved.all():
-        rows, s, dz, ss = rows[moved], s[moved], dz[moved], ss[moved]
-        if rows.numel() == 0:
-            return
-    Jr = J[rows]
-    u = (dz.to(torch.float64) - _bmv(Jr, s)) / ss[:, None]
-    Jr = Jr + u[:, :, None] * s[:, None, :]
-    J[rows] = Jr
-    K[rows] = Jr @ Jr.transpose(-1, -2)
+    upd = rows & (ss > 0) & torch.isfinite(dz).all(-1)
+    if not upd.any():
+        return
+    s = torch.where(upd[:, None], s, torch.zeros_like(s))
+    Js = _bmv(J, s)
+    u = torch.where(upd[:, None], (dz.to(torch.float64) - Js) / ss.clamp_min(1e-300)[:, None], torch.zeros_like(Js))
+    J.baddbmm_(u[:, :, None], s[:, None, :])
+    uJs = u[:, :, None] * Js[:, None, :]
+    K += uJs + uJs.transpose(-1, -2) + ss[:, None, None] * u[:, :, None] * u[:, None, :]
 
 
 class ChunkTracer:
@@ -250,7 +253,7 @@ class ChunkTracer:
             lam = self._lam(Lt, K)
             # (M K + lam I) w = a, with a = M (a / p) since a sums to zero
             w = fisher_lsq(Lt, K, a / p.clamp_min(1e-300), lam) if self.o.metric == "fisher" else a
-            v = -_bmv(J64.transpose(-1, -2), w)
+            v = -_rows_combination(w, J64)
             if self.o.box is None:
                 break
             lo, hi = self.o.box
@@ -533,8 +536,7 @@ class ChunkTracer:
 
         r0_gap = gap_of(r)
         m = x.shape[0]
-        Jt = J64.transpose(-1, -2)
-        delta = torch.zeros(m, Jt.shape[1], dtype=torch.float64, device=x.device)
+        delta = torch.zeros(m, J64.shape[-1], dtype=torch.float64, device=x.device)
         x_new, z_new = x.clone(), z.clone()
         live = torch.ones(m, dtype=torch.bool, device=x.device)
         good = torch.zeros_like(live)
@@ -568,14 +570,15 @@ class ChunkTracer:
             if not live.any():
                 break
             li = live.nonzero()[:, 0]
-            x_prev, z_prev = x_new[li], z_new[li]
-            delta[li] += _bmv(Jt[li], w[li])
+            x_prev, z_prev = x_new.clone(), z_new.clone()
+            # J^T w for every row (cheaper than gathering the live rows of J)
+            delta[li] += _rows_combination(w, J64)[li]
             x_new[li] = self._clamp(x[li] + delta[li].to(x.dtype).reshape(x[li].shape))
             z_new[li] = self._forward(gidx[li], x_new[li])
             bad = ~torch.isfinite(z_new[li]).all(-1)
             nonfinite[li[bad]] = True
             live[li[bad]] = False
-            _broyden_update(J64, K, li[~bad], x_new[li[~bad]] - x_prev[~bad], z_new[li[~bad]] - z_prev[~bad])
+            _broyden_update(J64, K, live, x_new - x_prev, z_new - z_prev)
             r = target - _log_probs(torch.nan_to_num(z_new))
             size_prev = size
         return x_new, z_new, good & ~nonfinite, nonfinite, theta
