@@ -113,3 +113,26 @@ def test_bad_arguments():
         F.solve(torch.zeros(2, 8, dtype=torch.float64), 1e-3, "absolute", "lu")
     with pytest.raises(FrmarginError, match="'damping_mode'"):
         F.solve(torch.zeros(2, 8, dtype=torch.float64), 1e-3, "scaled", "exact")
+
+
+@pytest.mark.parametrize("name, dtype", CASES[:4], ids=IDS[:4])
+def test_reduced_jacobian_rows(name, dtype):
+    """Rows of a reduced logit map: two kept classes and the logsumexp of the rest, whose
+    gradient is the softmax-weighted mix of the rest's rows."""
+    model, x, F = build(name, dtype)
+    tol = TOL[dtype]
+    J = ref.jacobian(model, x)
+    with torch.no_grad():
+        z = ref.as_double(model)(x.double())
+    keep = torch.tensor([0, 2])
+    rest = torch.tensor([c for c in range(z.shape[-1]) if c not in (0, 2)])
+
+    def reduce(zz):
+        return torch.cat([zz[:, keep], torch.logsumexp(zz[:, rest], -1, keepdim=True)], -1)
+
+    logits, Jr = logits_and_jacobian(model, x, reduce=reduce)
+    w = torch.softmax(z[:, rest], -1)
+    expected = torch.cat([J[:, keep], (w[:, :, None] * J[:, rest]).sum(1, keepdim=True)], 1)
+    assert Jr.shape == (x.shape[0], 3, J.shape[-1])
+    assert_close(Jr, expected, tol, scaled(expected, tol), f"{name}: reduced Jacobian rows")
+    assert_close(logits, z, tol, tol, f"{name}: the full logits come back")

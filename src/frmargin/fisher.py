@@ -7,6 +7,8 @@ The model must map (B, *input_shape) to logits (B, C) and treat rows independent
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.func import jvp, vjp
@@ -26,10 +28,15 @@ __all__ = ["DataFisher", "logits_and_jacobian"]
 SOLVE_METHODS = ("exact", "cg")
 
 
-def logits_and_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def logits_and_jacobian(
+    model: nn.Module, x: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (B, C) and Jacobian rows (B, C, D): one forward pass and C backward passes
     through the same graph, one per one-hot cotangent (on CPU this beats vmapping the C
     cotangents through one vjp by 1.5-2x for batches of 8 or more).
+
+    With ``reduce`` (a differentiable map of the logits (B, C) -> (B, R)), the rows are those
+    of the reduced logits: R backward passes; the logits returned are still the full ones.
 
     Example:
         >>> z, J = logits_and_jacobian(torch.nn.Linear(4, 3), torch.randn(2, 4))
@@ -39,10 +46,11 @@ def logits_and_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         z = model(xg)
-        C = z.shape[-1]
+        out = z if reduce is None else reduce(z)
+        R = out.shape[-1]
         rows = [
-            torch.autograd.grad(z[:, c].sum(), xg, retain_graph=c < C - 1)[0].reshape(x.shape[0], -1)
-            for c in range(C)
+            torch.autograd.grad(out[:, c].sum(), xg, retain_graph=c < R - 1)[0].reshape(x.shape[0], -1)
+            for c in range(R)
         ]
     return z.detach(), torch.stack(rows, 1)
 

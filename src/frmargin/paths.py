@@ -98,7 +98,7 @@ class PathResult:
         return pd.DataFrame(data)
 
 
-def _options(method, metric, until, solver, damping, damping_mode, max_steps, box, record, acc) -> TracerOptions:
+def _options(method, metric, until, solver, damping, damping_mode, max_steps, box, record, top_classes, acc) -> TracerOptions:
     for name, value, allowed in (
         ("method", method, METHODS),
         ("metric", metric, METRICS),
@@ -126,9 +126,17 @@ def _options(method, metric, until, solver, damping, damping_mode, max_steps, bo
         raise bad_argument("max_steps", max_steps, "an integer >= 1")
     if not (isinstance(damping, (int, float)) and 0 < damping < float("inf")):
         raise bad_argument("damping", damping, "a finite number > 0")
+    if top_classes is not None:
+        if not (isinstance(top_classes, int) and top_classes >= 2):
+            raise bad_argument("top_classes", top_classes, "an integer >= 2 (the source and the target) or None")
+        if until != "first_flip":
+            raise bad_argument("top_classes", top_classes, "None with until='target' (the classes passed must be kept)")
+        if solver != "exact":
+            raise bad_argument("top_classes", top_classes, "None with solver='cg' (CG uses every class)")
     return TracerOptions(
         method=method, metric=metric, until=until, solver=solver, damping=float(damping),
-        damping_mode=damping_mode, max_steps=max_steps, box=box, record=bool(record), **opts,
+        damping_mode=damping_mode, max_steps=max_steps, box=box, record=bool(record),
+        top_classes=top_classes, **opts,
     )
 
 
@@ -148,6 +156,7 @@ def trace_paths(
     box: tuple[float, float] | None = None,
     batch_size: int = 128,
     record: bool = False,
+    top_classes: int | None = None,
     progress: Callable[[int], None] | None = None,
     **accuracy_options,
 ) -> PathResult:
@@ -179,6 +188,12 @@ def trace_paths(
         max_steps: budget of accepted steps per path (default 200 converged, 2000 paper).
         batch_size: paths advanced together (bounds memory).
         record: keep every accepted point in ``trajectory``.
+        top_classes: m: for models with many classes, the geometry of each path uses only the
+            m classes most probable at its start (source and target always among them) and
+            one class lumping the rest: m + 1 Jacobian rows per step instead of C. The lumped
+            model's Fisher information is at most the full one's; class changes (any class)
+            and ``fr_length`` are measured on the full output. Needs ``until="first_flip"`` and
+            ``solver="exact"``. None (default): every class.
         progress: called with the number of paths finished after each batch.
         **accuracy_options: see ``ACCURACY_DEFAULTS``.
 
@@ -201,7 +216,7 @@ def trace_paths(
     box = check_box(box, x)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise bad_argument("batch_size", batch_size, "an integer >= 1")
-    opts = _options(method, metric, until, solver, damping, damping_mode, max_steps, box, record, accuracy_options)
+    opts = _options(method, metric, until, solver, damping, damping_mode, max_steps, box, record, top_classes, accuracy_options)
     with torch.no_grad():
         z0 = check_logits(model(x[:1]), 1)
     C = z0.shape[-1]

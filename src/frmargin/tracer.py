@@ -60,6 +60,7 @@ class TracerOptions:
     cg_rtol: float
     cg_maxiter: int | None
     record: bool
+    top_classes: int | None = None
 
 
 def _log_probs(z: torch.Tensor) -> torch.Tensor:
@@ -146,12 +147,55 @@ class ChunkTracer:
         self.visited: list[list[int]] = [[] for _ in range(n)]
         self.traj: list[list[torch.Tensor]] | None = [[xi.clone()] for xi in self.x0] if opts.record else None
         self.z = self._forward(torch.arange(n, device=dev), self.x)
-        self.C = self.z.shape[-1]
+        self._lumping(opts.top_classes)
         self.prev_dir = torch.zeros(n, self.C, **f64)
         bad = ~torch.isfinite(self.z).all(-1)
         self._finish(bad, "nonfinite")
         wrong = (self.z.argmax(-1) != source) & ~bad
         self._finish(wrong, "misclassified")
+
+    # ---------------------------------------------------------------- classes
+    def _lumping(self, m: int | None) -> None:
+        """Set up the class view of the geometry: all C classes, or (``top_classes=m``) per path
+        the m classes most probable at the start (the source and the target always among them)
+        and one class lumping the rest, with logit logsumexp(z_rest). The coarse distribution's
+        Fisher information is at most the full one's and needs m + 1 Jacobian rows instead of
+        C. Class changes and lengths are always measured on the full logits."""
+        z = self.z
+        n, C = z.shape
+        self.C_full = C
+        self.keep = None
+        if m is None or m >= C - 1:
+            self.C = C
+            return
+        order = torch.softmax(z.to(torch.float64), -1).argsort(dim=-1, descending=True, stable=True)
+        keep = order[:, :m].clone()
+        # the target (and the source, should the start be misclassified) take the last slots
+        for cls, slot in ((self.source, m - 2), (self.k, m - 1)):
+            missing = ~(keep == cls[:, None]).any(-1)
+            keep[missing, slot] = cls[missing]
+        rest = torch.ones(n, C, dtype=torch.bool, device=z.device)
+        rest.scatter_(1, keep, False)
+        self.keep, self.rest = keep, rest
+        self.top_r = (keep == self.source[:, None]).long().argmax(-1)
+        self.k_r = (keep == self.k[:, None]).long().argmax(-1)
+        self.C = m + 1
+
+    def _red(self, z: torch.Tensor, gidx: torch.Tensor) -> torch.Tensor:
+        """Logits (m, C) of paths ``gidx`` in the geometry's class view (m, self.C)."""
+        if self.keep is None:
+            return z
+        lumped = torch.logsumexp(z.masked_fill(~self.rest[gidx], -float("inf")), -1, keepdim=True)
+        return torch.cat([z.gather(1, self.keep[gidx]), lumped], -1)
+
+    def _classes(self, gidx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top and target classes of paths ``gidx`` as indices of the class view."""
+        if self.keep is None:
+            return self.top[gidx], self.k[gidx]
+        return self.top_r[gidx], self.k_r[gidx]
+
+    def _p(self, z: torch.Tensor, gidx: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self._red(z, gidx).to(torch.float64), -1)
 
     # ---------------------------------------------------------------- bookkeeping
     def _forward(self, gidx: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
@@ -163,6 +207,9 @@ class ChunkTracer:
     def _jacobian(self, gidx: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and Jacobian rows at x (m, *S), evaluated once per distinct point (the paths
         of one image to its C - 1 targets start together); each path is charged its share."""
+        if self.keep is not None:  # the rows differ per path: nothing to share
+            self.jac[gidx] += 1
+            return logits_and_jacobian(self.model, x, reduce=lambda z: self._red(z, gidx))
         flat = x.reshape(x.shape[0], -1)
         uniq, inverse, counts = torch.unique(flat, dim=0, return_inverse=True, return_counts=True)
         if uniq.shape[0] == x.shape[0]:
@@ -194,7 +241,7 @@ class ChunkTracer:
         L = log(1 - p_k) - log p_k, a_j = p_j / (1 - p_k) (j != k), a_k = -1, which raises p_k
         and shrinks the others in proportion, so the classes passed never swap back.
         """
-        top, k = self.top[gidx], self.k[gidx]
+        top, k = self._classes(gidx)
         a = torch.zeros(top.shape[0], self.C, dtype=torch.float64, device=top.device)
         a.scatter_(1, top[:, None], 1.0)
         a.scatter_(1, k[:, None], -1.0)
@@ -265,17 +312,24 @@ class ChunkTracer:
         zdot = _centred(-_bmv(K, w), p)
         return v, zdot, M, K, lam, J64, Lt
 
-    def _accept(self, gidx, x_old, z_old, x_new, z_new, h_used) -> None:
+    def _accept(self, gidx, x_old, z_old, x_new, z_new, h_used, planned=None) -> None:
         """Book an accepted step; locate and handle a class change inside it.
+
+        ``planned`` (m,) marks steps aimed just past the boundary on the flow's line: their end
+        point is on the line, so the change is placed where the straight p-segment of the step
+        meets the boundary (the image of the flow between the two points, as for every other
+        step's length), and the end point itself becomes ``x_end``. A change nobody planned (a
+        class that left the line, a Euclidean or paper step) is located on the input-space
+        chord by regula falsi.
 
         The length chains through the logits stored at the last accepted point (``self.z``), not
         those of this step's Jacobian evaluation: the same point evaluated in another batch
         differs by ~1e-5 in float32 logits, and near p = (1/2, 1/2) such gaps would break the
         triangle inequality that keeps every length above the lower bound.
         """
-        p_old = torch.softmax(self.z[gidx].to(torch.float64), -1)
+        p_old = self._p(self.z[gidx], gidx)
         L_prev = self.L[gidx].clone()
-        self.L[gidx] = L_prev + self._length(p_old, torch.softmax(z_new.to(torch.float64), -1))
+        self.L[gidx] = L_prev + self._length(p_old, self._p(z_new, gidx))
         self.steps[gidx] += 1
         if h_used is not None:
             self.h[gidx] = h_used
@@ -294,14 +348,27 @@ class ChunkTracer:
         if self.o.method == "paper":
             self._flipped(gidx[f], x_new[f], z_new[f])
             return
-        xe, ze, p_tie = self._locate(gidx[f], x_old[f], z_old[f], x_new[f], z_new[f])
-        self.L[gidx[f]] = L_prev[f] + self._length(p_old[f], p_tie)
-        self._flipped(gidx[f], xe, ze)
+        gf = gidx[f]
+        if planned is None:
+            planned = torch.zeros_like(flipped)
+        plan = planned[f]
+        za, xe, ze = self.z[gf].clone(), x_new[f].clone(), z_new[f].clone()
+        t_tie = torch.zeros(f.numel(), dtype=torch.float64, device=f.device)
+        if plan.any():
+            pf = gf[plan]
+            t_tie[plan] = self._tie(pf, torch.softmax(za[plan].to(torch.float64), -1),
+                                    torch.softmax(ze[plan].to(torch.float64), -1))
+        if (~plan).any():
+            u = (~plan).nonzero()[:, 0]
+            za[u], xe[u], ze[u], t_tie[u] = self._locate(gf[u], x_old[f][u], z_old[f][u], x_new[f][u], z_new[f][u])
+        pa, pe = self._p(za, gf), self._p(ze, gf)
+        p_tie = pa + t_tie[:, None] * (pe - pa)
+        self.L[gf] = L_prev[f] + self._length(p_old[f], p_tie)
+        self._flipped(gf, xe, ze)
         # a path chasing on resumes from the located point, just past the tie
-        on = self.active[gidx[f]]
+        on = self.active[gf]
         if on.any():
-            pe = torch.softmax(ze[on].to(torch.float64), -1)
-            self.L[gidx[f][on]] += self._length(p_tie[on], pe)
+            self.L[gf[on]] += self._length(p_tie[on], pe[on])
 
     def _length(self, pa: torch.Tensor, pb: torch.Tensor) -> torch.Tensor:
         """FR length of one step: the plain chord in paper mode (the paper's path jumps), the
@@ -314,10 +381,11 @@ class ChunkTracer:
     def _locate(self, gidx, xa, za, xb, zb):
         """Illinois regula falsi on the segment xa -> xb for the class change (forward passes).
 
-        Returns the first point found on the changed side within ``root_tol`` (FR, relative to
-        the step) of the boundary, its logits, and the tie point on the straight p-segment
-        between the two sides of the final bracket (m, C) float64: the boundary to second
-        order in the bracket width, where the path's length ends.
+        Returns the logits at the unchanged side of the final bracket, the first point found on
+        the changed side within ``root_tol`` (FR, relative to the step) of the boundary and its
+        logits, and where on the straight p-segment between the two sides the awaited event
+        happens (m,) in [0, 1]: the boundary to second order in the bracket width, where the
+        path's length ends.
         """
         ga, gb = self._event_gap(za, gidx), self._event_gap(zb, gidx)
         sa = torch.zeros_like(ga)
@@ -325,7 +393,7 @@ class ChunkTracer:
         pa = torch.softmax(za.to(torch.float64), -1)
         pb = torch.softmax(zb.to(torch.float64), -1)
         side = torch.zeros_like(ga)
-        xb, zb = xb.clone(), zb.clone()
+        xb, zb, za = xb.clone(), zb.clone(), za.clone()
         dx = xb - xa
         width_tol = self.o.root_tol * fisher_rao_distance(pa, pb).clamp_min(1e-12)
         for _ in range(60):
@@ -342,25 +410,25 @@ class ChunkTracer:
             ps = torch.softmax(zs.to(torch.float64), -1)
             pos = gs >= 0  # a tie is not yet a change
             lo_i, hi_i = li[pos], li[~pos]
-            sa[lo_i], ga[lo_i], pa[lo_i] = s[pos], gs[pos], ps[pos]
+            sa[lo_i], ga[lo_i], pa[lo_i], za[lo_i] = s[pos], gs[pos], ps[pos], zs[pos]
             sb[hi_i], gb[hi_i], pb[hi_i] = s[~pos], gs[~pos], ps[~pos]
             xb[hi_i], zb[hi_i] = xs[~pos], zs[~pos]
             # Illinois: halve the stale end's value when the same side moves twice
             gb[lo_i] = torch.where(side[lo_i] > 0, gb[lo_i] / 2, gb[lo_i])
             ga[hi_i] = torch.where(side[hi_i] < 0, ga[hi_i] / 2, ga[hi_i])
             side[lo_i], side[hi_i] = 1.0, -1.0
-        return xb, zb, self._tie(gidx, pa, pb)
+        return za, xb, zb, self._tie(gidx, pa, pb)
 
     def _tie(self, gidx: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor) -> torch.Tensor:
-        """The point of the segment pa -> pb where the awaited event happens: the first class
-        to tie with ``top`` (first change) or the target overtaking every class (chasing)."""
+        """Where on the segment pa -> pb (full probabilities) the awaited event happens, (m,)
+        in [0, 1]: the first class to tie with ``top`` (first change) or the target overtaking
+        every class (chasing)."""
         seg = SimplexLine(pa, pb - pa)
         t = seg.crossing(self.top[gidx])
         chase = self.chasing[gidx]
         if chase.any():
             t = torch.where(chase, seg.overtake(self.k[gidx]), t)
-        t = torch.nan_to_num(t, nan=1.0, posinf=1.0).clamp(0.0, 1.0)
-        return pa + t[:, None] * (pb - pa)
+        return torch.nan_to_num(t, nan=1.0, posinf=1.0).clamp(0.0, 1.0)
 
     def _flipped(self, gidx, xe, ze) -> None:
         hit = ze.argmax(-1)
@@ -396,7 +464,7 @@ class ChunkTracer:
         if o.solver == "exact":
             z, J = self._jacobian(idx, x)
             ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
-            p = torch.softmax(z.to(torch.float64), -1)
+            p = self._p(z, idx)
             a = self._logit_gradient(idx, p)
             v, zdot, M, K, lam, J64, Lt = self._direction(x, J, p, a)
             v = -v  # (G + lam I)^{-1} g with g = J^T a
@@ -445,7 +513,7 @@ class ChunkTracer:
             idx, x, z, J = idx[ok], x[ok], z[ok], J[ok]
             if idx.numel() == 0:
                 return
-        p = torch.softmax(z.to(torch.float64), -1)
+        p = self._p(z, idx)
         a = self._logit_gradient(idx, p)
         v, zdot, M, K, lam, J64, Lt = self._direction(x, J, p, a)
         pdot = _bmv(M, zdot)
@@ -476,7 +544,7 @@ class ChunkTracer:
             if pending.numel() == 0:
                 break
             if o.metric == "fisher":
-                x_new, z_new, good, nonfinite, theta = self._corrected(
+                x_new, z_new, good, nonfinite, theta, planned = self._corrected(
                     idx[pending], x[pending], z[pending], p[pending], pdot[pending], M[pending], Lt[pending],
                     K[pending], lam[pending], J64[pending], h[pending], hz[pending],
                 )
@@ -485,13 +553,15 @@ class ChunkTracer:
                     idx[pending], x[pending], z[pending], p[pending], v[pending], zdot[pending],
                     speed[pending], h[pending], hz[pending],
                 )
+                planned = None
             self._finish(idx[pending[nonfinite]], "nonfinite")
             acc = pending[good]
             if acc.numel():
                 # the relative miss of the linear prediction grows with the step: aim at THETA_TARGET
                 scale = (THETA_TARGET / theta[good].clamp_min(1e-12)).clamp(0.3, 2.0)
                 self.hz[idx[acc]] = (hz[acc] * scale).clamp(max=MAX_LOGIT_SCALE * o.logit_step)
-                self._accept(idx[acc], x[acc], z[acc], x_new[good], z_new[good], h[acc])
+                self._accept(idx[acc], x[acc], z[acc], x_new[good], z_new[good], h[acc],
+                             None if planned is None else planned[good])
             pending = pending[~good & ~nonfinite]
             h[pending] = h[pending] / 2
             hz[pending] = hz[pending] / 3
@@ -510,13 +580,13 @@ class ChunkTracer:
         masks and the contraction of the first correction (a measure of nonlinearity).
         """
         o = self.o
-        top = self.top[gidx]
+        top, k = self._classes(gidx)
         line = SimplexLine(p, pdot)
         t = line.step(h, hz)
         chase = self.chasing[gidx]
         t_star = line.crossing(top)
         if chase.any():
-            t_star = torch.where(chase, line.overtake(self.k[gidx]), t_star)
+            t_star = torch.where(chase, line.overtake(k), t_star)
         final = t_star <= t
         if final.any():
             rows = final.nonzero()[:, 0]
@@ -528,8 +598,7 @@ class ChunkTracer:
         # the segment, where the straight input-space chord meets the flow's line
         rel = torch.where(final, torch.full_like(h, min(o.rtol, o.overshoot / 4)), torch.full_like(h, o.rtol))
         tol = torch.maximum(rel * fisher_rao_distance(p, p_target), torch.full_like(h, o.atol))
-        r = target - _log_probs(z)
-        k = self.k[gidx]
+        r = target - _log_probs(self._red(z, gidx))
 
         def gap_of(v: torch.Tensor) -> torch.Tensor:
             return (v.gather(1, top[:, None]) - v.gather(1, k[:, None]))[:, 0]
@@ -570,7 +639,7 @@ class ChunkTracer:
             if not live.any():
                 break
             li = live.nonzero()[:, 0]
-            x_prev, z_prev = x_new.clone(), z_new.clone()
+            x_prev, z_prev = x_new.clone(), self._red(z_new, gidx).clone()
             # J^T w for every row (cheaper than gathering the live rows of J)
             delta[li] += _rows_combination(w, J64)[li]
             x_new[li] = self._clamp(x[li] + delta[li].to(x.dtype).reshape(x[li].shape))
@@ -578,16 +647,17 @@ class ChunkTracer:
             bad = ~torch.isfinite(z_new[li]).all(-1)
             nonfinite[li[bad]] = True
             live[li[bad]] = False
-            _broyden_update(J64, K, live, x_new - x_prev, z_new - z_prev)
-            r = target - _log_probs(torch.nan_to_num(z_new))
+            zr_new = self._red(torch.nan_to_num(z_new), gidx)
+            _broyden_update(J64, K, live, x_new - x_prev, zr_new - z_prev)
+            r = target - _log_probs(zr_new)
             size_prev = size
-        return x_new, z_new, good & ~nonfinite, nonfinite, theta
+        return x_new, z_new, good & ~nonfinite, nonfinite, theta, final
 
     def _euler(self, gidx, x, z, p, v, zdot, speed, h, hz):
         """Plain step along the Euclidean gradient direction: FR length h by its linear speed,
         or a linearly predicted change hz of the logit gap, whichever is shorter. A step whose
         realized FR length exceeds 2 h is refused (the linear speed can be tiny near p_y = 1)."""
-        top, k = self.top[gidx], self.k[gidx]
+        top, k = self._classes(gidx)
 
         def gap_of(v_: torch.Tensor) -> torch.Tensor:
             return (v_.gather(1, top[:, None]) - v_.gather(1, k[:, None]))[:, 0]
@@ -597,9 +667,9 @@ class ChunkTracer:
         x_new = self._clamp(x + (tau[:, None] * v).to(x.dtype).reshape(x.shape))
         z_new = self._forward(gidx, x_new)
         nonfinite = ~torch.isfinite(z_new).all(-1)
-        z_safe = torch.nan_to_num(z_new).to(torch.float64)
+        z_safe = self._red(torch.nan_to_num(z_new), gidx).to(torch.float64)
         moved = fisher_rao_distance(p, torch.softmax(z_safe, -1))
         good = ~nonfinite & (moved <= 2 * h) & (moved > 0)
         predicted = tau * gap_of(zdot)
-        theta = (gap_of(z_safe - z.to(torch.float64)) - predicted).abs() / predicted.abs().clamp_min(1e-300)
+        theta = (gap_of(z_safe - self._red(z, gidx).to(torch.float64)) - predicted).abs() / predicted.abs().clamp_min(1e-300)
         return x_new, z_new, good, nonfinite, theta
