@@ -259,6 +259,35 @@ def test_fisher_vs_euclidean_hand_built():
     assert cmp.matrix_diff.loc[0, 2] == -1 and cmp.matrix_diff.loc[0, "none"] == 1
     assert cmp.matrix_diff.to_numpy().sum() == 0
     assert cmp.pairs["agree"].tolist() == [True, False, False]
+    stats = cmp.statistics.set_index("statistic")
+    assert stats.loc["shielded_pct_fisher", "value"] == 0.0
+    assert stats.loc["shielded_pct_euclidean", "value"] == pytest.approx(50.0)
+    assert stats.loc["shielded_pct_difference", "value"] == pytest.approx(50.0)
+    assert stats.loc["first_hit_agreement_pct", "value"] == pytest.approx(100 / 3)
+    assert np.isnan(stats.loc["same_shield_pct", "value"])  # no pair is shielded under both
+    assert cmp.verdict.startswith("Shielding depends on the metric")
+
+
+def test_fisher_vs_euclidean_intervals_and_verdict():
+    """Two classes of 20 images, two paths each. Fisher: no shielding. Euclidean: half of
+    class 0's images shielded on both paths, the rest never: 25%, with a cluster-bootstrap
+    interval (images resampled) that contains 25 and excludes 0; identical runs read alike."""
+    fisher, euclid = [], []
+    for i in range(40):
+        src = i // 20
+        for tgt in (2, 3):
+            fisher.append(_path(i, src, tgt, tgt, 1.0))
+            hit = 4 if (src == 0 and i % 2 == 0) else tgt
+            euclid.append(_path(i, src, tgt, hit, 1.0))
+    fisher, euclid = pd.DataFrame(fisher), pd.DataFrame(euclid)
+    cmp = analysis.fisher_vs_euclidean(fisher, euclid, 5, n_boot=400)
+    diff = cmp.statistics.set_index("statistic").loc["shielded_pct_difference"]
+    assert diff["value"] == pytest.approx(25.0)
+    assert 5 < diff["ci_low"] < 25 < diff["ci_high"] < 45, (diff["ci_low"], diff["ci_high"])
+    assert cmp.verdict.startswith("Shielding depends on the metric")
+    same = analysis.fisher_vs_euclidean(fisher, fisher, 5, n_boot=200)
+    assert same.statistics.set_index("statistic").loc["shielded_pct_difference", "value"] == 0
+    assert same.verdict.startswith("Both metrics shield alike")
 
 
 # -------------------------------------------------------------------------------- user errors

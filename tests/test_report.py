@@ -79,6 +79,9 @@ def test_two_run_comparison(runs: dict[str, Path]):
     assert page == runs["fisher"].parent / "report-compare" / "report.html"
     text = page.read_text()
     assert "Fisher versus Euclidean" in text and "first_hit_agreement_pct" in text
+    assert "Verdict: " in text and "shielded_pct_difference" in text
+    # the run with baselines brings its FR-versus-L2 correlations and rankings along
+    assert "FR margins versus minimal L2 attacks (fisher" in text and "Class rankings side by side (fisher" in text
     assert "fisher" in text and "euclid" in text
     assert (page.parent / "class_tables.csv").is_file()
     assert len(list(page.parent.glob("*.png"))) >= 3

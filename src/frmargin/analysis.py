@@ -991,20 +991,30 @@ class MetricComparison:
         pairs: per (image_index, target): source, first_hit_fisher, first_hit_euclidean, agree.
         matrix_diff: path matrix (source x first hit, "none" column) of Euclidean minus Fisher,
             over the common pairs.
+        statistics: rows (statistic, value, ci_low, ci_high, note) with 95% cluster-bootstrap
+            intervals (images resampled within their source class): shielded % under each
+            metric, their difference, first-hit agreement, and among pairs shielded under both
+            metrics the share with the same shield.
+        verdict: one sentence answering whether shielding is a property of the classifier's
+            decision regions (both metrics shield alike) or of the metric.
     """
 
     summary: pd.DataFrame
     per_class: pd.DataFrame
     pairs: pd.DataFrame
     matrix_diff: pd.DataFrame
+    statistics: pd.DataFrame | None = None
+    verdict: str = ""
 
 
 def fisher_vs_euclidean(
-    paths_fisher: pd.DataFrame, paths_euclid: pd.DataFrame, n_classes: int | None = None
+    paths_fisher: pd.DataFrame, paths_euclid: pd.DataFrame, n_classes: int | None = None,
+    n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
 ) -> MetricComparison:
     """Compare first hits and shielding of Fisher (natural-gradient) and Euclidean paths.
 
-    Paths are matched on (image_index, target); unmatched rows are ignored.
+    Paths are matched on (image_index, target); unmatched rows are ignored. Intervals resample
+    images within their source class (``n_boot`` replicates, ``seed``).
 
     Example:
         >>> cmp = fisher_vs_euclidean(run_fisher.paths, run_euclid.paths)
@@ -1064,8 +1074,73 @@ def fisher_vs_euclidean(
                                   "fr_length", "l2"]], n_classes)
 
     out_pairs = pairs[["image_index", "source", "target", "first_hit_fisher", "first_hit_euclidean", "agree"]]
+    statistics, verdict = _metric_statistics(pairs, _check_n_boot(n_boot), seed)
     return MetricComparison(summary=summary, per_class=per_class.reset_index(), pairs=out_pairs,
-                            matrix_diff=matrix("euclidean") - matrix("fisher"))
+                            matrix_diff=matrix("euclidean") - matrix("fisher"),
+                            statistics=statistics, verdict=verdict)
+
+
+#: a difference of shielding rates (points of %) below this reads as "alike" when its interval
+#: also contains 0
+SHIELDING_ALIKE = 5.0
+
+
+def _metric_statistics(pairs: pd.DataFrame, n_boot: int, seed: int) -> tuple[pd.DataFrame, str]:
+    """Per-image sums of the pair indicators, ratios of sums over cluster-bootstrap replicates."""
+    both_shielded = pairs["shielded_fisher"] & pairs["shielded_euclidean"] & pairs["success_fisher"] & pairs["success_euclidean"]
+    frame = pd.DataFrame({
+        "image_index": pairs["image_index"], "source": pairs["source"],
+        "succ_f": pairs["success_fisher"].astype(float),
+        "sh_f": (pairs["shielded_fisher"] & pairs["success_fisher"]).astype(float),
+        "succ_e": pairs["success_euclidean"].astype(float),
+        "sh_e": (pairs["shielded_euclidean"] & pairs["success_euclidean"]).astype(float),
+        "pair": 1.0, "agree": pairs["agree"].astype(float),
+        "both": both_shielded.astype(float),
+        "same": (both_shielded & (pairs["first_hit_fisher"] == pairs["first_hit_euclidean"])).astype(float),
+    })
+    per_image = frame.groupby("image_index").agg({"source": "first", **{c: "sum" for c in frame.columns[2:]}})
+    sums = per_image.drop(columns="source").to_numpy()  # (images, 8)
+    cols = list(per_image.columns[1:])
+    rng = np.random.default_rng(seed)
+    w = _weights(_bootstrap_indices(per_image["source"].to_numpy(), n_boot, rng), len(per_image))
+    boot = w @ sums  # (n_boot, 8)
+    point = sums.sum(0)
+
+    def col(a: np.ndarray, name: str) -> np.ndarray:
+        return a[..., cols.index(name)]
+
+    def stats(a: np.ndarray) -> list[np.ndarray]:
+        sf = 100 * _ratio(col(a, "sh_f"), col(a, "succ_f"))
+        se = 100 * _ratio(col(a, "sh_e"), col(a, "succ_e"))
+        return [sf, se, se - sf, 100 * _ratio(col(a, "agree"), col(a, "pair")),
+                100 * _ratio(col(a, "same"), col(a, "both"))]
+
+    names = [
+        ("shielded_pct_fisher", "% of successful Fisher paths whose first hit is not the target"),
+        ("shielded_pct_euclidean", "the same for Euclidean paths"),
+        ("shielded_pct_difference", "Euclidean minus Fisher, in points of %"),
+        ("first_hit_agreement_pct", "% of common pairs with the same first hit (no flip = -1)"),
+        ("same_shield_pct", f"among the {int(col(point, 'both'))} pairs shielded under both metrics, % by the same class"),
+    ]
+    rows = []
+    for (name, note), value, b in zip(names, stats(point), stats(boot)):
+        lo, hi = _ci(b)
+        rows.append({"statistic": name, "value": float(value), "ci_low": lo, "ci_high": hi, "note": note})
+    table = pd.DataFrame(rows)
+    diff = table.set_index("statistic").loc["shielded_pct_difference"]
+    sf, se = table["value"].iloc[0], table["value"].iloc[1]
+    if not np.isfinite(diff["value"]):
+        verdict = "Undetermined: too few successful paths under one of the metrics."
+    elif diff["ci_low"] <= 0 <= diff["ci_high"] and abs(diff["value"]) < SHIELDING_ALIKE:
+        verdict = (f"Both metrics shield alike ({sf:.1f}% vs {se:.1f}%): shielding follows the classifier's "
+                   "decision regions more than the metric.")
+    else:
+        more = "Euclidean" if diff["value"] > 0 else "Fisher"
+        verdict = (f"Shielding depends on the metric: {sf:.1f}% of Fisher paths and {se:.1f}% of Euclidean paths "
+                   f"are shielded (difference {diff['value']:+.1f} points, 95% CI [{diff['ci_low']:+.1f}, "
+                   f"{diff['ci_high']:+.1f}]); {more} paths meet intervening classes more often, so the "
+                   "shielding a path sees is not a fixed property of the decision regions.")
+    return table, verdict
 
 
 __all__ = [

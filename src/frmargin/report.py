@@ -608,9 +608,9 @@ def _paper_section(doc: Document, result: RunAnalysis) -> None:
         "mean_l2": "Mean L2", "vuln_rank": "Vuln rank"}))
 
 
-def _rankings_section(doc: Document, result: RunAnalysis) -> None:
+def _rankings_section(doc: Document, result: RunAnalysis, suffix: str = "") -> None:
     if result.fr_l2 is not None:
-        doc.heading("FR margins versus minimal L2 attacks")
+        doc.heading("FR margins versus minimal L2 attacks" + suffix)
         doc.text("Spearman and Kendall rank correlations between per-image FR margins and the "
                  "minimal L2 distance of each attack (`best` = min over attacks), and between class "
                  "means; 95% cluster-bootstrap intervals in brackets. Failed attacks (L2 = inf) are "
@@ -623,7 +623,7 @@ def _rankings_section(doc: Document, result: RunAnalysis) -> None:
             "Kendall [95% CI]": [_ci(v, lo, hi, 3) for v, lo, hi in
                                  zip(fr["kendall"], fr["kendall_lo"], fr["kendall_hi"])],
         }))
-    doc.heading("Class rankings side by side")
+    doc.heading("Class rankings side by side" + suffix)
     doc.text("1 = most robust. FR: our mean FR margin; L2: class mean of the best attack's minimal "
              "L2 (with baselines); paper: its Vuln rank; literature: tiers of class-wise robustness "
              "reported for CIFAR-10 (cat most vulnerable, then bird/deer/dog; automobile, truck, "
@@ -730,6 +730,9 @@ def _comparison_report(results: list[RunAnalysis], out: Path) -> Path:
     doc.figure(plots.plot_class_comparison(by_label, out / "compare_shielding.png", "shielding_pct",
                                            "shielding %"), "Shielding % per class and run.")
     _metric_sections(doc, results, out)
+    for result in results:
+        if result.fr_l2 is not None:
+            _rankings_section(doc, result, suffix=f" ({result.run.label})")
     return _write(doc, out)
 
 
@@ -747,7 +750,16 @@ def _metric_sections(doc: Document, results: list[RunAnalysis], out: Path) -> No
             cmp = analysis.fisher_vs_euclidean(fisher.run.paths, euclid.run.paths, len(names))
             doc.heading(f"Fisher versus Euclidean: {fisher.run.label} vs {euclid.run.label}")
             doc.text("The two runs differ only in the metric of the paths. Paths are matched on "
-                     "(image, target).")
+                     "(image, target). Is shielding a property of the classifier's decision regions "
+                     "(then both metrics meet the same intervening classes) or of the metric?")
+            doc.text(f"Verdict: {cmp.verdict}")
+            stats = cmp.statistics
+            doc.table(pd.DataFrame({
+                "statistic": stats["statistic"],
+                "value [95% CI]": [_ci(v, lo, hi, 1) for v, lo, hi in
+                                   zip(stats["value"], stats["ci_low"], stats["ci_high"])],
+                "note": stats["note"],
+            }))
             doc.table(cmp.summary)
             doc.table(cmp.per_class.assign(source=[names[s] for s in cmp.per_class["source"]]))
             stem = f"metric_diff_{i + 1}_{j + 1}.png"
