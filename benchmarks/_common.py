@@ -283,9 +283,13 @@ def overhead(rec: Trace, jac_cost: JacobianCost) -> dict:
     accepted = sum(s["accepted"] for s in rec.steps)
     jac_in = sum(s["jac_time"] for s in rec.steps)
     fwd_in = sum(s["fwd_time"] for s in rec.steps)
+    # the unit: each accepted path-step priced at one Jacobian row-evaluation (one point)
+    # at the batch size of the iteration that made it
+    per_step_ref = sum(s["accepted"] * jac_cost(max(s["active"], 1)) / max(s["active"], 1) for s in rec.steps)
     return {
         "iterations": len(rec.steps),
         "accepted_steps": accepted,
+        "overhead_per_accepted_step": total / per_step_ref if per_step_ref else float("nan"),
         "step_time_s": total,
         "time_per_accepted_step_s": total / accepted if accepted else float("nan"),
         "overhead_median": statistics.median(ratios) if ratios else float("nan"),

@@ -9,10 +9,14 @@ setting:
   bound ``margin_lower_bound``;
 - cost per path in machine-independent units: Jacobian evaluations (``PathResult.jacobian_evals``,
   one = the C logit-gradient rows at one point), forward passes, accepted steps;
-- wall seconds per path, and the tracer overhead: the wall time of each tracer iteration divided
-  by the reference time of one batched ``logits_and_jacobian`` call of the batch that iteration
-  evaluated (measured separately, warm-up + median). 1.0 would mean the tracer costs exactly its
-  Jacobian evaluations; the excess is forward passes (corrector, root finding) and linear algebra.
+- wall seconds per path, and the tracer overhead: the tracer's wall time per accepted path-step
+  divided by the time of one Jacobian evaluation of one point in a batched call of the batch
+  size the step was taken at (measured separately, warm-up + median). 1.0 would mean the tracer
+  costs exactly one Jacobian per accepted step; the excess is forward passes (corrector, root
+  finding) and linear algebra; the shared first Jacobian of an image's 9 paths pulls it down;
+- the L2 distance at the class change against a tight reference trace (``--reference``, default
+  eta=0.1, logit_step=0.25, rtol=0.005, atol=1e-4): it depends on the input-space path, which
+  larger steps approximate by chords (median relative difference and mean signed bias).
 
 Usage: .venv/bin/python benchmarks/bench_tracer.py [--images 2] [--settings default,eta=0.3,...]
 """
@@ -42,9 +46,12 @@ SETTINGS = {
 }
 #: an optional tight reference (METHOD.md's measurement used eta 0.1)
 EXTRA = {"eta=0.1": {"eta": 0.1}, "eta=0.1,rtol=0.005": {"eta": 0.1, "rtol": 0.005}}
+#: the tight trace the L2 distances are compared with
+REFERENCE = {"eta": 0.1, "logit_step": 0.25, "rtol": 0.005, "atol": 1e-4, "max_steps": 5000}
 
 
-def run_setting(model, X, source, target, options: dict, batch_size: int, repeats: int, jac_cost) -> dict:
+def run_setting(model, X, source, target, options: dict, batch_size: int, repeats: int, jac_cost,
+                reference=None) -> dict:
     from frmargin.geometry import margin_lower_bound, predicted_path
     from frmargin.paths import trace_paths
 
@@ -64,6 +71,12 @@ def run_setting(model, X, source, target, options: dict, batch_size: int, repeat
     rel = ((L - pred_len).abs() / pred_len.clamp_min(1e-300))[ok].numpy()
     P = len(res)
     ov = cm.overhead(rec, jac_cost)
+    l2 = {}
+    if reference is not None:
+        both = ok & torch.tensor([s == "ok" for s in reference.status])
+        d = ((res.l2 - reference.l2) / reference.l2)[both].numpy()
+        l2 = {"l2_vs_reference_median": cm.quantile(np.abs(d), 0.5), "l2_vs_reference_p90": cm.quantile(np.abs(d), 0.9),
+              "l2_vs_reference_bias": float(d.mean()) if d.size else float("nan")}
     statuses = {s: res.status.count(s) for s in sorted(set(res.status))}
     return {
         "paths": P,
@@ -83,13 +96,15 @@ def run_setting(model, X, source, target, options: dict, batch_size: int, repeat
         "wall_s_all_repeats": walls,
         "wall_s_per_path": wall / P,
         "wall_per_path_in_jacobian_units": wall / P / jac_cost(1),
+        **l2,
         **{f"tracer_{k}": v for k, v in ov.items()},
     }
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=2, help="correctly classified images (9 paths each)")
+    ap.add_argument("--images", type=int, default=20, help="correctly classified images (9 paths each)")
+    ap.add_argument("--no-reference", action="store_true", help="skip the tight reference trace (L2 accuracy)")
     ap.add_argument("--offset", type=int, default=0, help="first dataset index searched")
     ap.add_argument("--data", default="cifar10-exact")
     ap.add_argument("--settings", default=",".join(SETTINGS),
@@ -120,22 +135,31 @@ def main(argv: list[str] | None = None) -> dict:
     ), flush=True)
 
     table = {**SETTINGS, **EXTRA}
+    reference = None
+    if not args.no_reference:
+        t0 = time.perf_counter()
+        reference = trace_paths(model, X, source, target, batch_size=args.batch_size, **REFERENCE)
+        print(f"[{NAME}] reference {REFERENCE}: {time.perf_counter() - t0:.0f} s, "
+              f"{reference.jacobian_evals.mean():.1f} Jacobian evals/path", flush=True)
     rows = []
     for name in [s for s in args.settings.split(",") if s]:
         if name not in table:
             raise SystemExit(f"--settings: unknown {name!r}, expected among {list(table)}")
         t0 = time.perf_counter()
-        r = run_setting(model, X, source, target, table[name], args.batch_size, args.repeats, jac_cost)
+        r = run_setting(model, X, source, target, table[name], args.batch_size, args.repeats, jac_cost, reference)
         r = {"setting": name, "options": table[name], **r}
         rows.append(r)
         print(f"[{NAME}] {name}: rel err med {r['rel_err_median']:.2e} p90 {r['rel_err_p90']:.2e}, "
               f"hit {r['first_hit_agreement']:.3f}, jac/path {r['jacobian_evals_per_path']:.2f}, "
               f"fwd/path {r['forward_evals_per_path']:.1f}, {r['wall_s_per_path']:.2f} s/path, "
-              f"overhead {r['tracer_overhead_aggregate']:.2f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+              f"overhead per step {r['tracer_overhead_per_accepted_step']:.2f}, "
+              f"l2 vs reference {r.get('l2_vs_reference_median', float('nan')):.1e} "
+              f"({time.perf_counter() - t0:.0f}s)", flush=True)
 
     cols = ["setting", "paths", "ok", "statuses", "rel_err_median", "rel_err_p90", "rel_err_max", "first_hit_agreement",
             "share_ge_lower_bound", "jacobian_evals_per_path", "forward_evals_per_path", "steps_per_path",
-            "wall_s_per_path", "tracer_time_per_accepted_step_s", "tracer_overhead_median",
+            "l2_vs_reference_median", "l2_vs_reference_p90", "l2_vs_reference_bias",
+            "wall_s_per_path", "tracer_time_per_accepted_step_s", "tracer_overhead_per_accepted_step", "tracer_overhead_median",
             "tracer_overhead_aggregate", "tracer_overhead_in_situ", "tracer_share_jacobian", "tracer_share_forward", "tracer_share_other"]
     md = [f"# {NAME}: converged-mode accuracy vs cost (ResNet-20, {args.data})\n",
           f"Device: {cm.device_line(info)}\n",
@@ -143,9 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
           f"timed traces per setting: {args.repeats} (after one warm-up trace).\n",
           "Units: rel_err = |FR length - predicted_path| / predicted_path over status-ok paths; "
           "jacobian_evals / forward_evals per path (machine independent); wall s per path; "
-          "tracer overhead = iteration wall time / reference time of one batched Jacobian evaluation of "
-          "the same batch (1.0 = the tracer costs only its Jacobians); shares = fraction of iteration "
-          "time in Jacobian calls, forward passes, and the rest (float64 C x C algebra, J^T w products).\n",
+          "tracer overhead per accepted step = wall time per accepted path-step / time of one point's "
+          "Jacobian in a batched call at the step's batch size (1.0 = one Jacobian per step and nothing "
+          "else); overhead median / aggregate = iteration wall time / one batched Jacobian evaluation of "
+          "the same batch; shares = fraction of iteration time in Jacobian calls, forward passes, and the "
+          f"rest (float64 C x C algebra, J^T w products). l2_vs_reference: |l2 - l2_ref| / l2_ref against "
+          f"a tight trace {REFERENCE} (bias: mean signed).\n",
           cm.markdown_table(rows, cols),
           "\n## Reference Jacobian cost (logits_and_jacobian, median)\n",
           cm.markdown_table(jac_cost.rows())]
@@ -165,11 +192,15 @@ def main(argv: list[str] | None = None) -> dict:
                   ", ".join(f"{k} {v}" for k, v in default["statuses"].items())),
         cm.figure(NAME, f"share of lengths >= lower bound ({default['setting']})", default["share_ge_lower_bound"], "share"),
         cm.figure(NAME, f"Jacobian evals per path ({default['setting']})", default["jacobian_evals_per_path"], "Jacobian evals"),
+        cm.figure(NAME, f"L2 at the change vs tight reference ({default['setting']})", default.get("l2_vs_reference_median", float("nan")),
+                  "relative", f"p90 {default.get('l2_vs_reference_p90', float('nan')):.2e}, bias "
+                  f"{default.get('l2_vs_reference_bias', float('nan')):+.2e}"),
         cm.figure(NAME, f"forward passes per path ({default['setting']})", default["forward_evals_per_path"], "forward passes"),
         cm.figure(NAME, f"wall time per path ({default['setting']})", default["wall_s_per_path"], "s", f"batch of {P} paths"),
         cm.figure(NAME, f"time per accepted step ({default['setting']})", default["tracer_time_per_accepted_step_s"], "s"),
-        cm.figure(NAME, f"tracer overhead ({default['setting']})", default["tracer_overhead_aggregate"], "x one batched Jacobian eval",
-                  f"median per iteration {default['tracer_overhead_median']:.2f}; in situ (iteration / its own Jacobian "
+        cm.figure(NAME, f"tracer overhead per accepted step ({default['setting']})", default["tracer_overhead_per_accepted_step"],
+                  "x one point's batched Jacobian", f"per iteration: aggregate {default['tracer_overhead_aggregate']:.2f}, "
+                  f"median {default['tracer_overhead_median']:.2f}; in situ (iteration / its own Jacobian "
                   f"call) {default['tracer_overhead_in_situ']:.2f}; time shares J/fwd/other "
                   f"{default['tracer_share_jacobian']:.2f}/{default['tracer_share_forward']:.2f}/{default['tracer_share_other']:.2f}"),
         cm.figure(NAME, "best (median rel. error x Jacobian evals, all paths ok)", best["setting"], "setting",
@@ -187,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
         payload["summary"].append(cm.figure(
             NAME, f"{r['setting']}: rel. error median / Jacobian evals per path",
             f"{r['rel_err_median']:.2e} / {r['jacobian_evals_per_path']:.2f}", "1 / Jacobian evals",
-            f"p90 {r['rel_err_p90']:.2e}, hit {r['first_hit_agreement']:.3f}, {r['wall_s_per_path']:.2f} s/path, "
+            f"p90 {r['rel_err_p90']:.2e}, hit {r['first_hit_agreement']:.3f}, {r['forward_evals_per_path']:.1f} fwd/path, "
+            f"L2 vs reference {r.get('l2_vs_reference_median', float('nan')):.1e}, {r['wall_s_per_path']:.2f} s/path, "
             f"ok {r['ok']}/{r['paths']}" + ("" if r["ok"] == r["paths"] else " (" + ", ".join(
                 f"{k} {v}" for k, v in r["statuses"].items() if k != "ok") + ")")))
     return payload

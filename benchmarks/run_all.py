@@ -22,9 +22,10 @@ import bench_closed_form  # noqa: E402
 import bench_many_classes  # noqa: E402
 import bench_solve  # noqa: E402
 import bench_throughput  # noqa: E402
+import bench_top_classes  # noqa: E402
 import bench_tracer  # noqa: E402
 
-ORDER = ("tracer", "solve", "throughput", "closed_form", "many_classes")
+ORDER = ("tracer", "solve", "throughput", "closed_form", "many_classes", "top_classes")
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -37,12 +38,14 @@ def main(argv: list[str] | None = None) -> str:
     cm.apply_threads(args.threads)
     q = args.quick
     plan = {
-        "tracer": (bench_tracer, ["--images", "2" if q else "5"] + (["--settings", "default,eta=1.0,logit_step=2"] if q else [])),
+        "tracer": (bench_tracer, ["--images", "3" if q else "20"]
+                   + (["--settings", "default,eta=1.0,logit_step=2", "--no-reference"] if q else [])),
         "solve": (bench_solve, ["--images", "4", "--repeats", "2" if q else "3"]),
         "throughput": (bench_throughput, ["--batch-sizes", "8,32" if q else "8,16,32,64,128", "--steps", "5"]),
         "closed_form": (bench_closed_form, ["--images", "2000" if q else "10000", "--repeats", "2"]),
         "many_classes": (bench_many_classes, ["--batch-sizes", "1,4" if q else "1,8", "--repeats", "2"]
                          + (["--no-relative"] if q else [])),
+        "top_classes": (bench_top_classes, ["--inputs", "1" if q else "2", "--m", "5,20" if q else "5,20,100"]),
     }
     chosen = [n for n in args.only.split(",") if n]
     for n in chosen:

@@ -102,6 +102,8 @@ ERROR_CASES = {
                      ("--box",)),
     "box-garbage": (lambda t: ["run", "--data", "cifar10-exact", "--box", "a,b", "--out", str(t / "o")],
                     ("--box",)),
+    "top-classes-one": (lambda t: ["run", "--data", "cifar10-exact", "--top-classes", "1", "--out", str(t / "o")],
+                        ("top-classes", "top_classes")),
     "accuracy-limit-zero": (lambda t: ["accuracy", "--limit", "0"], ("--limit", "'limit'")),
     "report-missing-folder": (lambda t: ["report", "/nonexistent/frmargin-run"], ("/nonexistent/frmargin-run",)),
 }

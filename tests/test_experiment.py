@@ -147,6 +147,27 @@ def test_select_images_too_many_for_a_class_is_a_user_error():
         select_images(labels, 40, 10, seed=0)
 
 
+def test_top_classes_enters_the_fingerprint_only_when_set():
+    assert "top_classes" not in RunConfig().identity(), "runs made before the option must keep their fingerprint"
+    assert RunConfig(top_classes=5).fingerprint() != RunConfig().fingerprint()
+    with pytest.raises(FrmarginError, match="top-classes"):
+        RunConfig(top_classes=1).validate()
+
+
+@needs_mirror
+def test_run_with_top_classes(env, tmp_path):
+    """Two images with 4 classes kept per path: every path ends ok, run.json records the option,
+    and the lengths agree with the closed form (the coarse flow moves p on the same line)."""
+    out = run_experiment(_config(2, top_classes=4), tmp_path / "run", progress=False)
+    info = json.loads((out / "run.json").read_text())
+    assert info["top_classes"] == 4 and info["config"]["top_classes"] == 4
+    paths = _read_paths(out)
+    assert len(paths) == 9 * int(pd.read_parquet(out / "images.parquet")["correct"].sum()) > 0
+    assert (paths["status"] == "ok").all(), paths["status"].value_counts().to_dict()
+    rel = ((paths["fr_length"] - paths["predicted_length"]) / paths["predicted_length"]).abs()
+    assert rel.median() < 1e-2, f"median relative error {rel.median():.3g}"
+
+
 # --------------------------------------------------------------------------- run folder contents
 
 

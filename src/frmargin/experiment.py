@@ -34,7 +34,7 @@ BASELINES_DIR = "baselines.parquet"
 #: configuration fields that change results (a resumed run must match them)
 IDENTITY_FIELDS = (
     "model", "data", "images", "method", "metric", "until", "box", "seed", "damping",
-    "damping_mode", "solver", "max_steps", "accuracy", "chunk_images", "dtype",
+    "damping_mode", "solver", "max_steps", "accuracy", "chunk_images", "dtype", "top_classes",
 )
 
 
@@ -61,6 +61,7 @@ class RunConfig:
     chunk_images: int = 4
     dtype: str = "float32"
     device: str = "cpu"
+    top_classes: int | None = None
 
     def validate(self) -> None:
         """Raise FrmarginError naming the first bad option."""
@@ -75,13 +76,16 @@ class RunConfig:
                 raise bad_argument(name, getattr(self, name), f"one of {', '.join(allowed)}")
         if self.dtype not in ("float32", "float64"):
             raise bad_argument("dtype", self.dtype, "float32 or float64")
+        if self.top_classes is not None and not (isinstance(self.top_classes, int) and self.top_classes >= 2):
+            raise bad_argument("top-classes", self.top_classes, "an integer >= 2 (source and target are always kept)")
         unknown = set(self.accuracy) - set(ACCURACY_DEFAULTS)
         if unknown:
             raise bad_argument("accuracy option", sorted(unknown), f"names among {sorted(ACCURACY_DEFAULTS)}")
 
     def identity(self) -> dict:
         d = asdict(self)
-        return {k: d[k] for k in IDENTITY_FIELDS}
+        # an option left at None is left out, so runs made before it existed keep their fingerprint
+        return {k: d[k] for k in IDENTITY_FIELDS if not (k == "top_classes" and d[k] is None)}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -253,6 +257,7 @@ def run_experiment(
         "damping": DEFAULT_DAMPING[config.method] if config.damping is None else config.damping,
         "damping_mode": config.damping_mode,
         "solver": config.solver,
+        "top_classes": config.top_classes,
         "max_steps": DEFAULT_MAX_STEPS[config.method] if config.max_steps is None else config.max_steps,
         "tracer_options": {**ACCURACY_DEFAULTS, **config.accuracy},
         "versions": _versions(),
@@ -339,7 +344,8 @@ def _trace_chunk(model, x_all, probs, sel, rows, C, config: RunConfig) -> pd.Dat
         model, x_all[rep], source, target,
         method=config.method, metric=config.metric, damping=config.damping,
         damping_mode=config.damping_mode, solver=config.solver, max_steps=config.max_steps,
-        until=config.until, box=config.box, batch_size=config.batch_size, **config.accuracy,
+        until=config.until, box=config.box, batch_size=config.batch_size, top_classes=config.top_classes,
+        **config.accuracy,
     )
     p0 = probs[rep]
     pred_len, pred_hit = predicted_path(p0, source, target)
