@@ -29,10 +29,6 @@ RUNNING = "running"
 THETA_TARGET = 0.5
 #: the logit step never grows past this multiple of the ``logit_step`` option
 MAX_LOGIT_SCALE = 8.0
-#: on a step that crosses the boundary, the first correction may leave at most this share of
-#: the step: the change is located on the step's straight input-space chord, which must stay
-#: close to the flow's line (a more curved chord meets a third class too early)
-FINAL_RESIDUAL = 0.25
 
 
 
@@ -576,8 +572,10 @@ class ChunkTracer:
         sooner. Corrections solve the damped Fisher least-squares problem for the remaining
         log-probability residual r: dx = J^T (M K + lam I)^{-1} M r, which with full-rank J
         reproduces r exactly (mod 1); after each correction a Broyden secant update makes J map
-        the move just made onto the logit change the network made (no extra passes). Returns the new points, logits, accepted and nonfinite
-        masks and the contraction of the first correction (a measure of nonlinearity).
+        the move just made onto the logit change the network made (no extra passes). Returns
+        the new points, logits, accepted and nonfinite masks, the relative miss of the first
+        linear prediction of the logit gap (a measure of nonlinearity), and which steps were
+        aimed just past the boundary.
         """
         o = self.o
         top, k = self._classes(gidx)
@@ -594,8 +592,8 @@ class ChunkTracer:
             t[rows] = sub.beyond(t_star[rows], o.overshoot)
         p_target = line.at(t)
         target = torch.log(p_target.clamp_min(1e-300))
-        # the last step lands tighter than its overshoot, so that the change lies at the end of
-        # the segment, where the straight input-space chord meets the flow's line
+        # the last step lands tighter than its overshoot: its end point is past the boundary and
+        # on the line, where the length to the tie is measured
         rel = torch.where(final, torch.full_like(h, min(o.rtol, o.overshoot / 4)), torch.full_like(h, o.rtol))
         tol = torch.maximum(rel * fisher_rao_distance(p, p_target), torch.full_like(h, o.atol))
         r = target - _log_probs(self._red(z, gidx))
@@ -625,14 +623,10 @@ class ChunkTracer:
                 theta = torch.where(live, miss / predicted.abs().clamp_min(1e-300), theta)
             if it > 0:
                 conv = live & (size <= tol)
-                # every correction must contract. The first one is exempt on steps that do not
-                # cross the boundary: it only measures the step's nonlinearity, and its residual
-                # may exceed the step itself (a tiny p_target next to a moderate third class).
-                # A last step must be nearly linear (FINAL_RESIDUAL).
-                if it == 1:
-                    diverging = final & (size > FINAL_RESIDUAL * size_prev)
-                else:
-                    diverging = size > o.contraction * size_prev
+                # every correction but the first must contract: the first only measures the
+                # step's nonlinearity, and its residual may exceed the step itself (a tiny
+                # p_target next to a moderately probable third class)
+                diverging = (size > o.contraction * size_prev) & (it > 1)
                 fail = live & ~conv & (diverging | ~torch.isfinite(size) | (it == o.max_corrector))
                 good |= conv
                 live &= ~conv & ~fail
