@@ -156,6 +156,11 @@ def write_synthetic_run(
         "versions": {"frmargin": "0.1.0", "torch": "2.13.0"},
         "tracer_options": {"eta": 0.1, "damping": "relative", "lam": 1e-3, "max_steps": 500},
         "an_unknown_key": {"nested": [1, 2]},
+        # bookkeeping that differs between any two runs, as a real run.json has it
+        "fingerprint": f"{metric}-{method}-{seed}",
+        "config": {"metric": metric, "method": method, "baselines": ["deepfool"] if with_baselines else []},
+        "sessions": [{"seconds": 16.0, "paths_traced": len(rows), "world_size": 1}],
+        "status": "complete", "world_size": 1, "device": "cpu",
     }
     (directory / "run.json").write_text(json.dumps(info, indent=2))
     return directory

@@ -31,7 +31,11 @@ from frmargin.errors import FrmarginError
 COMPARE_FOLDER = "report-compare"
 JPEG_MARKERS = ("jpeg", "jpg")
 # run.json keys that may differ between two runs still called "the same run but another metric".
-INCIDENTAL_KEYS = frozenset({"timing", "versions", "tracer_options", "accuracy", "n_correct"})
+#: run.json entries that do not make two runs different experiments: bookkeeping, and "config",
+#: whose entries that matter stand at the top level too (batch size, chunking, baselines, device
+#: and world size change no path)
+INCIDENTAL_KEYS = frozenset({"timing", "versions", "tracer_options", "accuracy", "n_correct", "fingerprint",
+                             "sessions", "config", "status", "world_size", "device", "data_requested"})
 COMPARED_KEYS = ("model", "data", "data_source", "method", "metric", "until", "box", "images", "seed")
 HEADER_KEYS = ("model", "data", "data_source", "class_names", "method", "metric", "until", "box",
                "images", "seed", "accuracy", "n_correct", "timing", "versions", "tracer_options")
