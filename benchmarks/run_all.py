@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> str:
         "closed_form": (bench_closed_form, ["--images", "2000" if q else "10000", "--repeats", "2"]),
         "many_classes": (bench_many_classes, ["--batch-sizes", "1,4" if q else "1,8", "--repeats", "2"]
                          + (["--no-relative"] if q else [])),
-        "top_classes": (bench_top_classes, ["--inputs", "1" if q else "2", "--m", "5,20" if q else "5,20,100"]),
+        "top_classes": (bench_top_classes, ["--inputs", "1" if q else "3", "--m", "5,20" if q else "5,20,100"]),
     }
     chosen = [n for n in args.only.split(",") if n]
     for n in chosen:

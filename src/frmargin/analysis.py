@@ -817,8 +817,8 @@ def claims(
        successful paths from R toward F intercepted by a class in R (the two panels of the paper's
        landscape). Supported if value <= DIRECTION_RATIO * reference and the interval of
        reference - value lies above 0; not supported if value >= reference; else mixed.
-    4. Rank agreement: Spearman rho between class mean FR margin and class mean minimal L2 of the
-       best baseline attack. Supported if rho >= RANK_AGREEMENT_SUPPORTED with interval above 0,
+    4. Rank agreement: Spearman rho between the class means of the per-image FR margin (min over
+       targets) and of the minimal L2 of the best baseline attack. Supported if rho >= RANK_AGREEMENT_SUPPORTED with interval above 0,
        mixed if rho >= RANK_AGREEMENT_MIXED; not tested without baselines. ``correlations`` may
        pass the result of ``fr_vs_l2`` for these images, to reuse it.
 
@@ -952,8 +952,8 @@ def _claim_directionality(table: pd.DataFrame, p: pd.DataFrame, pos: np.ndarray,
 
 def _claim_rank_agreement(im: pd.DataFrame, baselines: pd.DataFrame | None, n_boot: int,
                           seed: int, correlations: pd.DataFrame | None) -> dict:
-    statistic = ("Spearman rho between class mean FR margin and class mean minimal L2 of the best "
-                 "baseline attack")
+    statistic = ("Spearman rho between the class means of the per-image FR margin (min over targets) "
+                 "and of the minimal L2 of the best baseline attack")
     if baselines is None or len(baselines) == 0:
         return _row(4, statistic, explanation="no baselines.parquet: no minimal-L2 attack to compare")
     corr = fr_vs_l2(im, baselines, n_boot=n_boot, seed=seed) if correlations is None else correlations

@@ -615,10 +615,10 @@ def _paper_section(doc: Document, result: RunAnalysis) -> None:
 def _rankings_section(doc: Document, result: RunAnalysis, suffix: str = "") -> None:
     if result.fr_l2 is not None:
         doc.heading("FR margins versus minimal L2 attacks" + suffix)
-        doc.text("Spearman and Kendall rank correlations between per-image FR margins and the "
-                 "minimal L2 distance of each attack (`best` = min over attacks), and between class "
-                 "means; 95% cluster-bootstrap intervals in brackets. Failed attacks (L2 = inf) are "
-                 "excluded and counted.")
+        doc.text("Spearman and Kendall rank correlations between per-image FR margins (min over "
+                 "targets) and the minimal L2 distance of each attack (`best` = min over attacks), "
+                 "and between their class means; 95% cluster-bootstrap intervals in brackets. "
+                 "Failed attacks (L2 = inf) are excluded and counted.")
         fr = result.fr_l2
         doc.table(pd.DataFrame({
             "attack": fr["attack"], "level": fr["level"], "n": fr["n"], "excluded": fr["n_excluded"],
@@ -628,10 +628,11 @@ def _rankings_section(doc: Document, result: RunAnalysis, suffix: str = "") -> N
                                  zip(fr["kendall"], fr["kendall_lo"], fr["kendall_hi"])],
         }))
     doc.heading("Class rankings side by side" + suffix)
-    doc.text("1 = most robust. FR: our mean FR margin; L2: class mean of the best attack's minimal "
-             "L2 (with baselines); paper: its Vuln rank; literature: tiers of class-wise robustness "
-             "reported for CIFAR-10 (cat most vulnerable, then bird/deer/dog; automobile, truck, "
-             "ship most robust), as tier mid-ranks.")
+    doc.text("1 = most robust. FR: the paper's column, our mean FR length over successful paths "
+             "(the per-image margins above rank classes slightly differently); L2: class mean of "
+             "the best attack's minimal L2 (with baselines); paper: its Vuln rank; literature: "
+             "tiers of class-wise robustness reported for CIFAR-10 (cat most vulnerable, then "
+             "bird/deer/dog; automobile, truck, ship most robust), as tier mid-ranks.")
     doc.table(result.rankings.rename(columns={"name": "class"}))
     doc.table(result.ranking_agreement.rename(columns={"versus": "FR ranking versus"}))
 
