@@ -818,9 +818,10 @@ def claims(
        landscape). Supported if value <= DIRECTION_RATIO * reference and the interval of
        reference - value lies above 0; not supported if value >= reference; else mixed.
     4. Rank agreement: Spearman rho between the class means of the per-image FR margin (min over
-       targets) and of the minimal L2 of the best baseline attack. Supported if rho >= RANK_AGREEMENT_SUPPORTED with interval above 0,
-       mixed if rho >= RANK_AGREEMENT_MIXED; not tested without baselines. ``correlations`` may
-       pass the result of ``fr_vs_l2`` for these images, to reuse it.
+       targets) and of the minimal L2 of the best baseline attack. Supported if rho >=
+       RANK_AGREEMENT_SUPPORTED with interval above 0, mixed if rho >= RANK_AGREEMENT_MIXED; not
+       tested without baselines. ``correlations`` may pass the result of ``fr_vs_l2`` for these
+       images, to reuse it.
 
     Example:
         >>> claims(paths, images, table, baselines)[["claim", "value", "verdict"]]

@@ -32,7 +32,7 @@ ACCURACY_DEFAULTS = {
     "atol": 1e-3,  # absolute FR tolerance of a corrected point (steps that barely move p)
     "max_corrector": 8,  # corrections per step (forward passes) before the step is shrunk
     "contraction": 0.7,  # a correction must shrink at least this much, else the step shrinks
-    "root_tol": 2e-3,  # bracket width locating the class change, relative to the last step
+    "root_tol": 2e-3,  # bracket width locating an unplanned class change, relative to the last step
     "overshoot": 0.01,  # the last step aims this fraction past the boundary
     "max_attempts": 6,  # step shrinks (by 4) before a path is declared stalled
     "cg_rtol": 1e-10,  # CG residual tolerance (paper mode, solver="cg")
@@ -167,8 +167,11 @@ def trace_paths(
         integrated by a predictor on the simplex (the flow's straight line in p, exact where
         the Jacobian is a submersion) and a corrector that pulls the network onto it with
         forward passes only (the step's Jacobian, refined by Broyden secant updates), steps of
-        at most ``eta`` in Fisher-Rao length, the class change located by regula falsi to
-        ``root_tol``. Length = sum of closed-form FR chord distances.
+        at most ``eta`` in Fisher-Rao length. Length = sum of closed-form FR distances along
+        the straight p-segments between accepted points; the last step is aimed just past the
+        boundary on the line and the length ends where its segment meets the boundary (a change
+        the line did not plan is located on the input-space chord by regula falsi to
+        ``root_tol``).
         ``paper``: the paper's algorithm with its sign fixed: unit damped steps
         x <- x - v / sqrt(g^T v), (G + lam I) v = g, solved exactly or by CG; ``steps`` is the
         paper's D_FR, ``fr_length`` the true length of the same path.
@@ -191,9 +194,10 @@ def trace_paths(
         top_classes: m: for models with many classes, the geometry of each path uses only the
             m classes most probable at its start (source and target always among them) and
             one class lumping the rest: m + 1 Jacobian rows per step instead of C. The lumped
-            model's Fisher information is at most the full one's; class changes (any class)
-            and ``fr_length`` are measured on the full output. Needs ``until="first_flip"`` and
-            ``solver="exact"``. None (default): every class.
+            model's Fisher information is at most the full one's, and ``fr_length`` is measured
+            on it; class changes are read from all C logits (a lumped class can be the first
+            hit). Needs ``until="first_flip"`` and ``solver="exact"``. None (default): every
+            class.
         progress: called with the number of paths finished after each batch.
         **accuracy_options: see ``ACCURACY_DEFAULTS``.
 

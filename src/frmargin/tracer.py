@@ -156,10 +156,10 @@ class ChunkTracer:
         the m classes most probable at the start (the source and the target always among them)
         and one class lumping the rest, with logit logsumexp(z_rest). The coarse distribution's
         Fisher information is at most the full one's and needs m + 1 Jacobian rows instead of
-        C. Class changes and lengths are always measured on the full logits."""
+        C. Lengths are those of the coarse distribution; class changes are read from all C
+        logits, so a lumped class can be the first hit."""
         z = self.z
         n, C = z.shape
-        self.C_full = C
         self.keep = None
         if m is None or m >= C - 1:
             self.C = C
