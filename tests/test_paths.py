@@ -217,6 +217,35 @@ def test_euclidean_metric():
     assert_above_lb(res, model, x, s, "euclidean metric")
 
 
+@pytest.mark.parametrize("box", [None, (0.0, 1.0)], ids=["free", "box"])
+def test_euclidean_direction_from_vjp_and_jvp_matches_the_jacobian_rows(box, monkeypatch):
+    """Euclidean steps take the gradient and its logit velocity from one vjp and one jvp; the
+    same paths traced with the C Jacobian rows (the Fisher steps' route, metric euclidean)
+    must agree to rounding in float64, with and without frozen box coordinates."""
+    import frmargin.tracer as tracer
+
+    model = make_mlp(16, 5, 24, 2, seed=4, scale=3.0)
+    x0 = torch.rand(3, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    x, s, t = all_pairs(model, x0)
+    fast = trace_paths(model, x, s, t, metric="euclidean", box=box)
+    assert (fast.jacobian_evals == 0).all() and (fast.matvecs == fast.steps).all()
+
+    def with_rows(self, gidx, xx):
+        z, J = tracer.logits_and_jacobian(self.model, xx)
+        p = self._p(z, gidx)
+        v, zdot, *_ = self._direction(xx, J, p, self._logit_gradient(gidx, p))
+        return z, p, v, zdot
+
+    monkeypatch.setattr(tracer.ChunkTracer, "_gradient", with_rows)
+    rows = trace_paths(model, x, s, t, metric="euclidean", box=box)
+    assert fast.status == rows.status and torch.equal(fast.first_hit, rows.first_hit)
+    assert torch.equal(fast.steps, rows.steps)
+    assert_close(fast.fr_length, rows.fr_length, BATCH, 0, "Euclidean FR length, vjp/jvp vs Jacobian rows")
+    assert_close(fast.x_end, rows.x_end, BATCH, BATCH, "Euclidean x_end, vjp/jvp vs Jacobian rows")
+    if box is not None:
+        assert ((fast.x_end == 0) | (fast.x_end == 1)).any(), "the box was never active: the case tests nothing"
+
+
 def test_until_target_on_direct_paths():
     model = make_mlp(16, 3, 16, 2, seed=6, scale=2.0)
     x, s, t = all_pairs(model, make_inputs((16,), 4, seed=6))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.func import vjp
+from torch.func import jvp, vjp
 
 from .fisher import DataFisher, logits_and_jacobian
 from .geometry import fisher_rao_distance
@@ -499,28 +499,61 @@ class ChunkTracer:
         self._accept(idx[good], x[good], z[good].detach(), x_new[good], z_new[good], None)
 
     # ---------------------------------------------------------------- converged mode
+    def _gradient(self, gidx: torch.Tensor, x: torch.Tensor):
+        """Euclidean metric: logits z (m, C full), the plain gradient direction v = -J^T a (m, D)
+        of the descended function and its logit velocity J v (m, self.C), from one vjp and one
+        jvp: C times fewer backward passes than the Jacobian rows. With a box, coordinates at
+        a bound that v would push outward are frozen (as ``_direction`` does)."""
+        def both(xx):
+            zz = self.model(xx)
+            return self._red(zz, gidx), zz
+
+        with torch.enable_grad():
+            zr, pullback, z = vjp(both, x.detach(), has_aux=True)
+        z = z.detach()
+        p = torch.softmax(zr.detach().to(torch.float64), -1)
+        a = self._logit_gradient(gidx, p)
+        (g,) = pullback(a.to(zr.dtype))
+        v = -g.detach().reshape(x.shape[0], -1).to(torch.float64)
+        if self.o.box is not None:
+            lo, hi = self.o.box
+            xf = x.reshape(x.shape[0], -1)
+            v = torch.where(((xf <= lo) & (v < 0)) | ((xf >= hi) & (v > 0)), torch.zeros_like(v), v)
+        with torch.enable_grad():
+            _, zdot = jvp(lambda xx: self._red(self.model(xx), gidx), (x.detach(),), (v.to(x.dtype).reshape(x.shape),))
+        self.mv[gidx] += 1
+        return z, p, v, _centred(zdot.detach().to(torch.float64), p)
+
     def _converged_step(self, idx: torch.Tensor) -> None:
         o = self.o
         x = self.x[idx]
-        z, J = self._jacobian(idx, x)
-        ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
-        self._finish(idx[~ok], "nonfinite")
-        if not ok.all():
-            idx, x, z, J = idx[ok], x[ok], z[ok], J[ok]
-            if idx.numel() == 0:
-                return
-        p = self._p(z, idx)
-        a = self._logit_gradient(idx, p)
-        v, zdot, M, K, lam, J64, Lt = self._direction(x, J, p, a)
+        given = idx
+        if o.metric == "fisher":
+            z, J = self._jacobian(idx, x)
+            ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
+            if not ok.all():
+                idx, x, z, J = idx[ok], x[ok], z[ok], J[ok]
+            p = self._p(z, idx)
+            v, zdot, M, K, lam, J64, Lt = self._direction(x, J, p, self._logit_gradient(idx, p))
+            # per-path tensors the corrector needs, in its argument order after (x, z, p, pdot)
+            extra = {"M": M, "Lt": Lt, "K": K, "lam": lam, "J64": J64}
+        else:
+            z, p, v, zdot = self._gradient(idx, x)
+            ok = torch.isfinite(z).all(-1) & torch.isfinite(v).all(-1) & torch.isfinite(zdot).all(-1)
+            if not ok.all():
+                idx, x, z, p, v, zdot = idx[ok], x[ok], z[ok], p[ok], v[ok], zdot[ok]
+            M = fisher_weights(p)
+            extra = {"v": v, "zdot": zdot}
+        self._finish(given[~ok], "nonfinite")
+        if idx.numel() == 0:
+            return
         pdot = _bmv(M, zdot)
         speed = (zdot * pdot).sum(-1).clamp_min(0).sqrt()
         moving = torch.isfinite(speed) & (speed > 0) & torch.isfinite(pdot).all(-1)
         self._finish(idx[~moving], "stalled")
         if not moving.all():
-            keep = moving
-            idx, x, z, p, a, v, zdot, M, K, lam, J64, Lt, pdot, speed = (
-                t[keep] for t in (idx, x, z, p, a, v, zdot, M, K, lam, J64, Lt, pdot, speed)
-            )
+            idx, x, z, p, pdot, speed = (t[moving] for t in (idx, x, z, p, pdot, speed))
+            extra = {k: t[moving] for k, t in extra.items()}
             if idx.numel() == 0:
                 return
         # step control: the turn of the p-space direction since the last step estimates the
@@ -539,15 +572,14 @@ class ChunkTracer:
         for _ in range(o.max_attempts):
             if pending.numel() == 0:
                 break
+            sub = [t[pending] for t in extra.values()]
             if o.metric == "fisher":
                 x_new, z_new, good, nonfinite, theta, planned = self._corrected(
-                    idx[pending], x[pending], z[pending], p[pending], pdot[pending], M[pending], Lt[pending],
-                    K[pending], lam[pending], J64[pending], h[pending], hz[pending],
+                    idx[pending], x[pending], z[pending], p[pending], pdot[pending], *sub, h[pending], hz[pending],
                 )
             else:
                 x_new, z_new, good, nonfinite, theta = self._euler(
-                    idx[pending], x[pending], z[pending], p[pending], v[pending], zdot[pending],
-                    speed[pending], h[pending], hz[pending],
+                    idx[pending], x[pending], z[pending], p[pending], *sub, speed[pending], h[pending], hz[pending],
                 )
                 planned = None
             self._finish(idx[pending[nonfinite]], "nonfinite")
