@@ -1087,44 +1087,33 @@ SHIELDING_ALIKE = 5.0
 
 
 def _metric_statistics(pairs: pd.DataFrame, n_boot: int, seed: int) -> tuple[pd.DataFrame, str]:
-    """Per-image sums of the pair indicators, ratios of sums over cluster-bootstrap replicates."""
-    both_shielded = pairs["shielded_fisher"] & pairs["shielded_euclidean"] & pairs["success_fisher"] & pairs["success_euclidean"]
-    frame = pd.DataFrame({
-        "image_index": pairs["image_index"], "source": pairs["source"],
-        "succ_f": pairs["success_fisher"].astype(float),
-        "sh_f": (pairs["shielded_fisher"] & pairs["success_fisher"]).astype(float),
-        "succ_e": pairs["success_euclidean"].astype(float),
-        "sh_e": (pairs["shielded_euclidean"] & pairs["success_euclidean"]).astype(float),
-        "pair": 1.0, "agree": pairs["agree"].astype(float),
-        "both": both_shielded.astype(float),
-        "same": (both_shielded & (pairs["first_hit_fisher"] == pairs["first_hit_euclidean"])).astype(float),
-    })
-    per_image = frame.groupby("image_index").agg({"source": "first", **{c: "sum" for c in frame.columns[2:]}})
-    sums = per_image.drop(columns="source").to_numpy()  # (images, 8)
-    cols = list(per_image.columns[1:])
+    """Ratios of pair counts, with replicates from images resampled within their source class."""
+    succ_f, succ_e = pairs["success_fisher"].to_numpy(bool), pairs["success_euclidean"].to_numpy(bool)
+    sh_f = pairs["shielded_fisher"].to_numpy(bool) & succ_f
+    sh_e = pairs["shielded_euclidean"].to_numpy(bool) & succ_e
+    both = sh_f & sh_e
+    same = both & (pairs["first_hit_fisher"] == pairs["first_hit_euclidean"]).to_numpy()
+    sources = pairs.groupby("image_index")["source"].first()
+    pos = pd.Index(sources.index).get_indexer(pairs["image_index"])
     rng = np.random.default_rng(seed)
-    w = _weights(_bootstrap_indices(per_image["source"].to_numpy(), n_boot, rng), len(per_image))
-    boot = w @ sums  # (n_boot, 8)
-    point = sums.sum(0)
+    weights = _weights(_bootstrap_indices(sources.to_numpy(), n_boot, rng), len(sources))
 
-    def col(a: np.ndarray, name: str) -> np.ndarray:
-        return a[..., cols.index(name)]
+    def pct(num: np.ndarray, den: np.ndarray) -> tuple[float, np.ndarray]:
+        value, boot = _per_image_ratio(num.astype(float), den.astype(float), pos, len(sources), weights)
+        return 100 * value, 100 * boot
 
-    def stats(a: np.ndarray) -> list[np.ndarray]:
-        sf = 100 * _ratio(col(a, "sh_f"), col(a, "succ_f"))
-        se = 100 * _ratio(col(a, "sh_e"), col(a, "succ_e"))
-        return [sf, se, se - sf, 100 * _ratio(col(a, "agree"), col(a, "pair")),
-                100 * _ratio(col(a, "same"), col(a, "both"))]
-
+    (f, bf), (e, be) = pct(sh_f, succ_f), pct(sh_e, succ_e)
+    estimates = [(f, bf), (e, be), (e - f, be - bf),
+                 pct(pairs["agree"].to_numpy(bool), np.ones(len(pairs), bool)), pct(same, both)]
     names = [
         ("shielded_pct_fisher", "% of successful Fisher paths whose first hit is not the target"),
         ("shielded_pct_euclidean", "the same for Euclidean paths"),
         ("shielded_pct_difference", "Euclidean minus Fisher, in points of %"),
         ("first_hit_agreement_pct", "% of common pairs with the same first hit (no flip = -1)"),
-        ("same_shield_pct", f"among the {int(col(point, 'both'))} pairs shielded under both metrics, % by the same class"),
+        ("same_shield_pct", f"among the {int(both.sum())} pairs shielded under both metrics, % by the same class"),
     ]
     rows = []
-    for (name, note), value, b in zip(names, stats(point), stats(boot)):
+    for (name, note), (value, b) in zip(names, estimates):
         lo, hi = _ci(b)
         rows.append({"statistic": name, "value": float(value), "ci_low": lo, "ci_high": hi, "note": note})
     table = pd.DataFrame(rows)

@@ -299,14 +299,18 @@ class ChunkTracer:
             v = -_rows_combination(w, J64)
             if self.o.box is None:
                 break
-            lo, hi = self.o.box
-            xf = x.reshape(x.shape[0], -1)
-            frozen = ((xf <= lo) & (v < 0)) | ((xf >= hi) & (v > 0))
+            frozen = self._frozen(x, v)
             if not frozen.any():
                 break
             J64 = J64 * (~frozen)[:, None, :]
         zdot = _centred(-_bmv(K, w), p)
         return v, zdot, M, K, lam, J64, Lt
+
+    def _frozen(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Coordinates (m, D) at a bound of the box that the direction v (m, D) pushes outward."""
+        lo, hi = self.o.box
+        xf = x.reshape(x.shape[0], -1)
+        return ((xf <= lo) & (v < 0)) | ((xf >= hi) & (v > 0))
 
     def _accept(self, gidx, x_old, z_old, x_new, z_new, h_used, planned=None) -> None:
         """Book an accepted step; locate and handle a class change inside it.
@@ -516,9 +520,7 @@ class ChunkTracer:
         (g,) = pullback(a.to(zr.dtype))
         v = -g.detach().reshape(x.shape[0], -1).to(torch.float64)
         if self.o.box is not None:
-            lo, hi = self.o.box
-            xf = x.reshape(x.shape[0], -1)
-            v = torch.where(((xf <= lo) & (v < 0)) | ((xf >= hi) & (v > 0)), torch.zeros_like(v), v)
+            v = torch.where(self._frozen(x, v), torch.zeros_like(v), v)
         with torch.enable_grad():
             _, zdot = jvp(lambda xx: self._red(self.model(xx), gidx), (x.detach(),), (v.to(x.dtype).reshape(x.shape),))
         self.mv[gidx] += 1
