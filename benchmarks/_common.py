@@ -43,8 +43,12 @@ DEFAULT_THREADS = 1
 
 
 def add_thread_arg(ap) -> None:
-    ap.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                    help=f"torch intra-op threads (default {DEFAULT_THREADS}; 0 = torch default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help=f"torch intra-op threads (default {DEFAULT_THREADS}; 0 = torch default)",
+    )
 
 
 def apply_threads(n: int) -> None:
@@ -265,10 +269,15 @@ class JacobianCost:
 
     def rows(self) -> list[dict]:
         return [
-            {"batch": b, "jacobian_s": v["jacobian_s"], "forward_s": v["forward_s"],
-             "jacobian_s_per_point": v["jacobian_s"] / b,
-             "jacobian_in_forward_units": v["jacobian_s"] / v["forward_s"],
-             "loop_of_C_backward_s": v["loop_s"], "vmap_over_loop": v["jacobian_s"] / v["loop_s"]}
+            {
+                "batch": b,
+                "jacobian_s": v["jacobian_s"],
+                "forward_s": v["forward_s"],
+                "jacobian_s_per_point": v["jacobian_s"] / b,
+                "jacobian_in_forward_units": v["jacobian_s"] / v["forward_s"],
+                "loop_of_C_backward_s": v["loop_s"],
+                "vmap_over_loop": v["jacobian_s"] / v["loop_s"],
+            }
             for b, v in self.table.items()
         ]
 
@@ -301,7 +310,8 @@ def overhead(rec: Trace, jac_cost: JacobianCost) -> dict:
         # contention-robust variant: both times taken in the same iteration
         "overhead_in_situ": total / jac_in if jac_in else float("nan"),
         "overhead_in_situ_median": statistics.median(s["time"] / s["jac_time"] for s in steps if s["jac_time"] > 0)
-        if steps else float("nan"),
+        if steps
+        else float("nan"),
         "mean_jacobian_batch": statistics.mean(s["jac_batch"] for s in steps) if steps else float("nan"),
     }
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as cm  # noqa: E402
+import _common as cm
 
 NAME = "bench_closed_form"
 
@@ -67,12 +67,20 @@ def main(argv: list[str] | None = None) -> dict:
     length, hit, lb = closed(z)
     # sanity: min over targets of the predicted length equals the lower bound (METHOD.md 4)
     gap = float(((length.min(-1).values - lb).abs() / lb.clamp_min(1e-12)).median())
-    shielded = float((hit != torch.stack([torch.tensor([c for c in range(10) if c != int(s)]) for s in z.argmax(-1)])).double().mean())
+    shielded = float(
+        (hit != torch.stack([torch.tensor([c for c in range(10) if c != int(s)]) for s in z.argmax(-1)]))
+        .double()
+        .mean()
+    )
     ratio = (t_inf["median"] + t_cf["median"]) / t_inf["median"]
     rows = [
         {"quantity": "inference pass (all images)", "value": t_inf["median"], "unit": "s", "min_s": t_inf["min"]},
-        {"quantity": "closed form (softmax + predicted_path x9 + lower bound)", "value": t_cf["median"], "unit": "s",
-         "min_s": t_cf["min"]},
+        {
+            "quantity": "closed form (softmax + predicted_path x9 + lower bound)",
+            "value": t_cf["median"],
+            "unit": "s",
+            "min_s": t_cf["min"],
+        },
         {"quantity": "closed form / inference", "value": t_cf["median"] / t_inf["median"], "unit": "inference passes"},
         {"quantity": "(inference + closed form) / inference", "value": ratio, "unit": "ratio"},
         {"quantity": "closed form per image", "value": t_cf["median"] / N * 1e6, "unit": "us"},
@@ -81,20 +89,29 @@ def main(argv: list[str] | None = None) -> dict:
         {"quantity": "median of abs(min over targets of predicted length - LB) / LB", "value": gap, "unit": "1"},
         {"quantity": "share of predicted paths shielded", "value": shielded, "unit": "share"},
     ]
-    md = "\n".join([
-        f"# {NAME}: closed-form margins vs inference ({args.data}, ResNet-20)\n",
-        f"Device: {cm.device_line(info)}\n",
-        f"{N} images, inference batch {args.batch}; median of {args.repeats} after a warm-up.\n",
-        cm.markdown_table(rows),
-    ])
+    md = "\n".join(
+        [
+            f"# {NAME}: closed-form margins vs inference ({args.data}, ResNet-20)\n",
+            f"Device: {cm.device_line(info)}\n",
+            f"{N} images, inference batch {args.batch}; median of {args.repeats} after a warm-up.\n",
+            cm.markdown_table(rows),
+        ]
+    )
     payload = {"device": info, "args": vars(args), "rows": rows, "inference": t_inf, "closed_form": t_cf}
     path = cm.save(NAME, payload, md)
-    print(f"[{NAME}] inference {t_inf['median']:.2f} s, closed form {t_cf['median']:.4f} s, ratio {ratio:.4f}; wrote {path}",
-          flush=True)
+    print(
+        f"[{NAME}] inference {t_inf['median']:.2f} s, closed form {t_cf['median']:.4f} s, ratio {ratio:.4f}; wrote {path}",
+        flush=True,
+    )
     payload["summary"] = [
         cm.figure(NAME, f"inference pass, {N} images", t_inf["median"], "s"),
-        cm.figure(NAME, f"closed-form margins, {N} images x 9 targets", t_cf["median"], "s",
-                  f"{t_cf['median'] / t_inf['median']:.4f} inference passes"),
+        cm.figure(
+            NAME,
+            f"closed-form margins, {N} images x 9 targets",
+            t_cf["median"],
+            "s",
+            f"{t_cf['median'] / t_inf['median']:.4f} inference passes",
+        ),
         cm.figure(NAME, "(inference + closed form) / inference", ratio, "ratio", "must be <= 1 + small"),
     ]
     return payload

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as cm  # noqa: E402
+import _common as cm
 
 NAME = "bench_many_classes"
 D = 3 * 32 * 32
@@ -83,6 +83,7 @@ def worker(op: str, B: int, C: int, H: int, repeats: int, damping: float) -> dic
     extra = {}
 
     if op == "jacobian":
+
         def fn():
             return logits_and_jacobian(model, x)
     elif op == "matvec":
@@ -134,7 +135,11 @@ def worker(op: str, B: int, C: int, H: int, repeats: int, damping: float) -> dic
         if "step_s" in extra:
             steps.append(extra["step_s"])
     return {
-        "op": op, "B": B, "C": C, "H": H, "D": D,
+        "op": op,
+        "B": B,
+        "C": C,
+        "H": H,
+        "D": D,
         "first_call_s": first,
         "time_s": statistics.median(times) if times else first,
         "step_s": statistics.median(steps) if steps else extra.get("step_s"),
@@ -147,8 +152,24 @@ def worker(op: str, B: int, C: int, H: int, repeats: int, damping: float) -> dic
 
 
 def run_worker(op, B, C, H, repeats, damping, threads) -> dict:
-    cmd = [sys.executable, __file__, "--worker", op, "--B", str(B), "--C", str(C), "--hidden", str(H),
-           "--repeats", str(repeats), "--damping", str(damping), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        op,
+        "--B",
+        str(B),
+        "--C",
+        str(C),
+        "--hidden",
+        str(H),
+        "--repeats",
+        str(repeats),
+        "--damping",
+        str(damping),
+        "--threads",
+        str(threads),
+    ]
     # a fixed mmap threshold: glibc then returns every large freed block to the OS at once, so
     # resident memory follows live tensors (the dynamic threshold would keep freed blocks resident)
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", OMP_NUM_THREADS=str(threads))
@@ -186,15 +207,24 @@ def main(argv: list[str] | None = None) -> dict:
             for op in ("jacobian", "matvec", "cg_step", "exact_step"):
                 r = run_worker(op, B, C, args.hidden, args.repeats, args.damping, torch.get_num_threads())
                 rows.append(r)
-                print(f"[{NAME}] C={C} B={B} {op}: " + (r.get("error", "")[-300:] or
-                      f"{r['time_s']:.4f} s, peak +{r['peak_extra_MB']:.1f} MB (J bound {r['jacobian_MB_bound']:.1f} MB)"),
-                      flush=True)
+                print(
+                    f"[{NAME}] C={C} B={B} {op}: "
+                    + (
+                        r.get("error", "")[-300:]
+                        or f"{r['time_s']:.4f} s, peak +{r['peak_extra_MB']:.1f} MB (J bound {r['jacobian_MB_bound']:.1f} MB)"
+                    ),
+                    flush=True,
+                )
         if not args.no_relative:
-            r = run_worker("cg_step_rel", 1, C, args.hidden, 1 if C >= 500 else args.repeats, args.damping,
-                           torch.get_num_threads())
+            r = run_worker(
+                "cg_step_rel", 1, C, args.hidden, 1 if C >= 500 else args.repeats, args.damping, torch.get_num_threads()
+            )
             rows.append(r)
-            print(f"[{NAME}] C={C} B=1 cg_step_rel: {r.get('time_s', float('nan')):.3f} s, "
-                  f"{r.get('matvecs_per_path', float('nan')):.0f} matvecs", flush=True)
+            print(
+                f"[{NAME}] C={C} B=1 cg_step_rel: {r.get('time_s', float('nan')):.3f} s, "
+                f"{r.get('matvecs_per_path', float('nan')):.0f} matvecs",
+                flush=True,
+            )
 
     def get(op, B, C, key="time_s"):
         for r in rows:
@@ -209,44 +239,96 @@ def main(argv: list[str] | None = None) -> dict:
         mv = get("matvec", r["B"], r["C"])
         r["in_matvec_units"] = r["time_s"] / mv if mv == mv else float("nan")
         r["peak_over_jacobian_bound"] = r["peak_extra_MB"] / r["jacobian_MB_bound"]
-    cols = ["C", "B", "op", "time_s", "time_per_point_s", "in_matvec_units", "matvecs_per_path",
-            "jacobian_evals_per_path", "peak_extra_MB", "jacobian_MB_bound", "peak_over_jacobian_bound", "repeats"]
+    cols = [
+        "C",
+        "B",
+        "op",
+        "time_s",
+        "time_per_point_s",
+        "in_matvec_units",
+        "matvecs_per_path",
+        "jacobian_evals_per_path",
+        "peak_extra_MB",
+        "jacobian_MB_bound",
+        "peak_over_jacobian_bound",
+        "repeats",
+    ]
     Cmax, Bmax = max(classes), max(sizes)
-    md = "\n".join([
-        f"# {NAME}: Jacobian rows vs matvec-based CG with many classes\n",
-        f"Device: {cm.device_line(info)}\n",
-        f"Model: Flatten -> Linear({D}, {args.hidden}) -> Tanh -> Linear({args.hidden}, C), random weights "
-        f"(rank of J <= {args.hidden}). Each row is a fresh subprocess; time = median of the repeats after the first "
-        "(warm-up) calls; peak_extra_MB = peak RSS during one call minus RSS just before it (after a warm-up call, "
-        "peak mark reset; see the module docstring). "
-        "jacobian_MB_bound = B * C * D * 4 bytes (float32 Jacobian). in_matvec_units = time / time of one Fisher "
-        "matvec at the same B and C. cg_step uses absolute damping "
-        f"{args.damping:g}; cg_step_rel the default relative damping (C Krylov matvecs to estimate the largest "
-        "eigenvalue).\n",
-        cm.markdown_table([r for r in rows if "error" not in r], cols),
-        *(f"\nERROR {r['op']} B={r['B']} C={r['C']}: {r['error']}\n" for r in rows if "error" in r),
-    ])
+    md = "\n".join(
+        [
+            f"# {NAME}: Jacobian rows vs matvec-based CG with many classes\n",
+            f"Device: {cm.device_line(info)}\n",
+            f"Model: Flatten -> Linear({D}, {args.hidden}) -> Tanh -> Linear({args.hidden}, C), random weights "
+            f"(rank of J <= {args.hidden}). Each row is a fresh subprocess; time = median of the repeats after the first "
+            "(warm-up) calls; peak_extra_MB = peak RSS during one call minus RSS just before it (after a warm-up call, "
+            "peak mark reset; see the module docstring). "
+            "jacobian_MB_bound = B * C * D * 4 bytes (float32 Jacobian). in_matvec_units = time / time of one Fisher "
+            "matvec at the same B and C. cg_step uses absolute damping "
+            f"{args.damping:g}; cg_step_rel the default relative damping (C Krylov matvecs to estimate the largest "
+            "eigenvalue).\n",
+            cm.markdown_table([r for r in rows if "error" not in r], cols),
+            *(f"\nERROR {r['op']} B={r['B']} C={r['C']}: {r['error']}\n" for r in rows if "error" in r),
+        ]
+    )
     payload = {"device": info, "args": vars(args), "rows": rows}
     path = cm.save(NAME, payload, md)
     print(f"[{NAME}] wrote {path}", flush=True)
-    payload["summary"] = [
-        cm.figure(NAME, f"Jacobian eval, C={C}, B=1", get("jacobian", 1, C), "s",
-                  f"{get('jacobian', 1, C, 'in_matvec_units'):.1f} matvec units") for C in classes if 1 in sizes
-    ] + [
-        cm.figure(NAME, f"Fisher matvec, C={C}, B=1", get("matvec", 1, C), "s") for C in classes if 1 in sizes
-    ] + [
-        cm.figure(NAME, f"paper step CG (abs. damping), C={Cmax}, B={Bmax}", get("cg_step", Bmax, Cmax), "s",
-                  f"{get('cg_step', Bmax, Cmax, 'matvecs_per_path'):.0f} matvecs/path"),
-        cm.figure(NAME, f"paper step exact, C={Cmax}, B={Bmax}", get("exact_step", Bmax, Cmax), "s",
-                  f"{get('exact_step', Bmax, Cmax, 'in_matvec_units'):.0f} matvec units"),
-        cm.figure(NAME, f"Jacobian peak memory, C={Cmax}, B={Bmax}", get("jacobian", Bmax, Cmax, "peak_extra_MB"), "MB",
-                  f"bound B*C*D*4 = {get('jacobian', Bmax, Cmax, 'jacobian_MB_bound'):.0f} MB"),
-        cm.figure(NAME, f"exact step peak memory, C={Cmax}, B={Bmax}", get("exact_step", Bmax, Cmax, "peak_extra_MB"), "MB"),
-        cm.figure(NAME, f"CG step peak memory, C={Cmax}, B={Bmax}", get("cg_step", Bmax, Cmax, "peak_extra_MB"), "MB"),
-    ]
+    payload["summary"] = (
+        [
+            cm.figure(
+                NAME,
+                f"Jacobian eval, C={C}, B=1",
+                get("jacobian", 1, C),
+                "s",
+                f"{get('jacobian', 1, C, 'in_matvec_units'):.1f} matvec units",
+            )
+            for C in classes
+            if 1 in sizes
+        ]
+        + [cm.figure(NAME, f"Fisher matvec, C={C}, B=1", get("matvec", 1, C), "s") for C in classes if 1 in sizes]
+        + [
+            cm.figure(
+                NAME,
+                f"paper step CG (abs. damping), C={Cmax}, B={Bmax}",
+                get("cg_step", Bmax, Cmax),
+                "s",
+                f"{get('cg_step', Bmax, Cmax, 'matvecs_per_path'):.0f} matvecs/path",
+            ),
+            cm.figure(
+                NAME,
+                f"paper step exact, C={Cmax}, B={Bmax}",
+                get("exact_step", Bmax, Cmax),
+                "s",
+                f"{get('exact_step', Bmax, Cmax, 'in_matvec_units'):.0f} matvec units",
+            ),
+            cm.figure(
+                NAME,
+                f"Jacobian peak memory, C={Cmax}, B={Bmax}",
+                get("jacobian", Bmax, Cmax, "peak_extra_MB"),
+                "MB",
+                f"bound B*C*D*4 = {get('jacobian', Bmax, Cmax, 'jacobian_MB_bound'):.0f} MB",
+            ),
+            cm.figure(
+                NAME,
+                f"exact step peak memory, C={Cmax}, B={Bmax}",
+                get("exact_step", Bmax, Cmax, "peak_extra_MB"),
+                "MB",
+            ),
+            cm.figure(
+                NAME, f"CG step peak memory, C={Cmax}, B={Bmax}", get("cg_step", Bmax, Cmax, "peak_extra_MB"), "MB"
+            ),
+        ]
+    )
     if not args.no_relative:
-        payload["summary"].append(cm.figure(NAME, f"paper step CG (relative damping), C={Cmax}, B=1", get("cg_step_rel", 1, Cmax),
-                                            "s", f"{get('cg_step_rel', 1, Cmax, 'matvecs_per_path'):.0f} matvecs/path (C Krylov)"))
+        payload["summary"].append(
+            cm.figure(
+                NAME,
+                f"paper step CG (relative damping), C={Cmax}, B=1",
+                get("cg_step_rel", 1, Cmax),
+                "s",
+                f"{get('cg_step_rel', 1, Cmax, 'matvecs_per_path'):.0f} matvecs/path (C Krylov)",
+            )
+        )
     return payload
 
 

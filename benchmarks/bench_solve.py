@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as cm  # noqa: E402
+import _common as cm
 
 NAME = "bench_solve"
 
@@ -71,13 +71,17 @@ def main(argv: list[str] | None = None) -> dict:
         z = model(x)
     target = z.scatter(1, y[:, None], -float("inf")).argmax(-1)  # runner-up class
     B = x.shape[0]
-    print(f"[{NAME}] {B} paths (distinct images), {args.steps} paper step(s); device: {cm.device_line(info)}", flush=True)
+    print(
+        f"[{NAME}] {B} paths (distinct images), {args.steps} paper step(s); device: {cm.device_line(info)}", flush=True
+    )
 
     out = {}
     for solver in ("exact", "cg"):
         out[solver] = paper_step_time(model, x, y, target, solver, args.steps, args.damping, args.repeats)
-        print(f"[{NAME}] {solver}: {out[solver]['step_s']:.3f} s/step, {out[solver]['matvecs_per_path_step']:.0f} matvecs/path",
-              flush=True)
+        print(
+            f"[{NAME}] {solver}: {out[solver]['step_s']:.3f} s/step, {out[solver]['matvecs_per_path_step']:.0f} matvecs/path",
+            flush=True,
+        )
     ratio = out["cg"]["step_s"] / out["exact"]["step_s"]
     d_ex = (out["exact"]["x_end"] - x).flatten(1).double()
     d_cg = (out["cg"]["x_end"] - x).flatten(1).double()
@@ -109,9 +113,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     tj = out["exact"]["jacobian_in_step_s"]  # measured inside the exact steps (same moment, robust to load)
     rows = [
-        {"solver": s, "step_s": out[s]["step_s"], "step_in_jacobian_units": out[s]["step_s"] / tj,
-         "matvecs_per_path_step": out[s]["matvecs_per_path_step"],
-         "jacobian_evals_per_path_step": out[s]["jacobian_evals_per_path_step"]}
+        {
+            "solver": s,
+            "step_s": out[s]["step_s"],
+            "step_in_jacobian_units": out[s]["step_s"] / tj,
+            "matvecs_per_path_step": out[s]["matvecs_per_path_step"],
+            "jacobian_evals_per_path_step": out[s]["jacobian_evals_per_path_step"],
+        }
         for s in ("exact", "cg")
     ]
     agree = [
@@ -122,27 +130,49 @@ def main(argv: list[str] | None = None) -> dict:
         {"quantity": "float64 solve time exact (s, one call, incl. Jacobian)", "value": t_ex64},
         {"quantity": "float64 solve time cg (s, one call)", "value": t_cg64},
     ]
-    md = "\n".join([
-        f"# {NAME}: exact solve vs CG, one paper-mode step (ResNet-20, {args.data})\n",
-        f"Device: {cm.device_line(info)}\n",
-        f"{B} paths from distinct images (target = runner-up class), relative damping {args.damping:g}, "
-        f"max_steps={args.steps}; median of {args.repeats} timed traces after a warm-up. "
-        f"Jacobian-eval unit: the median time of the batched Jacobian evaluation of {B} points measured "
-        f"inside the exact steps = {tj:.3f} s.\n",
-        cm.markdown_table(rows),
-        f"\nCG / exact time ratio: **{ratio:.2f}**\n",
-        "\n## Agreement\n",
-        cm.markdown_table(agree),
-    ])
+    md = "\n".join(
+        [
+            f"# {NAME}: exact solve vs CG, one paper-mode step (ResNet-20, {args.data})\n",
+            f"Device: {cm.device_line(info)}\n",
+            f"{B} paths from distinct images (target = runner-up class), relative damping {args.damping:g}, "
+            f"max_steps={args.steps}; median of {args.repeats} timed traces after a warm-up. "
+            f"Jacobian-eval unit: the median time of the batched Jacobian evaluation of {B} points measured "
+            f"inside the exact steps = {tj:.3f} s.\n",
+            cm.markdown_table(rows),
+            f"\nCG / exact time ratio: **{ratio:.2f}**\n",
+            "\n## Agreement\n",
+            cm.markdown_table(agree),
+        ]
+    )
     payload = {"device": info, "args": vars(args), "timing": rows, "ratio_cg_over_exact": ratio, "agreement": agree}
     path = cm.save(NAME, payload, md)
-    print(f"[{NAME}] cg/exact = {ratio:.2f}; rel diff v {rel_v:.2e}, step {rel_step:.2e}, f32 {f32_diff:.2e}; wrote {path}",
-          flush=True)
+    print(
+        f"[{NAME}] cg/exact = {ratio:.2f}; rel diff v {rel_v:.2e}, step {rel_step:.2e}, f32 {f32_diff:.2e}; wrote {path}",
+        flush=True,
+    )
     payload["summary"] = [
-        cm.figure(NAME, "paper step, exact solve", out["exact"]["step_s"], "s/step", f"{B} paths; {rows[0]['step_in_jacobian_units']:.2f} Jacobian-eval units"),
-        cm.figure(NAME, "paper step, CG", out["cg"]["step_s"], "s/step", f"{rows[1]['matvecs_per_path_step']:.0f} matvecs/path; {rows[1]['step_in_jacobian_units']:.2f} Jacobian-eval units"),
+        cm.figure(
+            NAME,
+            "paper step, exact solve",
+            out["exact"]["step_s"],
+            "s/step",
+            f"{B} paths; {rows[0]['step_in_jacobian_units']:.2f} Jacobian-eval units",
+        ),
+        cm.figure(
+            NAME,
+            "paper step, CG",
+            out["cg"]["step_s"],
+            "s/step",
+            f"{rows[1]['matvecs_per_path_step']:.0f} matvecs/path; {rows[1]['step_in_jacobian_units']:.2f} Jacobian-eval units",
+        ),
         cm.figure(NAME, "CG / exact step time", ratio, "ratio"),
-        cm.figure(NAME, "exact vs CG direction, float64", rel_v, "max rel. diff", f"paper step {rel_step:.2e}; min cosine {cos:.8f}"),
+        cm.figure(
+            NAME,
+            "exact vs CG direction, float64",
+            rel_v,
+            "max rel. diff",
+            f"paper step {rel_step:.2e}; min cosine {cos:.8f}",
+        ),
         cm.figure(NAME, "exact vs CG tracer step, float32", f32_diff, "max rel. diff"),
     ]
     for p in payload["timing"]:

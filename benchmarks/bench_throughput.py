@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as cm  # noqa: E402
+import _common as cm
 
 NAME = "bench_throughput"
 FULL_PATHS = 7200
@@ -75,9 +75,13 @@ def reference_trace(model, args) -> dict:
     t0 = time.perf_counter()
     res = trace_paths(model, X, s, t, batch_size=128)
     wall = time.perf_counter() - t0
-    return {"paths": X.shape[0], "steps_per_path": float(res.steps.double().mean()),
-            "jacobian_evals_per_path": float(res.jacobian_evals.mean()), "wall_s": wall,
-            "wall_s_per_path": wall / X.shape[0]}
+    return {
+        "paths": X.shape[0],
+        "steps_per_path": float(res.steps.double().mean()),
+        "jacobian_evals_per_path": float(res.jacobian_evals.mean()),
+        "wall_s": wall,
+        "wall_s_per_path": wall / X.shape[0],
+    }
 
 
 def cli_run(images: int, batch_size: int, chunk_images: int) -> dict:
@@ -85,8 +89,23 @@ def cli_run(images: int, batch_size: int, chunk_images: int) -> dict:
     if out.exists():
         shutil.rmtree(out)
     exe = Path(sys.executable).with_name("frmargin")
-    cmd = [str(exe), "run", "--images", str(images), "--data", "cifar10-jpeg", "--out", str(out),
-           "--batch-size", str(batch_size), "--chunk-images", str(chunk_images), "--no-progress", "--device", "cpu"]
+    cmd = [
+        str(exe),
+        "run",
+        "--images",
+        str(images),
+        "--data",
+        "cifar10-jpeg",
+        "--out",
+        str(out),
+        "--batch-size",
+        str(batch_size),
+        "--chunk-images",
+        str(chunk_images),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     cm.setup_env()
     env.setdefault("FRMARGIN_MIRROR", os.environ.get("FRMARGIN_MIRROR", cm.DEFAULT_MIRROR))
@@ -96,9 +115,14 @@ def cli_run(images: int, batch_size: int, chunk_images: int) -> dict:
     if proc.returncode != 0:
         return {"command": " ".join(cmd), "error": proc.stderr[-2000:], "wall_s": wall}
     run = json.loads((out / "run.json").read_text())
-    return {"command": " ".join(cmd[1:]), "wall_s": wall, "n_paths": run.get("n_paths"),
-            "timing": run.get("timing"), "n_correct": run.get("n_correct"),
-            "paths_per_s": run.get("n_paths", 0) / wall if wall else float("nan")}
+    return {
+        "command": " ".join(cmd[1:]),
+        "wall_s": wall,
+        "n_paths": run.get("n_paths"),
+        "timing": run.get("timing"),
+        "n_correct": run.get("n_correct"),
+        "paths_per_s": run.get("n_paths", 0) / wall if wall else float("nan"),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -106,8 +130,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-sizes", default="8,16,32,64,128")
     ap.add_argument("--steps", type=int, default=3, help="accepted steps per path in each timed trace")
     ap.add_argument("--data", default="cifar10-exact")
-    ap.add_argument("--steps-per-path", type=float, default=None,
-                    help="accepted steps of a complete path (default: measured with a complete trace)")
+    ap.add_argument(
+        "--steps-per-path",
+        type=float,
+        default=None,
+        help="accepted steps of a complete path (default: measured with a complete trace)",
+    )
     ap.add_argument("--ref-images", type=int, default=1, help="images of the complete reference trace")
     ap.add_argument("--ref-offset", type=int, default=0)
     ap.add_argument("--cli-images", type=int, default=0, help="also time `frmargin run --images N` (0: skip)")
@@ -131,8 +159,11 @@ def main(argv: list[str] | None = None) -> dict:
     for b in sizes:
         r = steady_rate(model, X[:b], source[:b], target[:b], b, args.steps)
         rows.append(r)
-        print(f"[{NAME}] b={b}: {r['path_steps_per_s']:.2f} path-steps/s, {r['s_per_path_step']:.3f} s/path-step, "
-              f"Jacobian share {r['share_jacobian']:.2f}", flush=True)
+        print(
+            f"[{NAME}] b={b}: {r['path_steps_per_s']:.2f} path-steps/s, {r['s_per_path_step']:.3f} s/path-step, "
+            f"Jacobian share {r['share_jacobian']:.2f}",
+            flush=True,
+        )
 
     if args.steps_per_path is None:
         ref = reference_trace(model, args)
@@ -147,47 +178,99 @@ def main(argv: list[str] | None = None) -> dict:
     if cli:
         print(f"[{NAME}] CLI: {cli}", flush=True)
 
-    cols = ["batch_size", "paths", "iterations_timed", "mean_active", "path_steps_per_s", "s_per_path_step",
-            "jacobian_points_per_path_step", "jacobian_s_per_point_in_situ", "share_jacobian", "share_forward",
-            "paths_per_s_extrapolated", "full_run_h_extrapolated"]
-    md = [f"# {NAME}: converged-mode throughput vs batch_size (ResNet-20, CPU)\n",
-          f"Device: {cm.device_line(info)}\n",
-          f"Steady state = iterations 2..{args.steps} of a trace with max_steps={args.steps} (the first, de-duplicated "
-          "iteration excluded). Units: path-steps/s (accepted steps of all paths per second), s per path-step, "
-          "Jacobian points evaluated per path-step, shares of iteration time in Jacobian and forward calls.\n",
-          f"Accepted steps per complete path: {spp:.2f} "
-          + (f"(measured: complete default trace of {ref['paths']} paths, {ref['wall_s_per_path']:.2f} s/path at batch "
-             f"{ref['paths']}, {ref['jacobian_evals_per_path']:.2f} Jacobian evals/path)" if ref else "(given)") + ".\n",
-          cm.markdown_table(rows, cols),
-          f"\n**Extrapolated** (not measured) full run, {FULL_PATHS} paths (800 images x 9) at batch_size "
-          f"{best['batch_size']}: {FULL_PATHS / best['paths_per_s_extrapolated'] / 3600:.2f} h on this CPU "
-          f"({best['paths_per_s_extrapolated']:.3f} paths/s). It assumes full batches throughout; the tail of "
-          "each batch runs with fewer paths, so a real run is slower.\n",
-          "\nNote: `frmargin run` traces one results chunk (`--chunk-images`, default 4 images = 36 paths) per "
-          "`trace_paths` call, so a `--batch-size` above 9 x chunk_images has no effect unless --chunk-images "
-          "is raised too.\n"]
+    cols = [
+        "batch_size",
+        "paths",
+        "iterations_timed",
+        "mean_active",
+        "path_steps_per_s",
+        "s_per_path_step",
+        "jacobian_points_per_path_step",
+        "jacobian_s_per_point_in_situ",
+        "share_jacobian",
+        "share_forward",
+        "paths_per_s_extrapolated",
+        "full_run_h_extrapolated",
+    ]
+    md = [
+        f"# {NAME}: converged-mode throughput vs batch_size (ResNet-20, CPU)\n",
+        f"Device: {cm.device_line(info)}\n",
+        f"Steady state = iterations 2..{args.steps} of a trace with max_steps={args.steps} (the first, de-duplicated "
+        "iteration excluded). Units: path-steps/s (accepted steps of all paths per second), s per path-step, "
+        "Jacobian points evaluated per path-step, shares of iteration time in Jacobian and forward calls.\n",
+        f"Accepted steps per complete path: {spp:.2f} "
+        + (
+            f"(measured: complete default trace of {ref['paths']} paths, {ref['wall_s_per_path']:.2f} s/path at batch "
+            f"{ref['paths']}, {ref['jacobian_evals_per_path']:.2f} Jacobian evals/path)"
+            if ref
+            else "(given)"
+        )
+        + ".\n",
+        cm.markdown_table(rows, cols),
+        f"\n**Extrapolated** (not measured) full run, {FULL_PATHS} paths (800 images x 9) at batch_size "
+        f"{best['batch_size']}: {FULL_PATHS / best['paths_per_s_extrapolated'] / 3600:.2f} h on this CPU "
+        f"({best['paths_per_s_extrapolated']:.3f} paths/s). It assumes full batches throughout; the tail of "
+        "each batch runs with fewer paths, so a real run is slower.\n",
+        "\nNote: `frmargin run` traces one results chunk (`--chunk-images`, default 4 images = 36 paths) per "
+        "`trace_paths` call, so a `--batch-size` above 9 x chunk_images has no effect unless --chunk-images "
+        "is raised too.\n",
+    ]
     if cli:
-        md.append(f"\n## Real CLI run\n\n`{cli.get('command')}`: {cli.get('wall_s', float('nan')):.1f} s wall, "
-                  f"{cli.get('n_paths')} paths, run.json timing {cli.get('timing')}\n" if "error" not in cli
-                  else f"\n## Real CLI run failed\n\n```\n{cli['error']}\n```\n")
-    payload = {"device": info, "args": vars(args), "rows": rows, "reference_trace": ref, "steps_per_path": spp, "cli": cli}
+        md.append(
+            f"\n## Real CLI run\n\n`{cli.get('command')}`: {cli.get('wall_s', float('nan')):.1f} s wall, "
+            f"{cli.get('n_paths')} paths, run.json timing {cli.get('timing')}\n"
+            if "error" not in cli
+            else f"\n## Real CLI run failed\n\n```\n{cli['error']}\n```\n"
+        )
+    payload = {
+        "device": info,
+        "args": vars(args),
+        "rows": rows,
+        "reference_trace": ref,
+        "steps_per_path": spp,
+        "cli": cli,
+    }
     path = cm.save(NAME, payload, "\n".join(md))
     print(f"[{NAME}] wrote {path}", flush=True)
     payload["summary"] = [
-        cm.figure(NAME, f"steady throughput, batch {r['batch_size']}", r["path_steps_per_s"], "path-steps/s",
-                  f"{r['s_per_path_step']:.3f} s/path-step; ~{r['paths_per_s_extrapolated']:.3f} paths/s (extrapolated)")
+        cm.figure(
+            NAME,
+            f"steady throughput, batch {r['batch_size']}",
+            r["path_steps_per_s"],
+            "path-steps/s",
+            f"{r['s_per_path_step']:.3f} s/path-step; ~{r['paths_per_s_extrapolated']:.3f} paths/s (extrapolated)",
+        )
         for r in rows
     ] + [
         cm.figure(NAME, "best batch size", best["batch_size"], "paths/batch"),
-        cm.figure(NAME, f"EXTRAPOLATED full run ({FULL_PATHS} paths)", FULL_PATHS / best["paths_per_s_extrapolated"] / 3600, "h",
-                  f"at batch {best['batch_size']}, {spp:.2f} steps/path; full batches assumed (optimistic)"),
+        cm.figure(
+            NAME,
+            f"EXTRAPOLATED full run ({FULL_PATHS} paths)",
+            FULL_PATHS / best["paths_per_s_extrapolated"] / 3600,
+            "h",
+            f"at batch {best['batch_size']}, {spp:.2f} steps/path; full batches assumed (optimistic)",
+        ),
     ]
     if ref:
-        payload["summary"].append(cm.figure(NAME, "measured complete trace", ref["wall_s_per_path"], "s/path",
-                                            f"{ref['paths']} paths in one batch; {ref['steps_per_path']:.2f} steps/path"))
+        payload["summary"].append(
+            cm.figure(
+                NAME,
+                "measured complete trace",
+                ref["wall_s_per_path"],
+                "s/path",
+                f"{ref['paths']} paths in one batch; {ref['steps_per_path']:.2f} steps/path",
+            )
+        )
     if cli and "error" not in cli:
-        payload["summary"].append(cm.figure(NAME, f"real CLI run, {args.cli_images} cifar10-jpeg images", cli["wall_s"], "s",
-                                            f"{cli['n_paths']} paths, {cli['paths_per_s']:.3f} paths/s incl. start-up"))
+        payload["summary"].append(
+            cm.figure(
+                NAME,
+                f"real CLI run, {args.cli_images} cifar10-jpeg images",
+                cli["wall_s"],
+                "s",
+                f"{cli['n_paths']} paths, {cli['paths_per_s']:.3f} paths/s incl. start-up",
+            )
+        )
     return payload
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as cm  # noqa: E402
+import _common as cm
 
 NAME = "bench_top_classes"
 D = 3 * 32 * 32
@@ -77,8 +77,11 @@ def main(argv: list[str] | None = None) -> dict:
     p_rep = p0.repeat_interleave(len(RANKS), 0)
     pred_len, _ = predicted_path(p_rep, source, target)
     top_p = p0.max(-1).values
-    print(f"[{NAME}] C={C}, H={args.hidden}, {P} paths, median top p {top_p.median():.2f}; "
-          f"device: {cm.device_line(info)}", flush=True)
+    print(
+        f"[{NAME}] C={C}, H={args.hidden}, {P} paths, median top p {top_p.median():.2f}; "
+        f"device: {cm.device_line(info)}",
+        flush=True,
+    )
 
     trace_paths(model, X[:1], source[:1], target[:1], max_steps=1)  # warm-up
     runs = {}
@@ -96,45 +99,60 @@ def main(argv: list[str] | None = None) -> dict:
         d_len = ((res.fr_length - full.fr_length).abs() / full.fr_length)[ok].numpy()
         r_l2 = (res.l2 / full.l2)[ok].numpy()
         err = ((res.fr_length - pred_len).abs() / pred_len)[ok].numpy()
-        rows.append({
-            "top_classes": "all" if m is None else m,
-            "jacobian_rows": C if m is None else m + 1,
-            "paths_ok": int(ok.sum()),
-            "wall_s_per_path": wall / P,
-            "time_vs_full": wall / t_full,
-            "jacobian_evals_per_path": float(res.jacobian_evals.mean()),
-            "fr_length_vs_full_median": float(np.median(d_len)) if d_len.size else float("nan"),
-            "fr_length_vs_full_max": float(d_len.max()) if d_len.size else float("nan"),
-            "l2_ratio_to_full_median": float(np.median(r_l2)) if r_l2.size else float("nan"),
-            "first_hit_agrees_with_full": float((res.first_hit == full.first_hit)[ok].double().mean()),
-            "rel_err_vs_closed_form_median": float(np.median(err)) if err.size else float("nan"),
-            "rel_err_vs_closed_form_max": float(err.max()) if err.size else float("nan"),
-        })
-    md = "\n".join([
-        f"# {NAME}: top-m classes kept, the rest lumped, vs every class (C = {C})\n",
-        f"Device: {cm.device_line(info)}\n",
-        f"Model: Flatten -> Linear({D}, {args.hidden}) -> Tanh -> Linear({args.hidden}, {C}) x {args.scale:g}, random "
-        f"weights; median top probability {top_p.median():.2f}. {P} paths from {args.inputs} inputs to the classes "
-        f"ranked {[r + 1 for r in RANKS]}. Differences are relative to the trace with every class; the closed form "
-        "is `predicted_path`.\n",
-        cm.markdown_table(rows),
-    ])
+        rows.append(
+            {
+                "top_classes": "all" if m is None else m,
+                "jacobian_rows": C if m is None else m + 1,
+                "paths_ok": int(ok.sum()),
+                "wall_s_per_path": wall / P,
+                "time_vs_full": wall / t_full,
+                "jacobian_evals_per_path": float(res.jacobian_evals.mean()),
+                "fr_length_vs_full_median": float(np.median(d_len)) if d_len.size else float("nan"),
+                "fr_length_vs_full_max": float(d_len.max()) if d_len.size else float("nan"),
+                "l2_ratio_to_full_median": float(np.median(r_l2)) if r_l2.size else float("nan"),
+                "first_hit_agrees_with_full": float((res.first_hit == full.first_hit)[ok].double().mean()),
+                "rel_err_vs_closed_form_median": float(np.median(err)) if err.size else float("nan"),
+                "rel_err_vs_closed_form_max": float(err.max()) if err.size else float("nan"),
+            }
+        )
+    md = "\n".join(
+        [
+            f"# {NAME}: top-m classes kept, the rest lumped, vs every class (C = {C})\n",
+            f"Device: {cm.device_line(info)}\n",
+            f"Model: Flatten -> Linear({D}, {args.hidden}) -> Tanh -> Linear({args.hidden}, {C}) x {args.scale:g}, random "
+            f"weights; median top probability {top_p.median():.2f}. {P} paths from {args.inputs} inputs to the classes "
+            f"ranked {[r + 1 for r in RANKS]}. Differences are relative to the trace with every class; the closed form "
+            "is `predicted_path`.\n",
+            cm.markdown_table(rows),
+        ]
+    )
     payload = {"device": info, "args": vars(args), "rows": rows}
     path = cm.save(NAME, payload, md)
     print(md, flush=True)
     print(f"[{NAME}] wrote {path}", flush=True)
     full_row = rows[0]
     payload["summary"] = [
-        cm.figure(NAME, f"trace with every class, C={C}", t_full / P, "s/path",
-                  f"FR length vs closed form {full_row['rel_err_vs_closed_form_median']:.1e} (median) / "
-                  f"{full_row['rel_err_vs_closed_form_max']:.1e} (max)"),
+        cm.figure(
+            NAME,
+            f"trace with every class, C={C}",
+            t_full / P,
+            "s/path",
+            f"FR length vs closed form {full_row['rel_err_vs_closed_form_median']:.1e} (median) / "
+            f"{full_row['rel_err_vs_closed_form_max']:.1e} (max)",
+        ),
     ] + [
-        cm.figure(NAME, f"top_classes={r['top_classes']}, C={C}", r["wall_s_per_path"], "s/path",
-                  f"{r['time_vs_full']:.3f} of the full time; FR length vs closed form {r['rel_err_vs_closed_form_median']:.1e} "
-                  f"(median) / {r['rel_err_vs_closed_form_max']:.1e} (max), vs the full trace {r['fr_length_vs_full_median']:.1e} "
-                  f"(median); L2 at the change {r['l2_ratio_to_full_median']:.2f} x the full trace's (median); first hit "
-                  f"agrees on {r['first_hit_agrees_with_full']:.0%}")
-        for r in rows if r["top_classes"] != "all"
+        cm.figure(
+            NAME,
+            f"top_classes={r['top_classes']}, C={C}",
+            r["wall_s_per_path"],
+            "s/path",
+            f"{r['time_vs_full']:.3f} of the full time; FR length vs closed form {r['rel_err_vs_closed_form_median']:.1e} "
+            f"(median) / {r['rel_err_vs_closed_form_max']:.1e} (max), vs the full trace {r['fr_length_vs_full_median']:.1e} "
+            f"(median); L2 at the change {r['l2_ratio_to_full_median']:.2f} x the full trace's (median); first hit "
+            f"agrees on {r['first_hit_agrees_with_full']:.0%}",
+        )
+        for r in rows
+        if r["top_classes"] != "all"
     ]
     return payload
 

@@ -17,13 +17,13 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as cm  # noqa: E402
-import bench_closed_form  # noqa: E402
-import bench_many_classes  # noqa: E402
-import bench_solve  # noqa: E402
-import bench_throughput  # noqa: E402
-import bench_top_classes  # noqa: E402
-import bench_tracer  # noqa: E402
+import _common as cm
+import bench_closed_form
+import bench_many_classes
+import bench_solve
+import bench_throughput
+import bench_top_classes
+import bench_tracer
 
 ORDER = ("tracer", "solve", "throughput", "closed_form", "many_classes", "top_classes")
 
@@ -38,13 +38,18 @@ def main(argv: list[str] | None = None) -> str:
     cm.apply_threads(args.threads)
     q = args.quick
     plan = {
-        "tracer": (bench_tracer, ["--images", "3" if q else "20"]
-                   + (["--settings", "default,eta=1.0,logit_step=2", "--no-reference"] if q else [])),
+        "tracer": (
+            bench_tracer,
+            ["--images", "3" if q else "20"]
+            + (["--settings", "default,eta=1.0,logit_step=2", "--no-reference"] if q else []),
+        ),
         "solve": (bench_solve, ["--images", "4", "--repeats", "2" if q else "3"]),
         "throughput": (bench_throughput, ["--batch-sizes", "8,32" if q else "8,16,32,64,128", "--steps", "5"]),
         "closed_form": (bench_closed_form, ["--images", "2000" if q else "10000", "--repeats", "2"]),
-        "many_classes": (bench_many_classes, ["--batch-sizes", "1,4" if q else "1,8", "--repeats", "2"]
-                         + (["--no-relative"] if q else [])),
+        "many_classes": (
+            bench_many_classes,
+            ["--batch-sizes", "1,4" if q else "1,8", "--repeats", "2"] + (["--no-relative"] if q else []),
+        ),
         "top_classes": (bench_top_classes, ["--inputs", "1" if q else "3", "--m", "5,20" if q else "5,20,100"]),
     }
     chosen = [n for n in args.only.split(",") if n]
@@ -80,10 +85,12 @@ def main(argv: list[str] | None = None) -> str:
         "# frmargin benchmarks: summary\n",
         f"Device: {cm.device_line(info)}\n",
         f"Total wall time of this run: {total:.0f} s ("
-        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ").\n",
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        + ").\n",
         "Reproduce: `FRMARGIN_MIRROR=/work/shared/assets .venv/bin/python benchmarks/run_all.py"
         + (f" --threads {args.threads}" if args.threads != cm.DEFAULT_THREADS else "")
-        + (" --quick" if q else "") + "` (each benchmark alone: see the commands below and benchmarks/README.md).\n",
+        + (" --quick" if q else "")
+        + "` (each benchmark alone: see the commands below and benchmarks/README.md).\n",
         "Per-benchmark tables: `benchmarks/results/<benchmark>.md` / `.json`; plot: `bench_tracer.png`.\n",
         cm.markdown_table(figures, ["benchmark", "quantity", "value", "unit", "note"]),
         "\nCommands run:\n",

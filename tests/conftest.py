@@ -71,8 +71,15 @@ def _finish(model: nn.Module, seed: int, dtype: torch.dtype, scale: float) -> nn
     return model.eval()
 
 
-def make_mlp(D: int = 16, C: int = 5, width: int = 32, depth: int = 2, seed: int = 0,
-             dtype: torch.dtype = torch.float64, scale: float = 1.0) -> nn.Module:
+def make_mlp(
+    D: int = 16,
+    C: int = 5,
+    width: int = 32,
+    depth: int = 2,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    scale: float = 1.0,
+) -> nn.Module:
     """Tanh MLP (B, D) -> (B, C) logits in eval mode; ``scale`` multiplies the last layer
     (larger scale, more confident predictions)."""
     gen = torch.Generator().manual_seed(seed)
@@ -92,8 +99,15 @@ def make_mlp(D: int = 16, C: int = 5, width: int = 32, depth: int = 2, seed: int
     return _finish(model, seed, dtype, scale)
 
 
-def make_cnn(in_ch: int = 1, size: int = 8, C: int = 5, seed: int = 0, dtype: torch.dtype = torch.float64,
-             batchnorm: bool = False, scale: float = 1.0) -> nn.Module:
+def make_cnn(
+    in_ch: int = 1,
+    size: int = 8,
+    C: int = 5,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    batchnorm: bool = False,
+    scale: float = 1.0,
+) -> nn.Module:
     """Tiny CNN (B, in_ch, size, size) -> (B, C); with ``batchnorm`` its BN layers hold random
     running statistics and are in eval mode."""
     with torch.random.fork_rng():
@@ -119,8 +133,9 @@ def make_cnn(in_ch: int = 1, size: int = 8, C: int = 5, seed: int = 0, dtype: to
     return _finish(model, seed, dtype, scale)
 
 
-def make_linear(D: int = 8, C: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64,
-                scale: float = 1.0) -> nn.Module:
+def make_linear(
+    D: int = 8, C: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64, scale: float = 1.0
+) -> nn.Module:
     """Multi-class linear model z = W x + b."""
     gen = torch.Generator().manual_seed(seed)
     model = nn.Linear(D, C)
@@ -151,8 +166,9 @@ def make_logistic(D: int = 8, seed: int = 0, dtype: torch.dtype = torch.float64,
     return _finish(Logistic(D, seed), seed, dtype, scale)
 
 
-def make_inputs(shape: tuple[int, ...], n: int, seed: int = 0, dtype: torch.dtype = torch.float64,
-                scale: float = 1.0) -> torch.Tensor:
+def make_inputs(
+    shape: tuple[int, ...], n: int, seed: int = 0, dtype: torch.dtype = torch.float64, scale: float = 1.0
+) -> torch.Tensor:
     """n standard-normal inputs of ``shape`` (times ``scale``)."""
     gen = torch.Generator().manual_seed(seed + 1000)
     return (scale * torch.randn((n, *shape), generator=gen, dtype=torch.float64)).to(dtype)

@@ -93,8 +93,9 @@ def simplex_flow(p: list[float], y: int, k: int, tol: float = 1e-14) -> tuple[fl
         else:
             hi = mid
     t_star = 0.5 * (lo + hi)
-    length, _ = integrate.quad(lambda t: math.sqrt(1 / (p[y] - t) + 1 / (p[k] + t)), 0.0, t_star,
-                               epsabs=1e-13, epsrel=1e-12, limit=200)
+    length, _ = integrate.quad(
+        lambda t: math.sqrt(1 / (p[y] - t) + 1 / (p[k] + t)), 0.0, t_star, epsabs=1e-13, epsrel=1e-12, limit=200
+    )
     q = at(hi)
     hit = max((c for c in range(C) if c != y), key=lambda c: q[c])
     return length, hit
@@ -124,7 +125,7 @@ def brute_lower_bound(p: list[float], y: int, n: int = 200_000, seed: int = 0) -
             noise = 1 + 0.3 * torch.randn(n, len(rest), generator=gen, dtype=torch.float64)
             q[:, rest] = (p_t[rest] * noise).clamp_min(0) * f[:, None]
         q = q / q.sum(-1, keepdim=True)
-        ok = (q[:, y] >= q.max(-1).values - 1e-15)
+        ok = q[:, y] >= q.max(-1).values - 1e-15
         if ok.any():
             best = min(best, float(fr_distance(p_t.expand(int(ok.sum()), C), q[ok]).min()))
     return best
@@ -159,8 +160,15 @@ def _rk4(model, x, h, top, k, lam_rel):
     return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
-def ode_path(model: nn.Module, x0: torch.Tensor, source: int, target: int, h: float = 0.01,
-             lam_rel: float = 0.0, max_length: float = 10.0) -> tuple[float, int, torch.Tensor]:
+def ode_path(
+    model: nn.Module,
+    x0: torch.Tensor,
+    source: int,
+    target: int,
+    h: float = 0.01,
+    lam_rel: float = 0.0,
+    max_length: float = 10.0,
+) -> tuple[float, int, torch.Tensor]:
     """Integrate dx/dt = -(G + lam I)^{-1} grad L / |.|_G with RK4 at unit FR speed.
 
     The FR length is the integral of sqrt(xdot^T G xdot) = 1 dt, i.e. the elapsed time; the last

@@ -89,12 +89,17 @@ def write_synthetic_run(
     noise = np.random.default_rng([seed, 0 if metric == "fisher" else 1])
     predictions = probs.argmax(1)
     test_index = np.sort(rng.choice(10_000, size=n_images, replace=False))
-    images = pd.DataFrame({
-        "image_index": np.arange(n_images), "test_index": test_index, "label": labels,
-        "prediction": predictions, "correct": labels == predictions,
-        "confidence": probs.max(1),
-        "lower_bound": [lower_bound(p, int(y)) for p, y in zip(probs, predictions)],
-    })
+    images = pd.DataFrame(
+        {
+            "image_index": np.arange(n_images),
+            "test_index": test_index,
+            "label": labels,
+            "prediction": predictions,
+            "correct": labels == predictions,
+            "confidence": probs.max(1),
+            "lower_bound": [lower_bound(p, int(y)) for p, y in zip(probs, predictions)],
+        }
+    )
     rows, base_rows = [], []
     for i in np.flatnonzero(images["correct"]):
         p, y = probs[i], int(labels[i])
@@ -114,27 +119,44 @@ def write_synthetic_run(
             traced = max(lb, length * scale * math.exp(noise.normal(0.001, 0.002)))
             l2 = traced * L2_PER_FR * math.exp(noise.normal(0, 0.15))
             steps = int(math.ceil(traced / 0.1)) + int(noise.integers(0, 3))
-            rows.append({
-                "image_index": i, "source": y, "target": k, "method": method, "metric": metric,
-                "success": success, "status": status, "first_hit": first_hit if success else -1,
-                "shielded": success and first_hit != k,
-                "fr_length": traced if success else np.nan,
-                "predicted_length": length, "predicted_first_hit": hit, "lower_bound": lb,
-                "confidence": p[y], "l2": l2 if success else np.nan,
-                "linf": 3 * l2 / math.sqrt(INPUT_DIM) if success else np.nan,
-                "steps": steps, "jacobian_evals": steps + 2, "forward_evals": steps + 12,
-                "fr_length_target": np.nan, "visited": "",
-            })
+            rows.append(
+                {
+                    "image_index": i,
+                    "source": y,
+                    "target": k,
+                    "method": method,
+                    "metric": metric,
+                    "success": success,
+                    "status": status,
+                    "first_hit": first_hit if success else -1,
+                    "shielded": success and first_hit != k,
+                    "fr_length": traced if success else np.nan,
+                    "predicted_length": length,
+                    "predicted_first_hit": hit,
+                    "lower_bound": lb,
+                    "confidence": p[y],
+                    "l2": l2 if success else np.nan,
+                    "linf": 3 * l2 / math.sqrt(INPUT_DIM) if success else np.nan,
+                    "steps": steps,
+                    "jacobian_evals": steps + 2,
+                    "forward_evals": steps + 12,
+                    "fr_length_target": np.nan,
+                    "visited": "",
+                }
+            )
             if success:
                 image_l2.append(l2)
         margin_l2 = min(image_l2) if image_l2 else np.nan
         for attack, factor in (("deepfool", 0.9), ("fmn", 0.8)):
             failed = noise.random() < 0.03
-            base_rows.append({
-                "image_index": i, "attack": attack,
-                "l2": math.inf if failed else margin_l2 * factor * math.exp(noise.normal(0, 0.1)),
-                "status": "failed" if failed else "ok",
-            })
+            base_rows.append(
+                {
+                    "image_index": i,
+                    "attack": attack,
+                    "l2": math.inf if failed else margin_l2 * factor * math.exp(noise.normal(0, 0.1)),
+                    "status": "failed" if failed else "ok",
+                }
+            )
     paths = pd.DataFrame(rows)
     if chunked:
         folder = directory / "paths.parquet"
@@ -149,10 +171,19 @@ def write_synthetic_run(
         pd.DataFrame(base_rows).to_parquet(directory / "baselines.parquet", index=False)
     n_correct = int(images["correct"].sum())
     info = {
-        "model": "synthetic-resnet20", "data": "cifar10", "data_source": data_source,
-        "class_names": CLASS_NAMES, "method": method, "metric": metric, "until": "first",
-        "box": True, "images": n_images, "seed": seed, "accuracy": n_correct / n_images,
-        "n_correct": n_correct, "timing": {"trace": 12.5, "baselines": 3.25, "total": 16.0},
+        "model": "synthetic-resnet20",
+        "data": "cifar10",
+        "data_source": data_source,
+        "class_names": CLASS_NAMES,
+        "method": method,
+        "metric": metric,
+        "until": "first",
+        "box": True,
+        "images": n_images,
+        "seed": seed,
+        "accuracy": n_correct / n_images,
+        "n_correct": n_correct,
+        "timing": {"trace": 12.5, "baselines": 3.25, "total": 16.0},
         "versions": {"frmargin": "0.1.0", "torch": "2.13.0"},
         "tracer_options": {"eta": 0.1, "damping": "relative", "lam": 1e-3, "max_steps": 500},
         "an_unknown_key": {"nested": [1, 2]},
@@ -160,7 +191,9 @@ def write_synthetic_run(
         "fingerprint": f"{metric}-{method}-{seed}",
         "config": {"metric": metric, "method": method, "baselines": ["deepfool"] if with_baselines else []},
         "sessions": [{"seconds": 16.0, "paths_traced": len(rows), "world_size": 1}],
-        "status": "complete", "world_size": 1, "device": "cpu",
+        "status": "complete",
+        "world_size": 1,
+        "device": "cpu",
     }
     (directory / "run.json").write_text(json.dumps(info, indent=2))
     return directory

@@ -17,13 +17,20 @@ EXACT = 1e-12
 TABLE_SECONDS = 2.0  # class_table with 1000 resamples on ~7,200 paths
 
 
-def _path(image: int, source: int, target: int, first_hit: int = -1, fr: float = np.nan,
-          **extra: object) -> dict:
+def _path(image: int, source: int, target: int, first_hit: int = -1, fr: float = np.nan, **extra: object) -> dict:
     success = first_hit >= 0
-    return {"image_index": image, "source": source, "target": target, "success": success,
-            "first_hit": first_hit, "fr_length": fr if success else np.nan,
-            "l2": 0.5 * fr if success else np.nan, "status": "ok" if success else "budget",
-            "lower_bound": 0.1, **extra}
+    return {
+        "image_index": image,
+        "source": source,
+        "target": target,
+        "success": success,
+        "first_hit": first_hit,
+        "fr_length": fr if success else np.nan,
+        "l2": 0.5 * fr if success else np.nan,
+        "status": "ok" if success else "budget",
+        "lower_bound": 0.1,
+        **extra,
+    }
 
 
 def hand_paths() -> pd.DataFrame:
@@ -49,8 +56,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[pd.Da
     out = {}
     for n in (100, 800):
         folder = write_synthetic_run(tmp_path_factory.mktemp(f"run{n}"), n_images=n, seed=1)
-        out[n] = tuple(pd.read_parquet(folder / f) for f in
-                       ("paths.parquet", "images.parquet", "baselines.parquet"))
+        out[n] = tuple(pd.read_parquet(folder / f) for f in ("paths.parquet", "images.parquet", "baselines.parquet"))
     return out
 
 
@@ -173,16 +179,22 @@ def test_vectorized_kendall_matches_scipy():
     np.testing.assert_allclose(fast, slow, atol=1e-12)
     a, b = rng.normal(size=(30, 10)), rng.normal(size=(30, 10))
     a[:, 2] = a[:, 3]
-    np.testing.assert_allclose(analysis._rowwise_kendall(a, b),
-                               [stats.kendalltau(u, v).statistic for u, v in zip(a, b)], atol=1e-12)
+    np.testing.assert_allclose(
+        analysis._rowwise_kendall(a, b), [stats.kendalltau(u, v).statistic for u, v in zip(a, b)], atol=1e-12
+    )
 
 
 # ----------------------------------------------------------------------------- FR versus L2
 
 
 def test_fr_vs_l2_monotone_relation_is_perfect():
-    margins = pd.DataFrame({"image_index": range(20), "source": np.arange(20) % 4,
-                            "fr_margin": np.linspace(0.1, 2.0, 20) + (np.arange(20) % 4)})
+    margins = pd.DataFrame(
+        {
+            "image_index": range(20),
+            "source": np.arange(20) % 4,
+            "fr_margin": np.linspace(0.1, 2.0, 20) + (np.arange(20) % 4),
+        }
+    )
     l2 = 3 * margins["fr_margin"].to_numpy()
     l2[7] = np.inf
     baselines = pd.DataFrame({"image_index": range(20), "attack": "fmn", "l2": l2})

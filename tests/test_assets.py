@@ -17,9 +17,7 @@ from frmargin.cli_assets import assets_command
 from frmargin.errors import AssetError, FrmarginError
 
 PAYLOAD = bytes(range(256)) * 64  # 16 KiB
-REAL_MIRROR = Path(
-    os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets"
-)
+REAL_MIRROR = Path(os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -28,7 +26,7 @@ REAL_MIRROR = Path(
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves files under ``server.root``; honours Range; can cut the first response short."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         srv = self.server
         srv.log.append((self.path, self.headers.get("Range")))  # type: ignore[attr-defined]
         path = srv.root / self.path.lstrip("/")  # type: ignore[attr-defined]
@@ -248,9 +246,7 @@ def test_asset_status_states(home: Path, monkeypatch) -> None:
 
 
 def test_registry_and_bad_names() -> None:
-    assert {"resnet20", "resnet56", "resnet2b-adv2", "cifar10-python", "cifar10-test-jpeg"} <= set(
-        assets.ASSETS
-    )
+    assert {"resnet20", "resnet56", "resnet2b-adv2", "cifar10-python", "cifar10-test-jpeg"} <= set(assets.ASSETS)
     assert assets.ASSETS["cifar10-python"].checksum == "md5:c58f30108f718f92721af3b95e74349a"
     assert all(a.urls for a in assets.ASSETS.values() if a.kind == "weights")
     with pytest.raises(FrmarginError, match="argument 'asset'"):

@@ -11,8 +11,8 @@ import torch
 
 pytest.importorskip("foolbox")
 
-from frmargin.baselines import ATTACKS, min_l2_attack, min_l2_distance  # noqa: E402
-from frmargin.errors import FrmarginError  # noqa: E402
+from frmargin.baselines import ATTACKS, min_l2_attack, min_l2_distance
+from frmargin.errors import FrmarginError
 
 REAL_MIRROR = Path(os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets")
 
@@ -76,7 +76,9 @@ def assert_within(d: torch.Tensor, exact: torch.Tensor, below: float, above: flo
     if bad.any():
         idx = bad.nonzero().squeeze(1)[:5].tolist()
         rows = [(i, float(d[i]), float(exact[i]), float(ratio[i])) for i in idx]
-        pytest.fail(f"{int(bad.sum())} distances outside [-{below}, +{above}] of exact; (row, got, exact, ratio): {rows}")
+        pytest.fail(
+            f"{int(bad.sum())} distances outside [-{below}, +{above}] of exact; (row, got, exact, ratio): {rows}"
+        )
 
 
 def assert_verified(model, x, y, res, bounds=(0.0, 1.0)) -> None:

@@ -50,7 +50,11 @@ def api_env(env, monkeypatch):
 
 def frmargin(*args: str, env: dict, cwd: Path, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "frmargin", *args], env=env, cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "frmargin", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -82,28 +86,41 @@ def _garbage_npz(tmp: Path) -> Path:
 
 ERROR_CASES = {
     # id: (argument builder (tmp -> args), accepted names in the message)
-    "unknown-model": (lambda t: ["run", "--model", "nope", "--data", "cifar10-exact", "--images", "2",
-                                 "--out", str(t / "o")], ("--model", "'model'")),
-    "unknown-data": (lambda t: ["run", "--data", "nope", "--images", "2", "--out", str(t / "o")],
-                     ("--data", "'data'")),
-    "garbage-npz": (lambda t: ["run", "--data", str(_garbage_npz(t)), "--images", "2", "--out", str(t / "o")],
-                    ("--data", "'data'", "x.npz")),
-    "missing-npz": (lambda t: ["run", "--data", str(t / "missing.npz"), "--images", "2", "--out", str(t / "o")],
-                    ("--data", "'data'", "missing.npz")),
-    "images-negative": (lambda t: ["run", "--data", "cifar10-exact", "--images", "-5", "--out", str(t / "o")],
-                        ("--images", "'images'")),
-    "images-zero": (lambda t: ["run", "--data", "cifar10-exact", "--images", "0", "--out", str(t / "o")],
-                    ("--images", "'images'")),
-    "batch-size-zero": (lambda t: ["run", "--data", "cifar10-exact", "--batch-size", "0", "--out", str(t / "o")],
-                        ("batch-size", "batch_size")),
-    "chunk-images-zero": (lambda t: ["run", "--data", "cifar10-exact", "--chunk-images", "0", "--out", str(t / "o")],
-                          ("chunk-images", "chunk_images")),
-    "box-reversed": (lambda t: ["run", "--data", "cifar10-exact", "--box", "1,0", "--out", str(t / "o")],
-                     ("--box",)),
-    "box-garbage": (lambda t: ["run", "--data", "cifar10-exact", "--box", "a,b", "--out", str(t / "o")],
-                    ("--box",)),
-    "top-classes-one": (lambda t: ["run", "--data", "cifar10-exact", "--top-classes", "1", "--out", str(t / "o")],
-                        ("top-classes", "top_classes")),
+    "unknown-model": (
+        lambda t: ["run", "--model", "nope", "--data", "cifar10-exact", "--images", "2", "--out", str(t / "o")],
+        ("--model", "'model'"),
+    ),
+    "unknown-data": (lambda t: ["run", "--data", "nope", "--images", "2", "--out", str(t / "o")], ("--data", "'data'")),
+    "garbage-npz": (
+        lambda t: ["run", "--data", str(_garbage_npz(t)), "--images", "2", "--out", str(t / "o")],
+        ("--data", "'data'", "x.npz"),
+    ),
+    "missing-npz": (
+        lambda t: ["run", "--data", str(t / "missing.npz"), "--images", "2", "--out", str(t / "o")],
+        ("--data", "'data'", "missing.npz"),
+    ),
+    "images-negative": (
+        lambda t: ["run", "--data", "cifar10-exact", "--images", "-5", "--out", str(t / "o")],
+        ("--images", "'images'"),
+    ),
+    "images-zero": (
+        lambda t: ["run", "--data", "cifar10-exact", "--images", "0", "--out", str(t / "o")],
+        ("--images", "'images'"),
+    ),
+    "batch-size-zero": (
+        lambda t: ["run", "--data", "cifar10-exact", "--batch-size", "0", "--out", str(t / "o")],
+        ("batch-size", "batch_size"),
+    ),
+    "chunk-images-zero": (
+        lambda t: ["run", "--data", "cifar10-exact", "--chunk-images", "0", "--out", str(t / "o")],
+        ("chunk-images", "chunk_images"),
+    ),
+    "box-reversed": (lambda t: ["run", "--data", "cifar10-exact", "--box", "1,0", "--out", str(t / "o")], ("--box",)),
+    "box-garbage": (lambda t: ["run", "--data", "cifar10-exact", "--box", "a,b", "--out", str(t / "o")], ("--box",)),
+    "top-classes-one": (
+        lambda t: ["run", "--data", "cifar10-exact", "--top-classes", "1", "--out", str(t / "o")],
+        ("top-classes", "top_classes"),
+    ),
     "accuracy-limit-zero": (lambda t: ["accuracy", "--limit", "0"], ("--limit", "'limit'")),
     "report-missing-folder": (lambda t: ["report", "/nonexistent/frmargin-run"], ("/nonexistent/frmargin-run",)),
 }

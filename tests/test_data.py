@@ -25,9 +25,7 @@ from frmargin import assets, data
 from frmargin.data import CIFAR10_CLASSES, load_dataset, restricted_unpickle
 from frmargin.errors import AssetError, FrmarginError
 
-REAL_MIRROR = Path(
-    os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets"
-)
+REAL_MIRROR = Path(os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets")
 needs_mirror = pytest.mark.skipif(not (REAL_MIRROR / "data").is_dir(), reason="shared asset mirror absent")
 MAX_LOAD_S = 3.0  # measured 0.4 s; the target is < 1 s, slack for a busy shared machine
 
@@ -98,9 +96,7 @@ def make_tarball(path: Path, members: dict[str, bytes], extra: tuple[tarfile.Tar
     return path
 
 
-def use_tarball_checksums(
-    monkeypatch: pytest.MonkeyPatch, tarball: Path, members: dict[str, bytes]
-) -> assets.Asset:
+def use_tarball_checksums(monkeypatch: pytest.MonkeyPatch, tarball: Path, members: dict[str, bytes]) -> assets.Asset:
     """Registry injection: the test tarball's md5 and member md5s replace the official ones."""
     a = dataclasses.replace(
         assets.ASSETS["cifar10-python"],
@@ -235,9 +231,7 @@ def test_cifar10_missing_everywhere_says_how_to_supply(home: Path, monkeypatch) 
 def test_py2_batches_unpickle_to_arrays() -> None:
     members, images, labels = cifar_members(n=4)
     batch = restricted_unpickle(members["test_batch"], "test_batch")
-    assert (
-        np.array_equal(batch[b"data"].reshape(4, 3, 32, 32), images) and batch[b"labels"] == labels.tolist()
-    )
+    assert np.array_equal(batch[b"data"].reshape(4, 3, 32, 32), images) and batch[b"labels"] == labels.tolist()
 
 
 class _Exploit:
@@ -256,9 +250,7 @@ def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_malicious_batch_inside_a_verified_tarball_is_refused(
-    home: Path, tmp_path: Path, monkeypatch
-) -> None:
+def test_malicious_batch_inside_a_verified_tarball_is_refused(home: Path, tmp_path: Path, monkeypatch) -> None:
     marker = tmp_path / "pwned"
     members, _, _ = cifar_members(n=2)
     members["test_batch"] = pickle.dumps({b"data": _Exploit(marker)}, protocol=4)
@@ -287,9 +279,7 @@ def _evil(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.T
     ],
     ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink"],
 )
-def test_unsafe_archive_members_are_refused(
-    home: Path, tmp_path: Path, monkeypatch, member: tarfile.TarInfo
-) -> None:
+def test_unsafe_archive_members_are_refused(home: Path, tmp_path: Path, monkeypatch, member: tarfile.TarInfo) -> None:
     members, _, _ = cifar_members(n=2)
     work = tmp_path / "a" / "b"
     tarball = make_tarball(work / "cifar-10-python.tar.gz", members, extra=(member,))
@@ -349,9 +339,7 @@ def test_user_npz_nhwc_uint8(home: Path, tmp_path: Path) -> None:
     path = tmp_path / "mine.npz"
     np.savez(path, images=images, labels=labels, source=np.array("my camera"))
     ds = load_dataset(path)
-    torch.testing.assert_close(
-        ds.images, torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, rtol=0, atol=0
-    )
+    torch.testing.assert_close(ds.images, torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, rtol=0, atol=0)
     assert ds.labels.tolist() == labels.tolist() and ds.test_index.tolist() == list(range(6))
     assert ds.source == f"user file {path}: my camera" and not ds.is_jpeg_copy
     assert ds.identity["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -41,8 +41,6 @@ SUBPROCESS_TIMEOUT = 180
 # --------------------------------------------------------------------------- helpers
 
 
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """FRMARGIN_MIRROR / FRMARGIN_HOME for this module (and the env of its subprocesses)."""
@@ -94,7 +92,11 @@ def _parts(folder: Path) -> list[Path]:
 
 def _run_cli(args: list[str], env: dict, cwd: Path, timeout: int = SUBPROCESS_TIMEOUT):
     return subprocess.run(
-        [sys.executable, "-m", "frmargin", *args], env=env, cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "frmargin", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -260,7 +262,9 @@ def test_rerun_without_resume_is_refused(run3):
 
 @needs_mirror
 @pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
-@pytest.mark.parametrize("change", [{"images": 2}, {"seed": 1}, {"metric": "euclidean"}], ids=["images", "seed", "metric"])
+@pytest.mark.parametrize(
+    "change", [{"images": 2}, {"seed": 1}, {"metric": "euclidean"}], ids=["images", "seed", "metric"]
+)
 def test_different_config_in_same_folder_is_refused(run3, resume, change):
     before = {p.name: p.read_bytes() for p in _parts(run3)}
     change = dict(change)
@@ -330,8 +334,12 @@ def test_kill_9_then_resume_gives_the_uninterrupted_table(env, run4, tmp_path):
     args = ["run", "--data", "cifar10-exact", "--images", "4", "--chunk-images", "1", "--out", str(out),
             "--no-progress", "--device", "cpu"]  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "frmargin", *args], env=env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "frmargin", *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + SUBPROCESS_TIMEOUT

@@ -52,7 +52,13 @@ def test_distance_axioms():
     assert slack.min() >= -1e-12, f"triangle inequality violated by {-slack.min().item():.3g}"
     eye = torch.eye(4, dtype=torch.float64)
     i, j = torch.triu_indices(4, 4, 1)
-    assert_close(fisher_rao_distance(eye[i], eye[j]), torch.full((6,), math.pi, dtype=torch.float64), EXACT, EXACT, "d(e_i, e_j) = pi")
+    assert_close(
+        fisher_rao_distance(eye[i], eye[j]),
+        torch.full((6,), math.pi, dtype=torch.float64),
+        EXACT,
+        EXACT,
+        "d(e_i, e_j) = pi",
+    )
 
 
 # --------------------------------------------------------------------------- lower bound
@@ -63,7 +69,9 @@ def test_lower_bound_binary_closed_form():
     p = torch.stack([1 - py, py], -1)
     expected = 2 * torch.asin(py.sqrt()) - math.pi / 2
     assert_close(margin_lower_bound(p), expected, EXACT, EXACT, "binary LB = 2 asin(sqrt p_y) - pi/2")
-    assert_close(margin_lower_bound(p, torch.ones(50, dtype=torch.long)), expected, EXACT, EXACT, "binary LB, explicit source")
+    assert_close(
+        margin_lower_bound(p, torch.ones(50, dtype=torch.long)), expected, EXACT, EXACT, "binary LB, explicit source"
+    )
 
 
 def test_lower_bound_is_zero_off_the_argmax():
@@ -72,7 +80,12 @@ def test_lower_bound_is_zero_off_the_argmax():
     assert_close(margin_lower_bound(p, second), torch.zeros(100), 0.0, 0.0, "LB with source = runner-up")
 
 
-LB_CASES = [([0.6, 0.3, 0.1], 0), ([0.4, 0.35, 0.15, 0.1], 0), ([0.1, 0.2, 0.7], 2), ([0.45, 0.05, 0.05, 0.45 - 1e-3, 1e-3], 0)]
+LB_CASES = [
+    ([0.6, 0.3, 0.1], 0),
+    ([0.4, 0.35, 0.15, 0.1], 0),
+    ([0.1, 0.2, 0.7], 2),
+    ([0.45, 0.05, 0.05, 0.45 - 1e-3, 1e-3], 0),
+]
 
 
 @pytest.mark.parametrize("p, y", LB_CASES, ids=[str(i) for i in range(len(LB_CASES))])
@@ -132,7 +145,9 @@ def test_predicted_path_random_vs_quadrature():
     k = (y + torch.randint(1, 5, (40,), generator=gen)) % 5
     length, hit = predicted_path(p, y, k)
     refs = [ref.simplex_flow(p[i].tolist(), int(y[i]), int(k[i])) for i in range(40)]
-    assert_close(length, torch.tensor([r[0] for r in refs], dtype=torch.float64), QUAD, QUAD, "predicted length vs quadrature")
+    assert_close(
+        length, torch.tensor([r[0] for r in refs], dtype=torch.float64), QUAD, QUAD, "predicted length vs quadrature"
+    )
     assert hit.tolist() == [r[1] for r in refs], "first hit vs the simplex flow"
 
 

@@ -16,9 +16,7 @@ from frmargin.errors import AssetError, FrmarginError
 from frmargin.models import MODEL_NAMES, Normalized, build_model, load_model, model_info, top1_correct
 from frmargin.models.resnet_cifar import cifar_resnet
 
-REAL_MIRROR = Path(
-    os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets"
-)
+REAL_MIRROR = Path(os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets")
 needs_mirror = pytest.mark.skipif(not (REAL_MIRROR / "weights").is_dir(), reason="shared asset mirror absent")
 
 # Correct predictions on the 300 images of cifar10-exact, measured with this code. The assets README
@@ -146,9 +144,7 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path, monkeypatch) -> Non
     path = home / "weights" / "resnet20-12fca82f.th"
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": cifar_resnet(32).state_dict()}, path)
-    fake = dataclasses.replace(
-        assets.ASSETS["resnet20"], digest=hashlib.sha256(path.read_bytes()).hexdigest()
-    )
+    fake = dataclasses.replace(assets.ASSETS["resnet20"], digest=hashlib.sha256(path.read_bytes()).hexdigest())
     monkeypatch.setitem(assets.ASSETS, "resnet20", fake)
     with pytest.raises(AssetError, match="does not fit resnet20"):
         load_model("resnet20", progress=False)

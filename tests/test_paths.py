@@ -44,7 +44,9 @@ def assert_above_lb(res, model, x, source, what):
     ok = torch.tensor([s == "ok" for s in res.status])
     slack = (res.fr_length - lb)[ok]
     assert slack.numel() > 0, f"{what}: no path finished"
-    assert slack.min() >= -LB_SLACK, f"{what}: traced length below LB by {-slack.min().item():.3g} at path {int(slack.argmin())}"
+    assert slack.min() >= -LB_SLACK, (
+        f"{what}: traced length below LB by {-slack.min().item():.3g} at path {int(slack.argmin())}"
+    )
 
 
 # --------------------------------------------------------------------------- shared case
@@ -324,7 +326,9 @@ def test_top_classes_keep_the_closed_form(monkeypatch):
     err_full = ((full.fr_length - length) / length).abs()
     err = ((lumped.fr_length - length) / length).abs()
     assert err.median() < MEDIAN and err.max() < WORST, f"median {err.median().item():.3g}, max {err.max().item():.3g}"
-    assert err.median() < 3 * err_full.median() + 1e-4, f"{err.median().item():.3g} vs every class {err_full.median().item():.3g}"
+    assert err.median() < 3 * err_full.median() + 1e-4, (
+        f"{err.median().item():.3g} vs every class {err_full.median().item():.3g}"
+    )
     share = (lumped.first_hit == hit).double().mean()
     assert share >= HIT_SHARE, f"first hit agrees on {share.item():.1%} of paths"
     z_end = model(lumped.x_end).detach()
@@ -332,8 +336,11 @@ def test_top_classes_keep_the_closed_form(monkeypatch):
     assert_above_lb(lumped, model, x, s, "top_classes=4")
 
 
-@pytest.mark.parametrize("kwargs", [dict(top_classes=1), dict(top_classes=3, until="target"),
-                                    dict(top_classes=3, method="paper", solver="cg")], ids=["one", "until-target", "cg"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(top_classes=1), dict(top_classes=3, until="target"), dict(top_classes=3, method="paper", solver="cg")],
+    ids=["one", "until-target", "cg"],
+)
 def test_top_classes_refused_where_it_cannot_work(kwargs):
     model, x, y, t = _valid()
     with pytest.raises(ValueError, match="argument 'top_classes'"):

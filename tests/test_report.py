@@ -24,8 +24,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     return {
         "fisher": write_synthetic_run(root / "fisher", n_images=N_IMAGES, seed=0),
-        "euclid": write_synthetic_run(root / "euclid", n_images=N_IMAGES, seed=0, metric="euclidean",
-                                      with_baselines=False, chunked=True),
+        "euclid": write_synthetic_run(
+            root / "euclid", n_images=N_IMAGES, seed=0, metric="euclidean", with_baselines=False, chunked=True
+        ),
     }
 
 
@@ -62,9 +63,7 @@ def test_html_is_self_contained_with_paper_table_and_claims(single: Path):
     assert "![" in markdown and "**Warning:**" in markdown
 
 
-def test_report_command_without_baselines_and_with_chunked_paths(
-    runs: dict[str, Path], tmp_path: Path, capsys
-):
+def test_report_command_without_baselines_and_with_chunked_paths(runs: dict[str, Path], tmp_path: Path, capsys):
     report_command([runs["euclid"]], tmp_path / "out")
     page = tmp_path / "out" / "report.html"
     assert str(page) in capsys.readouterr().out

@@ -67,8 +67,13 @@ def test_exact_solve_vs_dense(B, C, D, lam):
     w = coefficient_solve(fisher_weights(p), K, a, lam_t)
     gr = (J.transpose(-1, -2) @ a[:, :, None])[:, :, 0]
     expected = ref.damped_solve(G, gr, lam_t)
-    assert_close((J.transpose(-1, -2) @ w[:, :, None])[:, :, 0], expected, F64, F64 * expected.abs().amax(),
-                 "J^T (M K + lam I)^-1 a vs dense (G + lam I)^-1 J^T a")
+    assert_close(
+        (J.transpose(-1, -2) @ w[:, :, None])[:, :, 0],
+        expected,
+        F64,
+        F64 * expected.abs().amax(),
+        "J^T (M K + lam I)^-1 a vs dense (G + lam I)^-1 J^T a",
+    )
 
 
 @pytest.mark.parametrize("B, C, D, lam", CASES[:3], ids=IDS[:3])
@@ -84,7 +89,9 @@ def test_cg_solve_vs_dense(B, C, D, lam):
 
 def test_resolve_damping():
     lam_max = torch.tensor([2.0, 0.0, 5.0], dtype=torch.float64)
-    assert_close(resolve_damping(1e-3, "absolute", lam_max), torch.full((3,), 1e-3, dtype=torch.float64), 0, 0, "absolute")
+    assert_close(
+        resolve_damping(1e-3, "absolute", lam_max), torch.full((3,), 1e-3, dtype=torch.float64), 0, 0, "absolute"
+    )
     rel = resolve_damping(1e-3, "relative", lam_max)
     assert_close(rel[[0, 2]], torch.tensor([2e-3, 5e-3], dtype=torch.float64), 1e-15, 0, "relative")
     assert rel[1] > 0, "relative damping must stay > 0 where G = 0"

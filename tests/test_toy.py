@@ -75,8 +75,20 @@ def test_demo_writes_files_and_summary(demo):
 
 def test_demo_paths_terminate_and_respect_lower_bound(demo):
     _, _, table = demo
-    expected = {"point", "source", "target", "metric", "first_hit", "shielded", "fr_length", "l2", "status",
-                "predicted_first_hit", "predicted_length", "lower_bound"}
+    expected = {
+        "point",
+        "source",
+        "target",
+        "metric",
+        "first_hit",
+        "shielded",
+        "fr_length",
+        "l2",
+        "status",
+        "predicted_first_hit",
+        "predicted_length",
+        "lower_bound",
+    }
     assert expected <= set(table.columns)
     assert len(table) == 2 * 3 * 4
     assert set(table["status"]) <= TERMINAL

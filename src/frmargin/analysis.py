@@ -37,7 +37,16 @@ LB_RTOL = 1e-4  # a traced length counts as >= LB when fr_length >= LB * (1 - LB
 LB_ATOL = 1e-6
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 # The paper's groups: "animal classes (bird, cat, dog, frog) are fragile, vehicles and ship robust";
 # its shields are "vehicle-style classes (truck, ship, airplane)". Automobile is a vehicle too.
@@ -99,10 +108,15 @@ CLASS_TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("n_paths", "paths traced from images of this class"),
     ("n_success", "paths from this class that changed the predicted class"),
     ("success_pct", "100 * n_success / n_paths"),
-    ("shielding_pct", "paper's column, as a rate: among successful paths where the class is neither "
-     "source nor target, the % whose first class hit is this class"),
-    ("mean_fr_margin", "paper's column: mean FR length (fr_length) over successful paths from this "
-     "class to all targets"),
+    (
+        "shielding_pct",
+        "paper's column, as a rate: among successful paths where the class is neither "
+        "source nor target, the % whose first class hit is this class",
+    ),
+    (
+        "mean_fr_margin",
+        "paper's column: mean FR length (fr_length) over successful paths from this class to all targets",
+    ),
     ("mean_l2", "paper's column: mean L2 norm of x_end - x0 at the flip over the same paths"),
     ("vuln_rank", "paper's column: rank of mean_fr_margin, 1 = largest = most robust"),
     ("image_margin", "true FR margin: per image min over targets of fr_length, averaged over images"),
@@ -153,7 +167,8 @@ def _prepare_paths(paths: pd.DataFrame, n_classes: int | None = None) -> pd.Data
             bad = values[(values < low) | (values >= n_classes)]
             if bad.size:
                 raise bad_argument(
-                    f"paths.{column}", sorted(set(bad.tolist()))[:10],
+                    f"paths.{column}",
+                    sorted(set(bad.tolist()))[:10],
                     f"class indices in [{low}, {n_classes - 1}] for {n_classes} class names",
                 )
         if (p["source"] == p["target"]).any():
@@ -280,9 +295,7 @@ def _onehot(classes: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
-def _cluster_stats(
-    p: pd.DataFrame, im: pd.DataFrame, n_classes: int, n_boot: int, seed: int
-) -> _ClusterStats:
+def _cluster_stats(p: pd.DataFrame, im: pd.DataFrame, n_classes: int, n_boot: int, seed: int) -> _ClusterStats:
     """All per-class ratio statistics of ``class_table`` with their cluster-bootstrap replicates."""
     n_img = len(im)
     pos = pd.Index(im["image_index"]).get_indexer(p["image_index"])
@@ -379,8 +392,18 @@ def image_margins(paths: pd.DataFrame, images: pd.DataFrame | None = None) -> pd
     out["n_success"] = out["n_success"].astype(np.int64)
     out["fr_rank"] = out["fr_margin"].rank(ascending=False, method="average")
     columns = [
-        "source", "n_paths", "n_success", "fr_margin", "margin_target", "margin_first_hit",
-        "margin_l2", "min_l2_paths", "predicted_margin", "lower_bound", "confidence", "fr_rank",
+        "source",
+        "n_paths",
+        "n_success",
+        "fr_margin",
+        "margin_target",
+        "margin_first_hit",
+        "margin_l2",
+        "min_l2_paths",
+        "predicted_margin",
+        "lower_bound",
+        "confidence",
+        "fr_rank",
     ]
     return out[columns].reset_index()
 
@@ -579,15 +602,26 @@ def closed_form_agreement(paths: pd.DataFrame) -> pd.DataFrame:
         return float(np.quantile(values, level)) if values.size else np.nan
 
     rows = [
-        ("rel_error_median", q(rel, 0.5), rel.size,
-         "median of |traced - predicted| / predicted length"),
+        ("rel_error_median", q(rel, 0.5), rel.size, "median of |traced - predicted| / predicted length"),
         ("rel_error_p90", q(rel, 0.9), rel.size, "90th percentile of the same relative error"),
-        ("first_hit_agreement", float(agree.mean()) if agree.size else np.nan, int(agree.size),
-         "share of paths whose first class hit equals the predicted one"),
-        ("share_above_lower_bound", float(above.mean()) if above.size else np.nan, int(above.size),
-         f"share with traced length >= LB (relative tolerance {LB_RTOL:g})"),
-        ("margin_over_lb_median", q(ratio, 0.5), ratio.size,
-         "median over images of (min over targets of traced length) / LB"),
+        (
+            "first_hit_agreement",
+            float(agree.mean()) if agree.size else np.nan,
+            int(agree.size),
+            "share of paths whose first class hit equals the predicted one",
+        ),
+        (
+            "share_above_lower_bound",
+            float(above.mean()) if above.size else np.nan,
+            int(above.size),
+            f"share with traced length >= LB (relative tolerance {LB_RTOL:g})",
+        ),
+        (
+            "margin_over_lb_median",
+            q(ratio, 0.5),
+            ratio.size,
+            "median over images of (min over targets of traced length) / LB",
+        ),
     ]
     return pd.DataFrame(rows, columns=["quantity", "value", "n", "definition"])
 
@@ -649,8 +683,7 @@ def fr_vs_l2(
         base = {"attack": attack, "n_excluded": int((~finite).sum())}
         weights = _weights(idx, len(x))
         boot_tau = _weighted_kendall(x, y, weights)
-        rows.append({**base, "level": "image", "n": len(x),
-                     **_correlations(x, y, x[idx], y[idx], boot_tau)})
+        rows.append({**base, "level": "image", "n": len(x), **_correlations(x, y, x[idx], y[idx], boot_tau)})
         classes = np.unique(source)
         onehot = (source[:, None] == classes[None, :]).astype(float)
         cx = _ratio(x @ onehot, onehot.sum(0))
@@ -658,8 +691,20 @@ def fr_vs_l2(
         bx = _ratio(weights @ (onehot * x[:, None]), weights @ onehot)
         by = _ratio(weights @ (onehot * y[:, None]), weights @ onehot)
         rows.append({**base, "level": "class", "n": len(classes), **_correlations(cx, cy, bx, by)})
-    columns = ["attack", "level", "n", "n_excluded", "spearman", "spearman_lo", "spearman_hi",
-               "spearman_p", "kendall", "kendall_lo", "kendall_hi", "kendall_p"]
+    columns = [
+        "attack",
+        "level",
+        "n",
+        "n_excluded",
+        "spearman",
+        "spearman_lo",
+        "spearman_hi",
+        "spearman_p",
+        "kendall",
+        "kendall_lo",
+        "kendall_hi",
+        "kendall_p",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -670,16 +715,31 @@ def _correlations(
 
     ``boot_tau`` are precomputed Kendall replicates; else Kendall is computed row by row.
     """
-    nan = {k: np.nan for k in ("spearman", "spearman_lo", "spearman_hi", "spearman_p",
-                               "kendall", "kendall_lo", "kendall_hi", "kendall_p")}
+    nan = {
+        k: np.nan
+        for k in (
+            "spearman",
+            "spearman_lo",
+            "spearman_hi",
+            "spearman_p",
+            "kendall",
+            "kendall_lo",
+            "kendall_hi",
+            "kendall_p",
+        )
+    }
     if len(x) < 3:
         return nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rho = stats.spearmanr(x, y)
         tau = stats.kendalltau(x, y)
-    out = {"spearman": float(rho.statistic), "spearman_p": float(rho.pvalue),
-           "kendall": float(tau.statistic), "kendall_p": float(tau.pvalue)}
+    out = {
+        "spearman": float(rho.statistic),
+        "spearman_p": float(rho.pvalue),
+        "kendall": float(tau.statistic),
+        "kendall_p": float(tau.pvalue),
+    }
     boot_rho = _rowwise_spearman(bx, by)
     if boot_tau is None and bx.shape[1] <= KENDALL_TENSOR_MAX:
         boot_tau = _rowwise_kendall(bx, by)
@@ -787,8 +847,7 @@ CLAIM_TEXTS = (
     "Fragile classes rarely shield robust ones (directionality)",
     "FR and L2 vulnerability rankings agree up to an offset",
 )
-CLAIM_COLUMNS = ["claim", "statistic", "value", "ci_low", "ci_high", "reference", "verdict",
-                 "explanation"]
+CLAIM_COLUMNS = ["claim", "statistic", "value", "ci_low", "ci_high", "reference", "verdict", "explanation"]
 
 
 def claims(
@@ -846,15 +905,30 @@ def claims(
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
-def _row(number: int, statistic: str, value: float = np.nan, ci: tuple[float, float] = (np.nan, np.nan),
-         reference: float = np.nan, verdict: str = "not tested", explanation: str = "") -> dict:
-    return {"claim": CLAIM_TEXTS[number - 1], "statistic": statistic, "value": float(value),
-            "ci_low": float(ci[0]), "ci_high": float(ci[1]), "reference": float(reference),
-            "verdict": verdict, "explanation": explanation}
+def _row(
+    number: int,
+    statistic: str,
+    value: float = np.nan,
+    ci: tuple[float, float] = (np.nan, np.nan),
+    reference: float = np.nan,
+    verdict: str = "not tested",
+    explanation: str = "",
+) -> dict:
+    return {
+        "claim": CLAIM_TEXTS[number - 1],
+        "statistic": statistic,
+        "value": float(value),
+        "ci_low": float(ci[0]),
+        "ci_high": float(ci[1]),
+        "reference": float(reference),
+        "verdict": verdict,
+        "explanation": explanation,
+    }
 
 
-def _per_image_ratio(num: np.ndarray, den: np.ndarray, pos: np.ndarray, n_img: int,
-                     weights: np.ndarray) -> tuple[float, np.ndarray]:
+def _per_image_ratio(
+    num: np.ndarray, den: np.ndarray, pos: np.ndarray, n_img: int, weights: np.ndarray
+) -> tuple[float, np.ndarray]:
     """Point ratio sum(num)/sum(den) over paths and its (n_boot,) replicates."""
     num_img = np.bincount(pos, weights=num, minlength=n_img)
     den_img = np.bincount(pos, weights=den, minlength=n_img)
@@ -867,8 +941,10 @@ def _ci(boot: np.ndarray) -> tuple[float, float]:
 
 
 def _claim_separation(names: list[str], cs: _ClusterStats) -> dict:
-    statistic = ("share of (robust, fragile) class pairs, robust in {airplane, automobile, ship, "
-                 "truck} and fragile in {bird, cat, dog, frog}, with robust mean FR margin larger")
+    statistic = (
+        "share of (robust, fragile) class pairs, robust in {airplane, automobile, ship, "
+        "truck} and fragile in {bird, cat, dog, frog}, with robust mean FR margin larger"
+    )
     robust = [names.index(c) for c in PAPER_ROBUST if c in names]
     fragile = [names.index(c) for c in PAPER_FRAGILE if c in names]
     margin = cs.point["mean_fr_margin"]
@@ -882,20 +958,24 @@ def _claim_separation(names: list[str], cs: _ClusterStats) -> dict:
 
     value = float(separation(margin))
     ci = _ci(separation(cs.boot["mean_fr_margin"]))
-    verdict = ("supported" if value >= SEPARATION_SUPPORTED
-               else "mixed" if value >= SEPARATION_MIXED else "not supported")
+    verdict = (
+        "supported" if value >= SEPARATION_SUPPORTED else "mixed" if value >= SEPARATION_MIXED else "not supported"
+    )
     worst = sorted(names[i] for i in fragile if margin[i] >= margin[robust].min())
-    explanation = (f"{round(value * 16)} of 16 pairs ordered as claimed (supported >= "
-                   f"{SEPARATION_SUPPORTED:g}, mixed >= {SEPARATION_MIXED:g})")
+    explanation = (
+        f"{round(value * 16)} of 16 pairs ordered as claimed (supported >= "
+        f"{SEPARATION_SUPPORTED:g}, mixed >= {SEPARATION_MIXED:g})"
+    )
     if worst:
         explanation += f"; fragile classes above the weakest robust one: {', '.join(worst)}"
     return _row(1, statistic, value, ci, np.nan, verdict, explanation)
 
 
-def _claim_vehicle_shields(names: list[str], p: pd.DataFrame, pos: np.ndarray, n_img: int,
-                           weights: np.ndarray) -> dict:
-    statistic = ("share of shielded paths whose shield is airplane, automobile, ship or truck "
-                 "(reference: share expected under uniform shields)")
+def _claim_vehicle_shields(names: list[str], p: pd.DataFrame, pos: np.ndarray, n_img: int, weights: np.ndarray) -> dict:
+    statistic = (
+        "share of shielded paths whose shield is airplane, automobile, ship or truck "
+        "(reference: share expected under uniform shields)"
+    )
     vehicles = [names.index(c) for c in VEHICLE_CLASSES if c in names]
     if len(vehicles) < len(VEHICLE_CLASSES):
         return _row(2, statistic, explanation="needs the CIFAR-10 class names")
@@ -903,39 +983,50 @@ def _claim_vehicle_shields(names: list[str], p: pd.DataFrame, pos: np.ndarray, n
     if not shielded.any():
         return _row(2, statistic, explanation="no shielded path in this run")
     is_vehicle = np.isin(p["first_hit"].to_numpy(), vehicles)
-    value, boot = _per_image_ratio((shielded & is_vehicle).astype(float), shielded.astype(float),
-                                   pos, n_img, weights)
-    eligible = (len(vehicles) - np.isin(p["source"], vehicles) - np.isin(p["target"], vehicles))
+    value, boot = _per_image_ratio((shielded & is_vehicle).astype(float), shielded.astype(float), pos, n_img, weights)
+    eligible = len(vehicles) - np.isin(p["source"], vehicles) - np.isin(p["target"], vehicles)
     chance = float(np.mean(eligible[shielded] / (len(names) - 2)))
     ci = _ci(boot)
     majority, above = value > DOMINANCE_MAJORITY, ci[0] > chance
     verdict = "supported" if majority and above else "mixed" if majority or above else "not supported"
-    return _row(2, statistic, value, ci, chance, verdict,
-                f"{int(shielded.sum())} shielded paths; vehicles would take {chance:.2f} of them "
-                f"by chance; 'dominate' = a majority (> {DOMINANCE_MAJORITY:g}) and above chance")
+    return _row(
+        2,
+        statistic,
+        value,
+        ci,
+        chance,
+        verdict,
+        f"{int(shielded.sum())} shielded paths; vehicles would take {chance:.2f} of them "
+        f"by chance; 'dominate' = a majority (> {DOMINANCE_MAJORITY:g}) and above chance",
+    )
 
 
-def _claim_directionality(table: pd.DataFrame, p: pd.DataFrame, pos: np.ndarray, n_img: int,
-                          weights: np.ndarray) -> dict:
-    statistic = ("share of successful fragile-to-robust paths shielded by a fragile class "
-                 "(reference: robust-to-fragile paths shielded by a robust class); robust = top "
-                 "half of our vulnerability ranking")
+def _claim_directionality(
+    table: pd.DataFrame, p: pd.DataFrame, pos: np.ndarray, n_img: int, weights: np.ndarray
+) -> dict:
+    statistic = (
+        "share of successful fragile-to-robust paths shielded by a fragile class "
+        "(reference: robust-to-fragile paths shielded by a robust class); robust = top "
+        "half of our vulnerability ranking"
+    )
     ranks = table["vuln_rank"].to_numpy(float)
     ranked = np.flatnonzero(np.isfinite(ranks))
     if ranked.size < 4:
         return _row(3, statistic, explanation="fewer than 4 classes have successful paths")
     order = ranked[np.argsort(ranks[ranked], kind="stable")]
-    robust, fragile = order[: order.size // 2], order[order.size // 2:]
+    robust, fragile = order[: order.size // 2], order[order.size // 2 :]
     src, tgt, hit = (p[c].to_numpy() for c in ("source", "target", "first_hit"))
     ok, shielded = p["success"].to_numpy(bool), p["shielded"].to_numpy(bool)
     f_to_r = ok & np.isin(src, fragile) & np.isin(tgt, robust)
     r_to_f = ok & np.isin(src, robust) & np.isin(tgt, fragile)
     if not f_to_r.any() or not r_to_f.any():
         return _row(3, statistic, explanation="no successful path between the two halves")
-    value, boot_v = _per_image_ratio((f_to_r & shielded & np.isin(hit, fragile)).astype(float),
-                                     f_to_r.astype(float), pos, n_img, weights)
-    ref, boot_r = _per_image_ratio((r_to_f & shielded & np.isin(hit, robust)).astype(float),
-                                   r_to_f.astype(float), pos, n_img, weights)
+    value, boot_v = _per_image_ratio(
+        (f_to_r & shielded & np.isin(hit, fragile)).astype(float), f_to_r.astype(float), pos, n_img, weights
+    )
+    ref, boot_r = _per_image_ratio(
+        (r_to_f & shielded & np.isin(hit, robust)).astype(float), r_to_f.astype(float), pos, n_img, weights
+    )
     ci = _ci(boot_v)
     diff_lo, diff_hi = _ci(boot_r - boot_v)
     if value >= ref:
@@ -945,16 +1036,26 @@ def _claim_directionality(table: pd.DataFrame, p: pd.DataFrame, pos: np.ndarray,
     else:
         verdict = "mixed"
     names = table["name"].tolist()
-    return _row(3, statistic, value, ci, ref, verdict,
-                f"robust half: {', '.join(names[i] for i in robust)}; reference - value = "
-                f"{ref - value:.3f} [{diff_lo:.3f}, {diff_hi:.3f}]; 'rarely' = at most "
-                f"{DIRECTION_RATIO:g} x the reference with the difference's interval above 0")
+    return _row(
+        3,
+        statistic,
+        value,
+        ci,
+        ref,
+        verdict,
+        f"robust half: {', '.join(names[i] for i in robust)}; reference - value = "
+        f"{ref - value:.3f} [{diff_lo:.3f}, {diff_hi:.3f}]; 'rarely' = at most "
+        f"{DIRECTION_RATIO:g} x the reference with the difference's interval above 0",
+    )
 
 
-def _claim_rank_agreement(im: pd.DataFrame, baselines: pd.DataFrame | None, n_boot: int,
-                          seed: int, correlations: pd.DataFrame | None) -> dict:
-    statistic = ("Spearman rho between the class means of the per-image FR margin (min over targets) "
-                 "and of the minimal L2 of the best baseline attack")
+def _claim_rank_agreement(
+    im: pd.DataFrame, baselines: pd.DataFrame | None, n_boot: int, seed: int, correlations: pd.DataFrame | None
+) -> dict:
+    statistic = (
+        "Spearman rho between the class means of the per-image FR margin (min over targets) "
+        "and of the minimal L2 of the best baseline attack"
+    )
     if baselines is None or len(baselines) == 0:
         return _row(4, statistic, explanation="no baselines.parquet: no minimal-L2 attack to compare")
     corr = fr_vs_l2(im, baselines, n_boot=n_boot, seed=seed) if correlations is None else correlations
@@ -971,10 +1072,17 @@ def _claim_rank_agreement(im: pd.DataFrame, baselines: pd.DataFrame | None, n_bo
     else:
         verdict = "not supported"
     image = corr[(corr["attack"] == attack) & (corr["level"] == "image")].iloc[0]
-    return _row(4, statistic, value, ci, np.nan, verdict,
-                f"attack {attack!r} over {int(row['n'])} classes; per-image Spearman "
-                f"{image['spearman']:.2f} [{image['spearman_lo']:.2f}, {image['spearman_hi']:.2f}]; "
-                f"supported >= {RANK_AGREEMENT_SUPPORTED:g}, mixed >= {RANK_AGREEMENT_MIXED:g}")
+    return _row(
+        4,
+        statistic,
+        value,
+        ci,
+        np.nan,
+        verdict,
+        f"attack {attack!r} over {int(row['n'])} classes; per-image Spearman "
+        f"{image['spearman']:.2f} [{image['spearman_lo']:.2f}, {image['spearman_hi']:.2f}]; "
+        f"supported >= {RANK_AGREEMENT_SUPPORTED:g}, mixed >= {RANK_AGREEMENT_MIXED:g}",
+    )
 
 
 # ------------------------------------------------------------------------ Fisher versus Euclidean
@@ -1009,8 +1117,11 @@ class MetricComparison:
 
 
 def fisher_vs_euclidean(
-    paths_fisher: pd.DataFrame, paths_euclid: pd.DataFrame, n_classes: int | None = None,
-    n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+    paths_fisher: pd.DataFrame,
+    paths_euclid: pd.DataFrame,
+    n_classes: int | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
 ) -> MetricComparison:
     """Compare first hits and shielding of Fisher (natural-gradient) and Euclidean paths.
 
@@ -1026,16 +1137,17 @@ def fisher_vs_euclidean(
         n_classes = int(max(pf[["source", "target"]].max().max(), pe[["source", "target"]].max().max())) + 1
     key = ["image_index", "target"]
     cols = key + ["source", "success", "first_hit", "shielded"]
-    pairs = pf[cols].drop_duplicates(key).merge(
-        pe[cols].drop_duplicates(key), on=key, suffixes=("_fisher", "_euclidean"), how="inner"
+    pairs = (
+        pf[cols]
+        .drop_duplicates(key)
+        .merge(pe[cols].drop_duplicates(key), on=key, suffixes=("_fisher", "_euclidean"), how="inner")
     )
     if pairs.empty:
-        raise bad_argument("paths_euclid", "no (image_index, target) pair shared with paths_fisher",
-                           "runs traced on the same images")
-    for metric in ("fisher", "euclidean"):
-        pairs[f"first_hit_{metric}"] = np.where(
-            pairs[f"success_{metric}"], pairs[f"first_hit_{metric}"], NO_FLIP
+        raise bad_argument(
+            "paths_euclid", "no (image_index, target) pair shared with paths_fisher", "runs traced on the same images"
         )
+    for metric in ("fisher", "euclidean"):
+        pairs[f"first_hit_{metric}"] = np.where(pairs[f"success_{metric}"], pairs[f"first_hit_{metric}"], NO_FLIP)
     pairs["source"] = pairs["source_fisher"]
     pairs["agree"] = pairs["first_hit_fisher"] == pairs["first_hit_euclidean"]
 
@@ -1047,38 +1159,65 @@ def fisher_vs_euclidean(
     agree_both = 100 * pairs.loc[both, "agree"].mean() if both.any() else np.nan
     summary = pd.DataFrame(
         [
-            ("success_pct", 100 * pairs["success_fisher"].mean(),
-             100 * pairs["success_euclidean"].mean(), np.nan,
-             f"% of the {len(pairs)} common (image, target) pairs that changed the class"),
-            ("shielded_pct", shielded_pct(pairs, "fisher"), shielded_pct(pairs, "euclidean"), np.nan,
-             "% of successful paths whose first hit is not the target"),
-            ("first_hit_agreement_pct", np.nan, np.nan, 100 * pairs["agree"].mean(),
-             "% of pairs with the same first hit in both runs (no flip counts as -1)"),
-            ("first_hit_agreement_both_success_pct", np.nan, np.nan, agree_both,
-             f"the same over the {int(both.sum())} pairs successful in both runs"),
+            (
+                "success_pct",
+                100 * pairs["success_fisher"].mean(),
+                100 * pairs["success_euclidean"].mean(),
+                np.nan,
+                f"% of the {len(pairs)} common (image, target) pairs that changed the class",
+            ),
+            (
+                "shielded_pct",
+                shielded_pct(pairs, "fisher"),
+                shielded_pct(pairs, "euclidean"),
+                np.nan,
+                "% of successful paths whose first hit is not the target",
+            ),
+            (
+                "first_hit_agreement_pct",
+                np.nan,
+                np.nan,
+                100 * pairs["agree"].mean(),
+                "% of pairs with the same first hit in both runs (no flip counts as -1)",
+            ),
+            (
+                "first_hit_agreement_both_success_pct",
+                np.nan,
+                np.nan,
+                agree_both,
+                f"the same over the {int(both.sum())} pairs successful in both runs",
+            ),
         ],
         columns=["quantity", "fisher", "euclidean", "joint", "note"],
     )
     g = pairs.groupby("source")
-    per_class = pd.DataFrame({
-        "n_pairs": g.size(),
-        "shielded_pct_fisher": g.apply(lambda f: shielded_pct(f, "fisher"), include_groups=False),
-        "shielded_pct_euclidean": g.apply(lambda f: shielded_pct(f, "euclidean"), include_groups=False),
-        "agreement_pct": 100 * g["agree"].mean(),
-    }).reindex(pd.RangeIndex(n_classes, name="source"))
+    per_class = pd.DataFrame(
+        {
+            "n_pairs": g.size(),
+            "shielded_pct_fisher": g.apply(lambda f: shielded_pct(f, "fisher"), include_groups=False),
+            "shielded_pct_euclidean": g.apply(lambda f: shielded_pct(f, "euclidean"), include_groups=False),
+            "agreement_pct": 100 * g["agree"].mean(),
+        }
+    ).reindex(pd.RangeIndex(n_classes, name="source"))
     per_class["n_pairs"] = per_class["n_pairs"].fillna(0).astype(np.int64)
 
     def matrix(metric: str) -> pd.DataFrame:
         frame = pairs.rename(columns={f"success_{metric}": "success", f"first_hit_{metric}": "first_hit"})
         frame = frame.assign(fr_length=np.nan, l2=np.nan)
-        return path_matrix(frame[["image_index", "source", "target", "success", "first_hit",
-                                  "fr_length", "l2"]], n_classes)
+        return path_matrix(
+            frame[["image_index", "source", "target", "success", "first_hit", "fr_length", "l2"]], n_classes
+        )
 
     out_pairs = pairs[["image_index", "source", "target", "first_hit_fisher", "first_hit_euclidean", "agree"]]
     statistics, verdict = _metric_statistics(pairs, _check_n_boot(n_boot), seed)
-    return MetricComparison(summary=summary, per_class=per_class.reset_index(), pairs=out_pairs,
-                            matrix_diff=matrix("euclidean") - matrix("fisher"),
-                            statistics=statistics, verdict=verdict)
+    return MetricComparison(
+        summary=summary,
+        per_class=per_class.reset_index(),
+        pairs=out_pairs,
+        matrix_diff=matrix("euclidean") - matrix("fisher"),
+        statistics=statistics,
+        verdict=verdict,
+    )
 
 
 #: a difference of shielding rates (points of %) below this reads as "alike" when its interval
@@ -1103,8 +1242,13 @@ def _metric_statistics(pairs: pd.DataFrame, n_boot: int, seed: int) -> tuple[pd.
         return 100 * value, 100 * boot
 
     (f, bf), (e, be) = pct(sh_f, succ_f), pct(sh_e, succ_e)
-    estimates = [(f, bf), (e, be), (e - f, be - bf),
-                 pct(pairs["agree"].to_numpy(bool), np.ones(len(pairs), bool)), pct(same, both)]
+    estimates = [
+        (f, bf),
+        (e, be),
+        (e - f, be - bf),
+        pct(pairs["agree"].to_numpy(bool), np.ones(len(pairs), bool)),
+        pct(same, both),
+    ]
     names = [
         ("shielded_pct_fisher", "% of successful Fisher paths whose first hit is not the target"),
         ("shielded_pct_euclidean", "the same for Euclidean paths"),
@@ -1122,21 +1266,42 @@ def _metric_statistics(pairs: pd.DataFrame, n_boot: int, seed: int) -> tuple[pd.
     if not np.isfinite(diff["value"]):
         verdict = "Undetermined: too few successful paths under one of the metrics."
     elif diff["ci_low"] <= 0 <= diff["ci_high"] and abs(diff["value"]) < SHIELDING_ALIKE:
-        verdict = (f"Both metrics shield alike ({sf:.1f}% vs {se:.1f}%): shielding follows the classifier's "
-                   "decision regions more than the metric.")
+        verdict = (
+            f"Both metrics shield alike ({sf:.1f}% vs {se:.1f}%): shielding follows the classifier's "
+            "decision regions more than the metric."
+        )
     else:
         more = "Euclidean" if diff["value"] > 0 else "Fisher"
-        verdict = (f"Shielding depends on the metric: {sf:.1f}% of Fisher paths and {se:.1f}% of Euclidean paths "
-                   f"are shielded (difference {diff['value']:+.1f} points, 95% CI [{diff['ci_low']:+.1f}, "
-                   f"{diff['ci_high']:+.1f}]); {more} paths meet intervening classes more often, so the "
-                   "shielding a path sees is not a fixed property of the decision regions.")
+        verdict = (
+            f"Shielding depends on the metric: {sf:.1f}% of Fisher paths and {se:.1f}% of Euclidean paths "
+            f"are shielded (difference {diff['value']:+.1f} points, 95% CI [{diff['ci_low']:+.1f}, "
+            f"{diff['ci_high']:+.1f}]); {more} paths meet intervening classes more often, so the "
+            "shielding a path sees is not a fixed property of the decision regions."
+        )
     return table, verdict
 
 
 __all__ = [
-    "CIFAR10_CLASSES", "CLASS_TABLE_COLUMNS", "CLAIM_TEXTS", "LITERATURE_ORDER", "LITERATURE_TIERS",
-    "PAPER_TABLE", "MetricComparison", "best_l2", "claims", "class_rankings", "class_table",
-    "closed_form_agreement", "compare_with_paper", "fisher_vs_euclidean", "fr_vs_l2",
-    "image_margins", "literature_rank", "path_matrix", "ranking_agreement", "shield_target_matrix",
-    "shielding_landscape", "status_counts",
+    "CIFAR10_CLASSES",
+    "CLAIM_TEXTS",
+    "CLASS_TABLE_COLUMNS",
+    "LITERATURE_ORDER",
+    "LITERATURE_TIERS",
+    "PAPER_TABLE",
+    "MetricComparison",
+    "best_l2",
+    "claims",
+    "class_rankings",
+    "class_table",
+    "closed_form_agreement",
+    "compare_with_paper",
+    "fisher_vs_euclidean",
+    "fr_vs_l2",
+    "image_margins",
+    "literature_rank",
+    "path_matrix",
+    "ranking_agreement",
+    "shield_target_matrix",
+    "shielding_landscape",
+    "status_counts",
 ]

@@ -42,12 +42,12 @@ from pathlib import Path
 from .errors import AssetError, bad_argument
 
 __all__ = [
-    "Asset",
-    "AssetMissingError",
-    "AssetStatus",
     "ASSETS",
     "ENV_HOME",
     "ENV_MIRROR",
+    "Asset",
+    "AssetMissingError",
+    "AssetStatus",
     "asset_status",
     "fetch",
     "file_digest",
@@ -116,10 +116,7 @@ class Asset:
 
 
 _AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
-_ABCROWN = (
-    "https://github.com/Verified-Intelligence/alpha-beta-CROWN/raw/main/"
-    "complete_verifier/models/cifar10_resnet/"
-)
+_ABCROWN = "https://github.com/Verified-Intelligence/alpha-beta-CROWN/raw/main/complete_verifier/models/cifar10_resnet/"
 _AKAMASTER_LICENCE = "BSD-2-Clause, akamaster/pytorch_resnet_cifar10 (Yerlan Idelbayev)"
 _ABCROWN_LICENCE = "BSD-3-Clause, Verified-Intelligence/alpha-beta-CROWN"
 
@@ -154,18 +151,10 @@ def _robust(blocks: str, sha256: str) -> Asset:
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in (
-        _standard(
-            20, "resnet20-12fca82f.th", "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8"
-        ),
-        _standard(
-            32, "resnet32-d509ac18.th", "d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850"
-        ),
-        _standard(
-            44, "resnet44-014dd654.th", "014dd6541728a1c700b1642ab640e211dc6eb8ed507d70697458dc8f8a0ae2e4"
-        ),
-        _standard(
-            56, "resnet56-4bfd9763.th", "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367"
-        ),
+        _standard(20, "resnet20-12fca82f.th", "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8"),
+        _standard(32, "resnet32-d509ac18.th", "d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850"),
+        _standard(44, "resnet44-014dd654.th", "014dd6541728a1c700b1642ab640e211dc6eb8ed507d70697458dc8f8a0ae2e4"),
+        _standard(56, "resnet56-4bfd9763.th", "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367"),
         _robust("2b", "ef824b47175668e924d7fd409b5ef7e239012b8f0c31fefa66c643efda1eb05b"),
         _robust("4b", "6158f9668935890e832d4e0fdc3b6cece2386ec826319eac36f329490b7729e7"),
         Asset(
@@ -551,9 +540,7 @@ def fetch(asset: str | Asset, *, download_missing: bool = True, progress: bool =
     raise AssetMissingError(_missing_message(a, looked, urls if download_missing else [], failures, base))
 
 
-def _missing_message(
-    a: Asset, looked: list[str], urls: list[str], failures: list[str], base: str | None
-) -> str:
+def _missing_message(a: Asset, looked: list[str], urls: list[str], failures: list[str], base: str | None) -> str:
     parts = [f"asset {a.name!r}: file {a.filename!r} ({a.algorithm} {a.digest}) is missing."]
     parts.append("Looked in: " + ", ".join(looked) + ".")
     if failures:

@@ -381,8 +381,7 @@ def _check_inputs(model, x, y, bounds) -> tuple[torch.nn.Module, torch.Tensor, t
     if x.ndim < 2:
         raise bad_argument("x", tuple(x.shape), "shape (B, *S) with a batch axis")
     if not torch.isfinite(x).all():
-        raise bad_argument("x", f"{int((~torch.isfinite(x)).sum())} non-finite entries",
-                           "finite inputs")
+        raise bad_argument("x", f"{int((~torch.isfinite(x)).sum())} non-finite entries", "finite inputs")
     lo, hi = bounds
     if x.numel() and (x.min() < lo or x.max() > hi):
         got = f"values in [{x.min().item():.4g}, {x.max().item():.4g}]"
@@ -426,7 +425,5 @@ def _foolbox() -> Any:
             warnings.filterwarnings("ignore", message=".*scipy.ndimage.filters.*")
             import foolbox
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise FrmarginError(
-            "the L2 baselines need foolbox: pip install 'frmargin[attacks]'"
-        ) from err
+        raise FrmarginError("the L2 baselines need foolbox: pip install 'frmargin[attacks]'") from err
     return foolbox

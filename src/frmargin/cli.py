@@ -74,7 +74,9 @@ def run(
     progress: bool = typer.Option(True, help="Show a progress bar."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 is best on a shared machine)."),
     top_classes: Optional[int] = typer.Option(
-        None, help="Per path, keep the M most probable classes and lump the rest (M + 1 Jacobian rows; many-class models)."),
+        None,
+        help="Per path, keep the M most probable classes and lump the rest (M + 1 Jacobian rows; many-class models).",
+    ),
 ) -> None:
     """Trace paths from N images to every other class and write DIR/paths.parquet, run.json."""
     from .experiment import RunConfig, run_experiment
@@ -93,12 +95,25 @@ def run(
         if "LOCAL_RANK" in os.environ and device == "cuda":
             device = f"cuda:{os.environ['LOCAL_RANK']}"
     config = RunConfig(
-        model=model, data=data, images=images, method=method, metric=metric, until=until,
-        box=_parse_box(box), batch_size=batch_size, seed=seed, damping=damping,
-        damping_mode=damping_mode, solver=solver, max_steps=max_steps,
+        model=model,
+        data=data,
+        images=images,
+        method=method,
+        metric=metric,
+        until=until,
+        box=_parse_box(box),
+        batch_size=batch_size,
+        seed=seed,
+        damping=damping,
+        damping_mode=damping_mode,
+        solver=solver,
+        max_steps=max_steps,
         accuracy=_accuracy_options(eta, rtol, atol, logit_step),
-        baselines=tuple(b for b in baselines.split(",") if b), chunk_images=chunk_images,
-        dtype=dtype, device=device, top_classes=top_classes,
+        baselines=tuple(b for b in baselines.split(",") if b),
+        chunk_images=chunk_images,
+        dtype=dtype,
+        device=device,
+        top_classes=top_classes,
     )
     folder = run_experiment(config, out, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import assets
-from .experiment import resolve_data
 from .errors import AssetError, bad_argument
+from .experiment import resolve_data
 from .models import MODEL_NAMES, load_model, top1_correct
 
-__all__ = ["accuracy_command", "assets_command", "assets_table", "accuracy_line"]
+__all__ = ["accuracy_command", "accuracy_line", "assets_command", "assets_table"]
 
 
 def _size(path: Path) -> str:

@@ -63,9 +63,7 @@ JPEG_CAVEAT = (
     "data: JPEG (quality ~75) copy of the CIFAR-10 test split, not the official images; "
     "standard ResNets lose about 10 points of accuracy on it"
 )
-_CIFAR_SOURCE = (
-    "official CIFAR-10 test split (cifar-10-python.tar.gz, https://www.cs.toronto.edu/~kriz/cifar.html)"
-)
+_CIFAR_SOURCE = "official CIFAR-10 test split (cifar-10-python.tar.gz, https://www.cs.toronto.edu/~kriz/cifar.html)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,9 +152,7 @@ def load_dataset(name: str | os.PathLike, *, progress: bool = True) -> Dataset:
     path = Path(name).expanduser()
     if path.is_dir() or str(path).endswith((".tar.gz", ".tgz")):
         if not path.exists():
-            raise AssetError(
-                f"argument 'name': {str(path)!r} does not exist, expected a CIFAR-10 tarball or folder"
-            )
+            raise AssetError(f"argument 'name': {str(path)!r} does not exist, expected a CIFAR-10 tarball or folder")
         return _load_cifar10(progress, local=path)
     if path.suffix == ".npz":
         if not path.is_file():
@@ -185,13 +181,11 @@ def _from_npz(path: Path, name: str, sha256: str) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # noqa: BLE001 - zip, pickle-refusal and format errors alike
+    except Exception as e:
         raise AssetError(f"file {str(path)!r}: cannot be read as .npz ({type(e).__name__}: {e})") from e
     for key in ("images", "labels"):
         if key not in arrays:
-            raise AssetError(
-                f"file {str(path)!r}: got arrays {sorted(arrays)}, expected 'images' and 'labels'"
-            )
+            raise AssetError(f"file {str(path)!r}: got arrays {sorted(arrays)}, expected 'images' and 'labels'")
     images = _images_to_tensor(arrays["images"], path)
     n = images.shape[0]
     labels = arrays["labels"]
@@ -203,8 +197,7 @@ def _from_npz(path: Path, name: str, sha256: str) -> Dataset:
     test_index = arrays.get("test_index", np.arange(n))
     if test_index.shape != (n,) or not np.issubdtype(test_index.dtype, np.integer):
         raise AssetError(
-            f"file {str(path)!r}: got test_index {test_index.dtype} {test_index.shape}, "
-            f"expected ({n},) integers"
+            f"file {str(path)!r}: got test_index {test_index.dtype} {test_index.shape}, expected ({n},) integers"
         )
     if "class_names" in arrays:
         class_names = tuple(str(c) for c in arrays["class_names"].ravel())
@@ -213,9 +206,7 @@ def _from_npz(path: Path, name: str, sha256: str) -> Dataset:
     else:
         class_names = tuple(str(i) for i in range(int(labels.max()) + 1))
     if n and labels.max() >= len(class_names):
-        raise AssetError(
-            f"file {str(path)!r}: got label {int(labels.max())}, expected < {len(class_names)} classes"
-        )
+        raise AssetError(f"file {str(path)!r}: got label {int(labels.max())}, expected < {len(class_names)} classes")
 
     file_source = _as_text(arrays.get("source"))
     caveat = None
@@ -252,9 +243,7 @@ def _images_to_tensor(images: np.ndarray, path: Path) -> torch.Tensor:
     if images.dtype == np.uint8:
         return torch.from_numpy(images).float().div_(255.0)
     if not np.issubdtype(images.dtype, np.floating):
-        raise AssetError(
-            f"file {str(path)!r}: got images of dtype {images.dtype}, expected uint8 or float in [0, 1]"
-        )
+        raise AssetError(f"file {str(path)!r}: got images of dtype {images.dtype}, expected uint8 or float in [0, 1]")
     t = torch.from_numpy(images.astype(np.float32, copy=False))
     if t.numel() and (not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1):
         raise AssetError(f"file {str(path)!r}: got float images outside [0, 1], expected values in [0, 1]")
@@ -291,7 +280,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 try:
-    import numpy._core.multiarray  # noqa: F401
+    import numpy._core.multiarray
 
     _MULTIARRAY = "numpy._core.multiarray"
 except ImportError:  # numpy < 2
@@ -308,7 +297,7 @@ def restricted_unpickle(data: bytes, origin: str) -> object:
         return _NumpyOnlyUnpickler(io.BytesIO(data), origin).load()
     except AssetError:
         raise
-    except Exception as e:  # noqa: BLE001 - a malformed pickle is an asset problem
+    except Exception as e:
         raise AssetError(f"file {origin!r}: cannot be unpickled ({type(e).__name__}: {e})") from e
 
 
@@ -331,15 +320,9 @@ def _parse_batches(test_batch: bytes, meta: bytes, origin: str) -> dict[str, np.
     data = np.asarray(_key(batch, "data", origin + "/test_batch"))
     labels = np.asarray(_key(batch, "labels", origin + "/test_batch"), dtype=np.int64)
     names = tuple(
-        n.decode() if isinstance(n, bytes) else str(n)
-        for n in _key(info, "label_names", origin + "/batches.meta")
+        n.decode() if isinstance(n, bytes) else str(n) for n in _key(info, "label_names", origin + "/batches.meta")
     )
-    if (
-        data.dtype != np.uint8
-        or data.ndim != 2
-        or data.shape[1] != 3 * 32 * 32
-        or labels.shape != (data.shape[0],)
-    ):
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
         raise AssetError(
             f"{origin}/test_batch: got data {data.dtype} {data.shape} and {labels.shape} labels, "
             "expected uint8 (N, 3072) and N labels"
@@ -361,9 +344,7 @@ def _check_member_md5(asset: assets.Asset, member: str, data: bytes, origin: str
     expected = dict(asset.members).get(f"{CIFAR_FOLDER}/{member}")
     actual = hashlib.md5(data).hexdigest()
     if expected is not None and actual != expected:
-        raise AssetError(
-            f"file {origin}/{member!s}: fails its checksum: got md5 {actual}, expected md5 {expected}"
-        )
+        raise AssetError(f"file {origin}/{member!s}: fails its checksum: got md5 {actual}, expected md5 {expected}")
 
 
 def _safe_member_name(name: str) -> bool:
@@ -402,13 +383,9 @@ def read_cifar_archive(path: str | Path, asset: str | assets.Asset = CIFAR_ASSET
         raise AssetError(f"archive {str(path)!r}: cannot be read ({type(e).__name__}: {e})") from e
     for name, data in wanted.items():
         if not data:
-            raise AssetError(
-                f"archive {str(path)!r}: got no member {name!r}, expected the CIFAR-10 python layout"
-            )
+            raise AssetError(f"archive {str(path)!r}: got no member {name!r}, expected the CIFAR-10 python layout")
         _check_member_md5(a, name.rsplit("/", 1)[1], data, str(path) + ":" + CIFAR_FOLDER)
-    return _parse_batches(
-        wanted[f"{CIFAR_FOLDER}/test_batch"], wanted[f"{CIFAR_FOLDER}/batches.meta"], str(path)
-    )
+    return _parse_batches(wanted[f"{CIFAR_FOLDER}/test_batch"], wanted[f"{CIFAR_FOLDER}/batches.meta"], str(path))
 
 
 def read_cifar_folder(folder: str | Path, asset: str | assets.Asset = CIFAR_ASSET) -> dict[str, np.ndarray]:
@@ -421,9 +398,7 @@ def read_cifar_folder(folder: str | Path, asset: str | assets.Asset = CIFAR_ASSE
     for member in ("test_batch", "batches.meta"):
         p = folder / member
         if not p.is_file():
-            raise AssetError(
-                f"folder {str(folder)!r}: got no file {member!r}, expected the CIFAR-10 python layout"
-            )
+            raise AssetError(f"folder {str(folder)!r}: got no file {member!r}, expected the CIFAR-10 python layout")
         raw[member] = p.read_bytes()
         _check_member_md5(a, member, raw[member], str(folder))
     return _parse_batches(raw["test_batch"], raw["batches.meta"], str(folder))

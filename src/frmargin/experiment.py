@@ -25,7 +25,7 @@ from .errors import AssetError, FrmarginError, bad_argument
 from .geometry import margin_lower_bound, predicted_path
 from .paths import ACCURACY_DEFAULTS, DEFAULT_DAMPING, DEFAULT_MAX_STEPS, METHODS, METRICS, UNTIL, trace_paths
 
-__all__ = ["RunConfig", "run_experiment", "select_images", "resolve_data"]
+__all__ = ["RunConfig", "resolve_data", "run_experiment", "select_images"]
 
 RUN_FILE = "run.json"
 IMAGES_FILE = "images.parquet"
@@ -33,8 +33,22 @@ PATHS_DIR = "paths.parquet"
 BASELINES_DIR = "baselines.parquet"
 #: configuration fields that change results (a resumed run must match them)
 IDENTITY_FIELDS = (
-    "model", "data", "images", "method", "metric", "until", "box", "seed", "damping",
-    "damping_mode", "solver", "max_steps", "accuracy", "chunk_images", "dtype", "top_classes",
+    "model",
+    "data",
+    "images",
+    "method",
+    "metric",
+    "until",
+    "box",
+    "seed",
+    "damping",
+    "damping_mode",
+    "solver",
+    "max_steps",
+    "accuracy",
+    "chunk_images",
+    "dtype",
+    "top_classes",
 )
 
 
@@ -115,7 +129,9 @@ def select_images(labels: np.ndarray, n: int, n_classes: int, seed: int) -> np.n
     for c in range(n_classes):
         pool = np.flatnonzero(labels == c)
         if len(pool) < per[c]:
-            raise bad_argument("images", n, f"at most {len(pool) * n_classes} for this dataset ({len(pool)} of class {c})")
+            raise bad_argument(
+                "images", n, f"at most {len(pool) * n_classes} for this dataset ({len(pool)} of class {c})"
+            )
         chosen.append(rng.permutation(pool)[: per[c]])
     return np.sort(np.concatenate(chosen))
 
@@ -189,9 +205,7 @@ def _prepare_folder(out: Path, config: RunConfig, resume: bool, rank: int) -> No
         raise FrmarginError(f"option '--out': {out} is not empty and holds no run; choose another folder")
 
 
-def run_experiment(
-    config: RunConfig, out: Path, *, resume: bool = False, progress: bool = True
-) -> Path:
+def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, progress: bool = True) -> Path:
     """Run (or resume) a sweep into ``out``; returns ``out``.
 
     Example:
@@ -307,17 +321,24 @@ def run_experiment(
         final = json.loads((out / RUN_FILE).read_text())
         paths = pd.read_parquet(out / PATHS_DIR)
         sessions = final.get("sessions", []) + [
-            {"seconds": round(time.time() - started, 3), "trace_seconds": round(trace_seconds, 3),
-             "paths_traced": int(paths_here), "world_size": world}
+            {
+                "seconds": round(time.time() - started, 3),
+                "trace_seconds": round(trace_seconds, 3),
+                "paths_traced": int(paths_here),
+                "world_size": world,
+            }
         ]
         traced = sum(s["paths_traced"] for s in sessions)
         seconds = sum(s["trace_seconds"] for s in sessions)
         final.update(
             status="complete",
-            n_paths=int(len(paths)),
+            n_paths=len(paths),
             sessions=sessions,
-            timing={"total": round(sum(s["seconds"] for s in sessions), 3), "tracing": round(seconds, 3),
-                    "per_path": round(seconds / traced, 4) if traced else 0.0},
+            timing={
+                "total": round(sum(s["seconds"] for s in sessions), 3),
+                "tracing": round(seconds, 3),
+                "per_path": round(seconds / traced, 4) if traced else 0.0,
+            },
             versions=_versions(),
         )
         _atomic_write_json(final, out / RUN_FILE)
@@ -341,10 +362,20 @@ def _trace_chunk(model, x_all, probs, sel, rows, C, config: RunConfig) -> pd.Dat
     source = src.repeat_interleave(C - 1)
     target = targets.reshape(-1)
     res = trace_paths(
-        model, x_all[rep], source, target,
-        method=config.method, metric=config.metric, damping=config.damping,
-        damping_mode=config.damping_mode, solver=config.solver, max_steps=config.max_steps,
-        until=config.until, box=config.box, batch_size=config.batch_size, top_classes=config.top_classes,
+        model,
+        x_all[rep],
+        source,
+        target,
+        method=config.method,
+        metric=config.metric,
+        damping=config.damping,
+        damping_mode=config.damping_mode,
+        solver=config.solver,
+        max_steps=config.max_steps,
+        until=config.until,
+        box=config.box,
+        batch_size=config.batch_size,
+        top_classes=config.top_classes,
         **config.accuracy,
     )
     p0 = probs[rep]
@@ -380,7 +411,11 @@ def _run_baselines(model, x_all, y_all, sel, good, config, out, rank, world, pro
                 continue
             res = min_l2_attack(model, x_all[rows], y_all[rows], attack=attack, bounds=(0.0, 1.0))
             frame = pd.DataFrame(
-                {"image_index": sel[rows.cpu().numpy()], "attack": attack,
-                 "l2": res.distance.cpu().numpy(), "status": list(res.status)}
+                {
+                    "image_index": sel[rows.cpu().numpy()],
+                    "attack": attack,
+                    "l2": res.distance.cpu().numpy(),
+                    "status": list(res.status),
+                }
             )
             _atomic_write_parquet(frame, part)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.func import jvp, vjp
 
+from .errors import bad_argument
 from .solve import (
     cg_solve,
     exact_solve,
@@ -21,7 +22,6 @@ from .solve import (
     largest_eigenvalue,
     resolve_damping,
 )
-from .errors import bad_argument
 
 __all__ = ["DataFisher", "logits_and_jacobian"]
 

@@ -89,9 +89,7 @@ def margin_lower_bound(p: torch.Tensor, source: torch.Tensor | None = None) -> t
     return 2.0 * torch.asin(gap.clamp(0.0, 1.0))
 
 
-def predicted_path(
-    p: torch.Tensor, source: torch.Tensor, target: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def predicted_path(p: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Length and first class hit of the exact natural-gradient flow on the simplex (4b).
 
     Along the flow of L = log p_y - log p_k, p_y falls and p_k rises at the same rate and

@@ -16,7 +16,7 @@ from .solve import DAMPING_MODES
 from .tracer import ChunkTracer, TracerOptions
 from .validation import check_box, check_classes, check_images, check_logits, check_model
 
-__all__ = ["PathResult", "trace_paths", "METHODS", "METRICS", "UNTIL", "SOLVERS", "ACCURACY_DEFAULTS"]
+__all__ = ["ACCURACY_DEFAULTS", "METHODS", "METRICS", "SOLVERS", "UNTIL", "PathResult", "trace_paths"]
 
 METHODS = ("converged", "paper")
 METRICS = ("fisher", "euclidean")
@@ -98,7 +98,9 @@ class PathResult:
         return pd.DataFrame(data)
 
 
-def _options(method, metric, until, solver, damping, damping_mode, max_steps, box, record, top_classes, acc) -> TracerOptions:
+def _options(
+    method, metric, until, solver, damping, damping_mode, max_steps, box, record, top_classes, acc
+) -> TracerOptions:
     for name, value, allowed in (
         ("method", method, METHODS),
         ("metric", metric, METRICS),
@@ -134,9 +136,17 @@ def _options(method, metric, until, solver, damping, damping_mode, max_steps, bo
         if solver != "exact":
             raise bad_argument("top_classes", top_classes, "None with solver='cg' (CG uses every class)")
     return TracerOptions(
-        method=method, metric=metric, until=until, solver=solver, damping=float(damping),
-        damping_mode=damping_mode, max_steps=max_steps, box=box, record=bool(record),
-        top_classes=top_classes, **opts,
+        method=method,
+        metric=metric,
+        until=until,
+        solver=solver,
+        damping=float(damping),
+        damping_mode=damping_mode,
+        max_steps=max_steps,
+        box=box,
+        record=bool(record),
+        top_classes=top_classes,
+        **opts,
     )
 
 
@@ -220,7 +230,9 @@ def trace_paths(
     box = check_box(box, x)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise bad_argument("batch_size", batch_size, "an integer >= 1")
-    opts = _options(method, metric, until, solver, damping, damping_mode, max_steps, box, record, top_classes, accuracy_options)
+    opts = _options(
+        method, metric, until, solver, damping, damping_mode, max_steps, box, record, top_classes, accuracy_options
+    )
     with torch.no_grad():
         z0 = check_logits(model(x[:1]), 1)
     C = z0.shape[-1]

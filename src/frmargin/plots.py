@@ -44,8 +44,7 @@ def _annotate(ax, values: np.ndarray, norm: Normalize, fmt: str, cmap_dark_low: 
             continue
         level = norm(value)
         dark = level < 0.55 if cmap_dark_low else abs(level - 0.5) > 0.3
-        ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=7,
-                color="white" if dark else "black")
+        ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=7, color="white" if dark else "black")
 
 
 def _ranked_order(vuln_rank: pd.Series | np.ndarray) -> list[int]:
@@ -77,8 +76,11 @@ def plot_path_matrix(matrix: pd.DataFrame, class_names: Sequence[str], path: Pat
 
 
 def plot_attack_effort(
-    paths: pd.DataFrame, class_names: Sequence[str], path: Path,
-    vuln_rank: Sequence[float] | None = None, image_margins_df: pd.DataFrame | None = None,
+    paths: pd.DataFrame,
+    class_names: Sequence[str],
+    path: Path,
+    vuln_rank: Sequence[float] | None = None,
+    image_margins_df: pd.DataFrame | None = None,
 ) -> Path:
     """Per-class distribution of traced FR lengths (box + points), most robust class first.
 
@@ -95,24 +97,45 @@ def plot_attack_effort(
     positions = np.arange(1, len(order) + 1)
     nonempty = [i for i, d in enumerate(data) if d.size]
     if nonempty:
-        ax.boxplot([data[i] for i in nonempty], positions=positions[nonempty], widths=0.55,
-                   showfliers=False, medianprops={"color": OKABE_ITO[5], "linewidth": 2},
-                   boxprops={"color": "#444444"}, whiskerprops={"color": "#444444"})
+        ax.boxplot(
+            [data[i] for i in nonempty],
+            positions=positions[nonempty],
+            widths=0.55,
+            showfliers=False,
+            medianprops={"color": OKABE_ITO[5], "linewidth": 2},
+            boxprops={"color": "#444444"},
+            whiskerprops={"color": "#444444"},
+        )
     rng = np.random.default_rng(0)
     for pos, values in zip(positions, data):
         if values.size > MAX_POINTS_PER_CLASS:
             values = rng.choice(values, MAX_POINTS_PER_CLASS, replace=False)
         jitter = rng.uniform(-0.2, 0.2, values.size)
-        ax.scatter(pos + jitter, values, s=6, color=OKABE_ITO[4], alpha=POINT_ALPHA, linewidths=0,
-                   label="path" if pos == positions[0] else None)
+        ax.scatter(
+            pos + jitter,
+            values,
+            s=6,
+            color=OKABE_ITO[4],
+            alpha=POINT_ALPHA,
+            linewidths=0,
+            label="path" if pos == positions[0] else None,
+        )
     if image_margins_df is not None:
         means = image_margins_df.groupby("source")["fr_margin"].mean()
-        ax.scatter(positions, [means.get(c, np.nan) for c in order], marker="D", s=36,
-                   color=OKABE_ITO[0], edgecolor="black", zorder=3,
-                   label="mean per-image margin (min over targets)")
+        ax.scatter(
+            positions,
+            [means.get(c, np.nan) for c in order],
+            marker="D",
+            s=36,
+            color=OKABE_ITO[0],
+            edgecolor="black",
+            zorder=3,
+            label="mean per-image margin (min over targets)",
+        )
     ax.set_xticks(positions, [names[c] for c in order], rotation=30, ha="right")
-    ax.set_xlabel("source class" + (" (ordered by vulnerability rank, most robust first)"
-                                    if vuln_rank is not None else ""))
+    ax.set_xlabel(
+        "source class" + (" (ordered by vulnerability rank, most robust first)" if vuln_rank is not None else "")
+    )
     ax.set_ylabel("FR length to the class change")
     ax.set_title("Attack effort in FR space (successful paths)")
     ax.grid(axis="y", alpha=0.3)
@@ -133,13 +156,14 @@ def plot_shielding_landscape(
     names = list(class_names)
     n_classes = len(names)
     order = [c for c in _ranked_order(vuln_rank) if np.isfinite(np.asarray(vuln_rank, float)[c])]
-    robust, fragile = order[: len(order) // 2], order[len(order) // 2:]
+    robust, fragile = order[: len(order) // 2], order[len(order) // 2 :]
     panels = [
         ("robust sources -> fragile targets", robust, fragile),
         ("fragile sources -> robust targets", fragile, robust),
     ]
-    shares = [100 * analysis.shield_target_matrix(paths, n_classes, s, t).loc[order, t].to_numpy(float)
-              for _, s, t in panels]
+    shares = [
+        100 * analysis.shield_target_matrix(paths, n_classes, s, t).loc[order, t].to_numpy(float) for _, s, t in panels
+    ]
     vmax = max([np.nanmax(v) if v.size and np.isfinite(v).any() else 0.0 for v in shares] + [1.0])
     norm = Normalize(vmin=0, vmax=vmax)
     fig = Figure(layout="constrained", figsize=(11.0, 5.8))
@@ -164,25 +188,42 @@ def plot_closed_form(paths: pd.DataFrame, image_margins_df: pd.DataFrame, path: 
     left, right = fig.subplots(1, 2)
     has_prediction = "predicted_length" in ok.columns and np.isfinite(ok["predicted_length"]).any()
     if has_prediction:
-        direct = ok["predicted_first_hit"] == ok["target"] if "predicted_first_hit" in ok.columns \
+        direct = (
+            ok["predicted_first_hit"] == ok["target"]
+            if "predicted_first_hit" in ok.columns
             else pd.Series(True, index=ok.index)
-        for mask, label, colour in ((direct, "predicted to reach its target", OKABE_ITO[4]),
-                                    (~direct, "predicted shielded", OKABE_ITO[5])):
-            left.scatter(ok.loc[mask, "predicted_length"], ok.loc[mask, "fr_length"], s=7,
-                         alpha=POINT_ALPHA + 0.15, color=colour, linewidths=0, label=label)
+        )
+        for mask, label, colour in (
+            (direct, "predicted to reach its target", OKABE_ITO[4]),
+            (~direct, "predicted shielded", OKABE_ITO[5]),
+        ):
+            left.scatter(
+                ok.loc[mask, "predicted_length"],
+                ok.loc[mask, "fr_length"],
+                s=7,
+                alpha=POINT_ALPHA + 0.15,
+                color=colour,
+                linewidths=0,
+                label=label,
+            )
         _identity(left, ok["predicted_length"], ok["fr_length"])
         left.legend(loc="upper left", fontsize=8)
     else:
-        left.text(0.5, 0.5, "no closed-form predictions in this run", ha="center",
-                  transform=left.transAxes)
+        left.text(0.5, 0.5, "no closed-form predictions in this run", ha="center", transform=left.transAxes)
     left.set_xlabel("closed-form NG length (METHOD 4b)")
     left.set_ylabel("traced FR length")
     left.set_title("Traced vs closed-form length, per path", fontsize=10)
-    im = image_margins_df[np.isfinite(image_margins_df["fr_margin"])
-                          & np.isfinite(image_margins_df["lower_bound"])]
+    im = image_margins_df[np.isfinite(image_margins_df["fr_margin"]) & np.isfinite(image_margins_df["lower_bound"])]
     if len(im):
-        right.scatter(im["lower_bound"], im["fr_margin"], s=10, color=OKABE_ITO[2],
-                      alpha=POINT_ALPHA + 0.25, linewidths=0, label="image")
+        right.scatter(
+            im["lower_bound"],
+            im["fr_margin"],
+            s=10,
+            color=OKABE_ITO[2],
+            alpha=POINT_ALPHA + 0.25,
+            linewidths=0,
+            label="image",
+        )
         _identity(right, im["lower_bound"], im["fr_margin"])
         right.legend(loc="upper left", fontsize=8)
     else:
@@ -204,9 +245,7 @@ def _identity(ax, x: pd.Series, y: pd.Series) -> None:
         ax.plot([lo, hi], [lo, hi], color="black", linestyle="--", linewidth=1, label="y = x")
 
 
-def plot_fr_vs_l2(
-    image_margins_df: pd.DataFrame, path: Path, baselines: pd.DataFrame | None = None
-) -> Path:
+def plot_fr_vs_l2(image_margins_df: pd.DataFrame, path: Path, baselines: pd.DataFrame | None = None) -> Path:
     """Per-image FR margin against L2: at the flip of its shortest FR path, and (with baselines)
     the minimal L2 of each attack."""
     has_baselines = baselines is not None and len(baselines) > 0
@@ -214,8 +253,7 @@ def plot_fr_vs_l2(
     axes = fig.subplots(1, 2 if has_baselines else 1)
     axes = list(np.atleast_1d(axes))
     im = image_margins_df
-    axes[0].scatter(im["fr_margin"], im["margin_l2"], s=9, color=OKABE_ITO[4],
-                    alpha=POINT_ALPHA + 0.2, linewidths=0)
+    axes[0].scatter(im["fr_margin"], im["margin_l2"], s=9, color=OKABE_ITO[4], alpha=POINT_ALPHA + 0.2, linewidths=0)
     axes[0].set_xlabel("per-image FR margin")
     axes[0].set_ylabel("L2 of x_end - x0 at the flip (shortest FR path)")
     axes[0].set_title("FR margin vs L2 along the FR path", fontsize=10)
@@ -225,9 +263,15 @@ def plot_fr_vs_l2(
         joined = im.set_index("image_index")[["fr_margin"]].join(wide, how="inner")
         for i, attack in enumerate(attacks):
             finite = np.isfinite(joined[attack])
-            axes[1].scatter(joined.loc[finite, "fr_margin"], joined.loc[finite, attack], s=9,
-                            alpha=POINT_ALPHA + 0.2, linewidths=0,
-                            color=OKABE_ITO[i % len(OKABE_ITO)], label=f"{attack} (n={int(finite.sum())})")
+            axes[1].scatter(
+                joined.loc[finite, "fr_margin"],
+                joined.loc[finite, attack],
+                s=9,
+                alpha=POINT_ALPHA + 0.2,
+                linewidths=0,
+                color=OKABE_ITO[i % len(OKABE_ITO)],
+                label=f"{attack} (n={int(finite.sum())})",
+            )
         axes[1].set_xlabel("per-image FR margin")
         axes[1].set_ylabel("minimal L2 distance found by the attack")
         axes[1].set_title("FR margin vs minimal-L2 attacks (failures omitted)", fontsize=10)
@@ -238,8 +282,9 @@ def plot_fr_vs_l2(
     return _save(fig, path)
 
 
-def plot_matrix_difference(diff: pd.DataFrame, class_names: Sequence[str], path: Path,
-                           title: str = "Path matrix: Euclidean minus Fisher") -> Path:
+def plot_matrix_difference(
+    diff: pd.DataFrame, class_names: Sequence[str], path: Path, title: str = "Path matrix: Euclidean minus Fisher"
+) -> Path:
     """Diverging heatmap of a path-matrix difference (e.g. ``MetricComparison.matrix_diff``)."""
     names = list(class_names)
     values = diff.to_numpy(float)
@@ -259,8 +304,9 @@ def plot_matrix_difference(diff: pd.DataFrame, class_names: Sequence[str], path:
     return _save(fig, path)
 
 
-def plot_class_comparison(tables: Mapping[str, pd.DataFrame], path: Path,
-                          column: str = "mean_fr_margin", label: str = "mean FR margin") -> Path:
+def plot_class_comparison(
+    tables: Mapping[str, pd.DataFrame], path: Path, column: str = "mean_fr_margin", label: str = "mean FR margin"
+) -> Path:
     """Grouped bars of one ``class_table`` column per run, with its 95% interval when present."""
     labels = list(tables)
     first = tables[labels[0]]
@@ -274,11 +320,19 @@ def plot_class_comparison(tables: Mapping[str, pd.DataFrame], path: Path,
         values = table[column].to_numpy(float)
         errors = None
         if f"{column}_lo" in table.columns:
-            errors = np.vstack([values - table[f"{column}_lo"].to_numpy(float),
-                                table[f"{column}_hi"].to_numpy(float) - values])
+            errors = np.vstack(
+                [values - table[f"{column}_lo"].to_numpy(float), table[f"{column}_hi"].to_numpy(float) - values]
+            )
             errors = np.where(np.isfinite(errors), np.maximum(errors, 0), 0)
-        ax.bar(x + (i - (len(labels) - 1) / 2) * width, values, width, yerr=errors, capsize=2,
-               color=OKABE_ITO[i % len(OKABE_ITO)], label=run)
+        ax.bar(
+            x + (i - (len(labels) - 1) / 2) * width,
+            values,
+            width,
+            yerr=errors,
+            capsize=2,
+            color=OKABE_ITO[i % len(OKABE_ITO)],
+            label=run,
+        )
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_xlabel("source class")
     ax.set_ylabel(label)
@@ -289,6 +343,11 @@ def plot_class_comparison(tables: Mapping[str, pd.DataFrame], path: Path,
 
 
 __all__ = [
-    "plot_attack_effort", "plot_class_comparison", "plot_closed_form", "plot_fr_vs_l2",
-    "plot_matrix_difference", "plot_path_matrix", "plot_shielding_landscape",
+    "plot_attack_effort",
+    "plot_class_comparison",
+    "plot_closed_form",
+    "plot_fr_vs_l2",
+    "plot_matrix_difference",
+    "plot_path_matrix",
+    "plot_shielding_landscape",
 ]

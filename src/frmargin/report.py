@@ -34,11 +34,40 @@ JPEG_MARKERS = ("jpeg", "jpg")
 #: run.json entries that do not make two runs different experiments: bookkeeping, and "config",
 #: whose entries that matter stand at the top level too (batch size, chunking, baselines, device
 #: and world size change no path)
-INCIDENTAL_KEYS = frozenset({"timing", "versions", "tracer_options", "accuracy", "n_correct", "fingerprint",
-                             "sessions", "config", "status", "world_size", "device", "data_requested"})
+INCIDENTAL_KEYS = frozenset(
+    {
+        "timing",
+        "versions",
+        "tracer_options",
+        "accuracy",
+        "n_correct",
+        "fingerprint",
+        "sessions",
+        "config",
+        "status",
+        "world_size",
+        "device",
+        "data_requested",
+    }
+)
 COMPARED_KEYS = ("model", "data", "data_source", "method", "metric", "until", "box", "images", "seed")
-HEADER_KEYS = ("model", "data", "data_source", "class_names", "method", "metric", "until", "box",
-               "images", "seed", "accuracy", "n_correct", "timing", "versions", "tracer_options")
+HEADER_KEYS = (
+    "model",
+    "data",
+    "data_source",
+    "class_names",
+    "method",
+    "metric",
+    "until",
+    "box",
+    "images",
+    "seed",
+    "accuracy",
+    "n_correct",
+    "timing",
+    "versions",
+    "tracer_options",
+)
 MISSING = "–"
 VERDICT_CSS = {"supported": "ok", "mixed": "mixed", "not supported": "bad", "not tested": "na"}
 
@@ -102,21 +131,25 @@ def load_run(directory: Path) -> Run:
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise FrmarginError(f"argument 'run_dirs': got {str(directory)!r}, expected an existing run "
-                            "folder (holding paths.parquet)")
+        raise FrmarginError(
+            f"argument 'run_dirs': got {str(directory)!r}, expected an existing run folder (holding paths.parquet)"
+        )
     paths_file = directory / "paths.parquet"
     if not paths_file.exists():
-        raise FrmarginError(f"argument 'run_dirs': folder {str(directory)!r} has no paths.parquet, "
-                            "expected a run folder written by the experiment runner")
+        raise FrmarginError(
+            f"argument 'run_dirs': folder {str(directory)!r} has no paths.parquet, "
+            "expected a run folder written by the experiment runner"
+        )
     notes: list[str] = []
     paths = _read_parquet(paths_file, "paths file")
     if paths.empty:
-        raise FrmarginError(f"argument 'run_dirs': {str(paths_file)!r} has no rows, expected at "
-                            "least one traced path")
+        raise FrmarginError(f"argument 'run_dirs': {str(paths_file)!r} has no rows, expected at least one traced path")
     missing = [c for c in analysis.PATH_COLUMNS if c not in paths.columns]
     if missing:
-        raise FrmarginError(f"argument 'run_dirs': {str(paths_file)!r} lacks the columns {missing}, "
-                            f"expected {list(analysis.PATH_COLUMNS)}")
+        raise FrmarginError(
+            f"argument 'run_dirs': {str(paths_file)!r} lacks the columns {missing}, "
+            f"expected {list(analysis.PATH_COLUMNS)}"
+        )
     images = baselines = None
     if (directory / "images.parquet").exists():
         images = _read_parquet(directory / "images.parquet", "images file")
@@ -130,26 +163,38 @@ def load_run(directory: Path) -> Run:
         try:
             info = json.loads(info_file.read_text())
         except (OSError, json.JSONDecodeError) as error:
-            raise FrmarginError(f"argument 'run_dirs': {str(info_file)!r} is not valid JSON ({error}), "
-                                "expected the run description written by the runner") from error
+            raise FrmarginError(
+                f"argument 'run_dirs': {str(info_file)!r} is not valid JSON ({error}), "
+                "expected the run description written by the runner"
+            ) from error
         if not isinstance(info, dict):
-            raise FrmarginError(f"argument 'run_dirs': {str(info_file)!r} holds a "
-                                f"{type(info).__name__}, expected a JSON object")
+            raise FrmarginError(
+                f"argument 'run_dirs': {str(info_file)!r} holds a {type(info).__name__}, expected a JSON object"
+            )
     else:
         notes.append("run.json is missing: the run header is incomplete.")
     n_classes = int(max(paths["source"].max(), paths["target"].max(), paths["first_hit"].max())) + 1
     names = info.get("class_names")
     if not names:
-        names = (list(analysis.CIFAR10_CLASSES) if n_classes == 10
-                 else [f"class {c}" for c in range(n_classes)])
-        notes.append("run.json has no class_names: using " + ("CIFAR-10 names." if n_classes == 10
-                                                              else "class numbers."))
+        names = list(analysis.CIFAR10_CLASSES) if n_classes == 10 else [f"class {c}" for c in range(n_classes)]
+        notes.append(
+            "run.json has no class_names: using " + ("CIFAR-10 names." if n_classes == 10 else "class numbers.")
+        )
     elif len(names) < n_classes:
-        raise FrmarginError(f"argument 'run_dirs': {str(info_file)!r} lists {len(names)} class_names, "
-                            f"expected at least {n_classes} (the largest class index in paths + 1)")
+        raise FrmarginError(
+            f"argument 'run_dirs': {str(info_file)!r} lists {len(names)} class_names, "
+            f"expected at least {n_classes} (the largest class index in paths + 1)"
+        )
     info = {**info, "class_names": [str(n) for n in names]}
-    return Run(label=directory.name or str(directory), directory=directory, info=info, paths=paths,
-               images=images, baselines=baselines, notes=tuple(notes))
+    return Run(
+        label=directory.name or str(directory),
+        directory=directory,
+        info=info,
+        paths=paths,
+        images=images,
+        baselines=baselines,
+        notes=tuple(notes),
+    )
 
 
 def split_modes(run: Run) -> list[Run]:
@@ -167,8 +212,14 @@ def split_modes(run: Run) -> list[Run]:
     for values, sub in groups:
         values = values if isinstance(values, tuple) else (values,)
         tag = "/".join(str(v) for v in values)
-        out.append(replace(run, label=f"{run.label} [{tag}]", paths=sub.reset_index(drop=True),
-                           info={**run.info, **dict(zip(keys, values))}))
+        out.append(
+            replace(
+                run,
+                label=f"{run.label} [{tag}]",
+                paths=sub.reset_index(drop=True),
+                info={**run.info, **dict(zip(keys, values))},
+            )
+        )
     return out
 
 
@@ -202,11 +253,12 @@ def analyze(run: Run, n_boot: int = analysis.DEFAULT_N_BOOT, seed: int = 0) -> R
     fr_l2 = analysis.fr_vs_l2(margins, baselines, n_boot=n_boot, seed=seed) if baselines is not None else None
     rankings = analysis.class_rankings(table, margins, baselines)
     return RunAnalysis(
-        run=run, table=table, margins=margins,
+        run=run,
+        table=table,
+        margins=margins,
         status=analysis.status_counts(run.paths),
         agreement=analysis.closed_form_agreement(run.paths),
-        claims=analysis.claims(run.paths, run.images, table, baselines, n_boot=n_boot, seed=seed,
-                               correlations=fr_l2),
+        claims=analysis.claims(run.paths, run.images, table, baselines, n_boot=n_boot, seed=seed, correlations=fr_l2),
         paper=analysis.compare_with_paper(table),
         rankings=rankings,
         ranking_agreement=analysis.ranking_agreement(rankings),
@@ -322,27 +374,46 @@ def _per_cell(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 def _ci_column(table: pd.DataFrame, column: str) -> list[str]:
     digits = _decimals(table[column].to_numpy(float)) or 0
-    return [_ci(v, lo, hi, digits) for v, lo, hi in
-            zip(table[column], table[f"{column}_lo"], table[f"{column}_hi"])]
+    return [_ci(v, lo, hi, digits) for v, lo, hi in zip(table[column], table[f"{column}_lo"], table[f"{column}_hi"])]
 
 
 def display_class_table(table: pd.DataFrame) -> pd.DataFrame:
     """The class table as text cells, estimates with their 95% intervals."""
-    text = _text_frame(table[["n_images", "n_paths", "success_pct", "mean_lower_bound",
-                              "mean_predicted_length", "shielded_pct", "mean_steps", "n_as_shield"]])
-    return pd.DataFrame({
-        "class": table["name"], "images": text["n_images"], "paths": text["n_paths"],
-        "success %": text["success_pct"],
-        "shielding %": _ci_column(table, "shielding_pct"),
-        "mean FR margin": _ci_column(table, "mean_fr_margin"),
-        "mean L2": _ci_column(table, "mean_l2"),
-        "vuln rank": [_rank_ci(v, lo, hi) for v, lo, hi in
-                      zip(table["vuln_rank"], table["vuln_rank_lo"], table["vuln_rank_hi"])],
-        "per-image margin": _ci_column(table, "image_margin"),
-        "mean LB": text["mean_lower_bound"], "mean predicted": text["mean_predicted_length"],
-        "shielded %": text["shielded_pct"], "mean steps": text["mean_steps"],
-        "n as shield": text["n_as_shield"],
-    }).reset_index(drop=True)
+    text = _text_frame(
+        table[
+            [
+                "n_images",
+                "n_paths",
+                "success_pct",
+                "mean_lower_bound",
+                "mean_predicted_length",
+                "shielded_pct",
+                "mean_steps",
+                "n_as_shield",
+            ]
+        ]
+    )
+    return pd.DataFrame(
+        {
+            "class": table["name"],
+            "images": text["n_images"],
+            "paths": text["n_paths"],
+            "success %": text["success_pct"],
+            "shielding %": _ci_column(table, "shielding_pct"),
+            "mean FR margin": _ci_column(table, "mean_fr_margin"),
+            "mean L2": _ci_column(table, "mean_l2"),
+            "vuln rank": [
+                _rank_ci(v, lo, hi)
+                for v, lo, hi in zip(table["vuln_rank"], table["vuln_rank_lo"], table["vuln_rank_hi"])
+            ],
+            "per-image margin": _ci_column(table, "image_margin"),
+            "mean LB": text["mean_lower_bound"],
+            "mean predicted": text["mean_predicted_length"],
+            "shielded %": text["shielded_pct"],
+            "mean steps": text["mean_steps"],
+            "n as shield": text["n_as_shield"],
+        }
+    ).reset_index(drop=True)
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -360,14 +431,14 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 def _html_table(frame: pd.DataFrame, css: dict[tuple[int, str], str]) -> str:
     cells = _text_frame(frame)
     text_columns = {c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])}
-    head = "".join(f'<th class="{"text" if c in text_columns else ""}">{html.escape(str(c))}</th>'
-                   for c in cells.columns)
+    head = "".join(
+        f'<th class="{"text" if c in text_columns else ""}">{html.escape(str(c))}</th>' for c in cells.columns
+    )
     body = []
     for i, row in enumerate(cells.itertuples(index=False)):
         tds = []
         for column, value in zip(cells.columns, row):
-            classes = " ".join(filter(None, ["text" if column in text_columns else "",
-                                             css.get((i, column), "")]))
+            classes = " ".join(filter(None, ["text" if column in text_columns else "", css.get((i, column), "")]))
             tds.append(f'<td class="{classes}">{html.escape(str(value))}</td>')
         body.append("<tr>" + "".join(tds) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -400,9 +471,11 @@ def _relative(path: Path, base: Path) -> str:
 
 def render_html(doc: Document) -> str:
     """One self-contained HTML page: inline CSS, figures as base64 data URIs."""
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-             f"<title>{html.escape(doc.title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(doc.title)}</h1>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(doc.title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(doc.title)}</h1>",
+    ]
     for block in doc.blocks:
         kind = block[0]
         if kind == "heading":
@@ -416,8 +489,10 @@ def render_html(doc: Document) -> str:
         elif kind == "figure":
             data = base64.b64encode(block[1].read_bytes()).decode("ascii")
             caption = html.escape(block[2])
-            parts.append(f"<figure><img alt='{caption}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{caption}</figcaption></figure>")
+            parts.append(
+                f"<figure><img alt='{caption}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
     parts.append("<p class='note'>Generated by frmargin report.</p></body></html>")
     return "\n".join(parts)
 
@@ -449,25 +524,30 @@ def _caveats(run: Run) -> list[str]:
     info = run.info
     out = []
     if _is_jpeg(info):
-        out.append(f"the data are a JPEG copy, not the original test set ({info.get('data_source')}). "
-                   "JPEG compression changes pixels, so accuracy, margins and every number below "
-                   "describe the JPEG copy; they are not directly comparable with results on the "
-                   "original data.")
+        out.append(
+            f"the data are a JPEG copy, not the original test set ({info.get('data_source')}). "
+            "JPEG compression changes pixels, so accuracy, margins and every number below "
+            "describe the JPEG copy; they are not directly comparable with results on the "
+            "original data."
+        )
     if info.get("method") == "paper":
-        out.append("method 'paper' follows the paper's algorithm (with the sign erratum fixed): "
-                   "`fr_length` is the chord-sum FR length of the traced path, while the paper's "
-                   "own D_FR is the step count (`mean steps`), which depends on the damping and the "
-                   "step size, not only on the model (METHOD.md section 2, erratum 2).")
+        out.append(
+            "method 'paper' follows the paper's algorithm (with the sign erratum fixed): "
+            "`fr_length` is the chord-sum FR length of the traced path, while the paper's "
+            "own D_FR is the step count (`mean steps`), which depends on the damping and the "
+            "step size, not only on the model (METHOD.md section 2, erratum 2)."
+        )
     if info.get("metric") == "euclidean":
-        out.append("metric 'euclidean': paths follow plain gradients, not natural gradients; their "
-                   "lengths are still measured in FR length but are not FR geodesic margins.")
+        out.append(
+            "metric 'euclidean': paths follow plain gradients, not natural gradients; their "
+            "lengths are still measured in FR length but are not FR geodesic margins."
+        )
     return out + list(run.notes)
 
 
 def _mapping_text(value: object) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in value.items()) or MISSING
+        return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()) or MISSING
     return MISSING if value is None else str(value)
 
 
@@ -479,22 +559,33 @@ def _header_table(run: Run) -> pd.DataFrame:
     if info.get("n_correct") is not None:
         acc_text += f" ({info['n_correct']} correct)"
     timing = info.get("timing")
-    timing_text = ", ".join(f"{k} {_fmt(float(v))} s" for k, v in timing.items()) \
-        if isinstance(timing, dict) else _mapping_text(timing)
+    timing_text = (
+        ", ".join(f"{k} {_fmt(float(v))} s" for k, v in timing.items())
+        if isinstance(timing, dict)
+        else _mapping_text(timing)
+    )
     rows = [
         ("model", info.get("model", MISSING)),
         ("data", info.get("data", MISSING)),
         ("data source", info.get("data_source", MISSING) + ("  [JPEG COPY]" if _is_jpeg(info) else "")),
         ("accuracy (top-1 on the selection)", acc_text),
-        ("images requested / selected / with paths",
-         f"{info.get('images', MISSING)} / {n_images} / {paths['image_index'].nunique()}"),
+        (
+            "images requested / selected / with paths",
+            f"{info.get('images', MISSING)} / {n_images} / {paths['image_index'].nunique()}",
+        ),
         ("paths (successful)", f"{len(paths)} ({int(paths['success'].astype(bool).sum())})"),
-        ("method / metric / until", f"{info.get('method', MISSING)} / {info.get('metric', MISSING)} / "
-                                    f"{info.get('until', MISSING)}"),
+        (
+            "method / metric / until",
+            f"{info.get('method', MISSING)} / {info.get('metric', MISSING)} / {info.get('until', MISSING)}",
+        ),
         ("box constraint", _fmt(info.get("box"))),
         ("seed", _fmt(info.get("seed"))),
-        ("baselines", ", ".join(sorted(run.baselines["attack"].astype(str).unique()))
-         if run.baselines is not None and len(run.baselines) else "none"),
+        (
+            "baselines",
+            ", ".join(sorted(run.baselines["attack"].astype(str).unique()))
+            if run.baselines is not None and len(run.baselines)
+            else "none",
+        ),
         ("tracer options", _mapping_text(info.get("tracer_options"))),
         ("timing", timing_text),
         ("versions", _mapping_text(info.get("versions"))),
@@ -511,22 +602,29 @@ def _header_table(run: Run) -> pd.DataFrame:
 
 
 def _claims_display(claims: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    frame = pd.DataFrame({
-        "claim": claims["claim"],
-        "verdict": claims["verdict"],
-        "value [95% CI]": [_ci(v, lo, hi, 3) for v, lo, hi in
-                           zip(claims["value"], claims["ci_low"], claims["ci_high"])],
-        "reference": [_fmt(v, 3) for v in claims["reference"]],
-        "statistic": claims["statistic"],
-        "explanation": claims["explanation"],
-    })
+    frame = pd.DataFrame(
+        {
+            "claim": claims["claim"],
+            "verdict": claims["verdict"],
+            "value [95% CI]": [
+                _ci(v, lo, hi, 3) for v, lo, hi in zip(claims["value"], claims["ci_low"], claims["ci_high"])
+            ],
+            "reference": [_fmt(v, 3) for v in claims["reference"]],
+            "statistic": claims["statistic"],
+            "explanation": claims["explanation"],
+        }
+    )
     css = {(i, "verdict"): VERDICT_CSS.get(v, "") for i, v in enumerate(claims["verdict"])}
     return frame, css
 
 
 def _paper_display(paper: pd.DataFrame) -> pd.DataFrame:
-    labels = {"shielding_pct": "shielding %", "mean_fr_margin": "mean FR margin",
-              "mean_l2": "mean L2", "vuln_rank": "vuln rank"}
+    labels = {
+        "shielding_pct": "shielding %",
+        "mean_fr_margin": "mean FR margin",
+        "mean_l2": "mean L2",
+        "vuln_rank": "vuln rank",
+    }
     out = pd.DataFrame({"class": paper["name"]})
     for column, label in labels.items():
         for side in ("ours", "paper", "diff"):
@@ -538,17 +636,27 @@ def _figures(result: RunAnalysis, out: Path, prefix: str = "") -> list[tuple[Pat
     run, names = result.run, result.run.class_names
     rank = result.table["vuln_rank"].to_numpy(float)
     figs = [
-        (plots.plot_path_matrix(result.matrix, names, out / f"{prefix}path_matrix.png"),
-         "Path matrix: paths by source class and first class hit after the class change."),
-        (plots.plot_attack_effort(run.paths, names, out / f"{prefix}attack_effort.png", rank, result.margins),
-         "Attack effort in FR space: traced FR lengths of successful paths per source class."),
-        (plots.plot_shielding_landscape(run.paths, names, rank, out / f"{prefix}shielding_landscape.png"),
-         "Shielding landscape: which classes intercept paths from robust to fragile classes (left) "
-         "and from fragile to robust classes (right)."),
-        (plots.plot_closed_form(run.paths, result.margins, out / f"{prefix}closed_form.png"),
-         "Closed forms: traced versus predicted path length, and per-image margin versus the lower bound."),
-        (plots.plot_fr_vs_l2(result.margins, out / f"{prefix}fr_vs_l2.png", run.baselines),
-         "Per-image FR margin versus Euclidean distances."),
+        (
+            plots.plot_path_matrix(result.matrix, names, out / f"{prefix}path_matrix.png"),
+            "Path matrix: paths by source class and first class hit after the class change.",
+        ),
+        (
+            plots.plot_attack_effort(run.paths, names, out / f"{prefix}attack_effort.png", rank, result.margins),
+            "Attack effort in FR space: traced FR lengths of successful paths per source class.",
+        ),
+        (
+            plots.plot_shielding_landscape(run.paths, names, rank, out / f"{prefix}shielding_landscape.png"),
+            "Shielding landscape: which classes intercept paths from robust to fragile classes (left) "
+            "and from fragile to robust classes (right).",
+        ),
+        (
+            plots.plot_closed_form(run.paths, result.margins, out / f"{prefix}closed_form.png"),
+            "Closed forms: traced versus predicted path length, and per-image margin versus the lower bound.",
+        ),
+        (
+            plots.plot_fr_vs_l2(result.margins, out / f"{prefix}fr_vs_l2.png", run.baselines),
+            "Per-image FR margin versus Euclidean distances.",
+        ),
     ]
     return figs
 
@@ -571,9 +679,11 @@ def _single_report(result: RunAnalysis, out: Path) -> Path:
     _class_table_section(doc, result)
     _paper_section(doc, result)
     doc.heading("Closed forms versus traced paths")
-    doc.text("How well the softmax-only closed forms of METHOD.md section 4 predict the traced paths "
-             "(successful paths). Large errors point to box constraints, damping, step size or "
-             "rank-deficient Jacobians.")
+    doc.text(
+        "How well the softmax-only closed forms of METHOD.md section 4 predict the traced paths "
+        "(successful paths). Large errors point to box constraints, damping, step size or "
+        "rank-deficient Jacobians."
+    )
     doc.table(_per_cell(result.agreement, ["value"]))
     doc.heading("The paper's claims")
     frame, css = _claims_display(result.claims)
@@ -587,8 +697,10 @@ def _single_report(result: RunAnalysis, out: Path) -> Path:
 
 def _class_table_section(doc: Document, result: RunAnalysis) -> None:
     doc.heading("Per-class table")
-    doc.text("Estimates with 95% cluster-bootstrap intervals in brackets (images resampled within "
-             "their class; the paths of one image are not independent). Also in `class_table.csv`.")
+    doc.text(
+        "Estimates with 95% cluster-bootstrap intervals in brackets (images resampled within "
+        "their class; the paths of one image are not independent). Also in `class_table.csv`."
+    )
     doc.table(display_class_table(result.table))
     definitions = pd.DataFrame(analysis.CLASS_TABLE_COLUMNS, columns=["column", "definition"])
     doc.table(definitions)
@@ -596,43 +708,65 @@ def _class_table_section(doc: Document, result: RunAnalysis) -> None:
 
 def _paper_section(doc: Document, result: RunAnalysis) -> None:
     doc.heading("Ours beside the paper's table")
-    doc.text("The paper's table (ResNet, 800 CIFAR-10 test images, 3,659 successful paths) is "
-             "internally inconsistent: its shielding % column sums to 316% and its rank does not "
-             "follow its mean FR margin (ship 3.45 > airplane 3.21, yet airplane is rank 1). Our "
-             "shielding % is a per-class rate (see the column definitions); differences are ours "
-             "minus the paper's.")
+    doc.text(
+        "The paper's table (ResNet, 800 CIFAR-10 test images, 3,659 successful paths) is "
+        "internally inconsistent: its shielding % column sums to 316% and its rank does not "
+        "follow its mean FR margin (ship 3.45 > airplane 3.21, yet airplane is rank 1). Our "
+        "shielding % is a per-class rate (see the column definitions); differences are ours "
+        "minus the paper's."
+    )
     if len(result.paper):
         doc.table(_paper_display(result.paper))
     else:
-        doc.text("The class names of this run are not CIFAR-10's, so no row can be matched. The "
-                 "paper's table:")
+        doc.text("The class names of this run are not CIFAR-10's, so no row can be matched. The paper's table:")
     doc.heading("The paper's table", level=3)
-    doc.table(analysis.PAPER_TABLE.rename(columns={
-        "name": "class", "shielding_pct": "Shielding %", "mean_fr_margin": "Mean FR margin",
-        "mean_l2": "Mean L2", "vuln_rank": "Vuln rank"}))
+    doc.table(
+        analysis.PAPER_TABLE.rename(
+            columns={
+                "name": "class",
+                "shielding_pct": "Shielding %",
+                "mean_fr_margin": "Mean FR margin",
+                "mean_l2": "Mean L2",
+                "vuln_rank": "Vuln rank",
+            }
+        )
+    )
 
 
 def _rankings_section(doc: Document, result: RunAnalysis, suffix: str = "") -> None:
     if result.fr_l2 is not None:
         doc.heading("FR margins versus minimal L2 attacks" + suffix)
-        doc.text("Spearman and Kendall rank correlations between per-image FR margins (min over "
-                 "targets) and the minimal L2 distance of each attack (`best` = min over attacks), "
-                 "and between their class means; 95% cluster-bootstrap intervals in brackets. "
-                 "Failed attacks (L2 = inf) are excluded and counted.")
+        doc.text(
+            "Spearman and Kendall rank correlations between per-image FR margins (min over "
+            "targets) and the minimal L2 distance of each attack (`best` = min over attacks), "
+            "and between their class means; 95% cluster-bootstrap intervals in brackets. "
+            "Failed attacks (L2 = inf) are excluded and counted."
+        )
         fr = result.fr_l2
-        doc.table(pd.DataFrame({
-            "attack": fr["attack"], "level": fr["level"], "n": fr["n"], "excluded": fr["n_excluded"],
-            "Spearman [95% CI]": [_ci(v, lo, hi, 3) for v, lo, hi in
-                                  zip(fr["spearman"], fr["spearman_lo"], fr["spearman_hi"])],
-            "Kendall [95% CI]": [_ci(v, lo, hi, 3) for v, lo, hi in
-                                 zip(fr["kendall"], fr["kendall_lo"], fr["kendall_hi"])],
-        }))
+        doc.table(
+            pd.DataFrame(
+                {
+                    "attack": fr["attack"],
+                    "level": fr["level"],
+                    "n": fr["n"],
+                    "excluded": fr["n_excluded"],
+                    "Spearman [95% CI]": [
+                        _ci(v, lo, hi, 3) for v, lo, hi in zip(fr["spearman"], fr["spearman_lo"], fr["spearman_hi"])
+                    ],
+                    "Kendall [95% CI]": [
+                        _ci(v, lo, hi, 3) for v, lo, hi in zip(fr["kendall"], fr["kendall_lo"], fr["kendall_hi"])
+                    ],
+                }
+            )
+        )
     doc.heading("Class rankings side by side" + suffix)
-    doc.text("1 = most robust. FR: the paper's column, our mean FR length over successful paths "
-             "(the per-image margins above rank classes slightly differently); L2: class mean of "
-             "the best attack's minimal L2 (with baselines); paper: its Vuln rank; literature: "
-             "tiers of class-wise robustness reported for CIFAR-10 (cat most vulnerable, then "
-             "bird/deer/dog; automobile, truck, ship most robust), as tier mid-ranks.")
+    doc.text(
+        "1 = most robust. FR: the paper's column, our mean FR length over successful paths "
+        "(the per-image margins above rank classes slightly differently); L2: class mean of "
+        "the best attack's minimal L2 (with baselines); paper: its Vuln rank; literature: "
+        "tiers of class-wise robustness reported for CIFAR-10 (cat most vulnerable, then "
+        "bird/deer/dog; automobile, truck, ship most robust), as tier mid-ranks."
+    )
     doc.table(result.rankings.rename(columns={"name": "class"}))
     doc.table(result.ranking_agreement.rename(columns={"versus": "FR ranking versus"}))
 
@@ -665,8 +799,9 @@ def _side_by_side(results: list[RunAnalysis], column: str) -> pd.DataFrame:
     for result in results:
         table = result.table.set_index("name").reindex(names)
         if column == "vuln_rank":
-            cells = [_rank_ci(v, lo, hi) for v, lo, hi in
-                     zip(table[column], table[f"{column}_lo"], table[f"{column}_hi"])]
+            cells = [
+                _rank_ci(v, lo, hi) for v, lo, hi in zip(table[column], table[f"{column}_lo"], table[f"{column}_hi"])
+            ]
         elif f"{column}_lo" in table.columns:
             cells = _ci_column(table, column)
         else:
@@ -689,14 +824,24 @@ def _comparison_report(results: list[RunAnalysis], out: Path) -> Path:
     rows = []
     for result in results:
         info, paths = result.run.info, result.run.paths
-        rows.append({"run": result.run.label, **{k: _fmt(info.get(k)) for k in COMPARED_KEYS},
-                     "paths": len(paths), "success %": 100 * paths["success"].astype(bool).mean(),
-                     "accuracy": info.get("accuracy", np.nan), "folder": str(result.run.directory)})
+        rows.append(
+            {
+                "run": result.run.label,
+                **{k: _fmt(info.get(k)) for k in COMPARED_KEYS},
+                "paths": len(paths),
+                "success %": 100 * paths["success"].astype(bool).mean(),
+                "accuracy": info.get("accuracy", np.nan),
+                "folder": str(result.run.directory),
+            }
+        )
     doc.table(pd.DataFrame(rows))
     base = results[0].run.info
     differing = sorted(set().union(*(_differing_keys(base, r.run.info) for r in results[1:])))
-    doc.text("Settings that differ between the runs: " + (", ".join(f"`{k}`" for k in differing)
-                                                          if differing else "none") + ".")
+    doc.text(
+        "Settings that differ between the runs: "
+        + (", ".join(f"`{k}`" for k in differing) if differing else "none")
+        + "."
+    )
     tables = pd.concat([r.table.assign(run=r.run.label) for r in results])
     tables.to_csv(out / "class_tables.csv")
     claims = pd.concat([r.claims.assign(run=r.run.label) for r in results])
@@ -704,9 +849,14 @@ def _comparison_report(results: list[RunAnalysis], out: Path) -> Path:
 
     doc.heading("Per-class tables side by side")
     doc.text("95% cluster-bootstrap intervals in brackets. Full tables in `class_tables.csv`.")
-    for column, label in (("mean_fr_margin", "Mean FR margin"), ("image_margin", "Per-image margin"),
-                          ("shielding_pct", "Shielding %"), ("vuln_rank", "Vulnerability rank"),
-                          ("mean_l2", "Mean L2 at flip"), ("shielded_pct", "Shielded % of paths")):
+    for column, label in (
+        ("mean_fr_margin", "Mean FR margin"),
+        ("image_margin", "Per-image margin"),
+        ("shielding_pct", "Shielding %"),
+        ("vuln_rank", "Vulnerability rank"),
+        ("mean_l2", "Mean L2 at flip"),
+        ("shielded_pct", "Shielded % of paths"),
+    ):
         doc.heading(label, level=3)
         doc.table(_side_by_side(results, column))
 
@@ -715,12 +865,12 @@ def _comparison_report(results: list[RunAnalysis], out: Path) -> Path:
     css: dict = {}
     for result in results:
         c = result.claims
-        verdicts[result.run.label] = [f"{v} ({_ci(x, lo, hi, 3)})" for v, x, lo, hi in
-                                      zip(c["verdict"], c["value"], c["ci_low"], c["ci_high"])]
+        verdicts[result.run.label] = [
+            f"{v} ({_ci(x, lo, hi, 3)})" for v, x, lo, hi in zip(c["verdict"], c["value"], c["ci_low"], c["ci_high"])
+        ]
         css.update({(i, result.run.label): VERDICT_CSS.get(v, "") for i, v in enumerate(c["verdict"])})
     doc.table(verdicts, css)
-    doc.text("Statistics: " + " ".join(f"({i + 1}) {s}." for i, s in
-                                       enumerate(results[0].claims["statistic"])))
+    doc.text("Statistics: " + " ".join(f"({i + 1}) {s}." for i, s in enumerate(results[0].claims["statistic"])))
 
     doc.heading("Closed forms versus traced paths, per run")
     agreement = pd.DataFrame({"quantity": results[0].agreement["quantity"]})
@@ -730,10 +880,13 @@ def _comparison_report(results: list[RunAnalysis], out: Path) -> Path:
 
     doc.heading("Figures")
     by_label = {r.run.label: r.table for r in results}
-    doc.figure(plots.plot_class_comparison(by_label, out / "compare_fr_margin.png"),
-               "Mean FR margin per class and run.")
-    doc.figure(plots.plot_class_comparison(by_label, out / "compare_shielding.png", "shielding_pct",
-                                           "shielding %"), "Shielding % per class and run.")
+    doc.figure(
+        plots.plot_class_comparison(by_label, out / "compare_fr_margin.png"), "Mean FR margin per class and run."
+    )
+    doc.figure(
+        plots.plot_class_comparison(by_label, out / "compare_shielding.png", "shielding_pct", "shielding %"),
+        "Shielding % per class and run.",
+    )
     _metric_sections(doc, results, out)
     for result in results:
         if result.fr_l2 is not None:
@@ -744,7 +897,7 @@ def _comparison_report(results: list[RunAnalysis], out: Path) -> Path:
 def _metric_sections(doc: Document, results: list[RunAnalysis], out: Path) -> None:
     """A Fisher-versus-Euclidean section for each pair of runs that differ only in metric."""
     for i, a in enumerate(results):
-        for j, b in enumerate(results[i + 1:], start=i + 1):
+        for j, b in enumerate(results[i + 1 :], start=i + 1):
             if _differing_keys(a.run.info, b.run.info) != {"metric"}:
                 continue
             metrics = {a.run.info.get("metric"): a, b.run.info.get("metric"): b}
@@ -754,22 +907,31 @@ def _metric_sections(doc: Document, results: list[RunAnalysis], out: Path) -> No
             names = fisher.run.class_names
             cmp = analysis.fisher_vs_euclidean(fisher.run.paths, euclid.run.paths, len(names))
             doc.heading(f"Fisher versus Euclidean: {fisher.run.label} vs {euclid.run.label}")
-            doc.text("The two runs differ only in the metric of the paths. Paths are matched on "
-                     "(image, target). Is shielding a property of the classifier's decision regions "
-                     "(then both metrics meet the same intervening classes) or of the metric?")
+            doc.text(
+                "The two runs differ only in the metric of the paths. Paths are matched on "
+                "(image, target). Is shielding a property of the classifier's decision regions "
+                "(then both metrics meet the same intervening classes) or of the metric?"
+            )
             doc.text(f"Verdict: {cmp.verdict}")
             stats = cmp.statistics
-            doc.table(pd.DataFrame({
-                "statistic": stats["statistic"],
-                "value [95% CI]": [_ci(v, lo, hi, 1) for v, lo, hi in
-                                   zip(stats["value"], stats["ci_low"], stats["ci_high"])],
-                "note": stats["note"],
-            }))
+            doc.table(
+                pd.DataFrame(
+                    {
+                        "statistic": stats["statistic"],
+                        "value [95% CI]": [
+                            _ci(v, lo, hi, 1) for v, lo, hi in zip(stats["value"], stats["ci_low"], stats["ci_high"])
+                        ],
+                        "note": stats["note"],
+                    }
+                )
+            )
             doc.table(cmp.summary)
             doc.table(cmp.per_class.assign(source=[names[s] for s in cmp.per_class["source"]]))
             stem = f"metric_diff_{i + 1}_{j + 1}.png"
-            doc.figure(plots.plot_matrix_difference(cmp.matrix_diff, names, out / stem),
-                       "Path matrix of the Euclidean run minus that of the Fisher run (common pairs).")
+            doc.figure(
+                plots.plot_matrix_difference(cmp.matrix_diff, names, out / stem),
+                "Path matrix of the Euclidean run minus that of the Fisher run (common pairs).",
+            )
 
 
 # ------------------------------------------------------------------------------ entry points

@@ -41,7 +41,9 @@ class SimplexLine:
 
     def at(self, t: torch.Tensor) -> torch.Tensor:
         """Points at t (m,) -> (m, C), or at a grid t (m, G) -> (m, G, C), clipped to the simplex."""
-        p, d, noise = (self.p, self.d, self.noise) if t.ndim == 1 else (self.p[:, None], self.d[:, None], self.noise[:, None])
+        p, d, noise = (
+            (self.p, self.d, self.noise) if t.ndim == 1 else (self.p[:, None], self.d[:, None], self.noise[:, None])
+        )
         q = p + t[..., None] * d
         q = torch.where(noise, torch.maximum(q, NEGLIGIBLE_FLOOR * p), q).clamp_min(0.0)
         return q / q.sum(-1, keepdim=True)
@@ -108,7 +110,11 @@ class SimplexLine:
         dk = d.gather(1, k[:, None])
         ahead = p > pk
         closing = dk - d
-        t = torch.where(ahead, torch.where(closing > 0, (p - pk) / closing.clamp_min(1e-300), torch.full_like(p, float("inf"))), torch.zeros_like(p))
+        t = torch.where(
+            ahead,
+            torch.where(closing > 0, (p - pk) / closing.clamp_min(1e-300), torch.full_like(p, float("inf"))),
+            torch.zeros_like(p),
+        )
         return t.scatter(1, k[:, None], 0.0).max(-1).values
 
     def beyond(self, t_star: torch.Tensor, fraction: float) -> torch.Tensor:

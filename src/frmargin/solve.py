@@ -13,15 +13,15 @@ from .errors import bad_argument
 
 __all__ = [
     "DAMPING_MODES",
-    "fisher_weights",
-    "largest_eigenvalue",
-    "resolve_damping",
+    "cg_solve",
     "coefficient_solve",
+    "exact_solve",
     "fisher_factor",
     "fisher_lsq",
-    "exact_solve",
-    "cg_solve",
+    "fisher_weights",
     "krylov_largest_eigenvalue",
+    "largest_eigenvalue",
+    "resolve_damping",
 ]
 
 DAMPING_MODES = ("absolute", "relative")
@@ -57,9 +57,7 @@ def resolve_damping(damping: float, damping_mode: str, lam_max: torch.Tensor) ->
     return damping * lam_max.clamp_min(tiny)
 
 
-def coefficient_solve(
-    M: torch.Tensor, K: torch.Tensor, a: torch.Tensor, lam: torch.Tensor
-) -> torch.Tensor:
+def coefficient_solve(M: torch.Tensor, K: torch.Tensor, a: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """Solve (M K + lam I) w = a, (B, C) float64.
 
     Then (G + lam I)^{-1} J^T a = J^T w.
@@ -92,7 +90,7 @@ def fisher_lsq(Lt: torch.Tensor, K: torch.Tensor, r: torch.Tensor, lam: torch.Te
     eye = torch.eye(C, dtype=torch.float64, device=K.device)
     A = Lt @ K @ Lt.transpose(-1, -2)
     A = 0.5 * (A + A.transpose(-1, -2)) + lam[:, None, None] * eye
-    rhs = (Lt @ r.to(torch.float64)[:, :, None])
+    rhs = Lt @ r.to(torch.float64)[:, :, None]
     y = torch.linalg.solve(A, rhs)
     return (Lt.transpose(-1, -2) @ y)[:, :, 0]
 

@@ -41,7 +41,7 @@ from .geometry import margin_lower_bound, predicted_path
 from .paths import trace_paths
 from .plots import DPI, OKABE_ITO
 
-__all__ = ["ToyProblem", "make_toy_problem", "train_toy_model", "run_toy_demo", "TOY_TRACE_OPTIONS"]
+__all__ = ["TOY_TRACE_OPTIONS", "ToyProblem", "make_toy_problem", "run_toy_demo", "train_toy_model"]
 
 RING_RADIUS = 2.5  # for up to 4 ring classes; grows with the ring so neighbours stay apart
 BLOB_STD = 0.55
@@ -108,8 +108,7 @@ def make_toy_problem(n_classes: int = 5, n_per_class: int = 200, seed: int = 0) 
     ring = n_classes - 1
     radius = RING_RADIUS * max(1.0, ring / 4)
     angles = torch.arange(ring, dtype=torch.float64) * (2 * math.pi / ring)
-    centers = torch.cat([torch.zeros(1, 2, dtype=torch.float64),
-                         radius * torch.stack([angles.cos(), angles.sin()], 1)])
+    centers = torch.cat([torch.zeros(1, 2, dtype=torch.float64), radius * torch.stack([angles.cos(), angles.sin()], 1)])
     y = torch.arange(n_classes).repeat_interleave(n_per_class)
     noise = BLOB_STD * torch.randn(y.numel(), 2, generator=gen, dtype=torch.float64)
     X = (centers[y] + noise).to(torch.float32)
@@ -117,8 +116,9 @@ def make_toy_problem(n_classes: int = 5, n_per_class: int = 200, seed: int = 0) 
     return ToyProblem(X=X, y=y, class_names=names, centers=centers.to(torch.float32))
 
 
-def train_toy_model(problem: ToyProblem, hidden: int = 64, epochs: int = 300, seed: int = 0,
-                    lr: float = 1e-2) -> nn.Module:
+def train_toy_model(
+    problem: ToyProblem, hidden: int = 64, epochs: int = 300, seed: int = 0, lr: float = 1e-2
+) -> nn.Module:
     """Train a 2 -> hidden -> hidden -> C tanh MLP with full-batch Adam (smooth Jacobian).
 
     Deterministic given ``seed``: the initialization runs under a forked global RNG seeded with
@@ -140,8 +140,10 @@ def train_toy_model(problem: ToyProblem, hidden: int = 64, epochs: int = 300, se
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = nn.Sequential(
-            nn.Linear(2, hidden), nn.Tanh(),
-            nn.Linear(hidden, hidden), nn.Tanh(),
+            nn.Linear(2, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, hidden),
+            nn.Tanh(),
             nn.Linear(hidden, problem.n_classes),
         )
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -189,25 +191,27 @@ def _path_frame(res, metric, point, source, target, x0, p0) -> pd.DataFrame:
     shielded = pd.array(np.where(success, first_hit != target.numpy(), False), dtype="boolean")
     shielded[~success] = pd.NA
     x_end = res.x_end.to(torch.float64).numpy()
-    return pd.DataFrame({
-        "point": point.numpy(),
-        "source": source.numpy(),
-        "target": target.numpy(),
-        "metric": metric,
-        "first_hit": first_hit,
-        "shielded": shielded,
-        "fr_length": res.fr_length.numpy(),
-        "l2": res.l2.numpy(),
-        "status": res.status,
-        "steps": res.steps.numpy(),
-        "lower_bound": lower.numpy(),
-        "predicted_first_hit": pred_hit.numpy(),
-        "predicted_length": pred_len.numpy(),
-        "x0": x0[:, 0].to(torch.float64).numpy(),
-        "y0": x0[:, 1].to(torch.float64).numpy(),
-        "x_end": x_end[:, 0],
-        "y_end": x_end[:, 1],
-    })
+    return pd.DataFrame(
+        {
+            "point": point.numpy(),
+            "source": source.numpy(),
+            "target": target.numpy(),
+            "metric": metric,
+            "first_hit": first_hit,
+            "shielded": shielded,
+            "fr_length": res.fr_length.numpy(),
+            "l2": res.l2.numpy(),
+            "status": res.status,
+            "steps": res.steps.numpy(),
+            "lower_bound": lower.numpy(),
+            "predicted_first_hit": pred_hit.numpy(),
+            "predicted_length": pred_len.numpy(),
+            "x0": x0[:, 0].to(torch.float64).numpy(),
+            "y0": x0[:, 1].to(torch.float64).numpy(),
+            "x_end": x_end[:, 0],
+            "y_end": x_end[:, 1],
+        }
+    )
 
 
 def _rates(frame: pd.DataFrame) -> tuple[float, float]:
@@ -240,8 +244,15 @@ def _plot(model, problem, frames, trajectories, path: Path) -> Path:
     for ax, (metric, frame) in zip(np.atleast_1d(axes), frames.items()):
         ax.contourf(gx, gy, region, levels=np.arange(C + 1) - 0.5, cmap=cmap, alpha=REGION_ALPHA)
         ax.contour(gx, gy, region, levels=np.arange(C) + 0.5, colors="0.45", linewidths=0.6)
-        ax.scatter(X[:, 0], X[:, 1], s=4, c=[colours[int(c)] for c in problem.y], alpha=TRAIN_ALPHA,
-                   linewidths=0, rasterized=True)
+        ax.scatter(
+            X[:, 0],
+            X[:, 1],
+            s=4,
+            c=[colours[int(c)] for c in problem.y],
+            alpha=TRAIN_ALPHA,
+            linewidths=0,
+            rasterized=True,
+        )
         n_out = 0
         for row, traj in zip(frame.itertuples(), trajectories[metric]):
             line = np.concatenate([traj, [[row.x_end, row.y_end]]])
@@ -253,8 +264,16 @@ def _plot(model, problem, frames, trajectories, path: Path) -> Path:
                 marker, face = "o", colours[row.target]
             else:
                 marker, face = "X", colours[row.first_hit]
-            ax.scatter([row.x_end], [row.y_end], marker=marker, s=46, facecolors=face,
-                       edgecolors="black", linewidths=0.8, zorder=5)
+            ax.scatter(
+                [row.x_end],
+                [row.y_end],
+                marker=marker,
+                s=46,
+                facecolors=face,
+                edgecolors="black",
+                linewidths=0.8,
+                zorder=5,
+            )
         starts = frame.drop_duplicates("point")
         ax.scatter(starts["x0"], starts["y0"], marker="o", s=30, c="black", zorder=6)
         shield, _ = _rates(frame)
@@ -272,8 +291,9 @@ def _plot(model, problem, frames, trajectories, path: Path) -> Path:
         Line2D([], [], color="0.3", lw=1.4, label="path (colour = target)"),
         Line2D([], [], ls="", marker="o", color="black", markersize=5, label="start point"),
         Line2D([], [], ls="", marker="o", mfc="0.7", mec="black", markersize=7, label="reached target"),
-        Line2D([], [], ls="", marker="X", mfc="0.7", mec="black", markersize=8,
-               label="shielded (fill = first class hit)"),
+        Line2D(
+            [], [], ls="", marker="X", mfc="0.7", mec="black", markersize=8, label="shielded (fill = first class hit)"
+        ),
         Line2D([], [], ls="", marker="s", mfc="none", mec="black", markersize=7, label="stalled / out of budget"),
     ]
     fig.legend(handles=handles, loc="outside right center", title="class regions", fontsize=8)

@@ -31,7 +31,6 @@ THETA_TARGET = 0.5
 MAX_LOGIT_SCALE = 8.0
 
 
-
 @dataclass(frozen=True)
 class TracerOptions:
     """Resolved options of one ``trace_paths`` call (see its docstring)."""
@@ -356,8 +355,9 @@ class ChunkTracer:
         t_tie = torch.zeros(f.numel(), dtype=torch.float64, device=f.device)
         if plan.any():
             pf = gf[plan]
-            t_tie[plan] = self._tie(pf, torch.softmax(za[plan].to(torch.float64), -1),
-                                    torch.softmax(ze[plan].to(torch.float64), -1))
+            t_tie[plan] = self._tie(
+                pf, torch.softmax(za[plan].to(torch.float64), -1), torch.softmax(ze[plan].to(torch.float64), -1)
+            )
         if (~plan).any():
             u = (~plan).nonzero()[:, 0]
             za[u], xe[u], ze[u], t_tie[u] = self._locate(gf[u], x_old[f][u], z_old[f][u], x_new[f][u], z_new[f][u])
@@ -508,6 +508,7 @@ class ChunkTracer:
         of the descended function and its logit velocity J v (m, self.C), from one vjp and one
         jvp: C times fewer backward passes than the Jacobian rows. With a box, coordinates at
         a bound that v would push outward are frozen (as ``_direction`` does)."""
+
         def both(xx):
             zz = self.model(xx)
             return self._red(zz, gidx), zz
@@ -577,11 +578,25 @@ class ChunkTracer:
             sub = [t[pending] for t in extra.values()]
             if o.metric == "fisher":
                 x_new, z_new, good, nonfinite, theta, planned = self._corrected(
-                    idx[pending], x[pending], z[pending], p[pending], pdot[pending], *sub, h[pending], hz[pending],
+                    idx[pending],
+                    x[pending],
+                    z[pending],
+                    p[pending],
+                    pdot[pending],
+                    *sub,
+                    h[pending],
+                    hz[pending],
                 )
             else:
                 x_new, z_new, good, nonfinite, theta = self._euler(
-                    idx[pending], x[pending], z[pending], p[pending], *sub, speed[pending], h[pending], hz[pending],
+                    idx[pending],
+                    x[pending],
+                    z[pending],
+                    p[pending],
+                    *sub,
+                    speed[pending],
+                    h[pending],
+                    hz[pending],
                 )
                 planned = None
             self._finish(idx[pending[nonfinite]], "nonfinite")
@@ -590,8 +605,15 @@ class ChunkTracer:
                 # the relative miss of the linear prediction grows with the step: aim at THETA_TARGET
                 scale = (THETA_TARGET / theta[good].clamp_min(1e-12)).clamp(0.3, 2.0)
                 self.hz[idx[acc]] = (hz[acc] * scale).clamp(max=MAX_LOGIT_SCALE * o.logit_step)
-                self._accept(idx[acc], x[acc], z[acc], x_new[good], z_new[good], h[acc],
-                             None if planned is None else planned[good])
+                self._accept(
+                    idx[acc],
+                    x[acc],
+                    z[acc],
+                    x_new[good],
+                    z_new[good],
+                    h[acc],
+                    None if planned is None else planned[good],
+                )
             pending = pending[~good & ~nonfinite]
             h[pending] = h[pending] / 2
             hz[pending] = hz[pending] / 3
@@ -699,5 +721,7 @@ class ChunkTracer:
         moved = fisher_rao_distance(p, torch.softmax(z_safe, -1))
         good = ~nonfinite & (moved <= 2 * h) & (moved > 0)
         predicted = tau * gap_of(zdot)
-        theta = (gap_of(z_safe - self._red(z, gidx).to(torch.float64)) - predicted).abs() / predicted.abs().clamp_min(1e-300)
+        theta = (gap_of(z_safe - self._red(z, gidx).to(torch.float64)) - predicted).abs() / predicted.abs().clamp_min(
+            1e-300
+        )
         return x_new, z_new, good, nonfinite, theta

@@ -11,11 +11,11 @@ from torch import nn
 from .errors import bad_argument
 
 __all__ = [
-    "check_images",
-    "check_classes",
     "check_box",
-    "check_model",
+    "check_classes",
+    "check_images",
     "check_logits",
+    "check_model",
 ]
 
 

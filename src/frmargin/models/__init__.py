@@ -181,7 +181,7 @@ def load_model(name: str, *, progress: bool = True, fuse: bool = True) -> Normal
     path = assets.fetch(name, progress=progress)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is an asset problem
+    except Exception as e:
         raise AssetError(f"weight file {str(path)!r}: cannot be read ({type(e).__name__}: {e})") from e
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
