@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SHARED_ASSETS := $(abspath ../shared/assets)
 export FRMARGIN_MIRROR ?= $(if $(wildcard $(SHARED_ASSETS)/README.md),$(SHARED_ASSETS),)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(BIN)/frmargin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# no asset mirror, no slow tests: the core in about a minute
+test-fast: install
+	FRMARGIN_MIRROR= FRMARGIN_TEST_MIRROR=off $(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py --threads 1
