@@ -120,7 +120,7 @@ def write_synthetic_run(
             scale = 1.0 if metric == "fisher" else 1.2
             traced = max(lb, length * scale * math.exp(noise.normal(0.001, 0.002)))
             l2 = traced * L2_PER_FR * math.exp(noise.normal(0, 0.15))
-            steps = int(math.ceil(traced / 0.1)) + int(noise.integers(0, 3))
+            steps = math.ceil(traced / 0.1) + int(noise.integers(0, 3))
             rows.append(
                 {
                     "image_index": i,

@@ -136,7 +136,7 @@ def test_missing_or_broken_run_folders_raise(tmp_path: Path):
         build_report([tmp_path / "nowhere"])
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FrmarginError, match="empty.*paths.parquet"):
+    with pytest.raises(FrmarginError, match=r"empty.*paths\.parquet"):
         build_report([empty])
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -101,20 +101,7 @@ def plot_attack_effort(
             boxprops={"color": "#444444"},
             whiskerprops={"color": "#444444"},
         )
-    rng = np.random.default_rng(0)
-    for pos, values in zip(positions, data):
-        if values.size > MAX_POINTS_PER_CLASS:
-            values = rng.choice(values, MAX_POINTS_PER_CLASS, replace=False)
-        jitter = rng.uniform(-0.2, 0.2, values.size)
-        ax.scatter(
-            pos + jitter,
-            values,
-            s=6,
-            color=OKABE_ITO[4],
-            alpha=POINT_ALPHA,
-            linewidths=0,
-            label="path" if pos == positions[0] else None,
-        )
+    _strip_points(ax, positions, data)
     if margin_means is not None:
         means = margin_means
         ax.scatter(
@@ -137,6 +124,24 @@ def plot_attack_effort(
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize=8)
     return _save(fig, path)
+
+
+def _strip_points(ax, positions: np.ndarray, data: list[np.ndarray]) -> None:
+    """Jittered points per box, subsampled beyond MAX_POINTS_PER_CLASS with a fixed seed."""
+    rng = np.random.default_rng(0)
+    for pos, values in zip(positions, data):
+        if values.size > MAX_POINTS_PER_CLASS:
+            values = rng.choice(values, MAX_POINTS_PER_CLASS, replace=False)
+        jitter = rng.uniform(-0.2, 0.2, values.size)
+        ax.scatter(
+            pos + jitter,
+            values,
+            s=6,
+            color=OKABE_ITO[4],
+            alpha=POINT_ALPHA,
+            linewidths=0,
+            label="path" if pos == positions[0] else None,
+        )
 
 
 def plot_shielding_landscape(
@@ -235,14 +240,14 @@ def plot_fr_vs_l2(image_margins_df: pd.DataFrame, path: Path, attack_l2: pd.Data
     each attack when ``attack_l2`` (``analysis.margins_with_attacks``) is given."""
     has_baselines = attack_l2 is not None
     fig = Figure(layout="constrained", figsize=(11.0 if has_baselines else 6.0, 5.0))
-    axes = fig.subplots(1, 2 if has_baselines else 1)
-    axes = list(np.atleast_1d(axes))
+    grid = fig.subplots(1, 2 if has_baselines else 1)
+    axes = list(grid.ravel()) if isinstance(grid, np.ndarray) else [grid]
     im = image_margins_df
     axes[0].scatter(im["fr_margin"], im["margin_l2"], s=9, color=OKABE_ITO[4], alpha=POINT_ALPHA + 0.2, linewidths=0)
     axes[0].set_xlabel("per-image FR margin")
     axes[0].set_ylabel("L2 of x_end - x0 at the flip (shortest FR path)")
     axes[0].set_title("FR margin vs L2 along the FR path", fontsize=10)
-    if has_baselines:
+    if attack_l2 is not None:
         joined = attack_l2
         attacks = [c for c in joined.columns if c != "fr_margin"]
         for i, attack in enumerate(attacks):
