@@ -26,6 +26,7 @@ P_BUDGET, P_STALLED = 0.03, 0.01
 P_WRONG_HIT = {"fisher": 0.02, "euclidean": 0.15}
 L2_PER_FR = 0.35
 INPUT_DIM = 3072
+DATA_CAVEAT = "data: JPEG (quality ~75) copy of the CIFAR-10 test split, not the official images"
 
 
 def lower_bound(p: np.ndarray, y: int) -> float:
@@ -76,6 +77,7 @@ def write_synthetic_run(
     method: str = "converged",
     data_source: str = "synthetic softmax outputs (JPEG copy of the CIFAR-10 test set)",
     chunked: bool = False,
+    data_caveat: str | None = DATA_CAVEAT,
 ) -> Path:
     """Write paths.parquet, images.parquet, run.json (and baselines.parquet) under ``directory``.
 
@@ -118,7 +120,7 @@ def write_synthetic_run(
             scale = 1.0 if metric == "fisher" else 1.2
             traced = max(lb, length * scale * math.exp(noise.normal(0.001, 0.002)))
             l2 = traced * L2_PER_FR * math.exp(noise.normal(0, 0.15))
-            steps = int(math.ceil(traced / 0.1)) + int(noise.integers(0, 3))
+            steps = math.ceil(traced / 0.1) + int(noise.integers(0, 3))
             rows.append(
                 {
                     "image_index": i,
@@ -174,6 +176,7 @@ def write_synthetic_run(
         "model": "synthetic-resnet20",
         "data": "cifar10",
         "data_source": data_source,
+        "data_caveat": data_caveat,
         "class_names": CLASS_NAMES,
         "method": method,
         "metric": metric,

@@ -7,48 +7,14 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from frmargin import analysis
 from frmargin.errors import FrmarginError
+from hand_paths import hand_paths, path_row
 from synthetic_run import CLASS_NAMES, write_synthetic_run
 
 EXACT = 1e-12
 TABLE_SECONDS = 2.0  # class_table with 1000 resamples on ~7,200 paths
-
-
-def _path(image: int, source: int, target: int, first_hit: int = -1, fr: float = np.nan, **extra: object) -> dict:
-    success = first_hit >= 0
-    return {
-        "image_index": image,
-        "source": source,
-        "target": target,
-        "success": success,
-        "first_hit": first_hit,
-        "fr_length": fr if success else np.nan,
-        "l2": 0.5 * fr if success else np.nan,
-        "status": "ok" if success else "budget",
-        "lower_bound": 0.1,
-        **extra,
-    }
-
-
-def hand_paths() -> pd.DataFrame:
-    """3 images x 9 paths. Image 0 (class 0) reaches 3 targets, image 1 (class 1) 3, image 2
-    (class 8) all 9. Paths eligible for class 8's shielding: 0->1, 0->2, 1->0, 1->3, 1->9; of
-    those 0->1 and 1->0 first hit 8, so class 8's shielding % is exactly 2/5."""
-    outcomes = {
-        (0, 0): {1: (8, 2.0), 2: (2, 3.0), 8: (8, 1.0)},
-        (1, 1): {0: (8, 1.5), 3: (3, 0.5), 9: (9, 1.0)},
-        (2, 8): {t: (t, 0.5) for t in range(10) if t != 8},
-    }
-    rows = []
-    for (image, source), reached in outcomes.items():
-        for target in range(10):
-            if target != source:
-                hit, fr = reached.get(target, (-1, np.nan))
-                rows.append(_path(image, source, target, hit, fr))
-    return pd.DataFrame(rows)
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +92,9 @@ def test_status_counts_sum_to_all_paths():
 
 def test_closed_form_agreement_hand_built():
     rows = [
-        _path(0, 0, 1, 1, 1.1, predicted_length=1.0, predicted_first_hit=1),
-        _path(0, 0, 2, 3, 2.0, predicted_length=2.0, predicted_first_hit=2),
-        _path(1, 1, 0, 0, 0.05, predicted_length=0.1, predicted_first_hit=0),
+        path_row(0, 0, 1, 1, 1.1, predicted_length=1.0, predicted_first_hit=1),
+        path_row(0, 0, 2, 3, 2.0, predicted_length=2.0, predicted_first_hit=2),
+        path_row(1, 1, 0, 0, 0.05, predicted_length=0.1, predicted_first_hit=0),
     ]
     cf = analysis.closed_form_agreement(pd.DataFrame(rows)).set_index("quantity")["value"]
     assert cf["rel_error_median"] == pytest.approx(0.1)
@@ -169,21 +135,6 @@ def test_class_table_fast_enough(synthetic):
     assert time.perf_counter() - start < TABLE_SECONDS
 
 
-def test_vectorized_kendall_matches_scipy():
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=40), rng.normal(size=40)
-    x[5:9], y[:3] = x[5], y[0]  # ties
-    idx = analysis._bootstrap_indices(rng.integers(0, 3, 40), 30, rng)
-    fast = analysis._weighted_kendall(x, y, analysis._weights(idx, 40))
-    slow = [stats.kendalltau(x[i], y[i]).statistic for i in idx]
-    np.testing.assert_allclose(fast, slow, atol=1e-12)
-    a, b = rng.normal(size=(30, 10)), rng.normal(size=(30, 10))
-    a[:, 2] = a[:, 3]
-    np.testing.assert_allclose(
-        analysis._rowwise_kendall(a, b), [stats.kendalltau(u, v).statistic for u, v in zip(a, b)], atol=1e-12
-    )
-
-
 # ----------------------------------------------------------------------------- FR versus L2
 
 
@@ -214,55 +165,12 @@ def test_fr_vs_l2_adds_best_attack(synthetic):
     assert ((corr["spearman_lo"] <= corr["spearman"]) & (corr["spearman"] <= corr["spearman_hi"])).all()
 
 
-# ------------------------------------------------------------------------ rankings and claims
-
-
-def test_paper_table_against_itself_has_zero_differences():
-    paper = analysis.compare_with_paper(analysis.PAPER_TABLE)
-    assert len(paper) == 10
-    for column in analysis.PAPER_COLUMNS:
-        assert (paper[f"{column}_diff"] == 0).all()
-    assert analysis.PAPER_TABLE["shielding_pct"].sum() == pytest.approx(316.1)
-
-
-def test_class_rankings_and_literature():
-    rankings = analysis.class_rankings(analysis.PAPER_TABLE).set_index("name")
-    assert rankings.loc["cat", "rank_literature"] == 10
-    assert rankings.loc["automobile", "rank_literature"] == 2
-    assert rankings.loc["dog", "rank_literature"] == 8
-    assert (rankings["rank_paper"] == rankings["rank_fr"]).all()
-    assert analysis.LITERATURE_ORDER[-1] == "cat" and len(set(analysis.LITERATURE_ORDER)) == 10
-    agreement = analysis.ranking_agreement(rankings.reset_index()).set_index("versus")
-    assert agreement.loc["paper", "spearman"] == pytest.approx(1.0)
-
-
-def test_claims_on_synthetic_run(synthetic):
-    paths, images, baselines = synthetic[800]
-    table = analysis.class_table(paths, images, CLASS_NAMES, n_boot=200)
-    with_l2 = analysis.claims(paths, images, table, baselines, n_boot=200)
-    without = analysis.claims(paths, images, table, None, n_boot=200)
-    assert with_l2["claim"].tolist() == list(analysis.CLAIM_TEXTS)
-    assert with_l2["verdict"].tolist()[:2] == ["supported", "supported"]
-    assert with_l2.loc[3, "verdict"] == "supported" and without.loc[3, "verdict"] == "not tested"
-    assert set(with_l2["verdict"]) <= {"supported", "mixed", "not supported", "not tested"}
-    assert with_l2.loc[1, "value"] > with_l2.loc[1, "reference"]
-
-
-def test_claims_need_cifar_names():
-    names = [f"c{i}" for i in range(10)]
-    paths = hand_paths()
-    table = analysis.class_table(paths, None, names, n_boot=20)
-    verdicts = analysis.claims(paths, None, table, n_boot=20)["verdict"].tolist()
-    assert verdicts[0] == verdicts[1] == verdicts[3] == "not tested"
-    assert analysis.compare_with_paper(table).empty
-
-
 # ------------------------------------------------------------------- Fisher versus Euclidean
 
 
 def test_fisher_vs_euclidean_hand_built():
-    fisher = pd.DataFrame([_path(0, 0, 1, 1, 1.0), _path(0, 0, 2, 2, 1.0), _path(0, 0, 3, 3, 1.0)])
-    euclid = pd.DataFrame([_path(0, 0, 1, 1, 1.0), _path(0, 0, 2, 3, 1.0), _path(0, 0, 3)])
+    fisher = pd.DataFrame([path_row(0, 0, 1, 1, 1.0), path_row(0, 0, 2, 2, 1.0), path_row(0, 0, 3, 3, 1.0)])
+    euclid = pd.DataFrame([path_row(0, 0, 1, 1, 1.0), path_row(0, 0, 2, 3, 1.0), path_row(0, 0, 3)])
     cmp = analysis.fisher_vs_euclidean(fisher, euclid, 4)
     summary = cmp.summary.set_index("quantity")
     assert summary.loc["first_hit_agreement_pct", "joint"] == pytest.approx(100 / 3)
@@ -288,9 +196,9 @@ def test_fisher_vs_euclidean_intervals_and_verdict():
     for i in range(40):
         src = i // 20
         for tgt in (2, 3):
-            fisher.append(_path(i, src, tgt, tgt, 1.0))
+            fisher.append(path_row(i, src, tgt, tgt, 1.0))
             hit = 4 if (src == 0 and i % 2 == 0) else tgt
-            euclid.append(_path(i, src, tgt, hit, 1.0))
+            euclid.append(path_row(i, src, tgt, hit, 1.0))
     fisher, euclid = pd.DataFrame(fisher), pd.DataFrame(euclid)
     cmp = analysis.fisher_vs_euclidean(fisher, euclid, 5, n_boot=400)
     diff = cmp.statistics.set_index("statistic").loc["shielded_pct_difference"]

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from frmargin import analysis
+from frmargin import analysis, paper
 from frmargin.errors import FrmarginError
 from frmargin.report import build_report, load_run, report_command
-from synthetic_run import write_synthetic_run
+from synthetic_run import DATA_CAVEAT, write_synthetic_run
 
 N_IMAGES = 40
 N_BOOT = 100
@@ -54,9 +54,9 @@ def test_html_is_self_contained_with_paper_table_and_claims(single: Path):
     assert ".png'" not in page and "<style>" in page
     for number in ("58.2", "62.7", "3.45", "316%"):
         assert number in page
-    for claim in analysis.CLAIM_TEXTS:
+    for claim in paper.CLAIM_TEXTS:
         assert html.escape(claim) in page
-    assert "Warning: the data are a JPEG copy" in page
+    assert "Warning: the data are not the original test set" in page and DATA_CAVEAT in page
     assert "FR margins versus minimal L2 attacks" in page
     assert "an_unknown_key" in page  # unknown run.json keys are shown, not rejected
     markdown = single.with_name("report.md").read_text()
@@ -107,10 +107,28 @@ def test_non_cifar_class_names(runs: dict[str, Path], tmp_path: Path):
     info = json.loads((runs["fisher"] / "run.json").read_text())
     info["class_names"] = [f"toy{i}" for i in range(10)]
     info["data_source"] = "original PNG files"
+    info["data_caveat"] = None
     (folder / "run.json").write_text(json.dumps(info))
     text = build_report([folder], n_boot=50).read_text()
     assert "not CIFAR-10" in text and "toy3" in text
-    assert "JPEG copy" not in text
+    assert "JPEG copy" not in text and "not the original test set" not in text
+
+
+def test_data_caveat_comes_from_run_json_not_from_the_source_text(runs: dict[str, Path], tmp_path: Path):
+    """A data source that mentions JPEG without a caveat gets no warning; a caveat always shows."""
+    folder = tmp_path / "caveat"
+    folder.mkdir()
+    for name in ("paths.parquet", "images.parquet"):
+        (folder / name).write_bytes((runs["fisher"] / name).read_bytes())
+    info = json.loads((runs["fisher"] / "run.json").read_text())
+    info["data_caveat"] = None
+    (folder / "run.json").write_text(json.dumps(info))
+    markdown = build_report([folder], n_boot=20).with_name("report.md").read_text()
+    assert "JPEG copy of the CIFAR-10" in markdown and "**Warning:** the data" not in markdown
+    info.update(data_source="original PNG files", data_caveat="data: re-encoded at quality 50")
+    (folder / "run.json").write_text(json.dumps(info))
+    markdown = build_report([folder], n_boot=20).with_name("report.md").read_text()
+    assert "**Warning:** the data are not the original test set (original PNG files); data: re-encoded" in markdown
 
 
 def test_missing_or_broken_run_folders_raise(tmp_path: Path):
@@ -118,7 +136,7 @@ def test_missing_or_broken_run_folders_raise(tmp_path: Path):
         build_report([tmp_path / "nowhere"])
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FrmarginError, match="empty.*paths.parquet"):
+    with pytest.raises(FrmarginError, match=r"empty.*paths\.parquet"):
         build_report([empty])
     broken = tmp_path / "broken"
     broken.mkdir()

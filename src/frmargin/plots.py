@@ -1,9 +1,10 @@
-"""Figures of a run: DataFrames in, PNG files out.
+"""Figures of a run: DataFrames in, PNG files out; they draw what they are given.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects rendered by the Agg canvas, so no
 pyplot state or interactive backend is touched. Heatmaps use viridis (sequential) or PuOr
 (diverging), categories the Okabe-Ito palette; all are colour-blind safe. Every function takes
-DataFrames and an output path and returns the path.
+tables made by ``frmargin.analysis`` and an output path and returns the path; none computes a
+statistic.
 
 Example:
     >>> plot_path_matrix(path_matrix(paths, 10), class_names, out / "path_matrix.png")
@@ -19,7 +20,7 @@ import pandas as pd
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from frmargin import analysis
+from frmargin.analysis import ranked_order
 
 DPI = 120
 SEQUENTIAL_CMAP = "viridis"
@@ -47,12 +48,6 @@ def _annotate(ax, values: np.ndarray, norm: Normalize, fmt: str, cmap_dark_low: 
         ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=7, color="white" if dark else "black")
 
 
-def _ranked_order(vuln_rank: pd.Series | np.ndarray) -> list[int]:
-    """Class indices ordered by rank (1 first); unranked classes last."""
-    ranks = np.asarray(vuln_rank, float)
-    return sorted(range(len(ranks)), key=lambda c: (not np.isfinite(ranks[c]), ranks[c], c))
-
-
 def plot_path_matrix(matrix: pd.DataFrame, class_names: Sequence[str], path: Path) -> Path:
     """Heatmap of path counts: source class (rows) by first class hit (columns), annotated.
 
@@ -76,21 +71,21 @@ def plot_path_matrix(matrix: pd.DataFrame, class_names: Sequence[str], path: Pat
 
 
 def plot_attack_effort(
-    paths: pd.DataFrame,
+    lengths: pd.DataFrame,
     class_names: Sequence[str],
     path: Path,
     vuln_rank: Sequence[float] | None = None,
-    image_margins_df: pd.DataFrame | None = None,
+    margin_means: pd.Series | None = None,
 ) -> Path:
     """Per-class distribution of traced FR lengths (box + points), most robust class first.
 
-    Boxes and points show ``fr_length`` of successful paths from each source class; a diamond
-    marks the class mean of the per-image margin (min over targets) when ``image_margins_df``
-    is given.
+    Boxes and points show ``lengths`` (columns ``source``, ``fr_length``: the successful paths,
+    ``analysis.successful_paths``) per source class; a diamond marks ``margin_means`` (class ->
+    mean per-image margin, ``analysis.class_means``) when given.
     """
     names = list(class_names)
-    ok = paths[paths["success"].astype(bool) & np.isfinite(paths["fr_length"])]
-    order = _ranked_order(vuln_rank) if vuln_rank is not None else list(range(len(names)))
+    ok = lengths
+    order = ranked_order(vuln_rank) if vuln_rank is not None else list(range(len(names)))
     data = [ok.loc[ok["source"] == c, "fr_length"].to_numpy(float) for c in order]
     fig = Figure(layout="constrained", figsize=(9.0, 5.0))
     ax = fig.add_subplot()
@@ -106,22 +101,9 @@ def plot_attack_effort(
             boxprops={"color": "#444444"},
             whiskerprops={"color": "#444444"},
         )
-    rng = np.random.default_rng(0)
-    for pos, values in zip(positions, data):
-        if values.size > MAX_POINTS_PER_CLASS:
-            values = rng.choice(values, MAX_POINTS_PER_CLASS, replace=False)
-        jitter = rng.uniform(-0.2, 0.2, values.size)
-        ax.scatter(
-            pos + jitter,
-            values,
-            s=6,
-            color=OKABE_ITO[4],
-            alpha=POINT_ALPHA,
-            linewidths=0,
-            label="path" if pos == positions[0] else None,
-        )
-    if image_margins_df is not None:
-        means = image_margins_df.groupby("source")["fr_margin"].mean()
+    _strip_points(ax, positions, data)
+    if margin_means is not None:
+        means = margin_means
         ax.scatter(
             positions,
             [means.get(c, np.nan) for c in order],
@@ -144,31 +126,40 @@ def plot_attack_effort(
     return _save(fig, path)
 
 
-def plot_shielding_landscape(
-    paths: pd.DataFrame, class_names: Sequence[str], vuln_rank: Sequence[float], path: Path
-) -> Path:
-    """Shield x target heatmaps: robust-to-fragile paths (left), fragile-to-robust (right).
+def _strip_points(ax, positions: np.ndarray, data: list[np.ndarray]) -> None:
+    """Jittered points per box, subsampled beyond MAX_POINTS_PER_CLASS with a fixed seed."""
+    rng = np.random.default_rng(0)
+    for pos, values in zip(positions, data):
+        if values.size > MAX_POINTS_PER_CLASS:
+            values = rng.choice(values, MAX_POINTS_PER_CLASS, replace=False)
+        jitter = rng.uniform(-0.2, 0.2, values.size)
+        ax.scatter(
+            pos + jitter,
+            values,
+            s=6,
+            color=OKABE_ITO[4],
+            alpha=POINT_ALPHA,
+            linewidths=0,
+            label="path" if pos == positions[0] else None,
+        )
 
-    "Robust" is the top half of ``vuln_rank`` (1 = most robust), "fragile" the rest. Entry (c, t):
-    % of successful paths from the panel's sources toward t whose first hit is the shield c.
-    Rows and columns are ordered by rank; both panels share one colour scale.
+
+def plot_shielding_landscape(
+    panels: Sequence[tuple[str, pd.DataFrame]], class_names: Sequence[str], path: Path
+) -> Path:
+    """Shield x target heatmaps, one per panel of ``analysis.landscape_panels`` (title, shares).
+
+    Entry (c, t) of a panel: % of successful paths from the panel's sources toward t whose first
+    hit is the shield c, rows and columns in the panel's order; panels share one colour scale.
     """
     names = list(class_names)
-    n_classes = len(names)
-    order = [c for c in _ranked_order(vuln_rank) if np.isfinite(np.asarray(vuln_rank, float)[c])]
-    robust, fragile = order[: len(order) // 2], order[len(order) // 2 :]
-    panels = [
-        ("robust sources -> fragile targets", robust, fragile),
-        ("fragile sources -> robust targets", fragile, robust),
-    ]
-    shares = [
-        100 * analysis.shield_target_matrix(paths, n_classes, s, t).loc[order, t].to_numpy(float) for _, s, t in panels
-    ]
+    shares = [frame.to_numpy(float) for _, frame in panels]
     vmax = max([np.nanmax(v) if v.size and np.isfinite(v).any() else 0.0 for v in shares] + [1.0])
     norm = Normalize(vmin=0, vmax=vmax)
     fig = Figure(layout="constrained", figsize=(11.0, 5.8))
     axes = fig.subplots(1, 2)
-    for ax, (title, _, targets), values in zip(axes, panels, shares):
+    for ax, (title, frame), values in zip(axes, panels, shares):
+        targets, order = [int(t) for t in frame.columns], [int(c) for c in frame.index]
         image = ax.imshow(values, cmap=SEQUENTIAL_CMAP, norm=norm, aspect="auto")
         _annotate(ax, values, norm, ".0f")
         ax.set_xticks(range(len(targets)), [names[t] for t in targets], rotation=45, ha="right")
@@ -181,18 +172,17 @@ def plot_shielding_landscape(
     return _save(fig, path)
 
 
-def plot_closed_form(paths: pd.DataFrame, image_margins_df: pd.DataFrame, path: Path) -> Path:
-    """Traced versus closed-form FR length (left) and per-image margin versus LB (right), y = x."""
-    ok = paths[paths["success"].astype(bool) & np.isfinite(paths["fr_length"])]
+def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> Path:
+    """Traced versus closed-form FR length (left) and per-image margin versus LB (right), y = x.
+
+    ``points`` is ``analysis.closed_form_points`` (empty: no predictions), ``bounds``
+    ``analysis.margin_bound_points``.
+    """
+    ok = points
     fig = Figure(layout="constrained", figsize=(11.0, 5.0))
     left, right = fig.subplots(1, 2)
-    has_prediction = "predicted_length" in ok.columns and np.isfinite(ok["predicted_length"]).any()
-    if has_prediction:
-        direct = (
-            ok["predicted_first_hit"] == ok["target"]
-            if "predicted_first_hit" in ok.columns
-            else pd.Series(True, index=ok.index)
-        )
+    if len(ok):
+        direct = ok["predicted_direct"].astype(bool)
         for mask, label, colour in (
             (direct, "predicted to reach its target", OKABE_ITO[4]),
             (~direct, "predicted shielded", OKABE_ITO[5]),
@@ -213,7 +203,7 @@ def plot_closed_form(paths: pd.DataFrame, image_margins_df: pd.DataFrame, path: 
     left.set_xlabel("closed-form NG length (METHOD 4b)")
     left.set_ylabel("traced FR length")
     left.set_title("Traced vs closed-form length, per path", fontsize=10)
-    im = image_margins_df[np.isfinite(image_margins_df["fr_margin"]) & np.isfinite(image_margins_df["lower_bound"])]
+    im = bounds
     if len(im):
         right.scatter(
             im["lower_bound"],
@@ -245,22 +235,21 @@ def _identity(ax, x: pd.Series, y: pd.Series) -> None:
         ax.plot([lo, hi], [lo, hi], color="black", linestyle="--", linewidth=1, label="y = x")
 
 
-def plot_fr_vs_l2(image_margins_df: pd.DataFrame, path: Path, baselines: pd.DataFrame | None = None) -> Path:
-    """Per-image FR margin against L2: at the flip of its shortest FR path, and (with baselines)
-    the minimal L2 of each attack."""
-    has_baselines = baselines is not None and len(baselines) > 0
+def plot_fr_vs_l2(image_margins_df: pd.DataFrame, path: Path, attack_l2: pd.DataFrame | None = None) -> Path:
+    """Per-image FR margin against L2: at the flip of its shortest FR path, and the minimal L2 of
+    each attack when ``attack_l2`` (``analysis.margins_with_attacks``) is given."""
+    has_baselines = attack_l2 is not None
     fig = Figure(layout="constrained", figsize=(11.0 if has_baselines else 6.0, 5.0))
-    axes = fig.subplots(1, 2 if has_baselines else 1)
-    axes = list(np.atleast_1d(axes))
+    grid = fig.subplots(1, 2 if has_baselines else 1)
+    axes = list(grid.ravel()) if isinstance(grid, np.ndarray) else [grid]
     im = image_margins_df
     axes[0].scatter(im["fr_margin"], im["margin_l2"], s=9, color=OKABE_ITO[4], alpha=POINT_ALPHA + 0.2, linewidths=0)
     axes[0].set_xlabel("per-image FR margin")
     axes[0].set_ylabel("L2 of x_end - x0 at the flip (shortest FR path)")
     axes[0].set_title("FR margin vs L2 along the FR path", fontsize=10)
-    if has_baselines:
-        wide = analysis.best_l2(baselines)
-        attacks = [c for c in wide.columns if c != "best"]
-        joined = im.set_index("image_index")[["fr_margin"]].join(wide, how="inner")
+    if attack_l2 is not None:
+        joined = attack_l2
+        attacks = [c for c in joined.columns if c != "fr_margin"]
         for i, attack in enumerate(attacks):
             finite = np.isfinite(joined[attack])
             axes[1].scatter(

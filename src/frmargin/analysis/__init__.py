@@ -1,0 +1,106 @@
+"""Statistics of traced paths: DataFrames in, DataFrames out; generic, no paper constants.
+
+Modules: ``inputs`` (the path table's columns, checks), ``bootstrap`` (cluster bootstrap over
+images within class), ``correlation`` (rank statistics of replicates), ``tables`` (the class
+table and per-image margins), ``matrices`` (path matrix, shielding landscape, status counts,
+closed-form agreement), ``distances`` (FR versus L2: best_l2, fr_vs_l2, rankings) and ``metrics``
+(Fisher versus Euclidean paths).
+
+Example:
+    >>> stats = class_statistics(paths, images, class_names, n_boot=1000, seed=0)
+    >>> stats.table[["name", "mean_fr_margin", "vuln_rank"]]
+"""
+
+from frmargin.analysis.bootstrap import (
+    CI_LEVEL,
+    DEFAULT_N_BOOT,
+    ClusterBootstrap,
+    check_n_boot,
+    percentile_interval,
+    safe_ratio,
+    scalar_interval,
+)
+from frmargin.analysis.distances import (
+    best_attack,
+    best_l2,
+    class_rankings,
+    fr_vs_l2,
+    margins_with_attacks,
+    ranking_agreement,
+)
+from frmargin.analysis.inputs import (
+    NO_FLIP,
+    OPTIONAL_PATH_COLUMNS,
+    PATH_COLUMNS,
+    check_class_names,
+    prepare_paths,
+    require_columns,
+    successful_paths,
+)
+from frmargin.analysis.matrices import (
+    LB_ATOL,
+    LB_RTOL,
+    closed_form_agreement,
+    closed_form_points,
+    landscape_panels,
+    margin_bound_points,
+    path_matrix,
+    ranked_order,
+    shield_target_matrix,
+    shielding_landscape,
+    status_counts,
+)
+from frmargin.analysis.metrics import SHIELDING_ALIKE, MetricComparison, fisher_vs_euclidean
+from frmargin.analysis.tables import (
+    CI_COLUMNS,
+    CLASS_TABLE_COLUMNS,
+    ClassStatistics,
+    class_means,
+    class_statistics,
+    class_table,
+    image_margins,
+)
+
+__all__ = [
+    "CI_COLUMNS",
+    "CI_LEVEL",
+    "CLASS_TABLE_COLUMNS",
+    "DEFAULT_N_BOOT",
+    "LB_ATOL",
+    "LB_RTOL",
+    "NO_FLIP",
+    "OPTIONAL_PATH_COLUMNS",
+    "PATH_COLUMNS",
+    "SHIELDING_ALIKE",
+    "ClassStatistics",
+    "ClusterBootstrap",
+    "MetricComparison",
+    "best_attack",
+    "best_l2",
+    "check_class_names",
+    "check_n_boot",
+    "class_means",
+    "class_rankings",
+    "class_statistics",
+    "class_table",
+    "closed_form_agreement",
+    "closed_form_points",
+    "fisher_vs_euclidean",
+    "fr_vs_l2",
+    "image_margins",
+    "landscape_panels",
+    "margin_bound_points",
+    "margins_with_attacks",
+    "path_matrix",
+    "percentile_interval",
+    "prepare_paths",
+    "ranked_order",
+    "ranking_agreement",
+    "require_columns",
+    "safe_ratio",
+    "scalar_interval",
+    "shield_target_matrix",
+    "shielding_landscape",
+    "status_counts",
+    "successful_paths",
+]

@@ -1,0 +1,200 @@
+"""The report of one run: its tables, figures, report.md and report.html.
+
+Example:
+    >>> single_report(analyze(load_run(Path("runs/resnet20"))), Path("runs/resnet20"))
+    PosixPath('runs/resnet20/report.html')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from frmargin import plots
+from frmargin.analysis import CLASS_TABLE_COLUMNS
+from frmargin.paper import PAPER_TABLE
+from frmargin.report.css import VERDICT_CSS
+from frmargin.report.document import Document
+from frmargin.report.format import display_class_table, format_cell, format_interval, per_cell
+from frmargin.report.header import caveats, header_table
+from frmargin.report.render import markdown_table, write_document
+from frmargin.report.result import RunAnalysis
+
+
+def _claims_display(claims: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    frame = pd.DataFrame(
+        {
+            "claim": claims["claim"],
+            "verdict": claims["verdict"],
+            "value [95% CI]": [
+                format_interval(v, lo, hi, 3) for v, lo, hi in zip(claims["value"], claims["ci_low"], claims["ci_high"])
+            ],
+            "reference": [format_cell(v, 3) for v in claims["reference"]],
+            "statistic": claims["statistic"],
+            "explanation": claims["explanation"],
+        }
+    )
+    css = {(i, "verdict"): VERDICT_CSS.get(v, "") for i, v in enumerate(claims["verdict"])}
+    return frame, css
+
+
+def _paper_display(paper: pd.DataFrame) -> pd.DataFrame:
+    labels = {
+        "shielding_pct": "shielding %",
+        "mean_fr_margin": "mean FR margin",
+        "mean_l2": "mean L2",
+        "vuln_rank": "vuln rank",
+    }
+    out = pd.DataFrame({"class": paper["name"]})
+    for column, label in labels.items():
+        for side in ("ours", "paper", "diff"):
+            out[f"{label} ({side})"] = paper[f"{column}_{side}"]
+    return out
+
+
+def _figures(result: RunAnalysis, out: Path) -> list[tuple[Path, str]]:
+    names = result.run.class_names
+    return [
+        (
+            plots.plot_path_matrix(result.matrix, names, out / "path_matrix.png"),
+            "Path matrix: paths by source class and first class hit after the class change.",
+        ),
+        (
+            plots.plot_attack_effort(
+                result.lengths,
+                names,
+                out / "attack_effort.png",
+                result.table["vuln_rank"].to_numpy(float),
+                result.margin_means,
+            ),
+            "Attack effort in FR space: traced FR lengths of successful paths per source class.",
+        ),
+        (
+            plots.plot_shielding_landscape(result.landscape_panels, names, out / "shielding_landscape.png"),
+            "Shielding landscape: which classes intercept paths from robust to fragile classes (left) "
+            "and from fragile to robust classes (right).",
+        ),
+        (
+            plots.plot_closed_form(result.closed_form_points, result.margin_bounds, out / "closed_form.png"),
+            "Closed forms: traced versus predicted path length, and per-image margin versus the lower bound.",
+        ),
+        (
+            plots.plot_fr_vs_l2(result.margins, out / "fr_vs_l2.png", result.attack_l2),
+            "Per-image FR margin versus Euclidean distances.",
+        ),
+    ]
+
+
+def single_report(result: RunAnalysis, out: Path) -> Path:
+    """Write the tables, figures, report.md and report.html of one run into ``out``."""
+    run = result.run
+    out.mkdir(parents=True, exist_ok=True)
+    result.table.to_csv(out / "class_table.csv")
+    (out / "class_table.md").write_text(markdown_table(display_class_table(result.table)) + "\n")
+    result.claims.to_csv(out / "claims.csv", index=False)
+    result.margins.to_csv(out / "image_margins.csv", index=False)
+
+    doc = Document(f"frmargin report: {run.info.get('model', run.label)} on {run.info.get('data', '?')}")
+    for caveat in caveats(run):
+        doc.warning(caveat)
+    doc.heading("Run")
+    doc.table(header_table(run))
+    doc.heading("Path status")
+    doc.table(result.status)
+    _class_table_section(doc, result)
+    _paper_section(doc, result)
+    doc.heading("Closed forms versus traced paths")
+    doc.text(
+        "How well the softmax-only closed forms of METHOD.md section 4 predict the traced paths "
+        "(successful paths). Large errors point to box constraints, damping, step size or "
+        "rank-deficient Jacobians."
+    )
+    doc.table(per_cell(result.agreement, ["value"]))
+    doc.heading("The paper's claims")
+    frame, css = _claims_display(result.claims)
+    doc.table(frame, css)
+    doc.heading("Figures")
+    for path, caption in _figures(result, out):
+        doc.figure(path, caption)
+    rankings_section(doc, result)
+    return write_document(doc, out)
+
+
+def _class_table_section(doc: Document, result: RunAnalysis) -> None:
+    doc.heading("Per-class table")
+    doc.text(
+        "Estimates with 95% cluster-bootstrap intervals in brackets (images resampled within "
+        "their class; the paths of one image are not independent). Also in `class_table.csv`."
+    )
+    doc.table(display_class_table(result.table))
+    definitions = pd.DataFrame(CLASS_TABLE_COLUMNS, columns=["column", "definition"])
+    doc.table(definitions)
+
+
+def _paper_section(doc: Document, result: RunAnalysis) -> None:
+    doc.heading("Ours beside the paper's table")
+    doc.text(
+        "The paper's table (ResNet, 800 CIFAR-10 test images, 3,659 successful paths) is "
+        "internally inconsistent: its shielding % column sums to 316% and its rank does not "
+        "follow its mean FR margin (ship 3.45 > airplane 3.21, yet airplane is rank 1). Our "
+        "shielding % is a per-class rate (see the column definitions); differences are ours "
+        "minus the paper's."
+    )
+    if len(result.paper):
+        doc.table(_paper_display(result.paper))
+    else:
+        doc.text("The class names of this run are not CIFAR-10's, so no row can be matched. The paper's table:")
+    doc.heading("The paper's table", level=3)
+    doc.table(
+        PAPER_TABLE.rename(
+            columns={
+                "name": "class",
+                "shielding_pct": "Shielding %",
+                "mean_fr_margin": "Mean FR margin",
+                "mean_l2": "Mean L2",
+                "vuln_rank": "Vuln rank",
+            }
+        )
+    )
+
+
+def rankings_section(doc: Document, result: RunAnalysis, suffix: str = "") -> None:
+    """FR-versus-L2 correlations (with baselines) and the class rankings side by side."""
+    if result.fr_l2 is not None:
+        doc.heading("FR margins versus minimal L2 attacks" + suffix)
+        doc.text(
+            "Spearman and Kendall rank correlations between per-image FR margins (min over "
+            "targets) and the minimal L2 distance of each attack (`best` = min over attacks), "
+            "and between their class means; 95% cluster-bootstrap intervals in brackets. "
+            "Failed attacks (L2 = inf) are excluded and counted."
+        )
+        fr = result.fr_l2
+        doc.table(
+            pd.DataFrame(
+                {
+                    "attack": fr["attack"],
+                    "level": fr["level"],
+                    "n": fr["n"],
+                    "excluded": fr["n_excluded"],
+                    "Spearman [95% CI]": [
+                        format_interval(v, lo, hi, 3)
+                        for v, lo, hi in zip(fr["spearman"], fr["spearman_lo"], fr["spearman_hi"])
+                    ],
+                    "Kendall [95% CI]": [
+                        format_interval(v, lo, hi, 3)
+                        for v, lo, hi in zip(fr["kendall"], fr["kendall_lo"], fr["kendall_hi"])
+                    ],
+                }
+            )
+        )
+    doc.heading("Class rankings side by side" + suffix)
+    doc.text(
+        "1 = most robust. FR: the paper's column, our mean FR length over successful paths "
+        "(the per-image margins above rank classes slightly differently); L2: class mean of "
+        "the best attack's minimal L2 (with baselines); paper: its Vuln rank; literature: "
+        "tiers of class-wise robustness reported for CIFAR-10 (cat most vulnerable, then "
+        "bird/deer/dog; automobile, truck, ship most robust), as tier mid-ranks."
+    )
+    doc.table(result.rankings.rename(columns={"name": "class"}))
+    doc.table(result.ranking_agreement.rename(columns={"versus": "FR ranking versus"}))
