@@ -361,7 +361,7 @@ def test_nonfinite_and_misclassified_statuses():
     model = NaNWhere(inner).eval()
     x = make_inputs((12,), 5, seed=8)
     x[:, 0] = x[:, 0].clamp(max=1.0)
-    p, y = predictions(inner, x)
+    _p, y = predictions(inner, x)
     t = (y + 1) % 4
     x[2, 0] = 10.0  # NaN logits at the start
     s = y.clone()
@@ -385,7 +385,7 @@ def test_path_into_nan_region_is_nonfinite():
         inner.lin.bias.fill_(-7.0)
     model = NaNWhere(inner).eval()
     x = torch.tensor([[4.0, 0, 0, 0], [0, 4.0, 0, 0]], dtype=torch.float64)
-    p, y = predictions(inner, x)
+    _p, y = predictions(inner, x)
     res = trace_paths(model, x, y, 1 - y)
     assert res.status == ["nonfinite", "ok"], res.status
 
