@@ -6,7 +6,8 @@ machine in the same process) next to wall seconds. Timings take a warm-up call, 
 calls, and report the median.
 
 Nothing here changes the package: the tracer is instrumented by wrapping methods of
-``frmargin.tracer.ChunkTracer`` (and the module-level ``logits_and_jacobian`` it calls) for the
+``frmargin.paths.tracer.ChunkTracer.advance``, ``frmargin.paths.state.Network.forward`` (and the
+module-level ``logits_and_jacobian`` that ``Network.jacobian`` calls) for the
 duration of a ``with`` block, then restored.
 """
 
@@ -168,17 +169,18 @@ class Trace:
 @contextlib.contextmanager
 def instrument():
     """Record tracer iterations, Jacobian and forward calls while the block runs."""
-    import frmargin.tracer as tr
+    import frmargin.paths.state as state_module
+    from frmargin.paths.state import Network
+    from frmargin.paths.tracer import ChunkTracer
 
     rec = Trace()
-    orig_jac = tr.logits_and_jacobian
-    orig_fwd = tr.ChunkTracer._forward
-    orig_conv = tr.ChunkTracer._converged_step
-    orig_paper = tr.ChunkTracer._paper_step
+    orig_jac = state_module.logits_and_jacobian
+    orig_fwd = Network.forward
+    orig_advance = ChunkTracer.advance
 
-    def jac(model, x):
+    def jac(model, x, **kwargs):
         t0 = time.perf_counter()
-        out = orig_jac(model, x)
+        out = orig_jac(model, x, **kwargs)
         dt = time.perf_counter() - t0
         rec.jac_time += dt
         rec.jac_calls += 1
@@ -199,33 +201,28 @@ def instrument():
             rec._current["fwd_calls"] += 1
         return out
 
-    def wrap(orig):
-        def step(self, idx):
-            cur = {"active": int(idx.numel()), "jac_batch": 0, "jac_time": 0.0, "fwd_time": 0.0, "fwd_calls": 0}
-            before = int(self.steps.sum())
-            rec._current = cur
-            t0 = time.perf_counter()
-            try:
-                orig(self, idx)
-            finally:
-                cur["time"] = time.perf_counter() - t0
-                rec._current = None
-            cur["accepted"] = int(self.steps.sum()) - before
-            rec.steps.append(cur)
+    def advance(self, idx):
+        cur = {"active": int(idx.numel()), "jac_batch": 0, "jac_time": 0.0, "fwd_time": 0.0, "fwd_calls": 0}
+        before = int(self.state.steps.sum())
+        rec._current = cur
+        t0 = time.perf_counter()
+        try:
+            orig_advance(self, idx)
+        finally:
+            cur["time"] = time.perf_counter() - t0
+            rec._current = None
+        cur["accepted"] = int(self.state.steps.sum()) - before
+        rec.steps.append(cur)
 
-        return step
-
-    tr.logits_and_jacobian = jac
-    tr.ChunkTracer._forward = fwd
-    tr.ChunkTracer._converged_step = wrap(orig_conv)
-    tr.ChunkTracer._paper_step = wrap(orig_paper)
+    state_module.logits_and_jacobian = jac
+    Network.forward = fwd  # type: ignore[method-assign]
+    ChunkTracer.advance = advance  # type: ignore[method-assign]
     try:
         yield rec
     finally:
-        tr.logits_and_jacobian = orig_jac
-        tr.ChunkTracer._forward = orig_fwd
-        tr.ChunkTracer._converged_step = orig_conv
-        tr.ChunkTracer._paper_step = orig_paper
+        state_module.logits_and_jacobian = orig_jac
+        Network.forward = orig_fwd  # type: ignore[method-assign]
+        ChunkTracer.advance = orig_advance  # type: ignore[method-assign]
 
 
 def _jacobian_loop(model, x):
@@ -252,10 +249,10 @@ class JacobianCost:
             x = images[torch.arange(b) % images.shape[0]].clone()
             if b > images.shape[0]:  # distinct points: perturb the repeats slightly
                 x = x + 1e-3 * torch.rand_like(x)
-            t = timeit(lambda: logits_and_jacobian(model, x), warmup=1, repeats=repeats)
+            t = timeit(lambda x=x: logits_and_jacobian(model, x), warmup=1, repeats=repeats)
             with torch.no_grad():
-                f = timeit(lambda: model(x), warmup=1, repeats=max(repeats, 5))
-            loop = timeit(lambda: _jacobian_loop(model, x), warmup=1, repeats=repeats)
+                f = timeit(lambda x=x: model(x), warmup=1, repeats=max(repeats, 5))
+            loop = timeit(lambda x=x: _jacobian_loop(model, x), warmup=1, repeats=repeats)
             self.table[b] = {"jacobian_s": t["median"], "forward_s": f["median"], "loop_s": loop["median"]}
         self.sizes = np.array(sizes, dtype=float)
         self.times = np.array([self.table[b]["jacobian_s"] for b in sizes])

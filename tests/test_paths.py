@@ -17,7 +17,7 @@ from conftest import all_pairs, assert_close, make_inputs, make_linear, make_log
 from frmargin.errors import FrmarginError
 from frmargin.geometry import margin_lower_bound, predicted_path
 from frmargin.paths import ACCURACY_DEFAULTS, STATUSES, trace_paths
-from frmargin.tracer import _broyden_update
+from frmargin.paths.steppers import STEPPERS, EuclideanStepper, descent_gradient, row_direction
 
 BINARY = 1e-3  # traced vs 2 asin(sqrt p_y) - pi/2 (default accuracy)
 MEDIAN = 1e-2  # median relative error vs the predicted NG path (default accuracy)
@@ -30,7 +30,6 @@ ODE_RANKDEF = 3e-2  # tight tracer vs RK4 where J is not a submersion (second-or
 ROOT = ACCURACY_DEFAULTS["root_tol"]  # x_end alone vs in a batch, relative to |x_end - x0|
 LOOSE_ROOT = 0.3  # a bracket this wide (relative to the last step) must not cost accuracy
 TIE = 1e-5  # ... median relative difference of lengths to a tightly located reference
-SECANT = 1e-12  # float64: the Broyden-updated J maps the move onto the logit change
 CG_PAPER = 1e-8  # paper mode, CG vs exact solve, float64
 TIGHT = dict(eta=0.1, rtol=1e-3)
 
@@ -107,27 +106,6 @@ def test_length_ends_at_the_tie_not_at_the_bracket(submersion):
     assert torch.equal(loose.first_hit, tight.first_hit)
     assert loose.forward_evals.sum() < tight.forward_evals.sum()
     assert_above_lb(loose, model, x, s, "loose root_tol")
-
-
-def test_broyden_update_is_a_secant_update():
-    gen = torch.Generator().manual_seed(0)
-    J = torch.randn(3, 4, 7, generator=gen, dtype=torch.float64)
-    K = J @ J.transpose(-1, -2)
-    J0, K0 = J.clone(), K.clone()
-    rows = torch.tensor([0, 2])
-    dx = torch.randn(3, 7, generator=gen, dtype=torch.float64)
-    dx[:, 5] = 0.0  # a coordinate frozen by a box: its column must not change
-    dz = torch.randn(3, 4, generator=gen, dtype=torch.float64)
-    _broyden_update(J, K, torch.tensor([True, False, True]), dx, dz)
-    dx, dz = dx[rows], dz[rows]
-    assert_close((J[rows] @ dx[:, :, None])[:, :, 0], dz, SECANT, SECANT, "J dx after the update")
-    assert_close(K, J @ J.transpose(-1, -2), SECANT, SECANT, "K = J J^T after the update")
-    assert torch.equal(J[1], J0[1]) and torch.equal(K[1], K0[1]), "a row outside `rows` changed"
-    assert torch.equal(J[:, :, 5], J0[:, :, 5]), "a column the move did not touch changed"
-    # least change: J moves only along dx (any vector orthogonal to dx is mapped as before)
-    u = torch.randn(2, 7, generator=gen, dtype=torch.float64)
-    u = u - (u * dx).sum(-1, keepdim=True) / (dx * dx).sum(-1, keepdim=True) * dx
-    assert_close((J[rows] @ u[:, :, None]), (J0[rows] @ u[:, :, None]), SECANT, SECANT, "J on the complement of dx")
 
 
 def test_batch_invariance(submersion):
@@ -224,22 +202,22 @@ def test_euclidean_direction_from_vjp_and_jvp_matches_the_jacobian_rows(box, mon
     """Euclidean steps take the gradient and its logit velocity from one vjp and one jvp; the
     same paths traced with the C Jacobian rows (the Fisher steps' route, metric euclidean)
     must agree to rounding in float64, with and without frozen box coordinates."""
-    import frmargin.tracer as tracer
-
     model = make_mlp(16, 5, 24, 2, seed=4, scale=3.0)
     x0 = torch.rand(3, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     x, s, t = all_pairs(model, x0)
     fast = trace_paths(model, x, s, t, metric="euclidean", box=box)
     assert (fast.jacobian_evals == 0).all() and (fast.matvecs == fast.steps).all()
 
-    def with_rows(self, gidx, xx):
-        z, J = tracer.logits_and_jacobian(self.model, xx)
-        p = self._p(z, gidx)
-        v, zdot, *_ = self._direction(xx, J, p, self._logit_gradient(gidx, p))
-        return z, p, v, zdot
+    class WithRows(EuclideanStepper):
+        def direction(self, idx, xx):
+            z, J = self.net.jacobian(idx, xx)
+            p = self.net.probs(z, idx)
+            ok = torch.ones(idx.shape[0], dtype=torch.bool)
+            return ok, z, p, row_direction(self.opts, xx, J, p, descent_gradient(self.net, idx, p))
 
-    monkeypatch.setattr(tracer.ChunkTracer, "_gradient", with_rows)
+    monkeypatch.setitem(STEPPERS, "euclidean", WithRows)
     rows = trace_paths(model, x, s, t, metric="euclidean", box=box)
+    assert (rows.jacobian_evals > 0).all(), "the Jacobian-rows stepper was not used"
     assert fast.status == rows.status and torch.equal(fast.first_hit, rows.first_hit)
     assert torch.equal(fast.steps, rows.steps)
     assert_close(fast.fr_length, rows.fr_length, BATCH, 0, "Euclidean FR length, vjp/jvp vs Jacobian rows")
@@ -305,21 +283,21 @@ def test_top_classes_keep_the_closed_form(monkeypatch):
     of the coarse model moves p along the same line (its Fisher information has the same
     form), so lengths match the closed form as closely as with every class, and the first
     hits agree; the Jacobian rows fall from 12 to 5 per step."""
-    import frmargin.tracer as tracer
+    import frmargin.paths.state as state
 
     model = make_mlp(60, 12, 32, 2, seed=13, scale=2.5)
     x, s, t = all_pairs(model, make_inputs((60,), 3, seed=13))
     length, hit = predicted_path(predictions(model, x)[0], s, t)
     full = trace_paths(model, x, s, t)
     rows: list[int] = []
-    jacobian = tracer.logits_and_jacobian
+    jacobian = state.logits_and_jacobian
 
     def counting(*args, **kwargs):
         z, J = jacobian(*args, **kwargs)
         rows.append(J.shape[1])
         return z, J
 
-    monkeypatch.setattr(tracer, "logits_and_jacobian", counting)
+    monkeypatch.setattr(state, "logits_and_jacobian", counting)
     lumped = trace_paths(model, x, s, t, top_classes=4)
     assert rows and set(rows) == {5}, f"Jacobian rows per evaluation: {sorted(set(rows))}"
     assert lumped.status == ["ok"] * len(s), set(lumped.status)
@@ -383,7 +361,7 @@ def test_nonfinite_and_misclassified_statuses():
     model = NaNWhere(inner).eval()
     x = make_inputs((12,), 5, seed=8)
     x[:, 0] = x[:, 0].clamp(max=1.0)
-    p, y = predictions(inner, x)
+    _p, y = predictions(inner, x)
     t = (y + 1) % 4
     x[2, 0] = 10.0  # NaN logits at the start
     s = y.clone()
@@ -407,7 +385,7 @@ def test_path_into_nan_region_is_nonfinite():
         inner.lin.bias.fill_(-7.0)
     model = NaNWhere(inner).eval()
     x = torch.tensor([[4.0, 0, 0, 0], [0, 4.0, 0, 0]], dtype=torch.float64)
-    p, y = predictions(inner, x)
+    _p, y = predictions(inner, x)
     res = trace_paths(model, x, y, 1 - y)
     assert res.status == ["nonfinite", "ok"], res.status
 

@@ -11,35 +11,13 @@ from dataclasses import dataclass, fields
 import pandas as pd
 import torch
 
-from .errors import bad_argument
-from .solve import DAMPING_MODES
-from .tracer import ChunkTracer, TracerOptions
-from .validation import check_box, check_classes, check_images, check_logits, check_model
+from ..errors import bad_argument
+from ..validation import check_classes, check_images, check_logits, check_model
+from .options import resolve_box, resolve_options
+from .state import PathState
+from .tracer import ChunkTracer
 
-__all__ = ["ACCURACY_DEFAULTS", "METHODS", "METRICS", "SOLVERS", "UNTIL", "PathResult", "trace_paths"]
-
-METHODS = ("converged", "paper")
-METRICS = ("fisher", "euclidean")
-UNTIL = ("first_flip", "target")
-SOLVERS = ("exact", "cg")
-STATUSES = ("ok", "budget", "stalled", "nonfinite", "misclassified")
-
-#: Accuracy options of the converged mode and their defaults.
-ACCURACY_DEFAULTS = {
-    "eta": 0.6,  # largest Fisher-Rao length of one step
-    "logit_step": 4.0,  # first cap on a step's largest log-probability change (then adaptive)
-    "rtol": 0.02,  # corrector and step-turn tolerance, relative to the step
-    "atol": 1e-3,  # absolute FR tolerance of a corrected point (steps that barely move p)
-    "max_corrector": 8,  # corrections per step (forward passes) before the step is shrunk
-    "contraction": 0.7,  # a correction must shrink at least this much, else the step shrinks
-    "root_tol": 2e-3,  # bracket width locating an unplanned class change, relative to the last step
-    "overshoot": 0.01,  # the last step aims this fraction past the boundary
-    "max_attempts": 6,  # step shrinks (by 4) before a path is declared stalled
-    "cg_rtol": 1e-10,  # CG residual tolerance (paper mode, solver="cg")
-    "cg_maxiter": None,  # CG iteration cap (default 4 C)
-}
-DEFAULT_DAMPING = {"converged": 1e-14, "paper": 1e-3}
-DEFAULT_MAX_STEPS = {"converged": 200, "paper": 2000}
+__all__ = ["PathResult", "trace_paths"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +62,7 @@ class PathResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per path with every scalar field (``visited`` as "3>5>1")."""
-        data = {}
+        data: dict[str, object] = {}
         for f in fields(self):
             val = getattr(self, f.name)
             if f.name in ("x_end", "trajectory"):
@@ -96,58 +74,6 @@ class PathResult:
             else:
                 data[f.name] = list(val)
         return pd.DataFrame(data)
-
-
-def _options(
-    method, metric, until, solver, damping, damping_mode, max_steps, box, record, top_classes, acc
-) -> TracerOptions:
-    for name, value, allowed in (
-        ("method", method, METHODS),
-        ("metric", metric, METRICS),
-        ("until", until, UNTIL),
-        ("solver", solver, SOLVERS),
-        ("damping_mode", damping_mode, DAMPING_MODES),
-    ):
-        if value not in allowed:
-            raise bad_argument(name, value, f"one of {allowed}")
-    unknown = set(acc) - set(ACCURACY_DEFAULTS)
-    if unknown:
-        raise bad_argument("accuracy option", sorted(unknown), f"names among {sorted(ACCURACY_DEFAULTS)}")
-    opts = {**ACCURACY_DEFAULTS, **acc}
-    for name in ("eta", "logit_step", "rtol", "atol", "root_tol", "overshoot", "cg_rtol", "contraction"):
-        if not (isinstance(opts[name], (int, float)) and 0 < opts[name] < float("inf")):
-            raise bad_argument(name, opts[name], "a finite number > 0")
-    for name in ("max_corrector", "max_attempts"):
-        if not (isinstance(opts[name], int) and opts[name] >= 1):
-            raise bad_argument(name, opts[name], "an integer >= 1")
-    if solver == "cg" and method != "paper":
-        raise bad_argument("solver", solver, "'exact' for method='converged' (CG serves paper mode)")
-    damping = DEFAULT_DAMPING[method] if damping is None else damping
-    max_steps = DEFAULT_MAX_STEPS[method] if max_steps is None else max_steps
-    if not (isinstance(max_steps, int) and max_steps >= 1):
-        raise bad_argument("max_steps", max_steps, "an integer >= 1")
-    if not (isinstance(damping, (int, float)) and 0 < damping < float("inf")):
-        raise bad_argument("damping", damping, "a finite number > 0")
-    if top_classes is not None:
-        if not (isinstance(top_classes, int) and top_classes >= 2):
-            raise bad_argument("top_classes", top_classes, "an integer >= 2 (the source and the target) or None")
-        if until != "first_flip":
-            raise bad_argument("top_classes", top_classes, "None with until='target' (the classes passed must be kept)")
-        if solver != "exact":
-            raise bad_argument("top_classes", top_classes, "None with solver='cg' (CG uses every class)")
-    return TracerOptions(
-        method=method,
-        metric=metric,
-        until=until,
-        solver=solver,
-        damping=float(damping),
-        damping_mode=damping_mode,
-        max_steps=max_steps,
-        box=box,
-        record=bool(record),
-        top_classes=top_classes,
-        **opts,
-    )
 
 
 def trace_paths(
@@ -227,11 +153,21 @@ def trace_paths(
     P = x.shape[0]
     source = check_classes(source, P, None, "source").to(x.device)
     target = check_classes(target, P, None, "target").to(x.device)
-    box = check_box(box, x)
+    box = resolve_box(box, x)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise bad_argument("batch_size", batch_size, "an integer >= 1")
-    opts = _options(
-        method, metric, until, solver, damping, damping_mode, max_steps, box, record, top_classes, accuracy_options
+    opts = resolve_options(
+        method=method,
+        metric=metric,
+        until=until,
+        solver=solver,
+        damping=damping,
+        damping_mode=damping_mode,
+        max_steps=max_steps,
+        box=box,
+        record=record,
+        top_classes=top_classes,
+        accuracy=accuracy_options,
     )
     with torch.no_grad():
         z0 = check_logits(model(x[:1]), 1)
@@ -242,43 +178,42 @@ def trace_paths(
     if same.numel():
         raise bad_argument("target", f"target == source at path(s) {same.tolist()[:5]}", "target != source")
 
-    parts: list[ChunkTracer] = []
+    parts: list[PathState] = []
     for start in range(0, P, batch_size):
         sl = slice(start, start + batch_size)
-        tracer = ChunkTracer(model, x[sl], source[sl], target[sl], opts)
-        tracer.run()
-        parts.append(tracer)
+        parts.append(ChunkTracer(model, x[sl], source[sl], target[sl], opts).run())
         if progress is not None:
             progress(min(start + batch_size, P))
     return _collect(parts)
 
 
-def _collect(parts: list[ChunkTracer]) -> PathResult:
-    def cat(name: str) -> torch.Tensor:
-        return torch.cat([getattr(t, name) for t in parts])
+def _collect(parts: list[PathState]) -> PathResult:
+    """One ``PathResult`` from the final states of the chunks, in path order."""
 
-    x0 = cat("x0")
-    success = cat("success")
-    x_end = torch.where(success.view(-1, *[1] * (x0.ndim - 1)), cat("x_first"), cat("x"))
+    def cat(get: Callable[[PathState], torch.Tensor]) -> torch.Tensor:
+        return torch.cat([get(st) for st in parts])
+
+    x0 = cat(lambda st: st.x0)
+    success = cat(lambda st: st.success)
+    x_end = torch.where(success.view(-1, *[1] * (x0.ndim - 1)), cat(lambda st: st.x_first), cat(lambda st: st.x))
     diff = (x_end - x0).reshape(x0.shape[0], -1).to(torch.float64)
-    L_first = cat("L_first")
-    fr_length = torch.where(success, L_first, cat("L"))
+    fr_length = torch.where(success, cat(lambda st: st.length_first), cat(lambda st: st.length))
     traj = None
-    if parts[0].traj is not None:
-        traj = [torch.stack(points) for t in parts for points in t.traj]
+    if parts[0].trajectory is not None:
+        traj = [torch.stack(points) for st in parts for points in st.trajectory or []]
     return PathResult(
         fr_length=fr_length,
         l2=diff.norm(dim=-1),
         linf=diff.abs().amax(dim=-1),
-        steps=cat("steps"),
-        jacobian_evals=cat("jac"),
-        forward_evals=cat("fwd"),
-        matvecs=cat("mv"),
-        first_hit=cat("first_hit"),
+        steps=cat(lambda st: st.steps),
+        jacobian_evals=cat(lambda st: st.jacobian_evals),
+        forward_evals=cat(lambda st: st.forward_evals),
+        matvecs=cat(lambda st: st.matvecs),
+        first_hit=cat(lambda st: st.first_hit),
         success=success,
         x_end=x_end,
-        status=[s for t in parts for s in t.status],
-        fr_length_target=cat("L_target"),
-        visited=[v for t in parts for v in t.visited],
+        status=[s for st in parts for s in st.status],
+        fr_length_target=cat(lambda st: st.length_target),
+        visited=[v for st in parts for v in st.visited],
         trajectory=traj,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import fisher_rao_distance
+from ..geometry import fisher_rao_distance
 
 #: the step search brackets log t in [log t_max - LOG_SPAN, log t_max] (t from ~1e-100 t_max)
 LOG_SPAN = 230.0
@@ -92,6 +92,7 @@ class SimplexLine:
             # the last grid point within (monotone); its right neighbour is beyond
             j = (ok.long().cumprod(-1).sum(-1) - 1).clamp(0, GRID - 1)
             log_lo, log_hi = grid.gather(1, j[:, None])[:, 0], grid.gather(1, j[:, None] + 1)[:, 0]
+        assert ok_lo is not None
         return torch.where(inside, hi, torch.where(ok_lo, log_lo.exp(), torch.zeros_like(hi)))
 
     def crossing(self, top: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,291 @@
+"""The converged steppers: step-size control shared by the predictor-corrector (Fisher metric)
+and the plain gradient steps (Euclidean metric).
+
+A step starts from the direction at the current point, chooses an FR step h from the turn of
+the p-direction since the last step and a logit step hz from the last step's nonlinearity, and
+tries up to ``max_attempts`` times, halving h (and dividing hz by 3) after each refusal.
+Shapes: m paths (``idx`` (m,)), C classes, V classes of the view, *S the input shape, D =
+prod(S); simplex quantities are float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.func import jvp, vjp
+
+from ..geometry import fisher_rao_distance
+from ..solve import fisher_lsq, fisher_weights
+from .base import Direction, Step, Stepper, descent_gradient, row_direction
+from .linalg import bmv, broyden_update, centred, frozen, log_probs, pair_gap, rows_combination
+from .simplex_line import SimplexLine
+
+#: wanted relative miss of the linear prediction of the logit gap (sets the logit step)
+THETA_TARGET = 0.5
+#: the logit step never grows past this multiple of the ``logit_step`` option
+MAX_LOGIT_SCALE = 8.0
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where m paths start a step: indices, points (m, *S), logits (m, C), probabilities
+    (m, V) of the view, p-velocity pdot (m, V), its Fisher speed (m,) and the direction."""
+
+    idx: torch.Tensor
+    x: torch.Tensor
+    z: torch.Tensor
+    p: torch.Tensor
+    pdot: torch.Tensor
+    speed: torch.Tensor
+    direction: Direction
+
+    def take(self, rows: torch.Tensor) -> Start:
+        """The paths ``rows`` (a mask or indices) of this start."""
+        return Start(
+            self.idx[rows],
+            self.x[rows],
+            self.z[rows],
+            self.p[rows],
+            self.pdot[rows],
+            self.speed[rows],
+            self.direction.take(rows),
+        )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The outcome of one try for m paths: new points (m, *S) and logits (m, C), accepted and
+    nonfinite masks (m,), the relative miss theta (m,) of the linear prediction of the logit
+    gap, and (predictor-corrector) which steps were aimed just past the boundary."""
+
+    x_new: torch.Tensor
+    z_new: torch.Tensor
+    good: torch.Tensor
+    nonfinite: torch.Tensor
+    theta: torch.Tensor
+    planned: torch.Tensor | None = None
+
+
+#: (ok (m,) mask of the paths with a finite direction, then for those: z (k, C), p (k, V), direction)
+Found = tuple[torch.Tensor, torch.Tensor, torch.Tensor, Direction]
+
+
+class ConvergedStepper(Stepper):
+    """Step control and attempts; subclasses give the direction and one attempt."""
+
+    def direction(self, idx: torch.Tensor, x: torch.Tensor) -> Found:
+        """The finite mask ok (m,), and z, p and the direction of the ok rows, at x (m, *S)."""
+        raise NotImplementedError
+
+    def attempt(self, s: Start, h: torch.Tensor, hz: torch.Tensor) -> Attempt:
+        raise NotImplementedError
+
+    def _start(self, idx: torch.Tensor) -> Start | None:
+        st = self.net.state
+        x = st.x[idx]
+        ok, z, p, d = self.direction(idx, x)
+        st.finish(idx[~ok], "nonfinite")
+        idx, x = idx[ok], x[ok]
+        if idx.numel() == 0:
+            return None
+        pdot = bmv(d.weights, d.zdot)
+        speed = (d.zdot * pdot).sum(-1).clamp_min(0).sqrt()
+        moving = torch.isfinite(speed) & (speed > 0) & torch.isfinite(pdot).all(-1)
+        st.finish(idx[~moving], "stalled")
+        s = Start(idx, x, z, p, pdot, speed, d).take(moving)
+        return s if s.idx.numel() else None
+
+    def _fr_step(self, s: Start) -> torch.Tensor:
+        """FR step h (m,): the turn of the p-space direction since the last step estimates the
+        local error of a straight predictor; zero on the exact flow of a submersion."""
+        st, o = self.net.state, self.opts
+        unit = s.pdot / s.pdot.norm(dim=-1, keepdim=True)
+        h = st.fr_step[s.idx].clone()
+        prev = st.has_prev[s.idx]
+        err = 0.5 * h * (unit - st.prev_dir[s.idx]).norm(dim=-1)
+        factor = (0.9 * (o.rtol * h / err.clamp_min(1e-300)).sqrt()).clamp(0.2, 2.0)
+        h = torch.where(prev, (h * factor).clamp(max=o.eta), h)
+        st.prev_dir[s.idx] = unit
+        st.has_prev[s.idx] = True
+        return h
+
+    def propose(self, idx: torch.Tensor) -> Iterator[Step]:
+        st, o = self.net.state, self.opts
+        s = self._start(idx)
+        if s is None:
+            return
+        idx = s.idx
+        h = self._fr_step(s)
+        hz = st.logit_step[idx].clone()
+        pending = torch.arange(idx.numel(), device=idx.device)
+        for _ in range(o.max_attempts):
+            if pending.numel() == 0:
+                break
+            a = self.attempt(s.take(pending), h[pending], hz[pending])
+            st.finish(idx[pending[a.nonfinite]], "nonfinite")
+            acc = pending[a.good]
+            if acc.numel():
+                # the relative miss of the linear prediction grows with the step: aim at THETA_TARGET
+                scale = (THETA_TARGET / a.theta[a.good].clamp_min(1e-12)).clamp(0.3, 2.0)
+                st.logit_step[idx[acc]] = (hz[acc] * scale).clamp(max=MAX_LOGIT_SCALE * o.logit_step)
+                planned = None if a.planned is None else a.planned[a.good]
+                yield Step(idx[acc], s.x[acc], s.z[acc], a.x_new[a.good], a.z_new[a.good], h[acc], planned)
+            pending = pending[~a.good & ~a.nonfinite]
+            h[pending] = h[pending] / 2
+            hz[pending] = hz[pending] / 3
+            st.logit_step[idx[pending]] = hz[pending]
+        st.finish(idx[pending], "stalled")
+
+
+class FisherStepper(ConvergedStepper):
+    """Predictor on the simplex line, corrector with the step's Jacobian (forward passes)."""
+
+    def direction(self, idx: torch.Tensor, x: torch.Tensor) -> Found:
+        z, J = self.net.jacobian(idx, x)
+        ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
+        if not ok.all():
+            idx, x, z, J = idx[ok], x[ok], z[ok], J[ok]
+        p = self.net.probs(z, idx)
+        return ok, z, p, row_direction(self.opts, x, J, p, descent_gradient(self.net, idx, p))
+
+    def _aim(self, s: Start, h: torch.Tensor, hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Target log-probabilities (m, V), tolerance (m,) and the final mask (m,) of a step.
+
+        The target lies on the line p + t pdot, at FR distance h or log-probability change hz,
+        whichever comes first, or just past the class boundary when the line crosses it sooner.
+        """
+        o, st = self.opts, self.net.state
+        top, k = self.net.view.classes(s.idx, st.top[s.idx], st.target[s.idx])
+        line = SimplexLine(s.p, s.pdot)
+        t = line.step(h, hz)
+        chase = st.chasing[s.idx]
+        t_star = line.crossing(top)
+        if chase.any():
+            t_star = torch.where(chase, line.overtake(k), t_star)
+        final = t_star <= t
+        if final.any():
+            rows = final.nonzero()[:, 0]
+            sub = SimplexLine(s.p[rows], s.pdot[rows])
+            t[rows] = sub.beyond(t_star[rows], o.overshoot)
+        p_target = line.at(t)
+        target = torch.log(p_target.clamp_min(1e-300))
+        # the last step lands tighter than its overshoot: its end point is past the boundary and
+        # on the line, where the length to the tie is measured
+        rel = torch.where(final, torch.full_like(h, min(o.rtol, o.overshoot / 4)), torch.full_like(h, o.rtol))
+        tol = torch.maximum(rel * fisher_rao_distance(s.p, p_target), torch.full_like(h, o.atol))
+        return target, tol, final
+
+    def attempt(self, s: Start, h: torch.Tensor, hz: torch.Tensor) -> Attempt:
+        """Corrections solve the damped Fisher least-squares problem for the remaining
+        log-probability residual r: dx = J^T (M K + lam I)^{-1} M r, which with full-rank J
+        reproduces r exactly (mod 1); after each correction a Broyden secant update makes J map
+        the move just made onto the logit change the network made (no extra passes). theta is
+        the relative miss of the first linear prediction of the logit gap."""
+        o, st, view = self.opts, self.net.state, self.net.view
+        d, gidx, x = s.direction, s.idx, s.x
+        Lt, K, lam, J64, M = d.factor, d.gram, d.damping, d.jacobian, d.weights
+        assert Lt is not None and K is not None and lam is not None and J64 is not None
+        top, k = view.classes(gidx, st.top[gidx], st.target[gidx])
+        target, tol, final = self._aim(s, h, hz)
+        r = target - log_probs(view.reduce(s.z, gidx))
+        r0_gap = pair_gap(r, top, k)
+        m = x.shape[0]
+        delta = torch.zeros(m, J64.shape[-1], dtype=torch.float64, device=x.device)
+        x_new, z_new = x.clone(), s.z.clone()
+        live = torch.ones(m, dtype=torch.bool, device=x.device)
+        good = torch.zeros_like(live)
+        nonfinite = torch.zeros_like(live)
+        size_prev = torch.full((m,), float("inf"), dtype=torch.float64, device=x.device)
+        theta = torch.zeros(m, dtype=torch.float64, device=x.device)
+        predicted = theta
+        for it in range(o.max_corrector + 1):
+            w = fisher_lsq(Lt, K, r, lam)
+            dz = centred(bmv(K, w), s.p)
+            size = (dz * bmv(M, dz)).sum(-1).clamp_min(0).sqrt()
+            if it == 0:
+                predicted = pair_gap(dz, top, k)
+            if it == 1:
+                # nonlinearity along the path: how far the change of the logit gap
+                # log p_top - log p_target after the first step is from its linear prediction
+                miss = ((r0_gap - pair_gap(r, top, k)) - predicted).abs()
+                theta = torch.where(live, miss / predicted.abs().clamp_min(1e-300), theta)
+            if it > 0:
+                conv = live & (size <= tol)
+                # every correction but the first must contract: the first only measures the
+                # step's nonlinearity, and its residual may exceed the step itself (a tiny
+                # p_target next to a moderately probable third class)
+                diverging = (size > o.contraction * size_prev) & (it > 1)
+                fail = live & ~conv & (diverging | ~torch.isfinite(size) | (it == o.max_corrector))
+                good |= conv
+                live &= ~conv & ~fail
+            if not live.any():
+                break
+            li = live.nonzero()[:, 0]
+            x_prev, z_prev = x_new.clone(), view.reduce(z_new, gidx).clone()
+            # J^T w for every row (cheaper than gathering the live rows of J)
+            delta[li] += rows_combination(w, J64)[li]
+            x_new[li] = self.clamp(x[li] + delta[li].to(x.dtype).reshape(x[li].shape))
+            z_new[li] = self.net.forward(gidx[li], x_new[li])
+            bad = ~torch.isfinite(z_new[li]).all(-1)
+            nonfinite[li[bad]] = True
+            live[li[bad]] = False
+            zr_new = view.reduce(torch.nan_to_num(z_new), gidx)
+            broyden_update(J64, K, live, x_new - x_prev, zr_new - z_prev)
+            r = target - log_probs(zr_new)
+            size_prev = size
+        return Attempt(x_new, z_new, good & ~nonfinite, nonfinite, theta, final)
+
+
+class EuclideanStepper(ConvergedStepper):
+    """Plain steps along the gradient of the descended function, same step control."""
+
+    def direction(self, idx: torch.Tensor, x: torch.Tensor) -> Found:
+        """The plain gradient direction v = -J^T a (m, D) and its logit velocity J v (m, V)
+        from one vjp and one jvp: V times fewer backward passes than the Jacobian rows. With a
+        box, coordinates at a bound that v would push outward are frozen."""
+        net, view = self.net, self.net.view
+
+        def both(xx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            zz = net.model(xx)
+            return view.reduce(zz, idx), zz
+
+        with torch.enable_grad():
+            zr, pullback, z = vjp(both, x.detach(), has_aux=True)  # type: ignore[misc]
+        z = z.detach()
+        p = torch.softmax(zr.detach().to(torch.float64), -1)
+        a = descent_gradient(net, idx, p)
+        (g,) = pullback(a.to(zr.dtype))
+        v = -g.detach().reshape(x.shape[0], -1).to(torch.float64)
+        if self.opts.box is not None:
+            v = torch.where(frozen(x, v, self.opts.box), torch.zeros_like(v), v)
+        with torch.enable_grad():
+            tangent = (v.to(x.dtype).reshape(x.shape),)
+            _, zdot = jvp(lambda xx: view.reduce(net.model(xx), idx), (x.detach(),), tangent)  # type: ignore[misc]
+        net.state.matvecs[idx] += 1
+        zdot = centred(zdot.detach().to(torch.float64), p)
+        ok = torch.isfinite(z).all(-1) & torch.isfinite(v).all(-1) & torch.isfinite(zdot).all(-1)
+        if not ok.all():
+            z, p, v, zdot = z[ok], p[ok], v[ok], zdot[ok]
+        return ok, z, p, Direction(v=v, zdot=zdot, weights=fisher_weights(p))
+
+    def attempt(self, s: Start, h: torch.Tensor, hz: torch.Tensor) -> Attempt:
+        """FR length h by its linear speed, or a linearly predicted change hz of the logit gap,
+        whichever is shorter. A step whose realized FR length exceeds 2 h is refused (the
+        linear speed can be tiny near p_y = 1)."""
+        st, view = self.net.state, self.net.view
+        gidx, x, z, d = s.idx, s.x, s.z, s.direction
+        top, k = view.classes(gidx, st.top[gidx], st.target[gidx])
+        rate = pair_gap(d.zdot, top, k).abs().clamp_min(1e-300)
+        tau = torch.minimum(h / s.speed, hz / rate)
+        x_new = self.clamp(x + (tau[:, None] * d.v).to(x.dtype).reshape(x.shape))
+        z_new = self.net.forward(gidx, x_new)
+        nonfinite = ~torch.isfinite(z_new).all(-1)
+        z_safe = view.reduce(torch.nan_to_num(z_new), gidx).to(torch.float64)
+        moved = fisher_rao_distance(s.p, torch.softmax(z_safe, -1))
+        good = ~nonfinite & (moved <= 2 * h) & (moved > 0)
+        predicted = tau * pair_gap(d.zdot, top, k)
+        change = pair_gap(z_safe - view.reduce(z, gidx).to(torch.float64), top, k)
+        theta = (change - predicted).abs() / predicted.abs().clamp_min(1e-300)
+        return Attempt(x_new, z_new, good, nonfinite, theta)

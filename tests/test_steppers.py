@@ -1,0 +1,158 @@
+"""Steppers: the directions against their dense forms, and proposals that book nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import all_pairs, assert_close, make_inputs, make_mlp
+from frmargin.geometry import fisher_rao_distance
+from frmargin.paths import resolve_options
+from frmargin.paths.linalg import broyden_update, frozen
+from frmargin.paths.steppers import (
+    STEPPERS,
+    EuclideanStepper,
+    FisherStepper,
+    PaperStepper,
+    descent_gradient,
+    row_direction,
+)
+from frmargin.paths.tracer import ChunkTracer
+from frmargin.solve import fisher_weights
+
+SECANT = 1e-12  # float64: the Broyden-updated J maps the move onto the logit change
+DENSE = 1e-8  # float64: a direction vs its dense D x D solve
+ROUTES = 1e-10  # float64: the vjp/jvp route vs the Jacobian rows
+
+
+def tracer(**opts):
+    model = make_mlp(6, 4, 16, 2, seed=7, scale=2.0)
+    x, s, t = all_pairs(model, make_inputs((6,), 2, seed=7))
+    return model, ChunkTracer(model, x, s, t, resolve_options(**opts))
+
+
+def dense(model, x, source, target):
+    """(G (P, D, D) with G = J^T M J, g = J^T a (P, D)) from the full Jacobian, float64."""
+    J = torch.autograd.functional.jacobian(lambda xx: model(xx).sum(0), x).permute(1, 0, 2)
+    p = torch.softmax(model(x).detach(), -1)
+    G = J.transpose(-1, -2) @ fisher_weights(p) @ J
+    a = torch.zeros_like(p)
+    a.scatter_(1, source[:, None], 1.0)
+    a.scatter_(1, target[:, None], -1.0)
+    return G, (a[:, None, :] @ J)[:, 0], J
+
+
+def test_registry_names_the_three_steppers():
+    assert {"fisher": FisherStepper, "euclidean": EuclideanStepper, "paper": PaperStepper} == STEPPERS
+    for opts, cls in (
+        ({}, FisherStepper),
+        ({"metric": "euclidean"}, EuclideanStepper),
+        ({"method": "paper"}, PaperStepper),
+    ):
+        assert type(tracer(**opts)[1].stepper) is cls
+
+
+@pytest.mark.parametrize("mode, lam", [("absolute", 1e-3), ("absolute", 1.0)])
+def test_natural_gradient_direction_solves_the_damped_dense_system(mode, lam):
+    model, tr = tracer(damping_mode=mode, damping=lam)
+    st, net = tr.state, tr.net
+    idx = torch.arange(len(st))
+    z, J = net.jacobian(idx, st.x)
+    p = net.probs(z, idx)
+    d = row_direction(tr.opts, st.x, J, p, descent_gradient(net, idx, p))
+    G, g, _ = dense(model, st.x, st.source, st.target)
+    lhs = (G @ d.v[:, :, None])[:, :, 0] + lam * d.v
+    assert_close(lhs, -g, DENSE, DENSE * g.abs().max().item(), f"(G + lam I) v = -g, lam {lam}")
+    # the logit velocity is J v, centred at the top class
+    zdot = (J.to(torch.float64) @ d.v[:, :, None])[:, :, 0]
+    zdot = zdot - zdot.gather(1, p.argmax(-1, keepdim=True))
+    assert_close(d.zdot, zdot, DENSE, DENSE, "logit velocity")
+
+
+def test_box_freezes_the_coordinates_pushed_outward():
+    _model, tr = tracer(box=(-0.5, 0.5))
+    st, net = tr.state, tr.net
+    st.x = st.x.clamp(-0.5, 0.5)
+    idx = torch.arange(len(st))
+    z, J = net.jacobian(idx, st.x)
+    p = net.probs(z, idx)
+    free = row_direction(resolve_options(), st.x, J, p, descent_gradient(net, idx, p))
+    boxed = row_direction(tr.opts, st.x, J, p, descent_gradient(net, idx, p))
+    pushed = frozen(st.x, free.v, (-0.5, 0.5))
+    assert pushed.any() and (free.v[pushed] != 0).all(), "the case must push out of the box"
+    assert (boxed.v[pushed] == 0).all(), "a coordinate pushed out of the box still moves"
+    assert (boxed.v[~pushed] != 0).any()
+
+
+@pytest.mark.parametrize("box", [None, (-3.0, 3.0)], ids=["free", "box"])
+def test_euclidean_direction_from_vjp_and_jvp_matches_the_rows(box):
+    _model, tr = tracer(metric="euclidean", box=box)
+    st, net = tr.state, tr.net
+    idx = torch.arange(len(st))
+    ok, _z, p, d = tr.stepper.direction(idx, st.x)
+    assert ok.all() and (st.matvecs == 1).all() and (st.jacobian_evals == 0).all()
+    _, J = net.jacobian(idx, st.x)
+    rows = row_direction(tr.opts, st.x, J, p, descent_gradient(net, idx, p))
+    assert_close(d.v, rows.v, ROUTES, ROUTES, "Euclidean v")
+    assert_close(d.zdot, rows.zdot, ROUTES, ROUTES, "Euclidean logit velocity")
+
+
+def booked(st):
+    return [t.clone() for t in (st.x, st.z, st.length, st.steps, st.length_first)]
+
+
+@pytest.mark.parametrize(
+    "opts", [{}, {"metric": "euclidean"}, {"method": "paper"}], ids=["fisher", "euclidean", "paper"]
+)
+def test_proposals_book_nothing(opts):
+    _, tr = tracer(**opts)
+    before = booked(tr.state)
+    steps = list(tr.stepper.propose(torch.arange(len(tr.state))))
+    assert steps and sum(s.idx.numel() for s in steps) > 0
+    for a, b in zip(before, booked(tr.state)):
+        assert torch.equal(a.nan_to_num(-1), b.nan_to_num(-1)), "a proposal changed the booked state"
+    for s in steps:
+        assert torch.equal(s.x_old, tr.state.x[s.idx])
+        # z_old comes from the step's own evaluation (a batch of another size: rounding only)
+        assert_close(s.z_old, tr.state.z[s.idx], ROUTES, ROUTES, "logits at the start of a step")
+
+
+def test_paper_step_has_unit_damped_length():
+    model, tr = tracer(method="paper", damping_mode="absolute", damping=0.1)
+    (step,) = tr.stepper.propose(torch.arange(len(tr.state)))
+    G, _, _ = dense(model, step.x_old, tr.state.source[step.idx], tr.state.target[step.idx])
+    delta = (step.x_new - step.x_old).to(torch.float64)
+    norm = (delta[:, None, :] @ G @ delta[:, :, None])[:, 0, 0] + 0.1 * (delta * delta).sum(-1)
+    assert_close(norm, torch.ones_like(norm), DENSE, 0, "delta^T (G + lam I) delta")
+
+
+def test_converged_steps_respect_the_fr_step():
+    _, tr = tracer(accuracy={"eta": 0.2})
+    o = tr.opts
+    for step in tr.stepper.propose(torch.arange(len(tr.state))):
+        p_old = tr.net.probs(step.z_old, step.idx)
+        p_new = tr.net.probs(step.z_new, step.idx)
+        moved = fisher_rao_distance(p_old, p_new)
+        assert step.fr_step is not None and (step.fr_step <= o.eta).all()
+        assert (moved <= (1 + 2 * o.rtol) * step.fr_step + o.atol).all(), (moved / step.fr_step).max()
+
+
+def test_broyden_update_is_a_secant_update():
+    gen = torch.Generator().manual_seed(0)
+    J = torch.randn(3, 4, 7, generator=gen, dtype=torch.float64)
+    K = J @ J.transpose(-1, -2)
+    J0, K0 = J.clone(), K.clone()
+    rows = torch.tensor([0, 2])
+    dx = torch.randn(3, 7, generator=gen, dtype=torch.float64)
+    dx[:, 5] = 0.0  # a coordinate frozen by a box: its column must not change
+    dz = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    broyden_update(J, K, torch.tensor([True, False, True]), dx, dz)
+    dx, dz = dx[rows], dz[rows]
+    assert_close((J[rows] @ dx[:, :, None])[:, :, 0], dz, SECANT, SECANT, "J dx after the update")
+    assert_close(K, J @ J.transpose(-1, -2), SECANT, SECANT, "K = J J^T after the update")
+    assert torch.equal(J[1], J0[1]) and torch.equal(K[1], K0[1]), "a row outside `rows` changed"
+    assert torch.equal(J[:, :, 5], J0[:, :, 5]), "a column the move did not touch changed"
+    # least change: J moves only along dx (any vector orthogonal to dx is mapped as before)
+    u = torch.randn(2, 7, generator=gen, dtype=torch.float64)
+    u = u - (u * dx).sum(-1, keepdim=True) / (dx * dx).sum(-1, keepdim=True) * dx
+    assert_close((J[rows] @ u[:, :, None]), (J0[rows] @ u[:, :, None]), SECANT, SECANT, "J on the complement of dx")
