@@ -13,6 +13,7 @@ import torch
 
 from ..errors import bad_argument
 from ..validation import check_classes, check_images, check_logits, check_model
+from .box import bound_share
 from .options import resolve_box, resolve_options
 from .state import PathState
 from .tracer import ChunkTracer
@@ -34,12 +35,16 @@ class PathResult:
         first_hit: (P,) class that took over first, -1 where no class change.
         success: (P,) bool, the predicted class changed.
         x_end: (P, *S) first point past the class change (last point where none).
-        status: "ok", "budget", "stalled", "nonfinite" or "misclassified" (argmax at x0 was not
-            the source).
+        status: "ok", "budget", "stalled", "box_stationary" (in a box: the projected direction
+            vanished, x is a KKT point of the box, before any class change), "nonfinite" or
+            "misclassified" (argmax at x0 was not the source).
         fr_length_target: (P,) FR length until the target became the argmax (until="target";
             NaN otherwise or where not reached).
         visited: classes that became the argmax along the path, in order.
         trajectory: per path, the accepted points (n_i, *S), when record=True.
+        bound_share: (P,) share of the coordinates of x_end at a bound of the box (NaN
+            without a box); box_changes: (P,) coordinates added to or released from the
+            active set of the projected flow, summed over the steps (0 without a box).
     """
 
     fr_length: torch.Tensor
@@ -56,6 +61,8 @@ class PathResult:
     fr_length_target: torch.Tensor
     visited: list[list[int]]
     trajectory: list[torch.Tensor] | None = None
+    bound_share: torch.Tensor | None = None
+    box_changes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.status)
@@ -69,6 +76,8 @@ class PathResult:
                 continue
             if f.name == "visited":
                 data[f.name] = [">".join(map(str, v)) for v in val]
+            elif val is None:
+                continue
             elif isinstance(val, torch.Tensor):
                 data[f.name] = val.cpu().numpy()
             else:
@@ -184,10 +193,10 @@ def trace_paths(
         parts.append(ChunkTracer(model, x[sl], source[sl], target[sl], opts).run())
         if progress is not None:
             progress(min(start + batch_size, P))
-    return _collect(parts)
+    return _collect(parts, opts.box)
 
 
-def _collect(parts: list[PathState]) -> PathResult:
+def _collect(parts: list[PathState], box: tuple[float, float] | None = None) -> PathResult:
     """One ``PathResult`` from the final states of the chunks, in path order."""
 
     def cat(get: Callable[[PathState], torch.Tensor]) -> torch.Tensor:
@@ -216,4 +225,6 @@ def _collect(parts: list[PathState]) -> PathResult:
         fr_length_target=cat(lambda st: st.length_target),
         visited=[v for st in parts for v in st.visited],
         trajectory=traj,
+        bound_share=bound_share(x_end, box),
+        box_changes=cat(lambda st: st.box_changes),
     )

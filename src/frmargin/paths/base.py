@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..solve import fisher_factor, fisher_lsq, fisher_weights, resolve_damping
-from .linalg import bmv, centred, frozen, rows_combination
+from .linalg import bmv, centred, rows_combination
 from .options import TracerOptions
 from .simplex_line import segment_length
 from .state import Network
@@ -40,8 +40,9 @@ class Direction:
 
     v: (m, D) direction in x; zdot: (m, V) its centred logit velocity; weights: M = diag(p) -
     p p^T (m, V, V); factor: L^T (M = L L^T); gram: K = J J^T (m, V, V); damping: lam (m,);
-    jacobian: (m, V, D) float64 rows used (box-frozen columns zeroed). The last four are None
-    for a direction without Jacobian rows (the Euclidean vjp/jvp route).
+    jacobian: (m, V, D) float64 rows used (box-held columns zeroed). The last four are None
+    for a direction without Jacobian rows (the Euclidean vjp/jvp route). active: (m, D) the
+    coordinates held at a bound of the box (``box.box_direction``), None without a box.
     """
 
     v: torch.Tensor
@@ -51,6 +52,7 @@ class Direction:
     gram: torch.Tensor | None = None
     damping: torch.Tensor | None = None
     jacobian: torch.Tensor | None = None
+    active: torch.Tensor | None = None
 
     def take(self, rows: torch.Tensor) -> Direction:
         """The direction of paths ``rows`` (a mask or indices); tensors are copied."""
@@ -95,24 +97,21 @@ def row_direction(opts: TracerOptions, x: torch.Tensor, J: torch.Tensor, p: torc
     """Descent direction from Jacobian rows J (m, V, D) at x (m, *S), p (m, V), a (m, V).
 
     Fisher metric: v = -J^T w with (M K + lam I) w = a (the damped natural gradient);
-    Euclidean: w = a. With a box, coordinates at a bound that the step would push outward are
-    frozen (their Jacobian columns zeroed): the projected natural gradient.
+    Euclidean: w = a. With a box: the projected direction of ``box.box_direction`` (an
+    active set of coordinates held at a bound, the solve restricted to the free ones).
     """
     M = fisher_weights(p)
     Lt = fisher_factor(p)
     J64 = J.to(torch.float64)
-    for _ in range(1 if opts.box is None else 2):
-        K = J64 @ J64.transpose(-1, -2)
-        lam = damping(opts, Lt, K)
-        # (M K + lam I) w = a, with a = M (a / p) since a sums to zero
-        w = fisher_lsq(Lt, K, a / p.clamp_min(1e-300), lam) if opts.metric == "fisher" else a
-        v = -rows_combination(w, J64)
-        if opts.box is None:
-            break
-        fr = frozen(x, v, opts.box)
-        if not fr.any():
-            break
-        J64 = J64 * (~fr)[:, None, :]
+    if opts.box is not None:
+        from .box import box_direction  # box builds on the steppers of this module's users
+
+        return box_direction(opts, x, J64, p, a, M, Lt)[0]
+    K = J64 @ J64.transpose(-1, -2)
+    lam = damping(opts, Lt, K)
+    # (M K + lam I) w = a, with a = M (a / p) since a sums to zero
+    w = fisher_lsq(Lt, K, a / p.clamp_min(1e-300), lam) if opts.metric == "fisher" else a
+    v = -rows_combination(w, J64)
     zdot = centred(-bmv(K, w), p)
     return Direction(v=v, zdot=zdot, weights=M, factor=Lt, gram=K, damping=lam, jacobian=J64)
 
@@ -138,3 +137,8 @@ class Stepper:
 
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.opts.box is None else x.clamp(*self.opts.box)
+
+    def bind(self, x_new: torch.Tensor, J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor) -> None:
+        """Hook of the corrector after each correction (x_new (m, *S), its J (m, V, D) and
+        K (m, V, V), live ``rows`` (m,)): nothing here; the box stepper holds coordinates that
+        reached a bound."""

@@ -233,6 +233,7 @@ class FisherStepper(ConvergedStepper):
             live[li[bad]] = False
             zr_new = view.reduce(torch.nan_to_num(z_new), gidx)
             broyden_update(J64, K, live, x_new - x_prev, zr_new - z_prev)
+            self.bind(x_new, J64, K, live)
             r = target - log_probs(zr_new)
             size_prev = size
         return Attempt(x_new, z_new, good & ~nonfinite, nonfinite, theta, final)

@@ -33,7 +33,7 @@ METHODS = ("converged", "paper")
 METRICS = ("fisher", "euclidean")
 UNTIL = ("first_flip", "target")
 SOLVERS = ("exact", "cg")
-STATUSES = ("ok", "budget", "stalled", "nonfinite", "misclassified")
+STATUSES = ("ok", "budget", "stalled", "box_stationary", "nonfinite", "misclassified")
 
 #: Accuracy options of the converged mode and their defaults.
 ACCURACY_DEFAULTS = {
@@ -88,8 +88,11 @@ class TracerOptions:
 
     @property
     def stepper(self) -> str:
-        """Key of the stepper in ``steppers.STEPPERS``: ``paper``, ``fisher`` or ``euclidean``."""
-        return "paper" if self.method == "paper" else self.metric
+        """Key of the stepper in ``steppers.STEPPERS``: ``paper``, ``fisher``, ``fisher-box``
+        (the Fisher metric in a box) or ``euclidean``."""
+        if self.method == "paper":
+            return "paper"
+        return "fisher-box" if self.metric == "fisher" and self.box is not None else self.metric
 
     @property
     def until_target(self) -> bool:

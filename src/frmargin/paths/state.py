@@ -28,7 +28,8 @@ class PathState:
         length: (n,) FR length so far; length_first: up to the first change (NaN before);
             length_target: up to the target becoming the argmax (until="target"; NaN before).
         first_hit: (n,) int64, -1 before the first change; success: (n,) bool.
-        steps, forward_evals, matvecs: (n,) int64; jacobian_evals: (n,) float64 (shared points
+        steps, forward_evals, matvecs: (n,) int64; box_changes: (n,) int64 coordinates
+            added to or released from the box's active set, summed over the steps; jacobian_evals: (n,) float64 (shared points
             are charged their share).
         fr_step, logit_step: (n,) float64 step caps of the converged steppers (FR length,
             largest log-probability change); prev_dir: (n, V) last unit p-direction, has_prev.
@@ -56,6 +57,7 @@ class PathState:
         self.jacobian_evals = torch.zeros(n, dtype=torch.float64, device=dev)
         self.forward_evals = torch.zeros(n, dtype=torch.int64, device=dev)
         self.matvecs = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.box_changes = torch.zeros(n, dtype=torch.int64, device=dev)
         self.fr_step = torch.zeros(n, dtype=torch.float64, device=dev)
         self.logit_step = torch.zeros(n, dtype=torch.float64, device=dev)
         self.prev_dir = torch.zeros(n, 0, dtype=torch.float64, device=dev)

@@ -1,7 +1,8 @@
 """The stepper registry: ``TracerOptions.stepper`` -> the class that proposes the steps.
 
 As torchdiffeq's ``SOLVERS``: ``fisher`` (converged, predictor-corrector on the simplex
-line), ``euclidean`` (converged, plain gradient steps) and ``paper`` (the paper's unit damped
+line), ``fisher-box`` (the same in a box, with the projected direction of ``box``),
+``euclidean`` (converged, plain gradient steps) and ``paper`` (the paper's unit damped
 natural-gradient steps). A stepper's ``propose(idx)`` yields ``Step``s for the tracer to
 accept and never books them; it finishes the paths it cannot move (``nonfinite``, ``stalled``)
 and keeps its step-size control in the state.
@@ -9,6 +10,7 @@ and keeps its step-size control in the state.
 
 from __future__ import annotations
 
+from .box import BoxFisherStepper
 from .base import Direction, Step, Stepper, descent_gradient, row_direction
 from .converged import EuclideanStepper, FisherStepper
 from .options import TracerOptions
@@ -17,6 +19,7 @@ from .state import Network
 
 __all__ = [
     "STEPPERS",
+    "BoxFisherStepper",
     "Direction",
     "EuclideanStepper",
     "FisherStepper",
@@ -28,7 +31,12 @@ __all__ = [
     "row_direction",
 ]
 
-STEPPERS: dict[str, type[Stepper]] = {"fisher": FisherStepper, "euclidean": EuclideanStepper, "paper": PaperStepper}
+STEPPERS: dict[str, type[Stepper]] = {
+    "fisher": FisherStepper,
+    "fisher-box": BoxFisherStepper,
+    "euclidean": EuclideanStepper,
+    "paper": PaperStepper,
+}
 
 
 def make_stepper(net: Network, opts: TracerOptions) -> Stepper:

@@ -1,0 +1,232 @@
+"""Natural-gradient paths inside a box: the projected direction (an active set) and the
+predictor-corrector that keeps to it.
+
+The projected natural-gradient direction at x in the box [lo, hi]^D solves the quadratic
+program
+
+    min_v  g^T v + 1/2 v^T (G + lam I) v   s.t.  v_i >= 0 where x_i = lo,  v_i <= 0 where x_i = hi,
+
+with g = J^T a the gradient of the descended function and G = J^T M J. On a free set F
+(the coordinates not held at a bound) the solution is v_F = -J_F^T w with (M K_F + lam I) w = a,
+K_F = J_F J_F^T: still a V x V system. The active set is iterated (primal-dual): a free
+coordinate at a bound that v pushes outward is added; a held coordinate whose multiplier
+mu_i = J_i^T (a - M K_F w) (the QP gradient there) has the sign that lets v move it inward is
+released. The direction is zero exactly when x is a KKT point of the box (``box_stationary``).
+
+Shapes: m paths, V classes of the view, *S the input shape, D = prod(S); float64 algebra.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..geometry import fisher_rao_distance
+from ..solve import fisher_factor, fisher_lsq, fisher_weights
+from .base import Direction, damping, descent_gradient
+from .converged import Attempt, FisherStepper, Found, Start
+from .linalg import bmv, centred, rows_combination
+from .options import TracerOptions
+
+__all__ = ["BOX_STATIONARY", "BoxFisherStepper", "box_direction", "bound_share"]
+
+#: active-set iterations of the projected direction (each one a V x V solve per path)
+MAX_ACTIVE_ITERATIONS = 12
+#: a projected Fisher speed below this fraction of the unconstrained one is a KKT point
+BOX_STATIONARY = 1e-9
+#: in the box a step must move p by at least this fraction of its aim (FR) ...
+MIN_PROGRESS = 0.5
+#: ... so its corrector converges within this fraction of the aim (not only within ``atol``)
+BOX_TOL = 0.25
+DEBUG = False
+#: in the box, solves on a reduced free set keep lam >= this fraction of the largest eigenvalue
+#: of G_F: with few free coordinates G_F is near-singular and the undamped direction asks for
+#: huge input moves that no step can follow (measured on 8x8 digits: 1e-8 and below leave
+#: paths at the budget, 1e-6 reaches every boundary at the unconstrained cost)
+BOX_DAMPING = 1e-6
+
+
+def at_bounds(x: torch.Tensor, box: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks (m, D) of the coordinates of x (m, *S) at the lower and at the upper bound."""
+    xf = x.reshape(x.shape[0], -1)
+    return xf <= box[0], xf >= box[1]
+
+
+def bound_share(x: torch.Tensor, box: tuple[float, float] | None) -> torch.Tensor:
+    """Share (m,) float64 of the coordinates of x (m, *S) at a bound of the box (NaN: no box).
+
+    Example:
+        >>> bound_share(torch.tensor([[0.0, 0.5, 1.0, 0.2]]), (0.0, 1.0))
+        tensor([0.5000], dtype=torch.float64)
+    """
+    if box is None:
+        return torch.full((x.shape[0],), float("nan"), dtype=torch.float64, device=x.device)
+    lo, hi = at_bounds(x, box)
+    return (lo | hi).to(torch.float64).mean(-1)
+
+
+def _solve(opts: TracerOptions, J: torch.Tensor, keep: torch.Tensor, Lt, p, a, floor: bool = False):
+    """v, w, K_F, lam, J_F for the free coordinates ``keep`` (m, D) of J (m, V, D); with
+    ``floor``, lam >= BOX_DAMPING times the largest eigenvalue of G_F."""
+    JF = J * keep[:, None, :]
+    K = JF @ JF.transpose(-1, -2)
+    lam = damping(opts, Lt, K)
+    if floor and BOX_DAMPING > 0:
+        A = Lt @ K @ Lt.transpose(-1, -2)
+        lam_max = torch.linalg.eigvalsh(0.5 * (A + A.transpose(-1, -2)))[:, -1].clamp_min(0)
+        lam = torch.maximum(lam, BOX_DAMPING * lam_max)
+    w = fisher_lsq(Lt, K, a / p.clamp_min(1e-300), lam) if opts.metric == "fisher" else a
+    return -rows_combination(w, JF), w, K, lam, JF
+
+
+def box_direction(
+    opts: TracerOptions,
+    x: torch.Tensor,
+    J: torch.Tensor,
+    p: torch.Tensor,
+    a: torch.Tensor,
+    M: torch.Tensor,
+    Lt: torch.Tensor,
+) -> tuple[Direction, torch.Tensor]:
+    """The projected descent direction at x (m, *S) in the box, and the ratio (m,) of its
+    Fisher speed to the unconstrained direction's.
+
+    J (m, V, D) float64 rows, p (m, V), a (m, V) the logit gradient, M and Lt the Fisher
+    weights and factor of p. Rows where no coordinate is held keep the unconstrained solve
+    bit for bit. ``Direction.active`` (m, D) marks the held coordinates, whose Jacobian
+    columns are zero in ``Direction.jacobian``.
+    """
+    assert opts.box is not None
+    lo, hi = at_bounds(x, opts.box)
+    free = torch.ones_like(lo)
+    v, w, K, lam, JF = _solve(opts, J, free, Lt, p, a)
+    zdot0 = centred(-bmv(K, w), p)
+    speed0 = (zdot0 * bmv(M, zdot0)).sum(-1).clamp_min(0).sqrt()
+    active = torch.zeros_like(lo)
+    for it in range(MAX_ACTIVE_ITERATIONS):
+        push = ~active & ((lo & (v < 0)) | (hi & (v > 0)))
+        # the QP gradient on the held coordinates, with the original columns of J: J_i^T (a -
+        # M K_F w) = lam J_i^T w (exactly; the difference form cancels catastrophically when lam
+        # is tiny). Euclidean metric: the QP's Hessian is I, mu = g.
+        mu = rows_combination(w, J) * (lam[:, None] if opts.metric == "fisher" else 1.0)
+        release = active & ((lo & (mu < 0)) | (hi & (mu > 0)))
+        change = (push | release).any(-1)
+        if not change.any():
+            break
+        if DEBUG:
+            print("it", it, "push", int(push.sum()), "release", int(release.sum()))
+        active = torch.where(change[:, None], (active | push) & ~release, active)
+        v2, w2, K2, lam2, JF2 = _solve(opts, J[change], ~active[change], Lt[change], p[change], a[change], True)
+        v, w, K, lam, JF = (t.clone() for t in (v, w, K, lam, JF))
+        v[change], w[change], K[change], lam[change], JF[change] = v2, w2, K2, lam2, JF2
+    # a cycling active set (rare): hold what still points out, so the direction is feasible
+    out = (lo & (v < 0)) | (hi & (v > 0))
+    if out.any():
+        if DEBUG:
+            print("fallback", int(out.sum()))
+        active = active | out
+        v = torch.where(out, torch.zeros_like(v), v)
+        JF = JF * (~out)[:, None, :]
+        K = torch.where(out.any(-1)[:, None, None], JF @ JF.transpose(-1, -2), K)
+    zdot = centred(-bmv(K, w), p)
+    bad = out.any(-1)
+    if bad.any():
+        zdot[bad] = centred(bmv(JF[bad], v[bad]), p[bad])
+    speed = (zdot * bmv(M, zdot)).sum(-1).clamp_min(0).sqrt()
+    ratio = speed / speed0.clamp_min(1e-300)
+    d = Direction(v=v, zdot=zdot, weights=M, factor=Lt, gram=K, damping=lam, jacobian=JF, active=active)
+    return d, ratio
+
+
+class BoxFisherStepper(FisherStepper):
+    """The predictor-corrector of ``FisherStepper`` with the projected direction.
+
+    Differences, all confined to paths the box touches: a path at a KKT point of the box
+    (projected speed ~ 0, the class unchanged) ends ``box_stationary``; a coordinate that a
+    correction drives onto a bound is held there for the rest of the step (its column of the
+    corrector's Jacobian zeroed, the remaining coordinates make up for it); a step of such a
+    path must move p by at least ``MIN_PROGRESS`` of its aim in FR length, so no accepted step
+    has zero length. Active-set changes are counted in ``state.box_changes``.
+    """
+
+    def __init__(self, net, opts: TracerOptions) -> None:
+        super().__init__(net, opts)
+        self.held: torch.Tensor | None = None  # (n, D) active set of the last direction
+        self.clamped: torch.Tensor | None = None  # (m,) rows of the running attempt the box cut
+        self.turned: torch.Tensor | None = None  # (n,) paths whose active set just changed
+
+    def direction(self, idx: torch.Tensor, x: torch.Tensor) -> Found:
+        """As ``FisherStepper.direction``, projected; paths at a KKT point of the box end
+        ``box_stationary`` (returned not ok, with their status already given)."""
+        st = self.net.state
+        z, J = self.net.jacobian(idx, x)
+        ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
+        if not ok.all():
+            idx, x, z, J = idx[ok], x[ok], z[ok], J[ok]
+        p = self.net.probs(z, idx)
+        a = descent_gradient(self.net, idx, p)
+        d, ratio = box_direction(self.opts, x, J.to(torch.float64), p, a, fisher_weights(p), fisher_factor(p))
+        assert d.active is not None
+        if self.held is None:
+            self.held = torch.zeros(len(st), d.active.shape[-1], dtype=torch.bool, device=x.device)
+        changes = (self.held[idx] != d.active).sum(-1)
+        st.box_changes[idx] += changes
+        self.turned = torch.zeros(len(st), dtype=torch.bool, device=x.device)
+        self.turned[idx] = changes > 0
+        self.held[idx] = d.active
+        stationary = d.active.any(-1) & (ratio <= BOX_STATIONARY)
+        if stationary.any():
+            st.finish(idx[stationary], "box_stationary")
+            ok = ok.clone()
+            ok[ok.nonzero()[:, 0][stationary]] = False
+            keep = ~stationary
+            z, p, d = z[keep], p[keep], d.take(keep)
+        return ok, z, p, d
+
+    def _fr_step(self, s: Start) -> torch.Tensor:
+        """As ``FisherStepper._fr_step``, except where the active set changed since the last
+        step: the projected flow has a kink there, which is not a local error of the straight
+        predictor, so the FR step is kept (a step that then fails is halved as usual)."""
+        st = self.net.state
+        h_prev = st.fr_step[s.idx].clone()
+        h = super()._fr_step(s)
+        if self.turned is None:
+            return h
+        kink = self.turned[s.idx] & st.has_prev[s.idx]
+        return torch.where(kink, torch.maximum(h, h_prev), h)
+
+    def _aim(self, s: Start, h: torch.Tensor, hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        target, tol, final = super()._aim(s, h, hz)
+        held = self._held_rows(s)
+        if held.any():
+            aim = fisher_rao_distance(s.p, target.exp())
+            tol = torch.where(held, torch.minimum(tol, BOX_TOL * aim), tol)
+        return target, tol, final
+
+    def _held_rows(self, s: Start) -> torch.Tensor:
+        assert s.direction.active is not None
+        return s.direction.active.any(-1)
+
+    def attempt(self, s: Start, h: torch.Tensor, hz: torch.Tensor) -> Attempt:
+        self.clamped = torch.zeros(s.idx.numel(), dtype=torch.bool, device=s.x.device)
+        a = super().attempt(s, h, hz)
+        watch = self._held_rows(s) | self.clamped
+        if not watch.any():
+            return a
+        target, _tol, _final = super()._aim(s, h, hz)
+        p_new = self.net.probs(torch.nan_to_num(a.z_new), s.idx)
+        moved = fisher_rao_distance(s.p, p_new)
+        short = watch & ~(moved >= MIN_PROGRESS * fisher_rao_distance(s.p, target.exp()))
+        return Attempt(a.x_new, a.z_new, a.good & ~short, a.nonfinite, a.theta, a.planned)
+
+    def bind(self, x_new: torch.Tensor, J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor) -> None:
+        """Hold the coordinates of x_new (m, *S) that a correction drove onto a bound: zero
+        their columns of the corrector's J (m, V, D) and update K = J J^T, on ``rows`` (m,)."""
+        assert self.opts.box is not None and self.clamped is not None
+        lo, hi = at_bounds(x_new, self.opts.box)
+        hit = (lo | hi) & (J != 0).any(1) & rows[:, None]
+        r = hit.any(-1)
+        if not r.any():
+            return
+        self.clamped |= r
+        J[r] = J[r] * (~hit[r])[:, None, :]
+        K[r] = J[r] @ J[r].transpose(-1, -2)
