@@ -138,7 +138,8 @@ class Stepper:
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.opts.box is None else x.clamp(*self.opts.box)
 
-    def bind(self, x_new: torch.Tensor, J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor) -> None:
+    def bind(self, x_new: torch.Tensor, J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
         """Hook of the corrector after each correction (x_new (m, *S), its J (m, V, D) and
-        K (m, V, V), live ``rows`` (m,)): nothing here; the box stepper holds coordinates that
-        reached a bound."""
+        K (m, V, V), live ``rows`` (m,)); returns the rows (m,) whose J it changed, or None.
+        Nothing here; the box stepper holds coordinates that reached a bound."""
+        return None

@@ -33,10 +33,9 @@ __all__ = ["BOX_STATIONARY", "BoxFisherStepper", "box_direction", "bound_share"]
 MAX_ACTIVE_ITERATIONS = 12
 #: a projected Fisher speed below this fraction of the unconstrained one is a KKT point
 BOX_STATIONARY = 1e-9
-#: in the box a step must move p by at least this fraction of its aim (FR) ...
-MIN_PROGRESS = 0.5
-#: ... so its corrector converges within this fraction of the aim (not only within ``atol``)
-BOX_TOL = 0.25
+#: in the box a step must move p by at least this fraction of its aim (FR): a correction cut
+#: by the box may "converge" within ``atol`` without moving (the zero-length steps of issue 14)
+MIN_PROGRESS = 0.05
 DEBUG = False
 #: in the box, solves on a reduced free set keep lam >= this fraction of the largest eigenvalue
 #: of G_F: with few free coordinates G_F is near-singular and the undamped direction asks for
@@ -194,14 +193,6 @@ class BoxFisherStepper(FisherStepper):
         kink = self.turned[s.idx] & st.has_prev[s.idx]
         return torch.where(kink, torch.maximum(h, h_prev), h)
 
-    def _aim(self, s: Start, h: torch.Tensor, hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        target, tol, final = super()._aim(s, h, hz)
-        held = self._held_rows(s)
-        if held.any():
-            aim = fisher_rao_distance(s.p, target.exp())
-            tol = torch.where(held, torch.minimum(tol, BOX_TOL * aim), tol)
-        return target, tol, final
-
     def _held_rows(self, s: Start) -> torch.Tensor:
         assert s.direction.active is not None
         return s.direction.active.any(-1)
@@ -210,15 +201,14 @@ class BoxFisherStepper(FisherStepper):
         self.clamped = torch.zeros(s.idx.numel(), dtype=torch.bool, device=s.x.device)
         a = super().attempt(s, h, hz)
         watch = self._held_rows(s) | self.clamped
-        if not watch.any():
-            return a
         target, _tol, _final = super()._aim(s, h, hz)
         p_new = self.net.probs(torch.nan_to_num(a.z_new), s.idx)
         moved = fisher_rao_distance(s.p, p_new)
-        short = watch & ~(moved >= MIN_PROGRESS * fisher_rao_distance(s.p, target.exp()))
+        # no step of a box path has zero length; one the box touched moves a share of its aim
+        short = ~(moved > 0) | (watch & ~(moved >= MIN_PROGRESS * fisher_rao_distance(s.p, target.exp())))
         return Attempt(a.x_new, a.z_new, a.good & ~short, a.nonfinite, a.theta, a.planned)
 
-    def bind(self, x_new: torch.Tensor, J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor) -> None:
+    def bind(self, x_new: torch.Tensor, J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
         """Hold the coordinates of x_new (m, *S) that a correction drove onto a bound: zero
         their columns of the corrector's J (m, V, D) and update K = J J^T, on ``rows`` (m,)."""
         assert self.opts.box is not None and self.clamped is not None
@@ -226,7 +216,8 @@ class BoxFisherStepper(FisherStepper):
         hit = (lo | hi) & (J != 0).any(1) & rows[:, None]
         r = hit.any(-1)
         if not r.any():
-            return
+            return None
         self.clamped |= r
         J[r] = J[r] * (~hit[r])[:, None, :]
         K[r] = J[r] @ J[r].transpose(-1, -2)
+        return r

@@ -233,9 +233,10 @@ class FisherStepper(ConvergedStepper):
             live[li[bad]] = False
             zr_new = view.reduce(torch.nan_to_num(z_new), gidx)
             broyden_update(J64, K, live, x_new - x_prev, zr_new - z_prev)
-            self.bind(x_new, J64, K, live)
+            rebound = self.bind(x_new, J64, K, live)
             r = target - log_probs(zr_new)
-            size_prev = size
+            # a correction after the box changed J (coordinates newly held) need not contract
+            size_prev = size if rebound is None else torch.where(rebound, torch.full_like(size, float("inf")), size)
         return Attempt(x_new, z_new, good & ~nonfinite, nonfinite, theta, final)
 
 

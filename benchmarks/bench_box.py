@@ -1,0 +1,179 @@
+"""Box-constrained natural-gradient paths: share ok, cost per path, box statistics, FMN.
+
+Models where the box (0, 1) binds: a tiny MLP and a tiny CNN trained on synthetic 8x8
+digit-like images (``tests/digits.py``: strokes on an exact-zero background) and CNN-A on
+CIFAR-10 (the mirror's ``cifar_cnn_a_adv.model``); and ResNet-20 on ``cifar10-exact``, where
+the box does not bind. Per model: every (image, other class) path with and without
+``box=(0, 1)``; statuses, Jacobian evaluations and seconds per path, share of coordinates at a
+bound at the end, active-set changes, the share ok among paths whose image FMN fools inside
+the box, and (``--margin``) the in-box margin estimate of ``box_margin`` next to the traced
+length and the lower bound.
+
+Usage: .venv/bin/python benchmarks/bench_box.py [--images 4] [--only digits-mlp,cnn-a] [--margin]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from _common import RESULTS, add_thread_arg, apply_threads, setup_env  # noqa: E402
+
+CNN_A_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+CNN_A_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+
+
+def _cnn_a():
+    """CNN-A (adversarially trained, eps 2/255) on CIFAR-10 images in [0, 1], or None."""
+    from frmargin.models import Normalized
+
+    for name in ("cnn-a-adv2",):
+        try:
+            import frmargin
+
+            return frmargin.load_model(name, progress=False)
+        except Exception:  # noqa: BLE001 - the zoo entry may not exist yet: build it by hand
+            pass
+    path = Path("/work/shared/assets/weights/cifar_cnn_a_adv.model")
+    if not path.is_file():
+        return None
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 4, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 4, 2, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(2048, 100),
+        nn.ReLU(),
+        nn.Linear(100, 10),
+    )
+    net.load_state_dict(torch.load(path, weights_only=True))
+    return Normalized(net, CNN_A_MEAN, CNN_A_STD).eval()
+
+
+def _cifar(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import frmargin
+
+    ds = frmargin.load_dataset("cifar10-exact", progress=False)
+    return ds.images[:n], ds.labels[:n]
+
+
+def workloads(only: set[str] | None, images: int) -> dict:
+    """name -> (model, images (B, *S), labels (B,))."""
+    from digits import digit_cnn, digit_mlp, digits
+
+    out = {}
+    x, y = digits(max(images, 8) * 2, seed=123)
+    if only is None or "digits-mlp" in only:
+        out["digits-mlp"] = (digit_mlp(0), x, y)
+    if only is None or "digits-cnn" in only:
+        out["digits-cnn"] = (digit_cnn(0), x, y)
+    if only is None or "cnn-a" in only:
+        model = _cnn_a()
+        if model is not None:
+            out["cnn-a"] = (model, *_cifar(images * 2))
+    if only is None or "resnet20" in only:
+        import frmargin
+
+        out["resnet20"] = (frmargin.load_model("resnet20", progress=False), *_cifar(images * 2))
+    return out
+
+
+def all_pairs(model, x: torch.Tensor, y: torch.Tensor, images: int):
+    """Correctly classified images (first ``images``), each paired with every other class."""
+    with torch.no_grad():
+        logits = model(x)
+    good = (logits.argmax(-1) == y).nonzero()[:images, 0]
+    C = logits.shape[-1]
+    img = good.repeat_interleave(C - 1)
+    src = y[img]
+    off = torch.arange(C - 1).repeat(good.numel())
+    tgt = (src + 1 + off) % C
+    return x[good], y[good], img, x[img], src, tgt
+
+
+def bench(name, model, x, y, images: int, margin: bool) -> dict:
+    import frmargin
+    from frmargin.paths import trace_paths
+
+    xi, yi, img, xs, s, t = all_pairs(model, x, y, images)
+    row: dict = {"model": name, "paths": int(s.numel()), "images": int(xi.shape[0])}
+    for tag, box in (("free", None), ("box", (0.0, 1.0))):
+        t0 = time.perf_counter()
+        res = trace_paths(model, xs, s, t, box=box, batch_size=64)
+        dt = time.perf_counter() - t0
+        row[tag] = {
+            "status": dict(collections.Counter(res.status)),
+            "ok_share": sum(st == "ok" for st in res.status) / len(res),
+            "s_per_path": dt / len(res),
+            "jacobians_per_path": float(res.jacobian_evals.mean()),
+            "forward_per_path": float(res.forward_evals.float().mean()),
+            "mean_fr_length": float(res.fr_length.mean()),
+        }
+        if box is not None:
+            row[tag]["bound_share_end"] = float(res.bound_share.mean())
+            row[tag]["box_changes_per_path"] = float(res.box_changes.float().mean())
+            boxed = res
+        else:
+            free = res
+    ok_b = torch.tensor([st == "ok" for st in boxed.status])
+    ok_f = torch.tensor([st == "ok" for st in free.status])
+    both = ok_b & ok_f
+    rel = (boxed.fr_length[both] - free.fr_length[both]) / free.fr_length[both]
+    row["box_vs_free_fr_rel_median"] = float(rel.median()) if both.any() else float("nan")
+    row["box_vs_free_fr_rel_max"] = float(rel.abs().max()) if both.any() else float("nan")
+    row["identical_paths_share"] = float(((boxed.fr_length == free.fr_length) & both).float().mean())
+    try:
+        fmn = frmargin.min_l2_attack(model, xi, yi, "fmn", bounds=(0, 1))
+        fooled = torch.tensor([st == "ok" for st in fmn.status])
+        with_adv = fooled[torch.searchsorted(torch.unique(img), img)]  # per path: its image fooled
+        row["fmn_fooled_images"] = int(fooled.sum())
+        row["box_ok_share_where_fmn_fooled"] = float(ok_b[with_adv].float().mean()) if with_adv.any() else None
+    except ImportError:
+        row["fmn_fooled_images"] = None
+    if margin:
+        from frmargin.paths.box_margin import box_margin
+
+        t0 = time.perf_counter()
+        est = box_margin(model, xs[ok_b], s[ok_b], boxed.x_end[ok_b], boxed.fr_length[ok_b], (0.0, 1.0))
+        row["margin"] = {
+            "s_per_path": (time.perf_counter() - t0) / max(int(ok_b.sum()), 1),
+            "mean_traced": float(boxed.fr_length[ok_b].mean()),
+            "mean_estimate": float(est.length.mean()),
+            "mean_lower_bound": float(est.lower_bound.mean()),
+            "share_below_traced": float((est.length < boxed.fr_length[ok_b] - 1e-9).float().mean()),
+        }
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--only", default=None, help="comma-separated: digits-mlp,digits-cnn,cnn-a,resnet20")
+    ap.add_argument("--margin", action="store_true", help="also the in-box margin estimate")
+    add_thread_arg(ap)
+    args = ap.parse_args(argv)
+    apply_threads(args.threads)
+    setup_env()
+    only = None if args.only is None else set(args.only.split(","))
+    rows = []
+    for name, (model, x, y) in workloads(only, args.images).items():
+        row = bench(name, model, x, y, args.images, args.margin)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_box.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
