@@ -66,7 +66,7 @@ def bound_share(x: torch.Tensor, box: tuple[float, float] | None) -> torch.Tenso
 def _solve(opts: TracerOptions, J: torch.Tensor, keep: torch.Tensor, Lt, p, a, floor: bool = False):
     """v, w, K_F, lam, J_F for the free coordinates ``keep`` (m, D) of J (m, V, D); with
     ``floor``, lam >= BOX_DAMPING times the largest eigenvalue of G_F."""
-    JF = J * keep[:, None, :]
+    JF = J if bool(keep.all()) else J * keep[:, None, :]  # the very tensor: bit-identical solves
     K = JF @ JF.transpose(-1, -2)
     lam = damping(opts, Lt, K)
     if floor and BOX_DAMPING > 0:

@@ -1,0 +1,140 @@
+"""Box-constrained natural-gradient paths: the projected direction against a dense QP, honest
+statuses, end points on the boundary inside the box, and identity where the box does not bind.
+
+Two model families where the box (0, 1) binds: a tiny MLP and a tiny CNN trained on synthetic
+8x8 digit-like images (``digits.py``, many exact zeros), plus linear models with known answers.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy.optimize import minimize
+
+from conftest import all_pairs, make_inputs, make_mlp
+from digits import digit_cnn, digit_mlp, digits
+from frmargin.fisher import logits_and_jacobian
+from frmargin.geometry import fisher_rao_distance
+from frmargin.paths import resolve_options, trace_paths
+from frmargin.paths.base import descent_gradient
+from frmargin.paths.box import BoxFisherStepper, bound_share, box_direction
+from frmargin.paths.steppers import STEPPERS
+from frmargin.paths.tracer import ChunkTracer
+from frmargin.solve import fisher_factor, fisher_weights
+
+QP = 1e-6  # the active-set direction vs L-BFGS-B on the dense QP (float64, well-damped)
+TIE = 0.03  # logit gap z_hit - z_source at x_end: the last step aims 1% (FR) past the tie
+OK_SHARE = 0.98  # box paths that end ok where FMN fools the image inside the box
+BOX = (0.0, 1.0)
+
+
+def _digit_paths(model, n_images: int = 6):
+    x, y = digits(40, seed=123)
+    with torch.no_grad():
+        good = (model(x).argmax(-1) == y).nonzero()[:n_images, 0]
+    xs, s, t = all_pairs(model, x[good])
+    return x[good], y[good], xs, s, t
+
+
+def test_projected_direction_solves_the_box_qp():
+    """min g^T v + 1/2 v^T (G + lam I) v, v_i >= 0 at lo, v_i <= 0 at hi: the active set
+    iteration against L-BFGS-B on the dense problem, with coordinates both held and released."""
+    model = make_mlp(8, 4, 16, 2, seed=3, scale=2.0)
+    x, s, t = all_pairs(model, make_inputs((8,), 2, seed=3))
+    x = x.clamp(-0.4, 0.4)  # many coordinates at a bound
+    opts = resolve_options(box=(-0.4, 0.4), damping=0.05, damping_mode="absolute")
+    z, J = logits_and_jacobian(model, x)
+    p = torch.softmax(z.double(), -1)
+    tr = ChunkTracer(model, x, s, t, opts)
+    a = descent_gradient(tr.net, torch.arange(len(s)), p)
+    d, _ratio = box_direction(opts, x, J.double(), p, a, fisher_weights(p), fisher_factor(p))
+    assert d.active is not None and d.active.any() and (~d.active & ((x <= -0.4) | (x >= 0.4))).any(), (
+        "the case must hold some bound coordinates and release others"
+    )
+    for i in range(len(s)):
+        Ji = J[i].double()
+        H = Ji.T @ fisher_weights(p[i : i + 1])[0] @ Ji + 0.05 * torch.eye(8, dtype=torch.float64)
+        g = Ji.T @ a[i]
+        bounds = [(0, None) if xi <= -0.4 else (None, 0) if xi >= 0.4 else (None, None) for xi in x[i].tolist()]
+        ref = minimize(
+            lambda v: (g.numpy() @ v + 0.5 * v @ H.numpy() @ v, g.numpy() + H.numpy() @ v),
+            torch.zeros(8).numpy(),
+            jac=True,
+            bounds=bounds,
+            method="L-BFGS-B",
+            options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 1000},
+        )
+        err = (d.v[i] - torch.from_numpy(ref.x)).abs().max().item()
+        assert err <= QP * max(1.0, d.v[i].abs().max().item()), f"path {i}: |v - v_qp| = {err:.3g}"
+
+
+@pytest.mark.parametrize("make", [digit_mlp, digit_cnn], ids=["mlp", "cnn"])
+def test_box_paths_reach_the_boundary_on_digits(make):
+    frmargin = pytest.importorskip("frmargin")
+    pytest.importorskip("foolbox")
+    model = make(0)
+    xi, yi, xs, s, t = _digit_paths(model)
+    res = trace_paths(model, xs, s, t, box=BOX, record=True)
+    assert (res.bound_share > 0.05).all() and res.bound_share.mean() > 0.3, "the box must bind"
+    assert (res.box_changes > 0).all()
+    fmn = frmargin.min_l2_attack(model, xi, yi, "fmn", bounds=BOX)
+    fooled = torch.tensor([st == "ok" for st in fmn.status]).repeat_interleave(len(s) // len(yi))
+    ok = torch.tensor([st == "ok" for st in res.status])
+    assert fooled.any()
+    assert ok[fooled].float().mean() >= OK_SHARE, res.status
+    assert "budget" not in res.status
+    # inside the box, on the boundary between source and first hit, L2 from x_end
+    assert res.x_end.min() >= BOX[0] and res.x_end.max() <= BOX[1]
+    with torch.no_grad():
+        z = model(res.x_end).double()
+    rows = torch.arange(len(s))[ok]
+    zs, zh = z[rows, s[rows]], z[rows, res.first_hit[rows]]
+    assert (zh >= zs).all() and ((zh - zs) <= TIE).all(), (zh - zs).max()
+    assert torch.equal(res.l2, (res.x_end - xs).reshape(len(s), -1).norm(dim=-1))
+    # no accepted step of zero length
+    for traj in res.trajectory:
+        with torch.no_grad():
+            p = torch.softmax(model(traj).double(), -1)
+        assert (fisher_rao_distance(p[:-1], p[1:]) > 0).all()
+
+
+def test_box_stationary_where_the_class_cannot_change_inside_the_box():
+    """A linear model whose class 1 wins only outside the box: the projected flow pushes both
+    coordinates onto their bounds and stops there, a KKT point (status box_stationary, not
+    budget)."""
+    model = torch.nn.Linear(2, 2).double().eval()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64))
+        model.bias.copy_(torch.tensor([3.0, 0.0], dtype=torch.float64))
+    x = torch.tensor([[0.2, 0.7]], dtype=torch.float64)
+    res = trace_paths(model, x, torch.tensor([0]), torch.tensor([1]), box=BOX, max_steps=200)
+    assert res.status == ["box_stationary"], res.status
+    assert res.steps[0] < 200 and torch.equal(res.x_end, torch.ones_like(x))
+    assert res.bound_share[0] == 1.0 and res.box_changes[0] >= 2
+
+
+def test_a_box_that_does_not_bind_changes_nothing():
+    """Bit for bit. (The box must be far: a refused corrector attempt may shoot x ~50 away, and
+    a box met there binds, as it should.)"""
+    model = make_mlp(16, 5, 24, 2, seed=2, scale=2.0)
+    x, s, t = all_pairs(model, make_inputs((16,), 3, seed=2))
+    free = trace_paths(model, x, s, t)
+    wide = trace_paths(model, x, s, t, box=(-1e6, 1e6))
+    for name in ("fr_length", "l2", "steps", "jacobian_evals", "forward_evals", "first_hit", "x_end"):
+        assert torch.equal(getattr(free, name), getattr(wide, name)), name
+    assert free.status == wide.status and free.visited == wide.visited
+    assert (wide.box_changes == 0).all() and (wide.bound_share == 0).all()
+    assert free.bound_share.isnan().all() and (free.box_changes == 0).all()
+
+
+def test_registry_routes_the_box_to_the_projected_stepper():
+    model = make_mlp(6, 4, 16, 2, seed=7, scale=2.0)
+    x, s, t = all_pairs(model, make_inputs((6,), 1, seed=7))
+    assert STEPPERS["fisher-box"] is BoxFisherStepper
+    assert type(ChunkTracer(model, x, s, t, resolve_options(box=(-5, 5))).stepper) is BoxFisherStepper
+
+
+def test_bound_share():
+    x = torch.tensor([[0.0, 0.3, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
+    assert bound_share(x, BOX).tolist() == [0.75, 0.0]
+    assert bound_share(x, None).isnan().all()
