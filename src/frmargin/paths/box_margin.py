@@ -120,7 +120,7 @@ def box_margin(
     box: tuple[float, float],
     *,
     nodes: int = 12,
-    iterations: int = 120,
+    iterations: int = 200,
     lr: float = 0.05,
     pieces: int = 4,
     measure_every: int = 10,
@@ -156,7 +156,7 @@ def box_margin(
     lo, hi = box
     P, S = x0.shape[0], x0.shape[1:]
     with torch.no_grad():
-        lb = margin_lower_bound(torch.softmax(model(x0).to(torch.float64), -1), source)
+        lb = margin_lower_bound(torch.softmax(model(x0).detach().to(torch.float64), -1), source)
     frac = torch.linspace(0.0, 1.0, nodes + 1, dtype=x0.dtype, device=x0.device)[1:]
     shape = (1, nodes) + (1,) * len(S)
     path = (x0[:, None] + frac.view(shape) * (x_end - x0)[:, None]).detach().clone().requires_grad_(True)
