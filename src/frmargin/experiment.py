@@ -391,7 +391,21 @@ def _trace_chunk(model, x_all, probs, sel, rows, C, config: RunConfig) -> pd.Dat
     frame["predicted_first_hit"] = pred_hit.cpu().numpy()
     frame["lower_bound"] = margin_lower_bound(p0, source).cpu().numpy()
     frame["confidence"] = p0.gather(1, source[:, None])[:, 0].cpu().numpy()
+    if config.box is not None:
+        frame["box_margin"] = _box_margins(model, x_all[rep], source, res, config.box)
     return frame
+
+
+def _box_margins(model, x0, source, res, box) -> np.ndarray:
+    """The in-box margin estimate (``paths.box_margin``) of each ok path, NaN elsewhere."""
+    from .paths.box_margin import box_margin
+
+    out = np.full(len(res), np.nan)
+    ok = torch.tensor([s == "ok" for s in res.status], device=x0.device)
+    if ok.any():
+        est = box_margin(model, x0[ok], source[ok], res.x_end[ok], res.fr_length[ok], box)
+        out[ok.cpu().numpy()] = est.length.cpu().numpy()
+    return out
 
 
 def _run_baselines(model, x_all, y_all, sel, good, config, out, rank, world, progress) -> None:

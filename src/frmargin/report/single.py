@@ -14,6 +14,7 @@ import pandas as pd
 from frmargin import plots
 from frmargin.analysis import CLASS_TABLE_COLUMNS
 from frmargin.paper import PAPER_TABLE
+from frmargin.report.box import box_section
 from frmargin.report.css import VERDICT_CSS
 from frmargin.report.document import Document
 from frmargin.report.format import display_class_table, format_cell, format_interval, per_cell
@@ -111,6 +112,7 @@ def single_report(result: RunAnalysis, out: Path) -> Path:
         "rank-deficient Jacobians."
     )
     doc.table(per_cell(result.agreement, ["value"]))
+    box_section(doc, run)
     doc.heading("The paper's claims")
     frame, css = _claims_display(result.claims)
     doc.table(frame, css)
