@@ -26,7 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _common import RESULTS, add_thread_arg, apply_threads, setup_env  # noqa: E402
+from _common import RESULTS, add_thread_arg, apply_threads, setup_env
 
 CNN_A_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CNN_A_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
@@ -41,7 +41,7 @@ def _cnn_a():
             import frmargin
 
             return frmargin.load_model(name, progress=False)
-        except Exception:  # noqa: BLE001 - the zoo entry may not exist yet: build it by hand
+        except Exception:
             pass
     path = Path("/work/shared/assets/weights/cifar_cnn_a_adv.model")
     if not path.is_file():

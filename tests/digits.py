@@ -33,9 +33,7 @@ def digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     shift = torch.randint(-1, 2, (n, 2), generator=gen)
     imgs = torch.stack([torch.roll(b, (int(s[0]), int(s[1])), (0, 1)) for b, s in zip(base, shift)])
     noise = torch.randn(imgs.shape, generator=gen, dtype=torch.float64)
-    imgs = (imgs * (0.75 + 0.5 * torch.rand(n, 1, 1, generator=gen, dtype=torch.float64)) + 0.15 * noise) * (
-        imgs > 0
-    )
+    imgs = (imgs * (0.75 + 0.5 * torch.rand(n, 1, 1, generator=gen, dtype=torch.float64)) + 0.15 * noise) * (imgs > 0)
     # faint smudges next to the strokes, exact zeros elsewhere
     smudge = (torch.rand(imgs.shape, generator=gen, dtype=torch.float64) < 0.08) * 0.3
     imgs = (imgs + smudge * torch.rand(imgs.shape, generator=gen, dtype=torch.float64)).clamp(0.0, 1.0)
@@ -63,7 +61,5 @@ def digit_mlp(seed: int = 0) -> nn.Module:
 def digit_cnn(seed: int = 0) -> nn.Module:
     """Conv(1, 6, 3) -> ReLU -> Linear(216, N_CLASSES) trained on ``digits``."""
     torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 6 * 6, N_CLASSES)
-    ).double()
+    model = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 6 * 6, N_CLASSES)).double()
     return _train(model, seed)

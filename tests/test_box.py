@@ -54,10 +54,11 @@ def test_projected_direction_solves_the_box_qp():
     for i in range(len(s)):
         Ji = J[i].double()
         H = Ji.T @ fisher_weights(p[i : i + 1])[0] @ Ji + 0.05 * torch.eye(8, dtype=torch.float64)
-        g = Ji.T @ a[i]
+        g = (Ji.T @ a[i]).numpy()
+        Hn = H.numpy()
         bounds = [(0, None) if xi <= -0.4 else (None, 0) if xi >= 0.4 else (None, None) for xi in x[i].tolist()]
         ref = minimize(
-            lambda v: (g.numpy() @ v + 0.5 * v @ H.numpy() @ v, g.numpy() + H.numpy() @ v),
+            lambda v, g=g, Hn=Hn: (g @ v + 0.5 * v @ Hn @ v, g + Hn @ v),
             torch.zeros(8).numpy(),
             jac=True,
             bounds=bounds,

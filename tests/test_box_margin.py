@@ -156,7 +156,7 @@ def test_bad_input_is_refused():
     y = torch.tensor([0])
     with pytest.raises(FrmarginError, match="x_end"):
         box_margin(model, x, y, torch.full((1, 3), 0.5, dtype=torch.float64), torch.ones(1), BOX)
-    with pytest.raises(FrmarginError, match="x_end.*inside box"):
+    with pytest.raises(FrmarginError, match=r"x_end.*inside box"):
         box_margin(model, x, y, torch.full((1, 2), 2.0, dtype=torch.float64), torch.ones(1), BOX)
     with pytest.raises(FrmarginError, match="nodes"):
         box_margin(model, x, y, x, torch.ones(1), BOX, nodes=1)

@@ -27,7 +27,7 @@ from .converged import Attempt, FisherStepper, Found, Start
 from .linalg import bmv, centred, rows_combination
 from .options import TracerOptions
 
-__all__ = ["BOX_STATIONARY", "BoxFisherStepper", "box_direction", "bound_share"]
+__all__ = ["BOX_STATIONARY", "BoxFisherStepper", "bound_share", "box_direction"]
 
 #: active-set iterations of the projected direction (each one a V x V solve per path)
 MAX_ACTIVE_ITERATIONS = 12

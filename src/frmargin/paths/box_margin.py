@@ -72,7 +72,7 @@ def measure(
         >>> round(float(length), 4)  # 2 arcsin((sqrt p_0 - sqrt p_1) / sqrt 2) at z = (1, -1)
         0.8658
     """
-    P, N1 = nodes.shape[:2]
+    P = nodes.shape[0]
     S = nodes.shape[2:]
     t = torch.linspace(0.0, 1.0, pieces + 1, dtype=nodes.dtype, device=nodes.device)[:-1]
     a, b = nodes[:, :-1], nodes[:, 1:]
@@ -164,7 +164,6 @@ def box_margin(
     opt = torch.optim.Adam([path], lr=1.0)
     best = torch.full((P,), float("inf"), dtype=torch.float64, device=x0.device)
     best_end = x_end.clone()
-    ys = source[:, None].expand(-1, nodes)
     for it in range(iterations + 1):
         if it % measure_every == 0 or it == iterations:
             length, end = measure(model, torch.cat([x0[:, None], path.detach()], 1), source, pieces)

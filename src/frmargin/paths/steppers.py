@@ -10,8 +10,8 @@ and keeps its step-size control in the state.
 
 from __future__ import annotations
 
-from .box import BoxFisherStepper
 from .base import Direction, Step, Stepper, descent_gradient, row_direction
+from .box import BoxFisherStepper
 from .converged import EuclideanStepper, FisherStepper
 from .options import TracerOptions
 from .paper import PaperStepper
