@@ -123,9 +123,10 @@ def trace_paths(
     Metrics: ``fisher`` (natural gradient) or ``euclidean`` (plain gradient of the logit gap,
     same step control, FR length still recorded).
     ``until="target"`` continues past the first change, descending log p_top - log p_target,
-    until the target is the argmax. ``box=(lo, hi)`` keeps x in the box by freezing the
-    coordinates a step would push out (projected flow); the paths then follow the Fisher
-    geometry of the box-restricted model and the closed forms no longer apply exactly.
+    until the target is the argmax. ``box=(lo, hi)`` keeps x in the box by the projected
+    natural-gradient flow of ``paths.box`` (an active set of coordinates held at a bound, the
+    solve restricted to the free ones); a path at a KKT point of the box ends
+    ``box_stationary``; ``paths.box_margin`` estimates the true in-box margin of a traced path.
 
     Args:
         model: (B, *S) -> logits (B, C), in eval mode.
