@@ -224,6 +224,17 @@ def test_run_folder_contents(run3):
 
 
 @needs_mirror
+def test_run_json_records_the_configuration_once(run3):
+    info = json.loads((run3 / "run.json").read_text())
+    # only the requested values whose resolved form stands at the top level share a name with it
+    assert set(info["config"]) & set(info) == {"damping", "max_steps", "accuracy"}, sorted(info["config"])
+    assert info["config"]["damping"] is None and info["config"]["accuracy"] == {}
+    assert RunConfig.from_run_info(info) == _config(3)
+    assert info["data_requested"] == "cifar10-exact" and info["damping"] == 1e-14 and info["max_steps"] == 200
+    assert info["tracer_options"]["eta"] == 0.6 and info["config"]["chunk_images"] == 1
+
+
+@needs_mirror
 def test_same_config_twice_gives_identical_tables(run3, tmp_path):
     again = run_experiment(_config(3), tmp_path / "again", progress=False)
     _assert_same_table(_read_paths(again), _read_paths(run3), "second run of the same config")
