@@ -5,11 +5,13 @@ toy), ``source``, ``target``, the caller's label columns (``method``, ``metric``
 field of ``PathResult`` (``PathResult.to_frame``), then ``shielded``, ``predicted_length``,
 ``predicted_first_hit``, ``lower_bound`` and ``confidence``.
 
-Importing this module imports neither torch nor pandas; ``path_table`` does.
+Importing this module imports neither torch, pandas nor numpy (the run-folder check of
+``frmargin report`` stays instant); ``path_table`` does.
 
 Shapes: P paths, C classes.
 
 Example:
+    >>> import numpy as np
     >>> shielded(np.array([True, True, False]), np.array([3, 5, -1]), np.array([3, 4, 2])).tolist()
     [False, True, False]
 """
@@ -19,9 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import torch
 
@@ -49,6 +50,8 @@ DERIVED_COLUMNS = ("shielded", "predicted_length", "predicted_first_hit", "lower
 
 def shielded(success: np.ndarray, first_hit: np.ndarray, target: np.ndarray) -> np.ndarray:
     """(P,) bool: the path changed the class, and the class it met first is not its target."""
+    import numpy as np
+
     return np.asarray(success, dtype=bool) & (np.asarray(first_hit) != np.asarray(target))
 
 
@@ -73,6 +76,7 @@ def path_table(
     Example:
         >>> table = path_table(res, p0, source, target, ids={"point": point})  # doctest: +SKIP
     """
+    import numpy as np
     import pandas as pd
 
     from ..geometry import margin_lower_bound, predicted_path
