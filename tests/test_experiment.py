@@ -227,7 +227,8 @@ def test_run_folder_contents(run3):
 def test_run_json_records_the_configuration_once(run3):
     info = json.loads((run3 / "run.json").read_text())
     # only the requested values whose resolved form stands at the top level share a name with it
-    assert set(info["config"]) & set(info) == {"damping", "max_steps", "accuracy"}, sorted(info["config"])
+    shared = {"damping", "max_steps", "accuracy", "device"}
+    assert set(info["config"]) & set(info) == shared, sorted(info["config"])
     assert info["config"]["damping"] is None and info["config"]["accuracy"] == {}
     assert RunConfig.from_run_info(info) == _config(3)
     assert info["data_requested"] == "cifar10-exact" and info["damping"] == 1e-14 and info["max_steps"] == 200
