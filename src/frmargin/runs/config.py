@@ -185,17 +185,18 @@ def check_tracer_options(config: RunConfig) -> None:
     top = config.top_classes
     if top is not None and not (isinstance(top, int) and top >= 2):
         raise bad_argument("top-classes", top, "an integer >= 2 (source and target are always kept)")
-    # the tracer's own validator (frmargin.paths.options once the tracer package has one)
-    paths._options(
-        config.method,
-        config.metric,
-        config.until,
-        config.solver,
-        config.damping,
-        config.damping_mode,
-        config.max_steps,
-        config.box,
-        False,
-        config.top_classes,
-        dict(config.accuracy),
+    # the tracer's own validator: the same checks as trace_paths, before anything is written
+    from ..paths.options import resolve_options
+
+    resolve_options(
+        method=config.method,
+        metric=config.metric,
+        until=config.until,
+        solver=config.solver,
+        damping=config.damping,
+        damping_mode=config.damping_mode,
+        max_steps=config.max_steps,
+        box=config.box,
+        top_classes=config.top_classes,
+        accuracy=dict(config.accuracy),
     )
