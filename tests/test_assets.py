@@ -99,7 +99,7 @@ def test_http_mirror_download_is_verified_atomic_and_reused(home: Path, tmp_path
     assert log == [("/data/blob.bin", None)]  # mirror replaces upstream: the upstream url is never used
     assert not list(path.parent.glob("*.part"))
     # Server gone, hashing forbidden: the second fetch uses the cached verification.
-    monkeypatch.setattr(assets, "_hash_file", lambda *a: pytest.fail("re-hashed a verified file"))
+    monkeypatch.setattr(assets.store, "_hash_file", lambda *a: pytest.fail("re-hashed a verified file"))
     assert assets.fetch(a, progress=False) == path
 
 
@@ -188,7 +188,7 @@ def test_missing_from_mirror_folder_lists_the_places(home: Path, tmp_path: Path,
 
 def test_nonexistent_mirror_folder_is_an_error(home: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FRMARGIN_MIRROR", str(tmp_path / "nowhere"))
-    with pytest.raises(AssetError, match="FRMARGIN_MIRROR.*nowhere"):
+    with pytest.raises(AssetError, match=r"FRMARGIN_MIRROR.*nowhere"):
         assets.fetch(blob_asset(), progress=False)
 
 
@@ -226,8 +226,8 @@ def test_verification_cache_notices_a_changed_file(home: Path) -> None:
 def test_file_digest_hashes_once(home: Path, tmp_path: Path, monkeypatch) -> None:
     path = write(tmp_path / "f.bin", PAYLOAD)
     calls = []
-    real = assets._hash_file
-    monkeypatch.setattr(assets, "_hash_file", lambda p, alg: calls.append(alg) or real(p, alg))
+    real = assets.store._hash_file
+    monkeypatch.setattr(assets.store, "_hash_file", lambda p, alg: calls.append(alg) or real(p, alg))
     assert assets.file_digest(path) == hashlib.sha256(PAYLOAD).hexdigest()
     assert assets.file_digest(path) == hashlib.sha256(PAYLOAD).hexdigest()
     assert assets.file_digest(path, "md5") == hashlib.md5(PAYLOAD).hexdigest()

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
         self._binstring(obj.encode("latin1"))
         self.memoize(obj)
 
-    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
     dispatch[bytes] = save_bytes
     dispatch[str] = save_str
 
@@ -154,7 +155,7 @@ def test_cifar10_download_verify_convert_reuse(home: Path, tmp_path: Path, monke
     # Second load: no server, no tarball, no conversion; the converted store is read as is.
     (home / "data" / "cifar-10-python.tar.gz").unlink()
     mtime = converted.stat().st_mtime_ns
-    monkeypatch.setattr(data, "read_cifar_archive", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(data.cifar, "read_cifar_archive", lambda *a, **k: pytest.fail("converted again"))
     again = load_dataset("cifar10", progress=False)
     assert_matches(again, images, labels)
     assert converted.stat().st_mtime_ns == mtime
@@ -208,7 +209,7 @@ def test_cifar10_folder_member_checksum_is_checked(home: Path, tmp_path: Path) -
     folder.mkdir()
     for name, payload in members.items():
         (folder / name).write_bytes(payload)
-    with pytest.raises(AssetError, match="test_batch.*md5.*40351d587109b95175f43aff81a1287e"):
+    with pytest.raises(AssetError, match=r"test_batch.*md5.*40351d587109b95175f43aff81a1287e"):
         load_dataset(str(folder))
 
 
@@ -315,7 +316,7 @@ def test_cifar10_exact(mirror_home: Path) -> None:
 @needs_mirror
 def test_cifar10_jpeg_is_complete_labelled_and_fast(mirror_home: Path, monkeypatch) -> None:
     load_dataset("cifar10-jpeg")  # first load verifies the file
-    monkeypatch.setattr(assets, "_hash_file", lambda *a: pytest.fail("re-hashed a verified file"))
+    monkeypatch.setattr(assets.store, "_hash_file", lambda *a: pytest.fail("re-hashed a verified file"))
     start = time.perf_counter()
     ds = load_dataset("cifar10-jpeg")
     elapsed = time.perf_counter() - start
@@ -372,7 +373,7 @@ def test_bad_user_npz_names_the_file(home: Path, tmp_path: Path, arrays: dict, m
 
 
 def test_unknown_name_and_bad_limit(home: Path, tmp_path: Path) -> None:
-    with pytest.raises(FrmarginError, match="argument 'name'.*cifar10-jpeg"):
+    with pytest.raises(FrmarginError, match=r"argument 'name'.*cifar10-jpeg"):
         load_dataset("imagenet")
     with pytest.raises(AssetError, match="does not exist"):
         load_dataset(tmp_path / "nope.npz")
