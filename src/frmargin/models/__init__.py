@@ -92,8 +92,8 @@ def list_models():
     """The model zoo as a DataFrame, one row per model.
 
     Columns: ``name``, ``family``, ``architecture``, ``training``, ``normalization``, ``accuracy``
-    (top-1 fraction measured on the official CIFAR-10 test split), ``published`` (upstream top-1
-    or None), ``file``, ``sha256``.
+    (top-1 fraction measured on the official CIFAR-10 test split), ``published`` (upstream top-1,
+    NaN where there is none), ``file``, ``sha256``.
 
     Example:
         >>> list_models().set_index("name").loc["cnn-a-mix", "training"]
