@@ -278,3 +278,38 @@ def test_real_mirror_files_verify(home: Path, monkeypatch, capsys) -> None:
     assets_command()
     out = capsys.readouterr().out
     assert out.count("verified") == len(assets.ASSETS) - 1
+
+
+# sha256 of the files added with the model zoo, from the assets README table
+ZOO_SHA256 = {
+    "cifar10-test-lossless": "8b121d315e21a1cabcec5a9e48123ebf0443006c634289dc10c1a944c6665278",
+    "resnet20-b": "4118986f0df73003d572b0e397f0ac7b3f60af1f31aff3d2da164536e36f6ec8",
+    "resnet56-b": "187c023aee0c9cf3093a682d9447a538cbaf5489f7ae78a7df4edf2246ce380b",
+    "shufflenetv2-x0.5": "1308b4e9c4f88656a3b09775c273fc5ffe8fca9c84044123cf3d138c8dec10bd",
+    "cnn-a-adv2": "e45d79e68342395f4ada6f89852ae41feba14b430a3b2462a04d7f5e02c65657",
+    "cnn-a-adv4": "f872a69536be3f0ab98397094bb7c3952d747b08321b81eafd00d9fab5eca0e7",
+    "cnn-a-mix": "5a1370f41961766db169ad9f945e9cc3157c9afd7986eac73bf2786c35dc3773",
+}
+
+
+def test_zoo_assets_are_registered_with_the_readme_checksums() -> None:
+    from frmargin.models import MODEL_NAMES
+
+    for name, digest in ZOO_SHA256.items():
+        assert assets.get_asset(name).checksum == f"sha256:{digest}", name
+    for name in MODEL_NAMES:  # every model's weights are an asset of the same name, with an upstream address
+        a = assets.get_asset(name)
+        assert a.kind == "weights" and a.algorithm == "sha256" and a.urls, name
+    chenyaofo = assets.get_asset("shufflenetv2-x0.5")
+    assert chenyaofo.urls[0].endswith("/releases/download/shufflenetv2/cifar10_shufflenetv2_x0_5-1308b4e9.pt")
+    assert chenyaofo.filename.split("-")[-1].removesuffix(".pt") == chenyaofo.digest[:8]  # the name's hash prefix
+
+
+def test_public_names_stay_importable_from_the_packages() -> None:
+    import frmargin.data as data
+
+    for name in (*assets.__all__, "download", "RETRY_BACKOFF_S", "local_copy"):
+        assert hasattr(assets, name), name
+    for name in (*data.__all__, "Dataset", "load_dataset", "read_cifar_archive", "restricted_unpickle"):
+        assert hasattr(data, name), name
+    assert callable(assets.download) and assets.downloads.download is assets.download
