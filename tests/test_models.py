@@ -203,6 +203,7 @@ def test_model_info() -> None:
 def test_list_models_has_the_facts_of_every_model() -> None:
     table = list_models()
     assert table["name"].tolist() == list(MODEL_NAMES) == list(FACTS) and len(table) == 12
+    assert (table["accuracy_data"] == "cifar10").all()
     for row in table.itertuples():
         assert (row.family, row.training, row.normalization) == FACTS[row.name], row.name
         assert round(100 * row.accuracy, 2) == OFFICIAL_TOP1[row.name], row.name

@@ -92,8 +92,9 @@ def list_models():
     """The model zoo as a DataFrame, one row per model.
 
     Columns: ``name``, ``family``, ``architecture``, ``training``, ``normalization``, ``accuracy``
-    (top-1 fraction measured on the official CIFAR-10 test split), ``published`` (upstream top-1,
-    NaN where there is none), ``file``, ``sha256``.
+    (top-1 fraction measured on ``accuracy_data``: ``cifar10``, the official CIFAR-10 test split, for
+    every CIFAR model), ``accuracy_data``, ``published`` (upstream top-1, NaN where there is none),
+    ``file``, ``sha256``.
 
     Example:
         >>> list_models().set_index("name").loc["cnn-a-mix", "training"]
@@ -112,6 +113,7 @@ def list_models():
                 "training": s.training,
                 "normalization": s.normalization.name,
                 "accuracy": s.accuracy,
+                "accuracy_data": s.accuracy_data,
                 "published": s.published,
                 "file": a.filename,
                 "sha256": a.digest,
