@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import assets
@@ -73,7 +74,7 @@ def _mirror_set(name: str, progress: bool) -> Dataset:
     return read_npz(path, name, asset.digest, _exact_source)
 
 
-def _user_source(path: Path):
+def _user_source(path: Path) -> Callable[[str | None, int], str]:
     return lambda text, n: f"user file {path}" + (f": {text}" if text else "")
 
 
