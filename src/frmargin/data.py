@@ -143,6 +143,10 @@ def load_dataset(name: str | os.PathLike, *, progress: bool = True) -> Dataset:
         >>> ds.is_jpeg_copy, len(ds)  # doctest: +SKIP
         (True, 10000)
     """
+    if name == "imagenet-sample":  # 1,000 ImageNet images at 224x224, see frmargin.imagenet
+        from .imagenet import load_imagenet_sample
+
+        return load_imagenet_sample(progress=progress)
     if isinstance(name, str) and name in DATASET_NAMES:
         if name == "cifar10":
             return _load_cifar10(progress)
@@ -161,7 +165,7 @@ def load_dataset(name: str | os.PathLike, *, progress: bool = True) -> Dataset:
     raise bad_argument(
         "name",
         str(name),
-        f"one of {', '.join(DATASET_NAMES)}, a path to an .npz with 'images' and 'labels' arrays, "
+        f"one of {', '.join(DATASET_NAMES)}, imagenet-sample, a path to an .npz with 'images' and 'labels' arrays, "
         "or a CIFAR-10 python tarball or cifar-10-batches-py folder",
     )
 

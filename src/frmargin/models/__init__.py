@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import assets
 from ..errors import AssetError, bad_argument
+from .mobilenet import IMAGENET_MODELS, imagenet_model_info, load_imagenet_model
 from .resnet_adv import resnet2b, resnet4b
 from .resnet_cifar import cifar_resnet
 
@@ -108,6 +109,8 @@ def model_info(name: str) -> dict:
         >>> model_info("resnet20")["expected_accuracy"]["cifar10-exact"]
         0.917
     """
+    if name in IMAGENET_MODELS:
+        return imagenet_model_info(name)
     s = _spec(name)
     a = assets.get_asset(name)
     return {
@@ -177,6 +180,8 @@ def load_model(name: str, *, progress: bool = True, fuse: bool = True) -> Normal
     Example:
         >>> load_model("resnet20")(torch.rand(1, 3, 32, 32)).argmax(-1)  # doctest: +SKIP
     """
+    if name in IMAGENET_MODELS:
+        return load_imagenet_model(name, progress=progress)
     model = build_model(name)
     path = assets.fetch(name, progress=progress)
     try:
