@@ -100,7 +100,7 @@ def decode_image(data: bytes, size: int = SIZE, fraction: float = CROP_FRACTION)
     top, left = int((h - h * fraction) / 2), int((w - w * fraction) / 2)
     box = (left, top, w - left, h - top)
     out = rgb.crop(box).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(out, dtype=np.uint8)
+    return np.array(out, dtype=np.uint8)
 
 
 def _cache_paths(key: str) -> tuple[Path, Path]:
