@@ -384,6 +384,39 @@ def test_single_conv_same_padding(stride: int, size: int, kernel: int, depthwise
     )
 
 
+@pytest.mark.parametrize("size", [7, 8])
+def test_average_pool_same_averages_only_inside_cells(size: int) -> None:
+    m = TinyModel()
+    x = m.tensor((1, size, size, 2), FLOAT32)
+    n = -(-size // 2)
+    y = m.tensor((1, n, n, 2), FLOAT32)
+    m.op(
+        "AVERAGE_POOL_2D",
+        [x],
+        [y],
+        "Pool2DOptions",
+        Padding=SAME,
+        StrideW=2,
+        StrideH=2,
+        FilterWidth=3,
+        FilterHeight=3,
+        FusedActivationFunction=0,
+    )
+    m.inputs, m.outputs = [x], [y]
+    net = TFLiteNet(read_tflite(m.build(), "pool")).eval()
+    img = real_inputs(1, size, size, 2)
+    top = max((n - 1) * 2 + 3 - size, 0) // 2
+    expected = np.zeros((1, n, n, 2))
+    for i in range(n):
+        for j in range(n):
+            rows = [r for r in range(i * 2 - top, i * 2 - top + 3) if 0 <= r < size]
+            cols = [c for c in range(j * 2 - top, j * 2 - top + 3) if 0 <= c < size]
+            expected[0, i, j] = img[0][np.ix_(rows, cols)].mean(axis=(0, 1))
+    assert_close(
+        run_net(net, img).transpose(0, 2, 3, 1), expected, F64_TOL, F64_TOL, f"average pool SAME {size}x{size}"
+    )
+
+
 def test_batch_invariance_and_saved_graph(tmp_path: Path) -> None:
     data, _ = tiny_graph(seed=3)
     graph = read_tflite(data, "tiny")

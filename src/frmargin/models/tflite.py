@@ -268,13 +268,12 @@ def read_tflite(data: bytes, origin: str = "<bytes>") -> TFLiteGraph:
             }
             ins = ins[:1]
         elif kind == "ADD":
+            if any(r.constant(t) is not None for t in ins):
+                raise AssetError(
+                    f"file {origin!r}: operator {i} (ADD) has a constant operand, expected two activations"
+                )
             o = r.options(op, "AddOptions")
-            attrs = {"activation": _act(o.FusedActivationFunction() if o else 0, kind, origin), "constants": []}
-            for slot, t in enumerate(ins):
-                c = r.constant(t)
-                if c is not None:
-                    state[f"{key}.const{slot}"] = torch.tensor(_to_nchw(c), dtype=torch.float32)
-                    attrs["constants"].append(slot)
+            attrs = {"activation": _act(o.FusedActivationFunction() if o else 0, kind, origin)}
         elif kind == "AVERAGE_POOL_2D":
             o = r.options(op, "Pool2DOptions")
             attrs = {
@@ -310,15 +309,6 @@ def read_tflite(data: bytes, origin: str = "<bytes>") -> TFLiteGraph:
     q = r.quant(inputs[0])
     input_quant = None if q is None else (float(q[0][0]), int(q[1][0]))
     return TFLiteGraph(tuple(ops), inputs, outputs, state, input_quant, r.shape(inputs[0]), tuple(notes))
-
-
-def _to_nchw(value: np.ndarray) -> np.ndarray:
-    """A 4-D NHWC constant as NCHW; other ranks broadcast over the last (channel) axis, made (1, C, 1, 1)."""
-    if value.ndim == 4:
-        return value.transpose(0, 3, 1, 2)
-    if value.ndim <= 1:
-        return value.reshape(1, -1, 1, 1)
-    raise AssetError(f"constant ADD operand of shape {value.shape}: expected rank 0, 1 or 4")
 
 
 # ----------------------------------------------------------------------------- modules
@@ -362,15 +352,12 @@ class _Conv(nn.Module):
 
 
 class _Add(nn.Module):
-    def __init__(self, key_prefix: str, attrs: dict, state: dict[str, torch.Tensor]) -> None:
+    def __init__(self, attrs: dict) -> None:
         super().__init__()
         self.activation = attrs["activation"]
-        self.constants = list(attrs["constants"])
-        for slot in self.constants:
-            self.register_buffer(f"const{slot}", torch.zeros_like(state[f"{key_prefix}.const{slot}"]))
 
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        return _activate(xs[0] + xs[1], self.activation)
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return _activate(a + b, self.activation)
 
 
 class _AvgPool(nn.Module):
@@ -432,7 +419,7 @@ class TFLiteNet(nn.Module):
             if o.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 layers.append(_Conv(o.attrs))
             elif o.kind == "ADD":
-                layers.append(_Add(f"layers.{i}", o.attrs, graph.state))
+                layers.append(_Add(o.attrs))
             elif o.kind == "AVERAGE_POOL_2D":
                 layers.append(_AvgPool(o.attrs))
             elif o.kind == "RESHAPE":
@@ -455,9 +442,7 @@ class TFLiteNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env = {self.input_index: x}
         for i, (layer, (_, ins, outs)) in enumerate(zip(self.layers, self.plan)):
-            consts = getattr(layer, "constants", ())
-            args = [getattr(layer, f"const{slot}") if slot in consts else env[t] for slot, t in enumerate(ins)]
-            env[outs[0]] = layer(*args)
+            env[outs[0]] = layer(*(env[t] for t in ins))
             for t in self.free_after[i]:
                 env.pop(t, None)
         return env[self.output_index]
