@@ -142,6 +142,7 @@ MIRROR = _mirror()
 @pytest.mark.skipif(MIRROR is None, reason="asset mirror with imagenet/ not found; set FRMARGIN_MIRROR")
 @pytest.mark.slow
 def test_real_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert MIRROR is not None
     monkeypatch.setenv("FRMARGIN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FRMARGIN_MIRROR", str(MIRROR))
     ds = load_dataset("imagenet-sample", progress=False)
