@@ -196,7 +196,43 @@ _TABLE: tuple[Asset, ...] = (
     ),
 )
 
-ASSETS: dict[str, Asset] = {a.name: a for a in _TABLE}
+_CORAL = "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/"
+_IMAGENET_ASSETS = (  # in the mirror's imagenet/ folder (alt_names); see frmargin.models.mobilenet, frmargin.imagenet
+    Asset(
+        name="mobilenetv2-imagenet",
+        filename="mobilenet_v2_1.0_224_quant.tflite",
+        kind="weights",
+        algorithm="sha256",
+        digest="7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776",
+        urls=(_CORAL + "mobilenet_v2_1.0_224_quant.tflite",),
+        description="MobileNetV2 1.0 224 ImageNet, 8-bit quantized TFLite (run dequantized in float32)",
+        licence="Apache-2.0, google-coral/test_data",
+        alt_names=("imagenet/mobilenet_v2_1.0_224_quant.tflite",),
+    ),
+    Asset(
+        name="imagenet-labels",
+        filename="imagenet_labels.txt",
+        kind="data",
+        algorithm="sha256",
+        digest="b8aaeb5630c62626a7d124a05c0e14230a7ffdd2136a31d0190a4fb71c1d82f1",
+        description="ImageNet-1k class names (line 0 background), mirror only",
+        licence="google-coral/test_data (Apache-2.0)",
+        alt_names=("imagenet/imagenet_labels.txt",),
+    ),
+    Asset(
+        name="imagenet-sample",
+        filename="sample-SHA256SUMS",
+        kind="data",
+        algorithm="sha256",
+        digest="b2a08a3adf9969e994e6a3c34f3cf187cd2aa74f3424a9368008222d484779e6",
+        description="checksums of the 1,000 ImageNet sample images (folder sample/ beside it), mirror only",
+        licence="EliSchwartz/imagenet-sample-images (no licence file; ImageNet terms of use)",
+        alt_names=("imagenet/sample-SHA256SUMS",),
+    ),
+)
+
+
+ASSETS: dict[str, Asset] = {a.name: a for a in (*_TABLE, *_IMAGENET_ASSETS)}
 
 
 def get_asset(asset: str | Asset) -> Asset:

@@ -91,6 +91,10 @@ def load_dataset(name: str | os.PathLike, *, progress: bool = True) -> Dataset:
         >>> ds.is_jpeg_copy, len(ds)  # doctest: +SKIP
         (True, 10000)
     """
+    if name == "imagenet-sample":  # 1,000 ImageNet images at 224x224, see frmargin.imagenet
+        from ..imagenet import load_imagenet_sample
+
+        return load_imagenet_sample(progress=progress)
     if isinstance(name, str) and name == AUTO:
         try:
             return load_cifar10(progress)
@@ -110,6 +114,6 @@ def load_dataset(name: str | os.PathLike, *, progress: bool = True) -> Dataset:
     raise bad_argument(
         "name",
         str(name),
-        f"one of {', '.join(DATASET_NAMES)}, {AUTO}, a path to an .npz with 'images' and 'labels' arrays, "
+        f"one of {', '.join(DATASET_NAMES)}, {AUTO}, imagenet-sample, a path to an .npz with 'images' and 'labels' arrays, "
         "or a CIFAR-10 python tarball or cifar-10-batches-py folder",
     )

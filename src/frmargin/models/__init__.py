@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import assets
 from ..errors import AssetError, bad_argument
+from .mobilenet import IMAGENET_MODELS, imagenet_model_info, load_imagenet_model
 from .registry import MODELS, ModelSpec, get_spec
 
 __all__ = [
@@ -66,6 +67,8 @@ def model_info(name: str) -> dict:
         >>> model_info("resnet20")["expected_accuracy"]["cifar10"]
         0.9173
     """
+    if name in IMAGENET_MODELS:
+        return imagenet_model_info(name)
     s = get_spec(name)
     a = assets.get_asset(s.asset_name)
     return {
@@ -213,6 +216,8 @@ def load_model(name: str, *, progress: bool = True, fuse: bool = True) -> Normal
     Example:
         >>> load_model("resnet20")(torch.rand(1, 3, 32, 32)).argmax(-1)  # doctest: +SKIP
     """
+    if name in IMAGENET_MODELS:
+        return load_imagenet_model(name, progress=progress)
     spec = get_spec(name)
     path = assets.fetch(spec.asset_name, progress=progress)
     net = _read_net(spec, path).eval()
