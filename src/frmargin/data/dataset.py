@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..cifar10 import CIFAR10_CLASSES
 from ..errors import bad_argument
 
 __all__ = ["CIFAR10_CLASSES", "JPEG_CAVEAT", "Dataset"]
 
-CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
 JPEG_CAVEAT = (
     "data: JPEG (quality ~75) copy of the CIFAR-10 test split, not the official images; "
     "standard ResNets lose about 10 points of accuracy on it"

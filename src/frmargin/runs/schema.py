@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..cifar10 import CIFAR10_CLASSES
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -30,18 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CIFAR10_CLASSES", "DERIVED_COLUMNS", "REQUIRED_PATH_COLUMNS", "path_table", "shielded"]
 
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 #: columns a reader cannot do without (the others get defaults)
 REQUIRED_PATH_COLUMNS = ("image_index", "source", "target", "success", "first_hit", "fr_length", "l2")
 #: the columns ``path_table`` adds after those of ``PathResult.to_frame``
