@@ -56,9 +56,11 @@ def test_html_is_self_contained_with_paper_table_and_claims(single: Path):
         assert number in page
     for claim in paper.CLAIM_TEXTS:
         assert html.escape(claim) in page
-    assert "Warning: the data are not the original test set" in page and DATA_CAVEAT in page
+    caveat = DATA_CAVEAT[:1].upper() + DATA_CAVEAT[1:]
+    assert f"Warning: {caveat}. Accuracy" in page
+    assert page.count(DATA_CAVEAT[6:]) == 2  # once in the banner, once in the folded run.json
     assert "FR margins versus minimal L2 attacks" in page
-    assert "an_unknown_key" in page  # unknown run.json keys are shown, not rejected
+    assert "an_unknown_key" in page  # unknown run.json keys are shown (folded), not rejected
     markdown = single.with_name("report.md").read_text()
     assert "![" in markdown and "**Warning:**" in markdown
 
@@ -111,7 +113,11 @@ def test_non_cifar_class_names(runs: dict[str, Path], tmp_path: Path):
     (folder / "run.json").write_text(json.dumps(info))
     text = build_report([folder], n_boot=50).read_text()
     assert "not CIFAR-10" in text and "toy3" in text
-    assert "JPEG copy" not in text and "not the original test set" not in text
+    assert "JPEG copy" not in text and "not directly comparable" not in text
+    # issue 13: the paper's table, claims and the literature ranking only for CIFAR-10's classes
+    for absent in ("316%", "Ours beside the paper", "rank_literature", "rank_paper", "class='verdicts'"):
+        assert absent not in text, absent
+    assert html.escape(paper.CLAIM_TEXTS[0]) not in text
 
 
 def test_data_caveat_comes_from_run_json_not_from_the_source_text(runs: dict[str, Path], tmp_path: Path):
@@ -124,11 +130,11 @@ def test_data_caveat_comes_from_run_json_not_from_the_source_text(runs: dict[str
     info["data_caveat"] = None
     (folder / "run.json").write_text(json.dumps(info))
     markdown = build_report([folder], n_boot=20).with_name("report.md").read_text()
-    assert "JPEG copy of the CIFAR-10" in markdown and "**Warning:** the data" not in markdown
+    assert "JPEG copy of the CIFAR-10" in markdown and "**Warning:** Data" not in markdown
     info.update(data_source="original PNG files", data_caveat="data: re-encoded at quality 50")
     (folder / "run.json").write_text(json.dumps(info))
     markdown = build_report([folder], n_boot=20).with_name("report.md").read_text()
-    assert "**Warning:** the data are not the original test set (original PNG files); data: re-encoded" in markdown
+    assert "**Warning:** Data: re-encoded at quality 50. Accuracy" in markdown
 
 
 def test_missing_or_broken_run_folders_raise(tmp_path: Path):
@@ -145,3 +151,90 @@ def test_missing_or_broken_run_folders_raise(tmp_path: Path):
         load_run(broken)
     with pytest.raises(FrmarginError, match="run_dirs"):
         build_report([])
+
+
+def _positions(page: str, *needles: str) -> list[int]:
+    found = [page.find(n) for n in needles]
+    assert all(i >= 0 for i in found), [n for n, i in zip(needles, found) if i < 0]
+    return found
+
+
+def test_findings_come_first_and_metadata_last(single: Path):
+    """Issue 17: summary, then key figures, then tables; run metadata at the end, raw run.json folded."""
+    page = single.read_text()
+    summary, figures, table, metadata, raw = _positions(
+        page, "<section id='summary'", "<h2>Key figures</h2>", "<table", "<h2>Run metadata</h2>", "<details>"
+    )
+    assert summary < figures < table < metadata < raw
+    block = page[summary : page.index("</section>", summary)]
+    assert block.count("class='headline'") >= 3 and "most robust class" in block and "[" in block
+    assert "class='verdicts'" in block and block.count("<li>") >= 4  # the four claims' verdicts
+    assert "<table" not in block
+    markdown = single.with_name("report.md").read_text()
+    md = _positions(markdown, "## Summary", "## Key figures", "| class |", "## Run metadata", "<details>")
+    assert md == sorted(md)
+
+
+def _no_shield_folder(runs: dict[str, Path], tmp_path: Path) -> Path:
+    folder = tmp_path / "noshield"
+    folder.mkdir()
+    paths = pd.read_parquet(runs["fisher"] / "paths.parquet")
+    ok = paths["success"].astype(bool)
+    paths["first_hit"] = paths["first_hit"].where(~ok, paths["target"])
+    paths["shielded"] = False
+    paths.to_parquet(folder / "paths.parquet")
+    for name in ("images.parquet", "run.json", "baselines.parquet"):
+        (folder / name).write_bytes((runs["fisher"] / name).read_bytes())
+    return folder
+
+
+def test_no_shielded_path_means_not_tested_and_an_honest_landscape(runs: dict[str, Path], tmp_path: Path):
+    folder = _no_shield_folder(runs, tmp_path)
+    page = build_report([folder], n_boot=20)
+    claims = pd.read_csv(folder / "claims.csv")
+    assert list(claims["verdict"].iloc[1:3]) == ["not tested", "not tested"]
+    assert "no shielded path" in claims["explanation"].iloc[2]
+    text = page.read_text()
+    assert "No successful path was shielded" in text and "none (0%)" in text
+
+
+def test_incomplete_run_has_a_banner_first_and_warns(runs: dict[str, Path], tmp_path: Path, capsys):
+    folder = tmp_path / "incomplete"
+    folder.mkdir()
+    for name in ("paths.parquet", "images.parquet"):
+        (folder / name).write_bytes((runs["fisher"] / name).read_bytes())
+    info = json.loads((runs["fisher"] / "run.json").read_text())
+    info["status"] = "running"
+    (folder / "run.json").write_text(json.dumps(info))
+    report_command([folder])
+    captured = capsys.readouterr()
+    assert "incomplete run" in captured.err and str(folder) in captured.err
+    page = (folder / "report.html").read_text()
+    banner, summary = _positions(
+        page, "Warning: incomplete run: run.json has status &#x27;running&#x27;", "id='summary'"
+    )
+    assert banner < summary and page.index("<div class='warning'") == banner - len("<div class='warning' role='alert'>")
+
+
+def test_unboxed_paths_with_boxed_attacks_are_flagged(runs: dict[str, Path], tmp_path: Path):
+    folder = tmp_path / "unboxed"
+    folder.mkdir()
+    for name in ("paths.parquet", "images.parquet", "baselines.parquet"):
+        (folder / name).write_bytes((runs["fisher"] / name).read_bytes())
+    info = json.loads((runs["fisher"] / "run.json").read_text())
+    info["box"] = None
+    (folder / "run.json").write_text(json.dumps(info))
+    text = build_report([folder], n_boot=20).read_text()
+    assert "none (paths unconstrained)" in text
+    assert text.count("FR paths were unconstrained (no box) while the baseline attacks were boxed to [0, 1]") == 2
+    info["box"] = [0.0, 1.0]
+    (folder / "run.json").write_text(json.dumps(info))
+    text = build_report([folder], n_boot=20).read_text()
+    assert "[0, 1]" in text and "FR paths were unconstrained" not in text
+
+
+def test_comparison_starts_with_a_summary(runs: dict[str, Path], tmp_path: Path):
+    page = build_report([runs["fisher"], runs["euclid"]], out=tmp_path / "cmp", n_boot=N_BOOT).read_text()
+    summary, table = _positions(page, "<section id='summary'", "<table")
+    assert summary < table
+    assert page.count("class='headline'") >= 2

@@ -12,13 +12,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from frmargin.analysis import ranked_order
 
@@ -29,6 +33,30 @@ OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "
 MAX_POINTS_PER_CLASS = 400  # strip plots subsample beyond this, with a fixed seed
 POINT_ALPHA = 0.35
 NO_FLIP_LABEL = "no flip"
+OTHER_LABEL = "other"
+#: font sizes that stay readable when a figure is shown at the page's width (~1100 px)
+READABLE = {
+    "font.size": 12,
+    "axes.titlesize": 13,
+    "axes.labelsize": 12,
+    "xtick.labelsize": 11,
+    "ytick.labelsize": 11,
+    "legend.fontsize": 11,
+    "figure.titlesize": 14,
+}
+ANNOTATION_SIZE = 10
+_F = TypeVar("_F", bound=Callable[..., Path])
+
+
+def _readable(function: _F) -> _F:
+    """Draw ``function``'s figure with the ``READABLE`` font sizes."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(READABLE):
+            return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -45,39 +73,90 @@ def _annotate(ax, values: np.ndarray, norm: Normalize, fmt: str, cmap_dark_low: 
             continue
         level = norm(value)
         dark = level < 0.55 if cmap_dark_low else abs(level - 0.5) > 0.3
-        ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=7, color="white" if dark else "black")
+        ax.text(
+            j,
+            i,
+            format(value, fmt),
+            ha="center",
+            va="center",
+            fontsize=ANNOTATION_SIZE,
+            color="white" if dark else "black",
+        )
 
 
-def plot_path_matrix(matrix: pd.DataFrame, class_names: Sequence[str], path: Path) -> Path:
+def top_path_matrix(matrix: pd.DataFrame, max_classes: int) -> pd.DataFrame:
+    """The ``max_classes`` sources with the most paths and first hits hit most often; the other
+    first hits summed in an ``"other"`` column (``"none"`` kept). The matrix itself when small."""
+    hits = [c for c in matrix.columns if c != "none"]
+    if len(matrix.index) <= max_classes and len(hits) <= max_classes:
+        return matrix
+    rows = matrix.sum(axis=1).sort_values(ascending=False, kind="stable").index[:max_classes]
+    sub = matrix.loc[sorted(rows)]
+    top = sub[hits].sum(axis=0).sort_values(ascending=False, kind="stable").index[:max_classes]
+    out = sub[sorted(top)].copy()
+    out[OTHER_LABEL] = sub[[c for c in hits if c not in set(top)]].sum(axis=1)
+    if "none" in sub.columns:
+        out["none"] = sub["none"]
+    return out
+
+
+def _column_label(column: object, names: list[str]) -> str:
+    if column == "none":
+        return NO_FLIP_LABEL
+    if column == OTHER_LABEL:
+        return OTHER_LABEL
+    return names[int(column)]  # type: ignore[call-overload]
+
+
+@_readable
+def plot_path_matrix(
+    matrix: pd.DataFrame, class_names: Sequence[str], path: Path, max_classes: int | None = None
+) -> Path:
     """Heatmap of path counts: source class (rows) by first class hit (columns), annotated.
 
-    ``matrix`` is ``analysis.path_matrix(...)``; a ``"none"`` column is labelled "no flip".
+    ``matrix`` is ``analysis.path_matrix(...)``; a ``"none"`` column is labelled "no flip". With
+    more than ``max_classes`` classes only the top classes are drawn (see ``top_path_matrix``).
+    The colour bar has integer ticks (counts).
     """
     names = list(class_names)
-    labels = [NO_FLIP_LABEL if c == "none" else names[int(c)] for c in matrix.columns]
+    full = len(matrix.index)
+    if max_classes is not None:
+        matrix = top_path_matrix(matrix, max_classes)
+    labels = [_column_label(c, names) for c in matrix.columns]
     values = matrix.to_numpy(float)
-    fig = Figure(layout="constrained", figsize=(8.0, 6.5))
+    fig = Figure(layout="constrained", figsize=(10.0, 8.0))
     ax = fig.add_subplot()
     norm = Normalize(vmin=0, vmax=max(values.max(), 1))
     image = ax.imshow(values, cmap=SEQUENTIAL_CMAP, norm=norm, aspect="auto")
-    _annotate(ax, values, norm, ".0f")
+    if values.size <= 30 * 30:
+        _annotate(ax, values, norm, ".0f")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(matrix.index)), [names[int(s)] for s in matrix.index])
     ax.set_xlabel("first class hit after the class change")
     ax.set_ylabel("source class (true = predicted label)")
-    ax.set_title("Path matrix: where each path first leaves its class")
-    fig.colorbar(image, ax=ax, label="number of paths")
+    title = "Path matrix: where each path first leaves its class"
+    if len(matrix.index) < full:
+        title += f"\n(top {len(matrix.index)} of {full} source classes by paths; first hits likewise)"
+    ax.set_title(title)
+    bar = fig.colorbar(image, ax=ax, label="number of paths")
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
     return _save(fig, path)
 
 
+@_readable
 def plot_attack_effort(
     lengths: pd.DataFrame,
     class_names: Sequence[str],
     path: Path,
     vuln_rank: Sequence[float] | None = None,
     margin_means: pd.Series | None = None,
+    classes: Sequence[int] | None = None,
 ) -> Path:
     """Per-class distribution of traced FR lengths (box + points), most robust class first.
+
+    ``classes`` restricts the figure to these class indices (e.g. the most robust and most
+    fragile of a 1000-class run); the legend sits below the axes, outside the data.
 
     Boxes and points show ``lengths`` (columns ``source``, ``fr_length``: the successful paths,
     ``analysis.successful_paths``) per source class; a diamond marks ``margin_means`` (class ->
@@ -86,8 +165,11 @@ def plot_attack_effort(
     names = list(class_names)
     ok = lengths
     order = ranked_order(vuln_rank) if vuln_rank is not None else list(range(len(names)))
+    if classes is not None:
+        keep = set(int(c) for c in classes)
+        order = [c for c in order if c in keep]
     data = [ok.loc[ok["source"] == c, "fr_length"].to_numpy(float) for c in order]
-    fig = Figure(layout="constrained", figsize=(9.0, 5.0))
+    fig = Figure(layout="constrained", figsize=(max(10.0, 0.5 * len(order)), 6.0))
     ax = fig.add_subplot()
     positions = np.arange(1, len(order) + 1)
     nonempty = [i for i, d in enumerate(data) if d.size]
@@ -122,7 +204,7 @@ def plot_attack_effort(
     ax.set_title("Attack effort in FR space (successful paths)")
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize=8)
+        fig.legend(loc="outside lower center", ncols=2, frameon=False)
     return _save(fig, path)
 
 
@@ -144,34 +226,68 @@ def _strip_points(ax, positions: np.ndarray, data: list[np.ndarray]) -> None:
         )
 
 
+@_readable
 def plot_shielding_landscape(
-    panels: Sequence[tuple[str, pd.DataFrame]], class_names: Sequence[str], path: Path
+    panels: Sequence[tuple[str, pd.DataFrame]],
+    class_names: Sequence[str],
+    path: Path,
+    max_classes: int | None = None,
 ) -> Path:
     """Shield x target heatmaps, one per panel of ``analysis.landscape_panels`` (title, shares).
 
     Entry (c, t) of a panel: % of successful paths from the panel's sources toward t whose first
-    hit is the shield c, rows and columns in the panel's order; panels share one colour scale.
+    hit is the shield c, rows and columns in the panel's order; panels share a fixed 0-100% scale.
+    A panel without any shielded path says so instead of drawing a grid of zeros. With more than
+    ``max_classes`` rows or columns, the shields and targets with the largest shares are drawn.
     """
     names = list(class_names)
-    shares = [frame.to_numpy(float) for _, frame in panels]
-    vmax = max([np.nanmax(v) if v.size and np.isfinite(v).any() else 0.0 for v in shares] + [1.0])
-    norm = Normalize(vmin=0, vmax=vmax)
-    fig = Figure(layout="constrained", figsize=(11.0, 5.8))
+    norm = Normalize(vmin=0, vmax=100)
+    fig = Figure(layout="constrained", figsize=(13.0, 6.5))
     axes = fig.subplots(1, 2)
-    for ax, (title, frame), values in zip(axes, panels, shares):
+    image = None
+    for ax, (title, frame) in zip(axes, panels):
+        if max_classes is not None:
+            frame = _top_shares(frame, max_classes)
+        values = frame.to_numpy(float)
         targets, order = [int(t) for t in frame.columns], [int(c) for c in frame.index]
+        if not values.size or not np.nansum(values) > 0:
+            ax.text(
+                0.5,
+                0.5,
+                "no shielded paths\nin this direction",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=14,
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title)
+            continue
         image = ax.imshow(values, cmap=SEQUENTIAL_CMAP, norm=norm, aspect="auto")
-        _annotate(ax, values, norm, ".0f")
+        if values.size <= 30 * 30:
+            _annotate(ax, values, norm, ".0f")
         ax.set_xticks(range(len(targets)), [names[t] for t in targets], rotation=45, ha="right")
         ax.set_yticks(range(len(order)), [names[c] for c in order])
         ax.set_xlabel("target class")
-        ax.set_title(title, fontsize=10)
-    axes[0].set_ylabel("shield (first class hit), most robust first")
-    fig.colorbar(image, ax=list(axes), label="% of successful paths toward the target")
+        ax.set_ylabel("shield (first class hit), most robust first")
+        ax.set_title(title)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label="% of successful paths toward the target")
     fig.suptitle("Shielding landscape (robust = top half of our vulnerability ranking)")
     return _save(fig, path)
 
 
+def _top_shares(frame: pd.DataFrame, max_classes: int) -> pd.DataFrame:
+    """The ``max_classes`` shields (rows) and targets (columns) with the largest total share."""
+    if len(frame.index) <= max_classes and len(frame.columns) <= max_classes:
+        return frame
+    rows = frame.sum(axis=1).sort_values(ascending=False, kind="stable").index[:max_classes]
+    columns = frame.sum(axis=0).sort_values(ascending=False, kind="stable").index[:max_classes]
+    return frame.loc[[r for r in frame.index if r in set(rows)], [c for c in frame.columns if c in set(columns)]]
+
+
+@_readable
 def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> Path:
     """Traced versus closed-form FR length (left) and per-image margin versus LB (right), y = x.
 
@@ -197,7 +313,7 @@ def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> 
                 label=label,
             )
         _identity(left, ok["predicted_length"], ok["fr_length"])
-        left.legend(loc="upper left", fontsize=8)
+        left.legend(loc="upper left")
     else:
         left.text(0.5, 0.5, "no closed-form predictions in this run", ha="center", transform=left.transAxes)
     left.set_xlabel("closed-form NG length (METHOD 4b)")
@@ -215,7 +331,7 @@ def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> 
             label="image",
         )
         _identity(right, im["lower_bound"], im["fr_margin"])
-        right.legend(loc="upper left", fontsize=8)
+        right.legend(loc="upper left")
     else:
         right.text(0.5, 0.5, "no lower bounds in this run", ha="center", transform=right.transAxes)
     right.set_xlabel("simplex lower bound LB (METHOD 4a)")
@@ -235,6 +351,7 @@ def _identity(ax, x: pd.Series, y: pd.Series) -> None:
         ax.plot([lo, hi], [lo, hi], color="black", linestyle="--", linewidth=1, label="y = x")
 
 
+@_readable
 def plot_fr_vs_l2(image_margins_df: pd.DataFrame, path: Path, attack_l2: pd.DataFrame | None = None) -> Path:
     """Per-image FR margin against L2: at the flip of its shortest FR path, and the minimal L2 of
     each attack when ``attack_l2`` (``analysis.margins_with_attacks``) is given."""
@@ -264,13 +381,14 @@ def plot_fr_vs_l2(image_margins_df: pd.DataFrame, path: Path, attack_l2: pd.Data
         axes[1].set_xlabel("per-image FR margin")
         axes[1].set_ylabel("minimal L2 distance found by the attack")
         axes[1].set_title("FR margin vs minimal-L2 attacks (failures omitted)", fontsize=10)
-        axes[1].legend(fontsize=8)
+        axes[1].legend(loc="upper left")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle("Fisher-Rao margins versus Euclidean distances, per image")
     return _save(fig, path)
 
 
+@_readable
 def plot_matrix_difference(
     diff: pd.DataFrame, class_names: Sequence[str], path: Path, title: str = "Path matrix: Euclidean minus Fisher"
 ) -> Path:
@@ -293,6 +411,7 @@ def plot_matrix_difference(
     return _save(fig, path)
 
 
+@_readable
 def plot_class_comparison(
     tables: Mapping[str, pd.DataFrame], path: Path, column: str = "mean_fr_margin", label: str = "mean FR margin"
 ) -> Path:
@@ -327,7 +446,7 @@ def plot_class_comparison(
     ax.set_ylabel(label)
     ax.set_title(f"{label} per class and run (bars: 95% cluster-bootstrap interval)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    fig.legend(loc="outside lower center", ncols=min(len(labels), 4), frameon=False)
     return _save(fig, path)
 
 
@@ -339,4 +458,6 @@ __all__ = [
     "plot_matrix_difference",
     "plot_path_matrix",
     "plot_shielding_landscape",
+    "ranked_order",
+    "top_path_matrix",
 ]

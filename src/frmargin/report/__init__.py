@@ -15,15 +15,19 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from frmargin.analysis import DEFAULT_N_BOOT
 from frmargin.errors import FrmarginError
 from frmargin.report.compare import comparison_report, unique_labels
+from frmargin.report.document import Headline, Summary, Verdict
+from frmargin.report.header import incomplete_note
 from frmargin.report.result import ComparisonAnalysis, RunAnalysis, analyze, analyze_comparison
 from frmargin.report.single import single_report
-from frmargin.runs.folder import Run, load_run, split_modes
+from frmargin.report.summary import run_summary
+from frmargin.runs.folder import Run, load_run, read_run_info, split_modes
 
 COMPARE_FOLDER = "report-compare"
 
@@ -57,7 +61,16 @@ def build_report(
 
 
 def report_command(dirs: list[Path], out: Path | None = None) -> None:
-    """CLI body of ``frmargin report DIR [DIR2 ...] [--out OUT]``: build and print where it is."""
+    """CLI body of ``frmargin report DIR [DIR2 ...] [--out OUT]``: build and print where it is.
+
+    An incomplete run is reported (with a banner at the top of its page) and warned about on
+    stderr; the exit status stays 0.
+    """
+    for directory in dirs:
+        info = read_run_info(Path(directory)) if Path(directory).is_dir() else None
+        note = incomplete_note(info) if info is not None else None
+        if note is not None:
+            print(f"warning: {directory}: {note}", file=sys.stderr)
     page = build_report(dirs, out)
     print(f"report: {page}")
     print(f"markdown: {page.with_name('report.md')}")
@@ -65,12 +78,16 @@ def report_command(dirs: list[Path], out: Path | None = None) -> None:
 
 __all__ = [
     "ComparisonAnalysis",
+    "Headline",
     "Run",
     "RunAnalysis",
+    "Summary",
+    "Verdict",
     "analyze",
     "analyze_comparison",
     "build_report",
     "load_run",
     "report_command",
+    "run_summary",
     "split_modes",
 ]
