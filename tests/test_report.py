@@ -238,3 +238,103 @@ def test_comparison_starts_with_a_summary(runs: dict[str, Path], tmp_path: Path)
     summary, table = _positions(page, "<section id='summary'", "<table")
     assert summary < table
     assert page.count("class='headline'") >= 2
+
+
+# ------------------------------------------------------------------ gallery (re-traced paths)
+
+TINY_CLASSES = ["zero", "one", "two", "three"]
+TINY_SHAPE = (3, 4, 4)
+
+
+def _tiny_model(seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(48, 12), torch.nn.Tanh(), torch.nn.Linear(12, len(TINY_CLASSES))
+    )
+    return net.double().eval()
+
+
+def _tiny_run(folder: Path, seed: int = 0, n_images: int = 8) -> tuple[Path, object, object]:
+    """A run folder whose paths were really traced (tiny MLP, float64) with the run's configuration."""
+    import torch
+
+    from frmargin.paths import trace_paths
+    from frmargin.runs.config import RunConfig
+    from frmargin.runs.schema import path_table
+
+    model = _tiny_model(seed)
+    images = torch.rand((n_images, *TINY_SHAPE), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    config = RunConfig(model="tiny-mlp", data="tiny", images=n_images, dtype="float64", batch_size=16)
+    with torch.no_grad():
+        probs = torch.softmax(model(images), -1)
+    pred = probs.argmax(-1)
+    index = torch.arange(n_images).repeat_interleave(len(TINY_CLASSES))
+    target = torch.arange(len(TINY_CLASSES)).repeat(n_images)
+    keep = target != pred[index]
+    index, target = index[keep], target[keep]
+    result = trace_paths(model, images[index], pred[index], target, **config.trace_kwargs())
+    table = path_table(
+        result,
+        probs[index],
+        pred[index],
+        target,
+        ids={"image_index": index.numpy()},
+        labels={"method": "converged", "metric": "fisher"},
+    )
+    folder.mkdir(parents=True)
+    table.to_parquet(folder / "paths.parquet", index=False)
+    info = {
+        "model": "tiny-mlp",
+        "data": "tiny",
+        "class_names": TINY_CLASSES,
+        "config": config.run_json_entries(),
+        **{
+            k: getattr(config, k)
+            for k in ("images", "method", "metric", "until", "box", "seed", "damping_mode", "solver")
+        },
+        "status": "complete",
+    }
+    (folder / "run.json").write_text(json.dumps(info))
+    return folder, model, images
+
+
+def test_gallery_retraces_reproduces_and_caches(tmp_path: Path):
+    import numpy as np
+
+    from frmargin.report.gallery import GALLERY_FILE, gallery_items, select_gallery_paths
+
+    folder, model, images = _tiny_run(tmp_path / "tiny", seed=5)  # predictions in three classes
+    calls = []
+
+    def rebuild(info: dict):
+        calls.append(info["model"])
+        return model, lambda index: images[np.array(index)]
+
+    run = load_run(folder)
+    selected = select_gallery_paths(run.paths, range(len(TINY_CLASSES)))
+    assert set(selected["role"]) >= {"smallest margin", "median margin"}
+    items = gallery_items(run, selected, rebuild)
+    assert len(items) == len(selected) and calls == ["tiny-mlp"]
+    for item in items:
+        assert item.reproduces, (item.key, item.fr_length, item.stored_fr_length)
+        np.testing.assert_allclose(item.x0, images[item.key[0]].numpy())
+        np.testing.assert_allclose(item.probs.sum(1), 1.0, rtol=1e-12)
+        # the end point is past the class change: its argmax is the path's first hit
+        assert int(item.probs[-1].argmax()) == item.first_hit and int(item.probs[0].argmax()) == item.source
+        assert item.travelled[-1] >= item.fr_length * (1 - 1e-6) and np.all(np.diff(item.travelled) >= 0)
+    assert (folder / GALLERY_FILE).is_file()
+    again = gallery_items(load_run(folder), selected, rebuild)
+    assert calls == ["tiny-mlp"]  # from the cache
+    np.testing.assert_array_equal(again[0].x_end, items[0].x_end)
+    page = build_report([folder], n_boot=20, rebuild=rebuild).read_text()
+    assert "What the paths did to the images" in page and "reproduces the stored FR length" in page
+    assert page.count("smallest margin: image") >= 2  # one figure per class with paths
+    assert len(list(folder.glob("gallery_*.png"))) >= 2
+
+
+def test_gallery_of_a_model_that_cannot_be_rebuilt(single: Path):
+    text = single.read_text()  # synthetic-resnet20 is in no model registry
+    assert "No gallery: the run&#x27;s model and data could not be rebuilt" in text
+    assert "Per-class table" in text  # the rest of the report stands

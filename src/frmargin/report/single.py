@@ -19,6 +19,14 @@ from frmargin.paper import PAPER_TABLE
 from frmargin.report.css import VERDICT_CSS
 from frmargin.report.document import Document
 from frmargin.report.format import display_class_table, format_cell, format_interval, per_cell
+from frmargin.report.gallery import (
+    MAX_GALLERY_CLASSES,
+    GalleryItem,
+    Rebuild,
+    gallery_items,
+    rebuild_from_registry,
+    select_gallery_paths,
+)
 from frmargin.report.header import caveats, header_table, raw_info
 from frmargin.report.render import markdown_table, write_document
 from frmargin.report.result import RunAnalysis
@@ -110,11 +118,17 @@ def key_figures(result: RunAnalysis, out: Path) -> list[tuple[Path, str]]:
     ]
 
 
-def single_report(result: RunAnalysis, out: Path, sections: Sequence[Section] = OPTIONAL_SECTIONS) -> Path:
+def single_report(
+    result: RunAnalysis,
+    out: Path,
+    sections: Sequence[Section] = OPTIONAL_SECTIONS,
+    rebuild: Rebuild | None = rebuild_from_registry,
+) -> Path:
     """Write the tables, figures, report.md and report.html of one run into ``out``.
 
     Order: banners, summary, key figures, tables, ``sections`` (optional sections such as the box
     section, see ``report.sections``), then the run's metadata with its raw run.json folded.
+    ``rebuild`` rebuilds the run's model and data for the gallery (None: no gallery).
     """
     run = result.run
     out.mkdir(parents=True, exist_ok=True)
@@ -130,6 +144,8 @@ def single_report(result: RunAnalysis, out: Path, sections: Sequence[Section] = 
     doc.heading("Key figures")
     for path, caption in key_figures(result, out):
         doc.figure(path, caption)
+    if rebuild is not None:
+        gallery_section(doc, result, out, rebuild)
     _class_table_section(doc, result)
     if result.cifar10:
         doc.heading("The paper's claims")
@@ -160,6 +176,45 @@ def single_report(result: RunAnalysis, out: Path, sections: Sequence[Section] = 
         section(doc, result, out)
     metadata_section(doc, run)
     return write_document(doc, out)
+
+
+def _item_caption(item: GalleryItem, names: list[str]) -> str:
+    hit = names[item.first_hit] if item.first_hit >= 0 else "none"
+    check = (
+        "re-traced path reproduces the stored FR length and first hit"
+        if item.reproduces
+        else f"re-traced path differs from the stored one (FR length {item.stored_fr_length:.4g}, first hit "
+        f"{names[item.stored_first_hit] if item.stored_first_hit >= 0 else 'none'})"
+    )
+    return (
+        f"{item.role}: image {item.key[0]}, {names[item.source]} toward {names[item.target]}, first hit {hit}, "
+        f"FR length {item.fr_length:.4g}, L2 {item.l2:.4g} ({check})"
+    )
+
+
+def gallery_section(doc: Document, result: RunAnalysis, out: Path, rebuild: Rebuild) -> None:
+    """Per shown class, what its smallest-margin, median-margin and a shielded path did to the image."""
+    names = result.run.class_names
+    doc.heading("What the paths did to the images")
+    selected = select_gallery_paths(result.run.paths, shown_classes(result, MAX_GALLERY_CLASSES))
+    try:
+        items = gallery_items(result.run, selected, rebuild)
+    except Exception as error:  # a user's own model or missing data: the rest of the report stands
+        doc.text(
+            f"No gallery: the run's model and data could not be rebuilt from run.json to re-trace its paths "
+            f"({type(error).__name__}: {error}). The rest of the report does not need them."
+        )
+        return
+    doc.text(
+        "Paths re-traced from run.json's configuration with every point recorded (cached in the run "
+        "folder). Per class: the path of smallest FR margin, the median image's shortest path and a "
+        "shielded path if any. Columns: input, end point just past the class change, the perturbation "
+        "amplified around grey (factor in its title), class probabilities against the FR length travelled."
+    )
+    for c in dict.fromkeys(item.source for item in items):
+        mine = [item for item in items if item.source == c]
+        figure = plots.plot_gallery(mine, names, out / f"gallery_{c}.png", title=f"Paths from {names[c]}")
+        doc.figure(figure, "; ".join(_item_caption(item, names) for item in mine) + ".")
 
 
 def metadata_section(doc: Document, run: Run) -> None:
