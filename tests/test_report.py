@@ -338,3 +338,22 @@ def test_gallery_of_a_model_that_cannot_be_rebuilt(single: Path):
     text = single.read_text()  # synthetic-resnet20 is in no model registry
     assert "No gallery: the run&#x27;s model and data could not be rebuilt" in text
     assert "Per-class table" in text  # the rest of the report stands
+
+
+def test_a_1000_class_run_stays_readable(tmp_path: Path):
+    """Issue 15: top-N classes in the class table and figures, full table in class_table.csv."""
+    from synthetic_run import write_many_class_run
+
+    folder = write_many_class_run(tmp_path / "many")
+    page = build_report([folder], n_boot=20, rebuild=None).read_text()
+    assert len(pd.read_csv(folder / "class_table.csv")) == 1000
+    start = page.index("<h2>Per-class table</h2>")
+    table = page[page.index("<table", start) : page.index("</table>", start)]
+    assert table.count("<tr>") == 1 + 20  # header + 10 most robust + 10 most fragile
+    assert "1000 classes: the 10 most robust and the 10 most fragile" in page
+    from PIL import Image
+
+    for name in ("path_matrix.png", "shielding_landscape.png", "attack_effort.png"):
+        width, height = Image.open(folder / name).size
+        assert width <= 2000 and height <= 1200, (name, width, height)
+    assert "class='verdicts'" not in page and "316%" not in page  # not CIFAR-10

@@ -16,7 +16,7 @@ from frmargin.plots.base import (
     POINT_ALPHA,
 )
 from frmargin.plots.base import readable as _readable
-from frmargin.plots.base import save as _save
+from frmargin.plots import base
 
 
 @_readable
@@ -80,7 +80,7 @@ def plot_attack_effort(
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         fig.legend(loc="outside lower center", ncols=2, frameon=False)
-    return _save(fig, path)
+    return base.save(fig, path)
 
 
 def _strip_points(ax, positions: np.ndarray, data: list[np.ndarray]) -> None:
@@ -154,7 +154,7 @@ def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> 
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.suptitle("Closed forms versus traced paths (points on y = x agree)")
-    return _save(fig, path)
+    return base.save(fig, path)
 
 
 def _identity(ax, x: pd.Series, y: pd.Series) -> None:
@@ -199,7 +199,7 @@ def plot_fr_vs_l2(image_margins_df: pd.DataFrame, path: Path, attack_l2: pd.Data
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle("Fisher-Rao margins versus Euclidean distances, per image")
-    return _save(fig, path)
+    return base.save(fig, path)
 
 
 @_readable
@@ -238,4 +238,4 @@ def plot_class_comparison(
     ax.set_title(f"{label} per class and run (bars: 95% cluster-bootstrap interval)")
     ax.grid(axis="y", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=min(len(labels), 4), frameon=False)
-    return _save(fig, path)
+    return base.save(fig, path)

@@ -15,7 +15,8 @@ from typing import Protocol
 import numpy as np
 from matplotlib.figure import Figure
 
-from frmargin.plots.base import OKABE_ITO, readable, save
+from frmargin.plots import base
+from frmargin.plots.base import OKABE_ITO, readable
 
 #: the amplified perturbation is scaled so that its largest entry is this far from grey (0.5)
 PERTURBATION_SPAN = 0.5
@@ -98,7 +99,7 @@ def plot_gallery(items: Sequence[GalleryPath], class_names: Sequence[str], path:
         _probabilities(row[3], item, names)
     if title:
         fig.suptitle(title)
-    return save(fig, path)
+    return base.save(fig, path)
 
 
 def _probabilities(ax, item: GalleryPath, names: list[str]) -> None:

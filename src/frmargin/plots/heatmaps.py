@@ -19,7 +19,7 @@ from frmargin.plots.base import (
 )
 from frmargin.plots.base import annotate as _annotate
 from frmargin.plots.base import readable as _readable
-from frmargin.plots.base import save as _save
+from frmargin.plots import base
 
 
 def top_path_matrix(matrix: pd.DataFrame, max_classes: int) -> pd.DataFrame:
@@ -79,7 +79,7 @@ def plot_path_matrix(
     bar = fig.colorbar(image, ax=ax, label="number of paths")
     bar.locator = MaxNLocator(integer=True)
     bar.update_ticks()
-    return _save(fig, path)
+    return base.save(fig, path)
 
 
 @_readable
@@ -131,7 +131,7 @@ def plot_shielding_landscape(
     if image is not None:
         fig.colorbar(image, ax=list(axes), label="% of successful paths toward the target")
     fig.suptitle("Shielding landscape (robust = top half of our vulnerability ranking)")
-    return _save(fig, path)
+    return base.save(fig, path)
 
 
 def _top_shares(frame: pd.DataFrame, max_classes: int) -> pd.DataFrame:
@@ -163,4 +163,4 @@ def plot_matrix_difference(
     ax.set_ylabel("source class")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="difference in number of paths")
-    return _save(fig, path)
+    return base.save(fig, path)

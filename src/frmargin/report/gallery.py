@@ -115,7 +115,7 @@ def rebuild_from_registry(info: dict) -> tuple[Callable, Callable[[np.ndarray], 
     dtype = getattr(torch, config.dtype)
     model = load_model(config.model, progress=False).to(dtype=dtype).eval()
     data = resolve_data(info.get("data") or config.data)
-    return model, lambda index: data.images[torch.as_tensor(np.asarray(index))].to(dtype)
+    return model, lambda index: data.images[torch.as_tensor(np.array(index))].to(dtype)
 
 
 def _fr_travelled(probs: np.ndarray) -> np.ndarray:
