@@ -10,13 +10,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from frmargin.analysis import ranked_order
+from frmargin.plots import base
 from frmargin.plots.base import (
     MAX_POINTS_PER_CLASS,
     OKABE_ITO,
     POINT_ALPHA,
 )
 from frmargin.plots.base import readable as _readable
-from frmargin.plots import base
 
 
 @_readable

@@ -11,6 +11,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from frmargin.plots import base
 from frmargin.plots.base import (
     DIVERGING_CMAP,
     NO_FLIP_LABEL,
@@ -19,7 +20,6 @@ from frmargin.plots.base import (
 )
 from frmargin.plots.base import annotate as _annotate
 from frmargin.plots.base import readable as _readable
-from frmargin.plots import base
 
 
 def top_path_matrix(matrix: pd.DataFrame, max_classes: int) -> pd.DataFrame:
