@@ -134,8 +134,8 @@ def retrace(run: Run, selected: pd.DataFrame, rebuild: Rebuild) -> list[GalleryI
     model, images = rebuild(run.info)
     kwargs = RunConfig.from_run_info(run.info).trace_kwargs()
     x0 = images(selected["image_index"].to_numpy())
-    source = torch.as_tensor(selected["source"].to_numpy(np.int64))
-    target = torch.as_tensor(selected["target"].to_numpy(np.int64))
+    source = torch.as_tensor(np.array(selected["source"], dtype=np.int64))
+    target = torch.as_tensor(np.array(selected["target"], dtype=np.int64))
     result = trace_paths(model, x0, source, target, **{**kwargs, "record": True})
     assert result.trajectory is not None
     items = []
