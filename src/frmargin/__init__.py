@@ -27,6 +27,7 @@ _LAZY = {
     "PathResult": ".paths",
     "trace_paths": ".paths",
     "load_model": ".models",
+    "list_models": ".models",
     "load_dataset": ".data",
     "min_l2_distance": ".baselines",
     "min_l2_attack": ".baselines",

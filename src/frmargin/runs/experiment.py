@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import AssetError, FrmarginError, bad_argument
+from ..errors import FrmarginError, bad_argument
 from ..geometry import margin_lower_bound
 from ..paths import trace_paths
 from . import folder
@@ -38,16 +38,12 @@ BASELINE_CHUNK = 32  # images per baseline part
 
 
 def resolve_data(name: str):
-    """Load a dataset; ``auto`` = official CIFAR-10 test split, else the JPEG copy."""
+    """Load a dataset; ``auto`` = the official CIFAR-10 test split (tarball or lossless copy),
+    else the JPEG copy (said in run.json and the report)."""
     from ..data import load_dataset
 
     try:
-        if name != "auto":
-            return load_dataset(name)
-        try:
-            return load_dataset("cifar10")
-        except AssetError:
-            return load_dataset("cifar10-jpeg")
+        return load_dataset(name)
     except FrmarginError as err:  # name the CLI option, keep the loader's detail and class
         raise type(err)(f"option '--data': {err}") from None
 
