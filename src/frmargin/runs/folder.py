@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASELINES_DIR",
+    "GALLERY_FILE",
     "IMAGES_FILE",
     "MISCLASSIFIED_FILE",
     "PATHS_DIR",
@@ -51,6 +52,8 @@ IMAGES_FILE = "images.parquet"
 MISCLASSIFIED_FILE = "misclassified.parquet"
 PATHS_DIR = "paths.parquet"
 BASELINES_DIR = "baselines.parquet"
+#: the report's re-traced gallery paths (inputs, end points, probabilities along the path)
+GALLERY_FILE = "gallery.npz"
 #: the argument a reader names in its errors (``frmargin report DIR...``)
 READER_ARGUMENT = "run_dirs"
 
