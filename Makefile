@@ -8,13 +8,13 @@ BIN := $(VENV)/bin
 SHARED_ASSETS := $(abspath ../shared/assets)
 export FRMARGIN_MIRROR ?= $(if $(wildcard $(SHARED_ASSETS)/README.md),$(SHARED_ASSETS),)
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench clean browser
 
 $(BIN)/frmargin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,attacks]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,attacks,imagenet]"
 	touch $@
 
 install: $(BIN)/frmargin
@@ -24,6 +24,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# headless Chromium for tests/test_browser.py (Debian packages; no browser download)
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
 
 # no asset mirror, no slow tests: the core in about a minute
 test-fast: install

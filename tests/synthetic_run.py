@@ -200,3 +200,82 @@ def write_synthetic_run(
     }
     (directory / "run.json").write_text(json.dumps(info, indent=2))
     return directory
+
+
+def write_many_class_run(
+    directory: Path, n_classes: int = 1000, n_images: int = 120, targets_per_image: int = 4, seed: int = 0
+) -> Path:
+    """A run folder with ``n_classes`` classes (ImageNet-sized), paths toward a few random targets
+    per image, closed-form lengths and first hits (as ``write_synthetic_run``), no baselines."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, n_images)
+    rows, image_rows = [], []
+    for i, y in enumerate(labels):
+        z = rng.normal(0.0, 1.0, n_classes)
+        z[y] = 8.0 + rng.uniform(0, 3)
+        z[rng.choice(n_classes, 3, replace=False)] += rng.uniform(4, 7.5, 3)
+        p = _softmax(z)
+        y = int(p.argmax())
+        lb = lower_bound(p, y)
+        image_rows.append(
+            {
+                "image_index": i,
+                "test_index": i,
+                "label": y,
+                "prediction": y,
+                "correct": True,
+                "confidence": p[y],
+                "lower_bound": lb,
+            }
+        )
+        runner_ups = [int(c) for c in np.argsort(p)[::-1] if c != y][:2]
+        others = [c for c in rng.choice(n_classes, targets_per_image + 2, replace=False) if c != y]
+        for k in dict.fromkeys(runner_ups + others[: max(targets_per_image - 2, 0)]):
+            length, hit = predicted_path(p, y, int(k))
+            traced = max(lb, length)
+            rows.append(
+                {
+                    "image_index": i,
+                    "source": y,
+                    "target": int(k),
+                    "method": "converged",
+                    "metric": "fisher",
+                    "success": True,
+                    "status": "ok",
+                    "first_hit": hit,
+                    "shielded": hit != k,
+                    "fr_length": traced,
+                    "predicted_length": length,
+                    "predicted_first_hit": hit,
+                    "lower_bound": lb,
+                    "confidence": p[y],
+                    "l2": traced * L2_PER_FR,
+                    "linf": traced * L2_PER_FR / 10,
+                    "steps": math.ceil(traced / 0.1),
+                    "jacobian_evals": 1,
+                    "forward_evals": 1,
+                    "fr_length_target": np.nan,
+                    "visited": "",
+                }
+            )
+    pd.DataFrame(rows).to_parquet(directory / "paths.parquet", index=False)
+    pd.DataFrame(image_rows).to_parquet(directory / "images.parquet", index=False)
+    info = {
+        "model": "synthetic-imagenet",
+        "data": "synthetic-1000",
+        "data_source": "synthetic softmax outputs",
+        "class_names": [f"n{c:05d}" for c in range(n_classes)],
+        "method": "converged",
+        "metric": "fisher",
+        "until": "first_flip",
+        "box": [0.0, 1.0],
+        "images": n_images,
+        "seed": seed,
+        "accuracy": 1.0,
+        "n_correct": n_images,
+        "status": "complete",
+    }
+    (directory / "run.json").write_text(json.dumps(info, indent=2))
+    return directory

@@ -48,7 +48,7 @@ def test_html_is_escaped_and_self_contained(doc: Document):
     page = render_html(doc)
     assert "<title>Title &lt;1&gt;</title>" in page and "<style>" in page
     assert "<p>see <code>class_table.csv</code><br>next</p>" in page
-    assert "<div class='warning'>Warning: JPEG &amp; co</div>" in page
+    assert "<div class='warning' role='alert'>Warning: JPEG &amp; co</div>" in page
     assert '<td class="text">a|b</td>' in page and '<td class="bad">' in page
     assert "data:image/png;base64,iVBORw0KGgpmYWtl" in page and "fig.png" not in page
 
@@ -74,3 +74,26 @@ def test_float_columns_share_decimals():
     assert frame["v"].tolist() == ["0.50", "12.25", "3.00"]
     assert markdown_table(pd.DataFrame({"n": [1, 2]})).splitlines()[2] == "| 1 |"
     assert '<th class="">n</th>' in html_table(pd.DataFrame({"n": [1]}), {})
+
+
+def test_summary_and_details_blocks_render_without_tables(tmp_path: Path):
+    from frmargin.report.document import Headline, Summary, Verdict
+
+    doc = Document("T")
+    doc.summary(
+        Summary(
+            facts=(("model", "m<1>"),),
+            headlines=(Headline("margin", "1.0 [0.9, 1.1]", "n=3"),),
+            verdicts=(Verdict("claim A", "not tested", "no shielded path"),),
+            findings=("see `x`",),
+        )
+    )
+    doc.details("raw", '{"a": "<b>"}')
+    page = render_html(doc)
+    block = page[page.index("<section id='summary'") : page.index("</section>")]
+    assert "<table" not in block and "m&lt;1&gt;" in block and "1.0 [0.9, 1.1]" in block
+    assert "<span class='badge na'>not tested</span> claim A" in block and "<code>x</code>" in block
+    assert "<details><summary>raw</summary><pre>{&quot;a&quot;: &quot;&lt;b&gt;&quot;}</pre></details>" in page
+    markdown = render_markdown(doc, tmp_path)
+    assert "## Summary" in markdown and "- **margin**: 1.0 [0.9, 1.1] (n=3)" in markdown
+    assert "- *not tested*: claim A (no shielded path)" in markdown and "<details><summary>raw</summary>" in markdown

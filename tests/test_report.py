@@ -56,9 +56,11 @@ def test_html_is_self_contained_with_paper_table_and_claims(single: Path):
         assert number in page
     for claim in paper.CLAIM_TEXTS:
         assert html.escape(claim) in page
-    assert "Warning: the data are not the original test set" in page and DATA_CAVEAT in page
+    caveat = DATA_CAVEAT[:1].upper() + DATA_CAVEAT[1:]
+    assert f"Warning: {caveat}. Accuracy" in page
+    assert page.count(DATA_CAVEAT[6:]) == 2  # once in the banner, once in the folded run.json
     assert "FR margins versus minimal L2 attacks" in page
-    assert "an_unknown_key" in page  # unknown run.json keys are shown, not rejected
+    assert "an_unknown_key" in page  # unknown run.json keys are shown (folded), not rejected
     markdown = single.with_name("report.md").read_text()
     assert "![" in markdown and "**Warning:**" in markdown
 
@@ -111,7 +113,11 @@ def test_non_cifar_class_names(runs: dict[str, Path], tmp_path: Path):
     (folder / "run.json").write_text(json.dumps(info))
     text = build_report([folder], n_boot=50).read_text()
     assert "not CIFAR-10" in text and "toy3" in text
-    assert "JPEG copy" not in text and "not the original test set" not in text
+    assert "JPEG copy" not in text and "not directly comparable" not in text
+    # issue 13: the paper's table, claims and the literature ranking only for CIFAR-10's classes
+    for absent in ("316%", "Ours beside the paper", "rank_literature", "rank_paper", "class='verdicts'"):
+        assert absent not in text, absent
+    assert html.escape(paper.CLAIM_TEXTS[0]) not in text
 
 
 def test_data_caveat_comes_from_run_json_not_from_the_source_text(runs: dict[str, Path], tmp_path: Path):
@@ -124,11 +130,11 @@ def test_data_caveat_comes_from_run_json_not_from_the_source_text(runs: dict[str
     info["data_caveat"] = None
     (folder / "run.json").write_text(json.dumps(info))
     markdown = build_report([folder], n_boot=20).with_name("report.md").read_text()
-    assert "JPEG copy of the CIFAR-10" in markdown and "**Warning:** the data" not in markdown
+    assert "JPEG copy of the CIFAR-10" in markdown and "**Warning:** Data" not in markdown
     info.update(data_source="original PNG files", data_caveat="data: re-encoded at quality 50")
     (folder / "run.json").write_text(json.dumps(info))
     markdown = build_report([folder], n_boot=20).with_name("report.md").read_text()
-    assert "**Warning:** the data are not the original test set (original PNG files); data: re-encoded" in markdown
+    assert "**Warning:** Data: re-encoded at quality 50. Accuracy" in markdown
 
 
 def test_missing_or_broken_run_folders_raise(tmp_path: Path):
@@ -145,3 +151,209 @@ def test_missing_or_broken_run_folders_raise(tmp_path: Path):
         load_run(broken)
     with pytest.raises(FrmarginError, match="run_dirs"):
         build_report([])
+
+
+def _positions(page: str, *needles: str) -> list[int]:
+    found = [page.find(n) for n in needles]
+    assert all(i >= 0 for i in found), [n for n, i in zip(needles, found) if i < 0]
+    return found
+
+
+def test_findings_come_first_and_metadata_last(single: Path):
+    """Issue 17: summary, then key figures, then tables; run metadata at the end, raw run.json folded."""
+    page = single.read_text()
+    summary, figures, table, metadata, raw = _positions(
+        page, "<section id='summary'", "<h2>Key figures</h2>", "<table", "<h2>Run metadata</h2>", "<details>"
+    )
+    assert summary < figures < table < metadata < raw
+    block = page[summary : page.index("</section>", summary)]
+    assert block.count("class='headline'") >= 3 and "most robust class" in block and "[" in block
+    assert "class='verdicts'" in block and block.count("<li>") >= 4  # the four claims' verdicts
+    assert "<table" not in block
+    markdown = single.with_name("report.md").read_text()
+    md = _positions(markdown, "## Summary", "## Key figures", "| class |", "## Run metadata", "<details>")
+    assert md == sorted(md)
+
+
+def _no_shield_folder(runs: dict[str, Path], tmp_path: Path) -> Path:
+    folder = tmp_path / "noshield"
+    folder.mkdir()
+    paths = pd.read_parquet(runs["fisher"] / "paths.parquet")
+    ok = paths["success"].astype(bool)
+    paths["first_hit"] = paths["first_hit"].where(~ok, paths["target"])
+    paths["shielded"] = False
+    paths.to_parquet(folder / "paths.parquet")
+    for name in ("images.parquet", "run.json", "baselines.parquet"):
+        (folder / name).write_bytes((runs["fisher"] / name).read_bytes())
+    return folder
+
+
+def test_no_shielded_path_means_not_tested_and_an_honest_landscape(runs: dict[str, Path], tmp_path: Path):
+    folder = _no_shield_folder(runs, tmp_path)
+    page = build_report([folder], n_boot=20)
+    claims = pd.read_csv(folder / "claims.csv")
+    assert list(claims["verdict"].iloc[1:3]) == ["not tested", "not tested"]
+    assert "no shielded path" in claims["explanation"].iloc[2]
+    text = page.read_text()
+    assert "No successful path was shielded" in text and "none (0%)" in text
+
+
+def test_incomplete_run_has_a_banner_first_and_warns(runs: dict[str, Path], tmp_path: Path, capsys):
+    folder = tmp_path / "incomplete"
+    folder.mkdir()
+    for name in ("paths.parquet", "images.parquet"):
+        (folder / name).write_bytes((runs["fisher"] / name).read_bytes())
+    info = json.loads((runs["fisher"] / "run.json").read_text())
+    info["status"] = "running"
+    (folder / "run.json").write_text(json.dumps(info))
+    report_command([folder])
+    captured = capsys.readouterr()
+    assert "incomplete run" in captured.err and str(folder) in captured.err
+    page = (folder / "report.html").read_text()
+    banner, summary = _positions(
+        page, "Warning: incomplete run: run.json has status &#x27;running&#x27;", "id='summary'"
+    )
+    assert banner < summary and page.index("<div class='warning'") == banner - len("<div class='warning' role='alert'>")
+
+
+def test_unboxed_paths_with_boxed_attacks_are_flagged(runs: dict[str, Path], tmp_path: Path):
+    folder = tmp_path / "unboxed"
+    folder.mkdir()
+    for name in ("paths.parquet", "images.parquet", "baselines.parquet"):
+        (folder / name).write_bytes((runs["fisher"] / name).read_bytes())
+    info = json.loads((runs["fisher"] / "run.json").read_text())
+    info["box"] = None
+    (folder / "run.json").write_text(json.dumps(info))
+    text = build_report([folder], n_boot=20).read_text()
+    assert "none (paths unconstrained)" in text
+    assert text.count("FR paths were unconstrained (no box) while the baseline attacks were boxed to [0, 1]") == 2
+    info["box"] = [0.0, 1.0]
+    (folder / "run.json").write_text(json.dumps(info))
+    text = build_report([folder], n_boot=20).read_text()
+    assert "[0, 1]" in text and "FR paths were unconstrained" not in text
+
+
+def test_comparison_starts_with_a_summary(runs: dict[str, Path], tmp_path: Path):
+    page = build_report([runs["fisher"], runs["euclid"]], out=tmp_path / "cmp", n_boot=N_BOOT).read_text()
+    summary, table = _positions(page, "<section id='summary'", "<table")
+    assert summary < table
+    assert page.count("class='headline'") >= 2
+
+
+# ------------------------------------------------------------------ gallery (re-traced paths)
+
+TINY_CLASSES = ["zero", "one", "two", "three"]
+TINY_SHAPE = (3, 4, 4)
+
+
+def _tiny_model(seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(48, 12), torch.nn.Tanh(), torch.nn.Linear(12, len(TINY_CLASSES))
+    )
+    return net.double().eval()
+
+
+def _tiny_run(folder: Path, seed: int = 0, n_images: int = 8) -> tuple[Path, object, object]:
+    """A run folder whose paths were really traced (tiny MLP, float64) with the run's configuration."""
+    import torch
+
+    from frmargin.paths import trace_paths
+    from frmargin.runs.config import RunConfig
+    from frmargin.runs.schema import path_table
+
+    model = _tiny_model(seed)
+    images = torch.rand((n_images, *TINY_SHAPE), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    config = RunConfig(model="tiny-mlp", data="tiny", images=n_images, dtype="float64", batch_size=16)
+    with torch.no_grad():
+        probs = torch.softmax(model(images), -1)
+    pred = probs.argmax(-1)
+    index = torch.arange(n_images).repeat_interleave(len(TINY_CLASSES))
+    target = torch.arange(len(TINY_CLASSES)).repeat(n_images)
+    keep = target != pred[index]
+    index, target = index[keep], target[keep]
+    result = trace_paths(model, images[index], pred[index], target, **config.trace_kwargs())
+    table = path_table(
+        result,
+        probs[index],
+        pred[index],
+        target,
+        ids={"image_index": index.numpy()},
+        labels={"method": "converged", "metric": "fisher"},
+    )
+    folder.mkdir(parents=True)
+    table.to_parquet(folder / "paths.parquet", index=False)
+    info = {
+        "model": "tiny-mlp",
+        "data": "tiny",
+        "class_names": TINY_CLASSES,
+        "config": config.run_json_entries(),
+        **{
+            k: getattr(config, k)
+            for k in ("images", "method", "metric", "until", "box", "seed", "damping_mode", "solver")
+        },
+        "status": "complete",
+    }
+    (folder / "run.json").write_text(json.dumps(info))
+    return folder, model, images
+
+
+def test_gallery_retraces_reproduces_and_caches(tmp_path: Path):
+    import numpy as np
+
+    from frmargin.report.gallery import GALLERY_FILE, gallery_items, select_gallery_paths
+
+    folder, model, images = _tiny_run(tmp_path / "tiny", seed=5)  # predictions in three classes
+    calls = []
+
+    def rebuild(info: dict):
+        calls.append(info["model"])
+        return model, lambda index: images[np.array(index)]
+
+    run = load_run(folder)
+    selected = select_gallery_paths(run.paths, range(len(TINY_CLASSES)))
+    assert set(selected["role"]) >= {"smallest margin", "median margin"}
+    items = gallery_items(run, selected, rebuild)
+    assert len(items) == len(selected) and calls == ["tiny-mlp"]
+    for item in items:
+        assert item.reproduces, (item.key, item.fr_length, item.stored_fr_length)
+        np.testing.assert_allclose(item.x0, images[item.key[0]].numpy())
+        np.testing.assert_allclose(item.probs.sum(1), 1.0, rtol=1e-12)
+        # the end point is past the class change: its argmax is the path's first hit
+        assert int(item.probs[-1].argmax()) == item.first_hit and int(item.probs[0].argmax()) == item.source
+        assert item.travelled[-1] >= item.fr_length * (1 - 1e-6) and np.all(np.diff(item.travelled) >= 0)
+    assert (folder / GALLERY_FILE).is_file()
+    again = gallery_items(load_run(folder), selected, rebuild)
+    assert calls == ["tiny-mlp"]  # from the cache
+    np.testing.assert_array_equal(again[0].x_end, items[0].x_end)
+    page = build_report([folder], n_boot=20, rebuild=rebuild).read_text()
+    assert "What the paths did to the images" in page and "reproduces the stored FR length" in page
+    assert page.count("smallest margin: image") >= 2  # one figure per class with paths
+    assert len(list(folder.glob("gallery_*.png"))) >= 2
+
+
+def test_gallery_of_a_model_that_cannot_be_rebuilt(single: Path):
+    text = single.read_text()  # synthetic-resnet20 is in no model registry
+    assert "No gallery: the run&#x27;s model and data could not be rebuilt" in text
+    assert "Per-class table" in text  # the rest of the report stands
+
+
+def test_a_1000_class_run_stays_readable(tmp_path: Path):
+    """Issue 15: top-N classes in the class table and figures, full table in class_table.csv."""
+    from synthetic_run import write_many_class_run
+
+    folder = write_many_class_run(tmp_path / "many")
+    page = build_report([folder], n_boot=20, rebuild=None).read_text()
+    assert len(pd.read_csv(folder / "class_table.csv")) == 1000
+    start = page.index("<h2>Per-class table</h2>")
+    table = page[page.index("<table", start) : page.index("</table>", start)]
+    assert table.count("<tr>") == 1 + 20  # header + 10 most robust + 10 most fragile
+    assert "1000 classes: the 10 most robust and the 10 most fragile" in page
+    from PIL import Image
+
+    for name in ("path_matrix.png", "shielding_landscape.png", "attack_effort.png"):
+        width, height = Image.open(folder / name).size
+        assert width <= 2000 and height <= 1200, (name, width, height)
+    assert "class='verdicts'" not in page and "316%" not in page  # not CIFAR-10

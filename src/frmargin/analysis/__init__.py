@@ -28,6 +28,7 @@ from frmargin.analysis.distances import (
     margins_with_attacks,
     ranking_agreement,
 )
+from frmargin.analysis.headlines import HEADLINE_STATISTICS, run_headlines
 from frmargin.analysis.inputs import (
     NO_FLIP,
     OPTIONAL_PATH_COLUMNS,
@@ -66,6 +67,7 @@ __all__ = [
     "CI_LEVEL",
     "CLASS_TABLE_COLUMNS",
     "DEFAULT_N_BOOT",
+    "HEADLINE_STATISTICS",
     "LB_ATOL",
     "LB_RTOL",
     "NO_FLIP",
@@ -97,6 +99,7 @@ __all__ = [
     "ranked_order",
     "ranking_agreement",
     "require_columns",
+    "run_headlines",
     "safe_ratio",
     "scalar_interval",
     "shield_target_matrix",

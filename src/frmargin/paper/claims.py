@@ -176,6 +176,8 @@ def _claim_directionality(statistics: ClassStatistics, draw: ClusterBootstrap) -
     r_to_f = ok & np.isin(src, robust) & np.isin(tgt, fragile)
     if not f_to_r.any() or not r_to_f.any():
         return _row(3, statistic, explanation="no successful path between the two halves")
+    if not shielded[f_to_r | r_to_f].any():
+        return _row(3, statistic, explanation="no shielded path between the two halves: nothing to compare")
     value, boot_v = draw.ratio((f_to_r & shielded & np.isin(hit, fragile)).astype(float), f_to_r.astype(float), pos)
     ref, boot_r = draw.ratio((r_to_f & shielded & np.isin(hit, robust)).astype(float), r_to_f.astype(float), pos)
     ci = scalar_interval(boot_v)

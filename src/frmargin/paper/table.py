@@ -10,19 +10,8 @@ import numpy as np
 import pandas as pd
 
 from frmargin.analysis import require_columns
+from frmargin.cifar10 import CIFAR10_CLASSES
 
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 # The paper's groups: "animal classes (bird, cat, dog, frog) are fragile, vehicles and ship robust";
 # its shields are "vehicle-style classes (truck, ship, airplane)". Automobile is a vehicle too.
 PAPER_ROBUST = ("airplane", "automobile", "ship", "truck")

@@ -18,13 +18,14 @@ import pandas as pd
 
 from frmargin import plots
 from frmargin.report.css import VERDICT_CSS
-from frmargin.report.document import Document
+from frmargin.report.document import Document, Headline, Summary, Verdict
 from frmargin.report.format import format_cell, format_interval, format_rank, interval_column, per_cell, text_frame
 from frmargin.report.header import caveats
-from frmargin.report.loading import Run
 from frmargin.report.render import write_document
 from frmargin.report.result import ComparisonAnalysis, MetricPair, RunAnalysis
 from frmargin.report.single import rankings_section
+from frmargin.report.summary import run_summary
+from frmargin.runs.folder import Run
 
 #: run.json settings shown per run in the comparison's first table
 COMPARED_KEYS = ("model", "data", "data_source", "method", "metric", "until", "box", "images", "seed")
@@ -60,7 +61,16 @@ def comparison_report(comparison: ComparisonAnalysis, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     doc = Document("frmargin comparison report")
     _caveat_blocks(doc, results)
-    _runs_section(doc, comparison)
+    doc.summary(comparison_summary(comparison))
+    doc.heading("Key figures")
+    by_label = {r.run.label: r.table for r in results}
+    doc.figure(
+        plots.plot_class_comparison(by_label, out / "compare_fr_margin.png"), "Mean FR margin per class and run."
+    )
+    doc.figure(
+        plots.plot_class_comparison(by_label, out / "compare_shielding.png", "shielding_pct", "shielding %"),
+        "Shielding % per class and run.",
+    )
     pd.concat([r.table.assign(run=r.run.label) for r in results]).to_csv(out / "class_tables.csv")
     pd.concat([r.claims.assign(run=r.run.label) for r in results]).to_csv(out / "claims.csv", index=False)
     doc.heading("Per-class tables side by side")
@@ -74,21 +84,46 @@ def comparison_report(comparison: ComparisonAnalysis, out: Path) -> Path:
     for result in results:
         agreement[result.run.label] = result.agreement["value"].to_numpy()
     doc.table(per_cell(agreement, [r.run.label for r in results]))
-    doc.heading("Figures")
-    by_label = {r.run.label: r.table for r in results}
-    doc.figure(
-        plots.plot_class_comparison(by_label, out / "compare_fr_margin.png"), "Mean FR margin per class and run."
-    )
-    doc.figure(
-        plots.plot_class_comparison(by_label, out / "compare_shielding.png", "shielding_pct", "shielding %"),
-        "Shielding % per class and run.",
-    )
     for pair in comparison.metric_pairs:
         _metric_section(doc, pair, out)
     for result in results:
         if result.fr_l2 is not None:
             rankings_section(doc, result, suffix=f" ({result.run.label})")
+    _runs_section(doc, comparison)
     return write_document(doc, out)
+
+
+def comparison_summary(comparison: ComparisonAnalysis) -> Summary:
+    """The summary block of a comparison: per run its per-image margin and shielded share, the
+    runs' facts, and each metric pair's verdict (from the runs' own summaries)."""
+    results = comparison.results
+    facts = [("runs", str(len(results))), ("differing settings", ", ".join(comparison.differing) or "none")]
+    for key in ("model", "data"):
+        values = sorted({str(r.run.info.get(key, "?")) for r in results})
+        facts.append((key, " / ".join(values)))
+    headlines = []
+    for result in results:
+        cards = {h.label: h for h in run_summary(result).headlines}
+        margin, shielded = cards["per-image FR margin (mean)"], cards["shielded paths (%)"]
+        headlines.append(
+            Headline(
+                f"{result.run.label}: per-image FR margin", margin.value, f"{margin.note}; shielded {shielded.value}%"
+            )
+        )
+    verdicts = tuple(
+        Verdict(
+            f"Fisher versus Euclidean ({p.fisher.run.label} vs {p.euclidean.run.label})",
+            "compared",
+            p.comparison.verdict,
+        )
+        for p in comparison.metric_pairs
+    )
+    findings = tuple(
+        f"{r.run.label}, the paper's claims: " + ", ".join(f"({i + 1}) {v}" for i, v in enumerate(r.claims["verdict"]))
+        for r in results
+        if r.cifar10
+    )
+    return Summary(facts=tuple(facts), headlines=tuple(headlines), verdicts=verdicts, findings=findings)
 
 
 def _caveat_blocks(doc: Document, results: list[RunAnalysis]) -> None:

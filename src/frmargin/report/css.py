@@ -18,6 +18,18 @@ tr:nth-child(even) td{background:#fafafa}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}
 figcaption{font-size:.9em;color:#444}
 code{background:#f3f3f3;padding:0 .2em}
+.summary{background:#f7fafc;border:1px solid #d0dbe6;border-radius:6px;padding:.2em 1.2em 1em;margin:1em 0}
+.summary h2{margin-top:.6em}.facts .fact{display:inline-block;margin-right:1.4em}
+.headlines{display:flex;flex-wrap:wrap;gap:.8em;margin:.8em 0}
+.headline{background:#fff;border:1px solid #d0dbe6;border-radius:6px;padding:.5em .8em;min-width:12em;flex:1}
+.headline .label{font-size:.85em;color:#555}.headline .value{font-size:1.25em;font-weight:600}
+.headline .hnote{font-size:.8em;color:#666}
+.verdicts{list-style:none;padding-left:0}.verdicts li{margin:.3em 0}
+.badge{display:inline-block;min-width:7.5em;text-align:center;border-radius:4px;padding:0 .4em;
+margin-right:.5em;font-size:.85em;font-weight:600;border:1px solid #bbb}.reason{color:#555;font-size:.9em}
+details{margin:.6em 0 1em}details pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.8em;
+max-height:40em}
+.gallery img{max-width:100%}
 """
 
 #: HTML class of a table cell holding a claim verdict

@@ -1,4 +1,7 @@
-"""A report page as a list of typed blocks: heading, text, caveat (a warning), table, figure.
+"""A report page as a list of typed blocks: heading, text, caveat, table, figure, summary, details.
+
+``Summary`` is the typed findings block every page starts with (single, comparison and study
+pages build one and append it with ``Document.summary``); ``Details`` is folded raw text.
 
 Example:
     >>> doc = Document("frmargin report")
@@ -52,7 +55,50 @@ class Figure:
     caption: str
 
 
-Block = Heading | Text | Caveat | Table | Figure
+@dataclass(frozen=True)
+class Headline:
+    """One headline number: ``label``, its formatted ``value`` (with interval) and a short ``note``."""
+
+    label: str
+    value: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One claim's verdict ("supported", "mixed", "not supported", "not tested") and its reason."""
+
+    claim: str
+    verdict: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The findings block at the top of a page.
+
+    Attributes:
+        facts: (field, text) pairs: model, data, accuracy, paths, box...
+        headlines: three to six headline numbers with their intervals.
+        verdicts: the claims' verdicts (may be empty).
+        findings: one-sentence findings in plain words (may be empty).
+    """
+
+    facts: tuple[tuple[str, str], ...]
+    headlines: tuple[Headline, ...]
+    verdicts: tuple[Verdict, ...] = ()
+    findings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Details:
+    """Raw text (e.g. JSON) folded under a one-line ``summary``."""
+
+    summary: str
+    text: str
+
+
+Block = Heading | Text | Caveat | Table | Figure | Summary | Details
 
 
 @dataclass
@@ -81,3 +127,11 @@ class Document:
     def figure(self, path: Path, caption: str) -> None:
         """Append a figure."""
         self.blocks.append(Figure(Path(path), caption))
+
+    def summary(self, summary: Summary) -> None:
+        """Append a findings block (see ``Summary``)."""
+        self.blocks.append(summary)
+
+    def details(self, summary: str, text: str) -> None:
+        """Append raw text folded under ``summary``."""
+        self.blocks.append(Details(summary, text))

@@ -1,4 +1,5 @@
-"""The header of a run's report: its caveats (data, method, metric) and the run.json table.
+"""The frame of a run's report: its banners (incomplete run, data, method, metric caveats) and the
+compact run-metadata table at the end of the page (raw run.json folded beside it).
 
 The data caveat comes from run.json's ``data_caveat`` (written by the runner from the dataset's
 identity); the data source text is shown, never searched.
@@ -14,26 +15,7 @@ import json
 import pandas as pd
 
 from frmargin.report.format import MISSING, format_cell
-from frmargin.report.loading import Run
-
-#: run.json keys shown in the header's first rows; every other key follows, as JSON
-HEADER_KEYS = (
-    "model",
-    "data",
-    "data_source",
-    "class_names",
-    "method",
-    "metric",
-    "until",
-    "box",
-    "images",
-    "seed",
-    "accuracy",
-    "n_correct",
-    "timing",
-    "versions",
-    "tracer_options",
-)
+from frmargin.runs.folder import Run
 
 
 def data_caveat(info: dict) -> str | None:
@@ -42,16 +24,46 @@ def data_caveat(info: dict) -> str | None:
     return str(caveat) if caveat else None
 
 
+def box_text(info: dict) -> str:
+    """The run's box (valid-input range) in words: ``[lo, hi]`` or "none (unconstrained)"."""
+    box = info.get("box")
+    if box is None or box is False:
+        return "none (paths unconstrained)"
+    if isinstance(box, (list, tuple)) and len(box) == 2:
+        return f"[{format_cell(float(box[0]))}, {format_cell(float(box[1]))}]"
+    return "yes" if box is True else str(box)
+
+
+def incomplete_note(info: dict) -> str | None:
+    """Why the run is not complete (run.json ``status`` other than "complete"), or None.
+
+    A run.json without a status (written before runs recorded one) counts as complete.
+    """
+    status = info.get("status")
+    if status is None or status == "complete":
+        return None
+    sessions = info.get("sessions") or []
+    traced = sum(int(s.get("paths_traced", 0)) for s in sessions if isinstance(s, dict))
+    return (
+        f"incomplete run: run.json has status {status!r}, not 'complete' (the run was interrupted "
+        f"or is still running; {traced} paths recorded by finished sessions). Every number below "
+        "describes the paths traced so far; resume the run (`frmargin run ... --resume`) to finish it."
+    )
+
+
 def caveats(run: Run) -> list[str]:
-    """Warnings of a run's page: its data caveat, method and metric caveats, loading notes."""
+    """Warnings of a run's page: incomplete run, data caveat, method and metric caveats, notes."""
     info = run.info
     out = []
+    incomplete = incomplete_note(info)
+    if incomplete is not None:
+        out.append(incomplete)
     caveat = data_caveat(info)
     if caveat is not None:
+        text = caveat[:1].upper() + caveat[1:]
         out.append(
-            f"the data are not the original test set ({info.get('data_source')}); {caveat}. "
-            "Accuracy, margins and every number below describe these data; they are not "
-            "directly comparable with results on the original data."
+            f"{text}. Accuracy, margins and every number below describe these data and are not "
+            "directly comparable with results on the original test set (source under Run metadata)."
         )
     if info.get("method") == "paper":
         out.append(
@@ -74,25 +86,35 @@ def _mapping_text(value: object) -> str:
     return MISSING if value is None else str(value)
 
 
+def accuracy_text(info: dict) -> str:
+    """Top-1 accuracy on the selection with the count of correct images."""
+    accuracy = info.get("accuracy")
+    text = MISSING if accuracy is None else f"{100 * float(accuracy):.1f}%"
+    if info.get("n_correct") is not None:
+        text += f" ({info['n_correct']} of {info.get('images', MISSING)} correct)"
+    return text
+
+
 def header_table(run: Run) -> pd.DataFrame:
-    """Rows (field, value) describing the run: run.json settings, counts, timing, versions."""
+    """Compact rows (field, value) of the run's metadata; the raw run.json goes in ``raw_info``."""
     info, paths = run.info, run.paths
     n_images = len(run.images) if run.images is not None else MISSING
-    accuracy = info.get("accuracy")
-    acc_text = MISSING if accuracy is None else f"{100 * float(accuracy):.1f}%"
-    if info.get("n_correct") is not None:
-        acc_text += f" ({info['n_correct']} correct)"
     timing = info.get("timing")
     timing_text = (
         ", ".join(f"{k} {format_cell(float(v))} s" for k, v in timing.items())
         if isinstance(timing, dict)
         else _mapping_text(timing)
     )
+    identity = info.get("model_identity")
+    model: dict = identity if isinstance(identity, dict) else {}
     rows = [
-        ("model", info.get("model", MISSING)),
+        (
+            "model",
+            str(info.get("model", MISSING)) + (f" ({model['architecture']})" if model.get("architecture") else ""),
+        ),
         ("data", info.get("data", MISSING)),
-        ("data source", info.get("data_source", MISSING) + ("  [SEE THE DATA CAVEAT]" if data_caveat(info) else "")),
-        ("accuracy (top-1 on the selection)", acc_text),
+        ("data source", info.get("data_source", MISSING)),
+        ("accuracy (top-1 on the selection)", accuracy_text(info)),
         (
             "images requested / selected / with paths",
             f"{info.get('images', MISSING)} / {n_images} / {paths['image_index'].nunique()}",
@@ -102,7 +124,7 @@ def header_table(run: Run) -> pd.DataFrame:
             "method / metric / until",
             f"{info.get('method', MISSING)} / {info.get('metric', MISSING)} / {info.get('until', MISSING)}",
         ),
-        ("box constraint", format_cell(info.get("box"))),
+        ("box (valid-input range of the paths)", box_text(info)),
         ("seed", format_cell(info.get("seed"))),
         (
             "baselines",
@@ -111,12 +133,14 @@ def header_table(run: Run) -> pd.DataFrame:
             else "none",
         ),
         ("tracer options", _mapping_text(info.get("tracer_options"))),
+        ("status", str(info.get("status", MISSING))),
         ("timing", timing_text),
         ("versions", _mapping_text(info.get("versions"))),
         ("run folder", str(run.directory)),
     ]
-    extra = {k: v for k, v in info.items() if k not in HEADER_KEYS}
-    for key, value in extra.items():
-        text = json.dumps(value, default=str)
-        rows.append((key, text if len(text) <= 300 else text[:297] + "..."))
     return pd.DataFrame(rows, columns=["field", "value"])
+
+
+def raw_info(run: Run) -> str:
+    """run.json as loaded (indented JSON), for the folded raw configuration."""
+    return json.dumps(run.info, indent=2, default=str)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from frmargin import analysis, paper
-from frmargin.report.loading import Run
+from frmargin.runs.folder import Run
+from frmargin.runs.schema import CIFAR10_CLASSES
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class RunAnalysis:
         closed_form_points, margin_bounds: the points of the closed-form figure.
         attack_l2: per image, fr_margin and each attack's minimal L2 (None without baselines).
         success_pct: % of all paths that changed the class.
+        headlines: run-level statistics with intervals (``analysis.run_headlines``).
+        cifar10: whether the run's classes are CIFAR-10's ten (the paper's table, claims and the
+            literature ranking apply only then).
     """
 
     run: Run
@@ -57,6 +61,8 @@ class RunAnalysis:
     closed_form_points: pd.DataFrame
     margin_bounds: pd.DataFrame
     success_pct: float
+    headlines: pd.DataFrame
+    cifar10: bool
     fr_l2: pd.DataFrame | None = None
     attack_l2: pd.DataFrame | None = None
 
@@ -90,6 +96,8 @@ def analyze(run: Run, n_boot: int = analysis.DEFAULT_N_BOOT, seed: int = 0) -> R
         closed_form_points=analysis.closed_form_points(run.paths),
         margin_bounds=analysis.margin_bound_points(margins),
         success_pct=float(100 * run.paths["success"].astype(bool).mean()),
+        headlines=analysis.run_headlines(statistics),
+        cifar10=list(names) == list(CIFAR10_CLASSES),
         fr_l2=fr_l2,
         attack_l2=analysis.margins_with_attacks(margins, baselines) if baselines is not None else None,
     )

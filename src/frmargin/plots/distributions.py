@@ -1,14 +1,4 @@
-"""Figures of a run: DataFrames in, PNG files out; they draw what they are given.
-
-Figures are drawn on ``matplotlib.figure.Figure`` objects rendered by the Agg canvas, so no
-pyplot state or interactive backend is touched. Heatmaps use viridis (sequential) or PuOr
-(diverging), categories the Okabe-Ito palette; all are colour-blind safe. Every function takes
-tables made by ``frmargin.analysis`` and an output path and returns the path; none computes a
-statistic.
-
-Example:
-    >>> plot_path_matrix(path_matrix(paths, 10), class_names, out / "path_matrix.png")
-"""
+"""Distributions and scatter plots: attack effort, closed forms, FR versus L2, class bars."""
 
 from __future__ import annotations
 
@@ -17,67 +7,31 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from frmargin.analysis import ranked_order
-
-DPI = 120
-SEQUENTIAL_CMAP = "viridis"
-DIVERGING_CMAP = "PuOr"
-OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
-MAX_POINTS_PER_CLASS = 400  # strip plots subsample beyond this, with a fixed seed
-POINT_ALPHA = 0.35
-NO_FLIP_LABEL = "no flip"
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
+from frmargin.plots import base
+from frmargin.plots.base import (
+    MAX_POINTS_PER_CLASS,
+    OKABE_ITO,
+    POINT_ALPHA,
+)
+from frmargin.plots.base import readable as _readable
 
 
-def _annotate(ax, values: np.ndarray, norm: Normalize, fmt: str, cmap_dark_low: bool = True) -> None:
-    """Write each cell's value, white on dark cells and black on light ones."""
-    for (i, j), value in np.ndenumerate(values):
-        if not np.isfinite(value):
-            continue
-        level = norm(value)
-        dark = level < 0.55 if cmap_dark_low else abs(level - 0.5) > 0.3
-        ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=7, color="white" if dark else "black")
-
-
-def plot_path_matrix(matrix: pd.DataFrame, class_names: Sequence[str], path: Path) -> Path:
-    """Heatmap of path counts: source class (rows) by first class hit (columns), annotated.
-
-    ``matrix`` is ``analysis.path_matrix(...)``; a ``"none"`` column is labelled "no flip".
-    """
-    names = list(class_names)
-    labels = [NO_FLIP_LABEL if c == "none" else names[int(c)] for c in matrix.columns]
-    values = matrix.to_numpy(float)
-    fig = Figure(layout="constrained", figsize=(8.0, 6.5))
-    ax = fig.add_subplot()
-    norm = Normalize(vmin=0, vmax=max(values.max(), 1))
-    image = ax.imshow(values, cmap=SEQUENTIAL_CMAP, norm=norm, aspect="auto")
-    _annotate(ax, values, norm, ".0f")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(matrix.index)), [names[int(s)] for s in matrix.index])
-    ax.set_xlabel("first class hit after the class change")
-    ax.set_ylabel("source class (true = predicted label)")
-    ax.set_title("Path matrix: where each path first leaves its class")
-    fig.colorbar(image, ax=ax, label="number of paths")
-    return _save(fig, path)
-
-
+@_readable
 def plot_attack_effort(
     lengths: pd.DataFrame,
     class_names: Sequence[str],
     path: Path,
     vuln_rank: Sequence[float] | None = None,
     margin_means: pd.Series | None = None,
+    classes: Sequence[int] | None = None,
 ) -> Path:
     """Per-class distribution of traced FR lengths (box + points), most robust class first.
+
+    ``classes`` restricts the figure to these class indices (e.g. the most robust and most
+    fragile of a 1000-class run); the legend sits below the axes, outside the data.
 
     Boxes and points show ``lengths`` (columns ``source``, ``fr_length``: the successful paths,
     ``analysis.successful_paths``) per source class; a diamond marks ``margin_means`` (class ->
@@ -86,8 +40,11 @@ def plot_attack_effort(
     names = list(class_names)
     ok = lengths
     order = ranked_order(vuln_rank) if vuln_rank is not None else list(range(len(names)))
+    if classes is not None:
+        keep = set(int(c) for c in classes)
+        order = [c for c in order if c in keep]
     data = [ok.loc[ok["source"] == c, "fr_length"].to_numpy(float) for c in order]
-    fig = Figure(layout="constrained", figsize=(9.0, 5.0))
+    fig = Figure(layout="constrained", figsize=(max(10.0, 0.5 * len(order)), 6.0))
     ax = fig.add_subplot()
     positions = np.arange(1, len(order) + 1)
     nonempty = [i for i, d in enumerate(data) if d.size]
@@ -122,8 +79,8 @@ def plot_attack_effort(
     ax.set_title("Attack effort in FR space (successful paths)")
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize=8)
-    return _save(fig, path)
+        fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    return base.save(fig, path)
 
 
 def _strip_points(ax, positions: np.ndarray, data: list[np.ndarray]) -> None:
@@ -144,34 +101,7 @@ def _strip_points(ax, positions: np.ndarray, data: list[np.ndarray]) -> None:
         )
 
 
-def plot_shielding_landscape(
-    panels: Sequence[tuple[str, pd.DataFrame]], class_names: Sequence[str], path: Path
-) -> Path:
-    """Shield x target heatmaps, one per panel of ``analysis.landscape_panels`` (title, shares).
-
-    Entry (c, t) of a panel: % of successful paths from the panel's sources toward t whose first
-    hit is the shield c, rows and columns in the panel's order; panels share one colour scale.
-    """
-    names = list(class_names)
-    shares = [frame.to_numpy(float) for _, frame in panels]
-    vmax = max([np.nanmax(v) if v.size and np.isfinite(v).any() else 0.0 for v in shares] + [1.0])
-    norm = Normalize(vmin=0, vmax=vmax)
-    fig = Figure(layout="constrained", figsize=(11.0, 5.8))
-    axes = fig.subplots(1, 2)
-    for ax, (title, frame), values in zip(axes, panels, shares):
-        targets, order = [int(t) for t in frame.columns], [int(c) for c in frame.index]
-        image = ax.imshow(values, cmap=SEQUENTIAL_CMAP, norm=norm, aspect="auto")
-        _annotate(ax, values, norm, ".0f")
-        ax.set_xticks(range(len(targets)), [names[t] for t in targets], rotation=45, ha="right")
-        ax.set_yticks(range(len(order)), [names[c] for c in order])
-        ax.set_xlabel("target class")
-        ax.set_title(title, fontsize=10)
-    axes[0].set_ylabel("shield (first class hit), most robust first")
-    fig.colorbar(image, ax=list(axes), label="% of successful paths toward the target")
-    fig.suptitle("Shielding landscape (robust = top half of our vulnerability ranking)")
-    return _save(fig, path)
-
-
+@_readable
 def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> Path:
     """Traced versus closed-form FR length (left) and per-image margin versus LB (right), y = x.
 
@@ -197,7 +127,7 @@ def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> 
                 label=label,
             )
         _identity(left, ok["predicted_length"], ok["fr_length"])
-        left.legend(loc="upper left", fontsize=8)
+        left.legend(loc="upper left")
     else:
         left.text(0.5, 0.5, "no closed-form predictions in this run", ha="center", transform=left.transAxes)
     left.set_xlabel("closed-form NG length (METHOD 4b)")
@@ -215,7 +145,7 @@ def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> 
             label="image",
         )
         _identity(right, im["lower_bound"], im["fr_margin"])
-        right.legend(loc="upper left", fontsize=8)
+        right.legend(loc="upper left")
     else:
         right.text(0.5, 0.5, "no lower bounds in this run", ha="center", transform=right.transAxes)
     right.set_xlabel("simplex lower bound LB (METHOD 4a)")
@@ -224,7 +154,7 @@ def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> 
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.suptitle("Closed forms versus traced paths (points on y = x agree)")
-    return _save(fig, path)
+    return base.save(fig, path)
 
 
 def _identity(ax, x: pd.Series, y: pd.Series) -> None:
@@ -235,6 +165,7 @@ def _identity(ax, x: pd.Series, y: pd.Series) -> None:
         ax.plot([lo, hi], [lo, hi], color="black", linestyle="--", linewidth=1, label="y = x")
 
 
+@_readable
 def plot_fr_vs_l2(image_margins_df: pd.DataFrame, path: Path, attack_l2: pd.DataFrame | None = None) -> Path:
     """Per-image FR margin against L2: at the flip of its shortest FR path, and the minimal L2 of
     each attack when ``attack_l2`` (``analysis.margins_with_attacks``) is given."""
@@ -264,35 +195,14 @@ def plot_fr_vs_l2(image_margins_df: pd.DataFrame, path: Path, attack_l2: pd.Data
         axes[1].set_xlabel("per-image FR margin")
         axes[1].set_ylabel("minimal L2 distance found by the attack")
         axes[1].set_title("FR margin vs minimal-L2 attacks (failures omitted)", fontsize=10)
-        axes[1].legend(fontsize=8)
+        axes[1].legend(loc="upper left")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle("Fisher-Rao margins versus Euclidean distances, per image")
-    return _save(fig, path)
+    return base.save(fig, path)
 
 
-def plot_matrix_difference(
-    diff: pd.DataFrame, class_names: Sequence[str], path: Path, title: str = "Path matrix: Euclidean minus Fisher"
-) -> Path:
-    """Diverging heatmap of a path-matrix difference (e.g. ``MetricComparison.matrix_diff``)."""
-    names = list(class_names)
-    values = diff.to_numpy(float)
-    limit = max(np.abs(values).max(), 1.0)
-    norm = Normalize(vmin=-limit, vmax=limit)
-    fig = Figure(layout="constrained", figsize=(8.0, 6.5))
-    ax = fig.add_subplot()
-    image = ax.imshow(values, cmap=DIVERGING_CMAP, norm=norm, aspect="auto")
-    _annotate(ax, values, norm, ".0f", cmap_dark_low=False)
-    labels = [NO_FLIP_LABEL if c == "none" else names[int(c)] for c in diff.columns]
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(diff.index)), [names[int(s)] for s in diff.index])
-    ax.set_xlabel("first class hit after the class change")
-    ax.set_ylabel("source class")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, label="difference in number of paths")
-    return _save(fig, path)
-
-
+@_readable
 def plot_class_comparison(
     tables: Mapping[str, pd.DataFrame], path: Path, column: str = "mean_fr_margin", label: str = "mean FR margin"
 ) -> Path:
@@ -327,16 +237,5 @@ def plot_class_comparison(
     ax.set_ylabel(label)
     ax.set_title(f"{label} per class and run (bars: 95% cluster-bootstrap interval)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-__all__ = [
-    "plot_attack_effort",
-    "plot_class_comparison",
-    "plot_closed_form",
-    "plot_fr_vs_l2",
-    "plot_matrix_difference",
-    "plot_path_matrix",
-    "plot_shielding_landscape",
-]
+    fig.legend(loc="outside lower center", ncols=min(len(labels), 4), frameon=False)
+    return base.save(fig, path)
