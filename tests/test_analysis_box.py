@@ -11,7 +11,7 @@ import pytest
 from frmargin.analysis.box import box_table
 from frmargin.report.box import box_section
 from frmargin.report.document import Document
-from frmargin.report.loading import Run
+from frmargin.runs.folder import Run
 
 
 def paths() -> pd.DataFrame:

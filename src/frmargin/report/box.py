@@ -7,7 +7,7 @@ import pandas as pd
 
 from frmargin.analysis.box import BOX_TABLE_COLUMNS, box_table
 from frmargin.report.document import Document
-from frmargin.report.loading import Run
+from frmargin.runs.folder import Run
 
 
 def box_section(doc: Document, run: Run) -> None:
