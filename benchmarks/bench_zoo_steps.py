@@ -117,7 +117,7 @@ def run_model(name: str, n: int, batch_size: int) -> dict:
     med = float(np.median(jac))
     return {
         "model": name,
-        "paths": int(len(status)),
+        "paths": len(status),
         "median_confidence": float(p.max(-1).values.median()),
         "status": " ".join(f"{k}={v}" for k, v in counts.items()),
         "ok_pct": 100.0 * ok.mean(),

@@ -133,30 +133,45 @@ class ConvergedStepper(Stepper):
         st.has_prev[s.idx] = True
         return h
 
+    #: whether a step whose attempts all failed gets a second round (``fallback`` set)
+    has_fallback = False
+
+    def __init__(self, net: Network, opts: TracerOptions) -> None:
+        super().__init__(net, opts)
+        #: (n,) paths in the fallback round of their step
+        self.fallback = torch.zeros(len(net.state), dtype=torch.bool, device=net.state.x.device)
+
     def propose(self, idx: torch.Tensor) -> Iterator[Step]:
         st, o = self.net.state, self.opts
         s = self._start(idx)
         if s is None:
             return
         idx = s.idx
-        h = self._fr_step(s)
-        hz = st.logit_step[idx].clone()
+        h0 = self._fr_step(s)
+        hz0 = st.logit_step[idx].clone()
         pending = torch.arange(idx.numel(), device=idx.device)
-        for _ in range(o.max_attempts):
-            if pending.numel() == 0:
-                break
-            a = self.attempt(s.take(pending), h[pending], hz[pending])
-            st.finish(idx[pending[a.nonfinite]], "nonfinite")
-            acc = pending[a.good]
-            if acc.numel():
-                scale = logit_step_scale(a.theta[a.good], None if a.corrections is None else a.corrections[a.good])
-                st.logit_step[idx[acc]] = (hz[acc] * scale).clamp(max=MAX_LOGIT_SCALE * o.logit_step)
-                planned = None if a.planned is None else a.planned[a.good]
-                yield Step(idx[acc], s.x[acc], s.z[acc], a.x_new[a.good], a.z_new[a.good], h[acc], planned)
-            pending = pending[~a.good & ~a.nonfinite]
-            h[pending] = h[pending] / 2
-            hz[pending] = hz[pending] / (3 if a.corrections is None else 2)
-            st.logit_step[idx[pending]] = hz[pending]
+        for fallback in range(2 if self.has_fallback else 1):
+            # the fallback round retries a stalled step from its first size, aimed differently
+            self.fallback[idx[pending]] = fallback == 1
+            h, hz = h0.clone(), hz0.clone()
+            st.logit_step[idx[pending]] = hz0[pending]
+            for _ in range(o.max_attempts):
+                if pending.numel() == 0:
+                    break
+                a = self.attempt(s.take(pending), h[pending], hz[pending])
+                st.finish(idx[pending[a.nonfinite]], "nonfinite")
+                acc = pending[a.good]
+                if acc.numel():
+                    corr = None if a.corrections is None else a.corrections[a.good]
+                    scale = logit_step_scale(a.theta[a.good], corr)
+                    st.logit_step[idx[acc]] = (hz[acc] * scale).clamp(max=MAX_LOGIT_SCALE * o.logit_step)
+                    planned = None if a.planned is None else a.planned[a.good]
+                    yield Step(idx[acc], s.x[acc], s.z[acc], a.x_new[a.good], a.z_new[a.good], h[acc], planned)
+                pending = pending[~a.good & ~a.nonfinite]
+                h[pending] = h[pending] / 2
+                hz[pending] = hz[pending] / (3 if a.corrections is None else 2)
+                st.logit_step[idx[pending]] = hz[pending]
+        self.fallback[idx] = False
         st.finish(idx[pending], "stalled")
 
 
@@ -185,7 +200,13 @@ def logit_step_scale(theta: torch.Tensor, corrections: torch.Tensor | None) -> t
 
 
 class FisherStepper(ConvergedStepper):
-    """Predictor on the simplex line, corrector with the step's Jacobian (forward passes)."""
+    """Predictor on the simplex line, corrector with the step's Jacobian (forward passes).
+
+    A step whose attempts on the anchored line all fail is retried on the line through the
+    current point (the fallback round): pulling a drift back can need a long move where the
+    network is rough."""
+
+    has_fallback = True
 
     def __init__(self, net: Network, opts: TracerOptions) -> None:
         super().__init__(net, opts)
@@ -215,7 +236,7 @@ class FisherStepper(ConvergedStepper):
         top, k = self.net.view.classes(s.idx, st.top[s.idx], st.target[s.idx])
         chase = st.chasing[s.idx]
         if o.box is None:  # the box's projected flow turns: no fixed line to anchor on
-            line, _ = anchored_line(s.p, s.pdot, self.anchor[s.idx], top, k, ~chase)
+            line, _ = anchored_line(s.p, s.pdot, self.anchor[s.idx], top, k, ~chase & ~self.fallback[s.idx])
         else:
             line = SimplexLine(s.p, s.pdot)
         t = line.step(h, hz)
