@@ -20,6 +20,7 @@ from torch.func import jvp, vjp
 from ..geometry import fisher_rao_distance
 from ..solve import fisher_lsq, fisher_weights
 from .base import Direction, Step, Stepper, descent_gradient, row_direction
+from .events import event_gap
 from .linalg import bmv, broyden_update, centred, frozen, log_probs, pair_gap, rows_combination
 from .options import TracerOptions
 from .simplex_line import SimplexLine, anchored_line
@@ -284,6 +285,7 @@ class FisherStepper(ConvergedStepper):
         best = torch.full((m,), float("inf"), dtype=torch.float64, device=x.device)
         x_best, z_best = x.clone(), s.z.clone()
         failed = torch.zeros_like(live)
+        refreshed = torch.zeros_like(live)
         for it in range(o.max_corrector + 1):
             w = fisher_lsq(Lt, K, r, lam)
             dz = centred(bmv(K, w), s.p)
@@ -309,6 +311,21 @@ class FisherStepper(ConvergedStepper):
                 diverging = weak & (slow | (size >= size_prev))
                 slow = weak
                 fail = live & ~conv & (diverging | ~torch.isfinite(size) | (it == o.max_corrector))
+                fresh = fail & diverging & torch.isfinite(size) & ~refreshed & (it < o.max_corrector)
+                if o.box is None and fresh.any():
+                    # the secant updates stopped contracting: one more Jacobian evaluation, at
+                    # the best point so far, instead of a shorter step
+                    rr = fresh.nonzero()[:, 0]
+                    refreshed[rr] = True
+                    fail[rr] = False
+                    x_new[rr], z_new[rr] = x_best[rr], z_best[rr]
+                    delta[rr] = (x_best[rr] - x[rr]).reshape(rr.numel(), -1).to(torch.float64)
+                    _, Jr = self.net.jacobian(gidx[rr], x_new[rr])
+                    J64[rr] = Jr.to(torch.float64)
+                    K[rr] = J64[rr] @ J64[rr].transpose(-1, -2)
+                    r[rr] = target[rr] - log_probs(view.reduce(z_new[rr], gidx[rr]))
+                    w[rr] = fisher_lsq(Lt[rr], K[rr], r[rr], lam[rr])
+                    size[rr], slow[rr] = best[rr], False
                 good |= conv
                 failed |= fail
                 live &= ~conv & ~fail
@@ -329,6 +346,12 @@ class FisherStepper(ConvergedStepper):
             r = target - log_probs(zr_new)
             size_prev = size
         keep = failed & ~final & ~nonfinite & (best <= torch.maximum(LOOSE * tol, drift))
+        # ... and only before the class change: a path ends at its step's tie, nothing pulls it back
+        keep &= event_gap(st, gidx, torch.nan_to_num(z_best)) > 0
+        # ... and only forward: at least half the planned fall of log p_top - log p_target
+        gap_best = pair_gap(log_probs(view.reduce(torch.nan_to_num(z_best), gidx)), top, k)
+        gap_start = pair_gap(log_probs(view.reduce(s.z, gidx)), top, k)
+        keep &= gap_start - gap_best >= 0.5 * (-r0_gap).clamp_min(0)
         x_new[keep], z_new[keep] = x_best[keep], z_best[keep]
         good |= keep
         return Attempt(x_new, z_new, good & ~nonfinite, nonfinite, theta, final, corrections)
