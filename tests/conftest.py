@@ -210,5 +210,5 @@ def home(tmp_path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("FRMARGIN_MIRROR", raising=False)
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(assets, "RETRY_BACKOFF_S", 0.0)
+    monkeypatch.setattr(assets.downloads, "RETRY_BACKOFF_S", 0.0)
     return h

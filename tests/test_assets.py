@@ -99,7 +99,7 @@ def test_http_mirror_download_is_verified_atomic_and_reused(home: Path, tmp_path
     assert log == [("/data/blob.bin", None)]  # mirror replaces upstream: the upstream url is never used
     assert not list(path.parent.glob("*.part"))
     # Server gone, hashing forbidden: the second fetch uses the cached verification.
-    monkeypatch.setattr(assets, "_hash_file", lambda *a: pytest.fail("re-hashed a verified file"))
+    monkeypatch.setattr(assets.store, "_hash_file", lambda *a: pytest.fail("re-hashed a verified file"))
     assert assets.fetch(a, progress=False) == path
 
 
@@ -188,7 +188,7 @@ def test_missing_from_mirror_folder_lists_the_places(home: Path, tmp_path: Path,
 
 def test_nonexistent_mirror_folder_is_an_error(home: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FRMARGIN_MIRROR", str(tmp_path / "nowhere"))
-    with pytest.raises(AssetError, match="FRMARGIN_MIRROR.*nowhere"):
+    with pytest.raises(AssetError, match=r"FRMARGIN_MIRROR.*nowhere"):
         assets.fetch(blob_asset(), progress=False)
 
 
@@ -226,8 +226,8 @@ def test_verification_cache_notices_a_changed_file(home: Path) -> None:
 def test_file_digest_hashes_once(home: Path, tmp_path: Path, monkeypatch) -> None:
     path = write(tmp_path / "f.bin", PAYLOAD)
     calls = []
-    real = assets._hash_file
-    monkeypatch.setattr(assets, "_hash_file", lambda p, alg: calls.append(alg) or real(p, alg))
+    real = assets.store._hash_file
+    monkeypatch.setattr(assets.store, "_hash_file", lambda p, alg: calls.append(alg) or real(p, alg))
     assert assets.file_digest(path) == hashlib.sha256(PAYLOAD).hexdigest()
     assert assets.file_digest(path) == hashlib.sha256(PAYLOAD).hexdigest()
     assert assets.file_digest(path, "md5") == hashlib.md5(PAYLOAD).hexdigest()
@@ -278,3 +278,38 @@ def test_real_mirror_files_verify(home: Path, monkeypatch, capsys) -> None:
     assets_command()
     out = capsys.readouterr().out
     assert out.count("verified") == len(assets.ASSETS) - 1
+
+
+# sha256 of the files added with the model zoo, from the assets README table
+ZOO_SHA256 = {
+    "cifar10-test-lossless": "8b121d315e21a1cabcec5a9e48123ebf0443006c634289dc10c1a944c6665278",
+    "resnet20-b": "4118986f0df73003d572b0e397f0ac7b3f60af1f31aff3d2da164536e36f6ec8",
+    "resnet56-b": "187c023aee0c9cf3093a682d9447a538cbaf5489f7ae78a7df4edf2246ce380b",
+    "shufflenetv2-x0.5": "1308b4e9c4f88656a3b09775c273fc5ffe8fca9c84044123cf3d138c8dec10bd",
+    "cnn-a-adv2": "e45d79e68342395f4ada6f89852ae41feba14b430a3b2462a04d7f5e02c65657",
+    "cnn-a-adv4": "f872a69536be3f0ab98397094bb7c3952d747b08321b81eafd00d9fab5eca0e7",
+    "cnn-a-mix": "5a1370f41961766db169ad9f945e9cc3157c9afd7986eac73bf2786c35dc3773",
+}
+
+
+def test_zoo_assets_are_registered_with_the_readme_checksums() -> None:
+    from frmargin.models import MODEL_NAMES
+
+    for name, digest in ZOO_SHA256.items():
+        assert assets.get_asset(name).checksum == f"sha256:{digest}", name
+    for name in MODEL_NAMES:  # every model's weights are an asset of the same name, with an upstream address
+        a = assets.get_asset(name)
+        assert a.kind == "weights" and a.algorithm == "sha256" and a.urls, name
+    chenyaofo = assets.get_asset("shufflenetv2-x0.5")
+    assert chenyaofo.urls[0].endswith("/releases/download/shufflenetv2/cifar10_shufflenetv2_x0_5-1308b4e9.pt")
+    assert chenyaofo.filename.split("-")[-1].removesuffix(".pt") == chenyaofo.digest[:8]  # the name's hash prefix
+
+
+def test_public_names_stay_importable_from_the_packages() -> None:
+    import frmargin.data as data
+
+    for name in (*assets.__all__, "download", "RETRY_BACKOFF_S", "local_copy"):
+        assert hasattr(assets, name), name
+    for name in (*data.__all__, "Dataset", "load_dataset", "read_cifar_archive", "restricted_unpickle"):
+        assert hasattr(data, name), name
+    assert callable(assets.download) and assets.downloads.download is assets.download

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from frmargin import cli, experiment
-from frmargin.experiment import RunConfig
+from frmargin import cli
+from frmargin.runs.config import RunConfig
 from mirror import MIRROR, needs_mirror
 
 TIMEOUT = 180
@@ -171,8 +171,13 @@ def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+def _fill_the_disk(monkeypatch) -> None:
+    """Every parquet write of the run fails as on a full disk."""
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", _disk_full)
+
+
 def test_main_turns_a_full_disk_into_one_line(api_env, monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(experiment, "_atomic_write_parquet", _disk_full)
+    _fill_the_disk(monkeypatch)
     monkeypatch.setattr(sys, "argv", ["frmargin", *RUN, "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit) as info:
         cli.main()
@@ -184,7 +189,7 @@ def test_main_turns_a_full_disk_into_one_line(api_env, monkeypatch, capsys, tmp_
 
 
 def test_main_with_debug_reraises_the_os_error(api_env, monkeypatch, tmp_path):
-    monkeypatch.setattr(experiment, "_atomic_write_parquet", _disk_full)
+    _fill_the_disk(monkeypatch)
     monkeypatch.setattr(sys, "argv", ["frmargin", "--debug", *RUN, "--out", str(tmp_path / "o")])
     try:
         with pytest.raises(OSError) as info:

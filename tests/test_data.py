@@ -3,135 +3,26 @@ the mirror's JPEG and exact sets, and user .npz files."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import http.server
-import io
 import os
 import pickle
-import struct
 import tarfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from cifar_fixtures import assert_matches, cifar_members, make_tarball, serve, use_tarball_checksums
 from frmargin import assets, data
-from frmargin.data import CIFAR10_CLASSES, load_dataset, restricted_unpickle
+from frmargin.data import load_dataset, restricted_unpickle
 from frmargin.errors import AssetError, FrmarginError
 
 REAL_MIRROR = Path(os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets")
 needs_mirror = pytest.mark.skipif(not (REAL_MIRROR / "data").is_dir(), reason="shared asset mirror absent")
 MAX_LOAD_S = 3.0  # measured 0.4 s; the target is < 1 s, slack for a busy shared machine
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
-    """Writes str and bytes as Python-2 strings (BINSTRING), like the official CIFAR-10 batches."""
-
-    def _binstring(self, raw: bytes) -> None:
-        head = (
-            pickle.SHORT_BINSTRING + bytes([len(raw)])
-            if len(raw) < 256
-            else pickle.BINSTRING + struct.pack("<i", len(raw))
-        )
-        self.write(head + raw)
-
-    def save_bytes(self, obj: bytes) -> None:
-        self._binstring(obj)
-        self.memoize(obj)
-
-    def save_str(self, obj: str) -> None:
-        self._binstring(obj.encode("latin1"))
-        self.memoize(obj)
-
-    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
-    dispatch[bytes] = save_bytes
-    dispatch[str] = save_str
-
-
-def py2_pickle(obj: object) -> bytes:
-    f = io.BytesIO()
-    _Py2Pickler(f, protocol=2).dump(obj)
-    return f.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
-
-
-def cifar_members(n: int = 20, seed: int = 0) -> tuple[dict[str, bytes], np.ndarray, np.ndarray]:
-    """Raw ``test_batch`` and ``batches.meta`` in the official layout; also the images and labels."""
-    rng = np.random.default_rng(seed)
-    flat = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=n).tolist()
-    batch = {
-        "batch_label": "testing batch 1 of 1",
-        "labels": labels,
-        "data": flat,
-        "filenames": [f"img_{i}.png" for i in range(n)],
-    }
-    meta = {"num_cases_per_batch": 10000, "label_names": list(CIFAR10_CLASSES), "num_vis": 3072}
-    members = {"test_batch": py2_pickle(batch), "batches.meta": py2_pickle(meta)}
-    return members, flat.reshape(n, 3, 32, 32), np.array(labels)
-
-
-def add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(payload)
-    tar.addfile(info, io.BytesIO(payload))
-
-
-def make_tarball(path: Path, members: dict[str, bytes], extra: tuple[tarfile.TarInfo, ...] = ()) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
-        for name, payload in members.items():
-            add_member(tar, f"cifar-10-batches-py/{name}", payload)
-        add_member(tar, "cifar-10-batches-py/readme.html", b"<html></html>")
-        for info in extra:
-            tar.addfile(info, io.BytesIO(b"evil") if info.isfile() else None)
-    return path
-
-
-def use_tarball_checksums(monkeypatch: pytest.MonkeyPatch, tarball: Path, members: dict[str, bytes]) -> assets.Asset:
-    """Registry injection: the test tarball's md5 and member md5s replace the official ones."""
-    a = dataclasses.replace(
-        assets.ASSETS["cifar10-python"],
-        digest=hashlib.md5(tarball.read_bytes()).hexdigest(),
-        members=tuple((f"cifar-10-batches-py/{k}", hashlib.md5(v).hexdigest()) for k, v in members.items()),
-    )
-    monkeypatch.setitem(assets.ASSETS, "cifar10-python", a)
-    return a
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def serve(root: Path) -> Iterator[str]:
-    """A plain static http server for ``root`` on 127.0.0.1."""
-    handler = lambda *a, **k: _Handler(*a, directory=str(root), **k)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def assert_matches(ds: data.Dataset, images: np.ndarray, labels: np.ndarray) -> None:
-    assert ds.images.dtype == torch.float32 and ds.labels.dtype == torch.int64
-    assert ds.images.shape == (len(labels), 3, 32, 32)
-    torch.testing.assert_close(ds.images, torch.from_numpy(images).float() / 255, rtol=0, atol=0)
-    assert ds.labels.tolist() == labels.tolist()
-    assert ds.test_index.tolist() == list(range(len(labels)))
-    assert ds.class_names == CIFAR10_CLASSES
 
 
 # ----------------------------------------------------------------------------- official CIFAR-10
@@ -154,7 +45,7 @@ def test_cifar10_download_verify_convert_reuse(home: Path, tmp_path: Path, monke
     # Second load: no server, no tarball, no conversion; the converted store is read as is.
     (home / "data" / "cifar-10-python.tar.gz").unlink()
     mtime = converted.stat().st_mtime_ns
-    monkeypatch.setattr(data, "read_cifar_archive", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(data.cifar, "read_cifar_archive", lambda *a, **k: pytest.fail("converted again"))
     again = load_dataset("cifar10", progress=False)
     assert_matches(again, images, labels)
     assert converted.stat().st_mtime_ns == mtime
@@ -208,7 +99,7 @@ def test_cifar10_folder_member_checksum_is_checked(home: Path, tmp_path: Path) -
     folder.mkdir()
     for name, payload in members.items():
         (folder / name).write_bytes(payload)
-    with pytest.raises(AssetError, match="test_batch.*md5.*40351d587109b95175f43aff81a1287e"):
+    with pytest.raises(AssetError, match=r"test_batch.*md5.*40351d587109b95175f43aff81a1287e"):
         load_dataset(str(folder))
 
 
@@ -222,7 +113,7 @@ def test_cifar10_missing_everywhere_says_how_to_supply(home: Path, monkeypatch) 
         load_dataset("cifar10", progress=False)
     msg = str(err.value)
     assert "cifar-10-python.tar.gz" in msg and str(home / "data") in msg and "cifar-10-batches-py" in msg
-    assert "FRMARGIN_MIRROR" in msg
+    assert "FRMARGIN_MIRROR" in msg and "cifar10-test-lossless.npz" in msg
 
 
 # ----------------------------------------------------------------------------- safety
@@ -315,7 +206,7 @@ def test_cifar10_exact(mirror_home: Path) -> None:
 @needs_mirror
 def test_cifar10_jpeg_is_complete_labelled_and_fast(mirror_home: Path, monkeypatch) -> None:
     load_dataset("cifar10-jpeg")  # first load verifies the file
-    monkeypatch.setattr(assets, "_hash_file", lambda *a: pytest.fail("re-hashed a verified file"))
+    monkeypatch.setattr(assets.store, "_hash_file", lambda *a: pytest.fail("re-hashed a verified file"))
     start = time.perf_counter()
     ds = load_dataset("cifar10-jpeg")
     elapsed = time.perf_counter() - start
@@ -372,7 +263,7 @@ def test_bad_user_npz_names_the_file(home: Path, tmp_path: Path, arrays: dict, m
 
 
 def test_unknown_name_and_bad_limit(home: Path, tmp_path: Path) -> None:
-    with pytest.raises(FrmarginError, match="argument 'name'.*cifar10-jpeg"):
+    with pytest.raises(FrmarginError, match=r"argument 'name'.*cifar10-jpeg"):
         load_dataset("imagenet")
     with pytest.raises(AssetError, match="does not exist"):
         load_dataset(tmp_path / "nope.npz")

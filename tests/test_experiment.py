@@ -25,7 +25,8 @@ import pandas as pd
 import pytest
 
 from frmargin.errors import FrmarginError
-from frmargin.experiment import RunConfig, run_experiment, select_images
+from frmargin.runs.config import RunConfig
+from frmargin.runs.experiment import run_experiment, select_images
 from mirror import MIRROR, needs_mirror
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -162,7 +163,7 @@ def test_run_with_top_classes(env, tmp_path):
     and the lengths agree with the closed form (the coarse flow moves p on the same line)."""
     out = run_experiment(_config(2, top_classes=4), tmp_path / "run", progress=False)
     info = json.loads((out / "run.json").read_text())
-    assert info["top_classes"] == 4 and info["config"]["top_classes"] == 4
+    assert info["top_classes"] == 4 and RunConfig.from_run_info(info).top_classes == 4
     paths = _read_paths(out)
     assert len(paths) == 9 * int(pd.read_parquet(out / "images.parquet")["correct"].sum()) > 0
     assert (paths["status"] == "ok").all(), paths["status"].value_counts().to_dict()
@@ -217,9 +218,21 @@ def test_run_folder_contents(run3):
     ok = paths[paths["success"]]
     assert len(ok) > 0, "no successful path at all"
     below = ok[ok["fr_length"] < ok["lower_bound"] - 1e-9]
-    assert below.empty, f"fr_length below the lower bound:\n{below[KEY + ['fr_length', 'lower_bound']]}"
+    assert below.empty, f"fr_length below the lower bound:\n{below[[*KEY, 'fr_length', 'lower_bound']]}"
     rel = ((ok["fr_length"] - ok["predicted_length"]).abs() / ok["predicted_length"]).median()
     assert rel < 0.02, f"median |traced - predicted| / predicted = {rel:.4f} >= 2%"
+
+
+@needs_mirror
+def test_run_json_records_the_configuration_once(run3):
+    info = json.loads((run3 / "run.json").read_text())
+    # only the requested values whose resolved form stands at the top level share a name with it
+    shared = {"damping", "max_steps", "accuracy", "device"}
+    assert set(info["config"]) & set(info) == shared, sorted(info["config"])
+    assert info["config"]["damping"] is None and info["config"]["accuracy"] == {}
+    assert RunConfig.from_run_info(info) == _config(3)
+    assert info["data_requested"] == "cifar10-exact" and info["damping"] == 1e-14 and info["max_steps"] == 200
+    assert info["tracer_options"]["eta"] == 0.6 and info["config"]["chunk_images"] == 1
 
 
 @needs_mirror

@@ -63,7 +63,7 @@ def test_model_accurate_and_deterministic():
 
 
 def test_demo_writes_files_and_summary(demo):
-    out, summary, table = demo
+    out, summary, _table = demo
     assert (out / CSV_NAME).is_file() and (out / FIGURE_NAME).is_file()
     assert summary["files"] == {"csv": out / CSV_NAME, "figure": out / FIGURE_NAME}
     assert summary["train_accuracy"] > MIN_TRAIN_ACCURACY

@@ -1,44 +1,51 @@
 """frmargin: Fisher-Rao margins, natural-gradient paths and class shielding.
 
-Core objects are imported eagerly; the heavier layers (models, data, baselines, experiment)
-load on first use.
+Every public name loads on first use, so ``import frmargin`` (and ``frmargin.errors``) imports
+neither torch nor pandas; ``frmargin.trace_paths`` imports the tracer, ``frmargin.build_report``
+the report.
+
+Example:
+    >>> import frmargin
+    >>> frmargin.RunConfig(images=20).images
+    20
 """
 
 from __future__ import annotations
 
 from importlib import import_module
+from typing import Any
 
 from .errors import AssetError, FrmarginError
-from .fisher import DataFisher
-from .geometry import fisher_rao_distance, margin_lower_bound, predicted_path
-from .paths import PathResult, trace_paths
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "DataFisher": ".fisher",
+    "fisher_rao_distance": ".geometry",
+    "margin_lower_bound": ".geometry",
+    "predicted_path": ".geometry",
+    "PathResult": ".paths",
+    "trace_paths": ".paths",
     "load_model": ".models",
+    "list_models": ".models",
     "load_dataset": ".data",
     "min_l2_distance": ".baselines",
     "min_l2_attack": ".baselines",
-    "RunConfig": ".experiment",
-    "run_experiment": ".experiment",
+    "RunConfig": ".runs.config",
+    "run_experiment": ".runs.experiment",
     "build_report": ".report",
 }
 
-__all__ = [
-    "AssetError",
-    "DataFisher",
-    "FrmarginError",
-    "PathResult",
-    "fisher_rao_distance",
-    "margin_lower_bound",
-    "predicted_path",
-    "trace_paths",
-    *_LAZY,
-]
+__all__ = ["AssetError", "FrmarginError", *_LAZY]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later look-ups skip this hook
+        return value
     raise AttributeError(f"module 'frmargin' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*(n for n in globals() if n.startswith("__")), *__all__})

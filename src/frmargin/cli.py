@@ -1,4 +1,6 @@
-"""Command-line interface: thin typer commands over ``experiment``, ``report`` and the asset store.
+"""Command-line interface: thin typer commands over ``runs``, ``report`` and the asset store.
+
+Each command imports what it needs inside its body, so ``frmargin --help`` imports no torch.
 
 Errors a user can cause print as one line on stderr with exit status 2 (``--debug`` shows the
 traceback).
@@ -82,7 +84,8 @@ def run(
     ),
 ) -> None:
     """Trace paths from N images to every other class and write DIR/paths.parquet, run.json."""
-    from .experiment import RunConfig, run_experiment
+    from .runs.config import RunConfig
+    from .runs.experiment import run_experiment
 
     if threads is not None and threads < 1:
         raise FrmarginError(f"option '--threads': got {threads}, expected a positive number")
@@ -126,6 +129,10 @@ def report(
     out: Optional[Path] = typer.Option(None, help="Where to write (default: the run folder)."),
 ) -> None:
     """Per-class table, figures, report.html and report.md from one or more runs."""
+    from .runs.folder import check_run_folder
+
+    for directory in dirs:  # a wrong folder is said at once, before the report stack loads
+        check_run_folder(directory)
     from .report import report_command
 
     report_command(dirs, out)
@@ -144,13 +151,15 @@ def demo(
         summary = run_toy_demo(out / "toy" if out == Path("runs/demo") else out)
         typer.echo(f"toy demo written: {', '.join(str(f) for f in summary['files'].values())}")
         return
-    from .experiment import RunConfig, run_experiment
     from .report import build_report
+    from .runs.config import RunConfig
+    from .runs.experiment import run_experiment
+    from .runs.folder import RUN_FILE
 
     apply_threads(None)
     config = RunConfig(images=images, baselines=("deepfool",))
     # a finished or interrupted demo in the same folder is continued, not redone
-    folder = run_experiment(config, out, resume=(out / "run.json").exists(), progress=True)
+    folder = run_experiment(config, out, resume=(out / RUN_FILE).exists(), progress=True)
     page = build_report([folder])
     typer.echo(f"report: {page}")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from . import assets
 from .errors import AssetError, bad_argument
-from .experiment import resolve_data
 from .models import MODEL_NAMES, load_model, top1_correct
+from .runs.experiment import resolve_data
 
 __all__ = ["accuracy_command", "accuracy_line", "assets_command", "assets_table"]
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib import patheffects
+from matplotlib.artist import Artist
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -37,9 +38,9 @@ from matplotlib.patches import Patch
 from torch import nn
 
 from .errors import bad_argument
-from .geometry import margin_lower_bound, predicted_path
 from .paths import trace_paths
 from .plots import DPI, OKABE_ITO
+from .runs.schema import path_table
 
 __all__ = ["TOY_TRACE_OPTIONS", "ToyProblem", "make_toy_problem", "run_toy_demo", "train_toy_model"]
 
@@ -112,7 +113,7 @@ def make_toy_problem(n_classes: int = 5, n_per_class: int = 200, seed: int = 0) 
     y = torch.arange(n_classes).repeat_interleave(n_per_class)
     noise = BLOB_STD * torch.randn(y.numel(), 2, generator=gen, dtype=torch.float64)
     X = (centers[y] + noise).to(torch.float32)
-    names = ("center",) + tuple(f"ring {i}" for i in range(1, n_classes))
+    names = ("center", *(f"ring {i}" for i in range(1, n_classes)))
     return ToyProblem(X=X, y=y, class_names=names, centers=centers.to(torch.float32))
 
 
@@ -183,35 +184,22 @@ def _pick_points(model: nn.Module, problem: ToyProblem, n_points: int, seed: int
     return torch.tensor(picked, dtype=torch.int64)
 
 
+#: the columns of toy_paths.csv, in order (the path table's, then start and end coordinates)
+TOY_COLUMNS = (
+    "point", "source", "target", "metric", "first_hit", "shielded", "fr_length", "l2", "status", "steps",
+    "lower_bound", "predicted_first_hit", "predicted_length", "x0", "y0", "x_end", "y_end",
+)  # fmt: skip
+
+
 def _path_frame(res, metric, point, source, target, x0, p0) -> pd.DataFrame:
-    pred_len, pred_hit = predicted_path(p0, source, target)
-    lower = margin_lower_bound(p0, source)
-    success = res.success.numpy()
-    first_hit = res.first_hit.numpy()
-    shielded = pd.array(np.where(success, first_hit != target.numpy(), False), dtype="boolean")
-    shielded[~success] = pd.NA
+    """The path table (``runs.schema``) restricted to the toy's columns, with coordinates;
+    ``shielded`` is NA where the path did not change the class."""
+    frame = path_table(res, p0, source, target, ids={"point": point.numpy()}, labels={"metric": metric})
+    frame["shielded"] = frame["shielded"].astype("boolean").where(frame["success"].astype(bool), pd.NA)
     x_end = res.x_end.to(torch.float64).numpy()
-    return pd.DataFrame(
-        {
-            "point": point.numpy(),
-            "source": source.numpy(),
-            "target": target.numpy(),
-            "metric": metric,
-            "first_hit": first_hit,
-            "shielded": shielded,
-            "fr_length": res.fr_length.numpy(),
-            "l2": res.l2.numpy(),
-            "status": res.status,
-            "steps": res.steps.numpy(),
-            "lower_bound": lower.numpy(),
-            "predicted_first_hit": pred_hit.numpy(),
-            "predicted_length": pred_len.numpy(),
-            "x0": x0[:, 0].to(torch.float64).numpy(),
-            "y0": x0[:, 1].to(torch.float64).numpy(),
-            "x_end": x_end[:, 0],
-            "y_end": x_end[:, 1],
-        }
-    )
+    start = x0.to(torch.float64).numpy()
+    frame = frame.assign(x0=start[:, 0], y0=start[:, 1], x_end=x_end[:, 0], y_end=x_end[:, 1])
+    return frame[list(TOY_COLUMNS)]
 
 
 def _rates(frame: pd.DataFrame) -> tuple[float, float]:
@@ -286,7 +274,9 @@ def _plot(model, problem, frames, trajectories, path: Path) -> Path:
         ax.set_aspect("equal")
         ax.set_xlabel("input $x_1$")
     np.atleast_1d(axes)[0].set_ylabel("input $x_2$")
-    handles = [Patch(facecolor=colours[c], edgecolor="0.3", label=problem.class_names[c]) for c in range(C)]
+    handles: list[Artist] = [
+        Patch(facecolor=colours[c], edgecolor="0.3", label=problem.class_names[c]) for c in range(C)
+    ]
     handles += [
         Line2D([], [], color="0.3", lw=1.4, label="path (colour = target)"),
         Line2D([], [], ls="", marker="o", color="black", markersize=5, label="start point"),
@@ -374,7 +364,7 @@ def run_toy_demo(
         t0 = time.perf_counter()
         res = trace_paths(model, x0, source, target, metric=metric, record=True, **opts)
         frames[metric] = _path_frame(res, metric, point, source, target, x0, p0)
-        trajectories[metric] = [t.to(torch.float64).numpy() for t in res.trajectory]
+        trajectories[metric] = [t.to(torch.float64).numpy() for t in res.trajectory or []]
         say(f"{metric}: {len(res)} paths in {time.perf_counter() - t0:.1f}s, {dict(Counter(res.status))}")
 
     table = pd.concat(list(frames.values()), ignore_index=True)

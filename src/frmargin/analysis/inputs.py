@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 
 from frmargin.errors import bad_argument
+from frmargin.runs.schema import REQUIRED_PATH_COLUMNS, shielded
 
 NO_FLIP = -1
-PATH_COLUMNS = ("image_index", "source", "target", "success", "first_hit", "fr_length", "l2")
+PATH_COLUMNS = REQUIRED_PATH_COLUMNS
 OPTIONAL_PATH_COLUMNS = {
     "predicted_length": np.nan,
     "predicted_first_hit": NO_FLIP,
@@ -61,7 +62,7 @@ def prepare_paths(paths: pd.DataFrame, n_classes: int | None = None) -> pd.DataF
     for column in ("fr_length", "l2", "predicted_length", "lower_bound", "confidence", "steps"):
         p[column] = pd.to_numeric(p[column], errors="coerce").astype(float)
     p["success"] = p["success"].fillna(False).astype(bool)
-    p["shielded"] = p["success"] & (p["first_hit"] != p["target"])
+    p["shielded"] = shielded(p["success"].to_numpy(), p["first_hit"].to_numpy(), p["target"].to_numpy())
     if n_classes is not None and len(p):
         _check_class_indices(p, n_classes)
     return p

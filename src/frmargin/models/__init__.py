@@ -2,7 +2,8 @@
 
 Every model returned here takes RGB images in [0, 1] of shape (B, 3, 32, 32), normalizes them
 inside, returns logits (B, 10) and is in eval mode with frozen parameters. Any other ``nn.Module``
-that returns logits works with the rest of the library as well.
+that returns logits works with the rest of the library as well. ``list_models()`` lists the zoo
+(twelve models of five families); ``frmargin.models.registry`` holds the facts.
 
 Example:
     >>> from frmargin.models import load_model
@@ -13,35 +14,37 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
+import itertools
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .. import assets
 from ..errors import AssetError, bad_argument
-from .resnet_adv import resnet2b, resnet4b
-from .resnet_cifar import cifar_resnet
+from .mobilenet import IMAGENET_MODELS, imagenet_model_info, load_imagenet_model
+from .registry import MODELS, ModelSpec, get_spec
 
 __all__ = [
     "MODEL_NAMES",
+    "ModelSpec",
     "Normalized",
     "build_model",
+    "fuse_batchnorm",
+    "list_models",
     "load_model",
     "model_info",
     "top1_correct",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2471, 0.2435, 0.2616)
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 
 
 class Normalized(nn.Module):
     """``net((x - mean) / std)`` for x of shape (B, C, H, W) in [0, 1]; mean, std of shape (C,)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
@@ -53,78 +56,73 @@ class Normalized(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-@dataclass(frozen=True)
-class _Spec:
-    name: str
-    builder: Callable[[], nn.Module]
-    architecture: str
-    normalization: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    acc_exact: float
-    acc_jpeg: float
-    acc_published: float | None
-
-
-_IMAGENET = ("ImageNet", IMAGENET_MEAN, IMAGENET_STD)
-_CIFAR = ("CIFAR", CIFAR_MEAN, CIFAR_STD)
-_ADV = "PGD adversarially trained (L-inf 2/255)"
-
-
-def _standard(depth: int, exact: float, jpeg: float, published: float) -> _Spec:
-    arch = f"CIFAR ResNet-{depth} ({(depth - 2) // 6} blocks/stage)"
-    return _Spec(f"resnet{depth}", partial(cifar_resnet, depth), arch, *_IMAGENET, exact, jpeg, published)
-
-
-# Expected top-1: on the exact images (assets README, measured on 493 images), on the JPEG copy, published.
-_SPECS: dict[str, _Spec] = {
-    s.name: s
-    for s in (
-        _standard(20, 0.917, 0.810, 0.9173),
-        _standard(32, 0.927, 0.826, 0.9263),
-        _standard(44, 0.917, 0.827, 0.9310),
-        _standard(56, 0.935, 0.832, 0.9339),
-        _Spec("resnet2b-adv2", resnet2b, f"ResNet-2B, {_ADV}", *_CIFAR, 0.704, 0.687, None),
-        _Spec("resnet4b-adv2", resnet4b, f"ResNet-4B, {_ADV}", *_CIFAR, 0.785, 0.765, None),
-    )
-}
-
-MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
-
-
-def _spec(name: str) -> _Spec:
-    if name not in _SPECS:
-        raise bad_argument("model", name, f"one of {', '.join(MODEL_NAMES)}")
-    return _SPECS[name]
-
-
 def model_info(name: str) -> dict:
-    """Facts about a pretrained model: file, checksum, architecture, normalization, accuracies.
+    """Facts about a pretrained model: file, checksum, family, architecture, training,
+    normalization, accuracies.
 
-    Accuracies are top-1 fractions measured on the 300 exact images (``cifar10-exact``) and on the
-    JPEG copy (``cifar10-jpeg``), and the published test accuracy where there is one.
+    ``expected_accuracy`` holds top-1 fractions: ``cifar10`` on the official test split (10,000
+    images), ``published`` upstream (or None), and on ``cifar10-exact`` and ``cifar10-jpeg``.
 
     Example:
-        >>> model_info("resnet20")["expected_accuracy"]["cifar10-exact"]
-        0.917
+        >>> model_info("resnet20")["expected_accuracy"]["cifar10"]
+        0.9173
     """
-    s = _spec(name)
-    a = assets.get_asset(name)
+    if name in IMAGENET_MODELS:
+        return imagenet_model_info(name)
+    s = get_spec(name)
+    a = assets.get_asset(s.asset_name)
     return {
         "name": s.name,
         "file": a.filename,
         "sha256": a.digest,
+        "family": s.family,
         "architecture": s.architecture,
-        "normalization": {"name": s.normalization, "mean": s.mean, "std": s.std},
-        "input": "RGB in [0, 1], shape (B, 3, 32, 32)",
+        "training": s.training,
+        "normalization": {"name": s.normalization.name, "mean": s.normalization.mean, "std": s.normalization.std},
+        "input": s.input,
         "url": a.urls[0] if a.urls else None,
         "licence": a.licence,
         "expected_accuracy": {
+            "cifar10": s.accuracy,
+            "published": s.published,
             "cifar10-exact": s.acc_exact,
             "cifar10-jpeg": s.acc_jpeg,
-            "published": s.acc_published,
         },
     }
+
+
+def list_models():
+    """The model zoo as a DataFrame, one row per model.
+
+    Columns: ``name``, ``family``, ``architecture``, ``training``, ``normalization``, ``accuracy``
+    (top-1 fraction measured on ``accuracy_data``: ``cifar10``, the official CIFAR-10 test split, for
+    every CIFAR model), ``accuracy_data``, ``published`` (upstream top-1, NaN where there is none),
+    ``file``, ``sha256``.
+
+    Example:
+        >>> list_models().set_index("name").loc["cnn-a-mix", "training"]
+        'mixed clean/PGD'
+    """
+    import pandas as pd
+
+    rows = []
+    for s in MODELS.values():
+        a = assets.get_asset(s.asset_name)
+        rows.append(
+            {
+                "name": s.name,
+                "family": s.family,
+                "architecture": s.architecture,
+                "training": s.training,
+                "normalization": s.normalization.name,
+                "accuracy": s.accuracy,
+                "accuracy_data": s.accuracy_data,
+                "published": s.published,
+                "file": a.filename,
+                "sha256": a.digest,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def build_model(name: str) -> Normalized:
@@ -134,41 +132,82 @@ def build_model(name: str) -> Normalized:
         >>> build_model("resnet2b-adv2")(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
-    s = _spec(name)
-    return Normalized(s.builder(), s.mean, s.std).eval()
+    s = get_spec(name)
+    return Normalized(s.builder(), s.normalization.mean, s.normalization.std).eval()
 
 
 def fuse_batchnorm(module: nn.Module) -> nn.Module:
-    """Fold every eval-mode BatchNorm2d that follows a Conv2d (attributes ``convX``/``bnX`` of one
-    module) into the convolution, in place. The function computed is the same (up to rounding);
-    forward passes and Jacobians get cheaper.
+    """Fold every eval-mode BatchNorm2d that follows a Conv2d into the convolution, in place.
+
+    Two layouts are recognised: attributes ``convX``/``bnX`` of one module, and a Conv2d directly
+    followed by a BatchNorm2d in an ``nn.Sequential``. The folded BN becomes ``nn.Identity``. The
+    function computed is the same (up to rounding); forward passes and Jacobians get cheaper.
 
     Example:
-        >>> m = fuse_batchnorm(build_model("resnet20"))
+        >>> m = fuse_batchnorm(build_model("shufflenetv2-x0.5"))
         >>> any(isinstance(x, nn.BatchNorm2d) for x in m.modules())
         False
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     for sub in list(module.modules()):
-        for name, child in list(sub.named_children()):
-            if isinstance(child, nn.BatchNorm2d) and name.startswith("bn"):
-                conv = getattr(sub, "conv" + name[2:], None)
-                if isinstance(conv, nn.Conv2d) and not child.training:
-                    setattr(sub, "conv" + name[2:], fuse_conv_bn_eval(conv, child))
-                    setattr(sub, name, nn.Identity())
+        children = list(sub.named_children())
+        pairs = [(name, "conv" + name[2:]) for name, _ in children if name.startswith("bn")]
+        if isinstance(sub, nn.Sequential):
+            pairs += [(b, c) for (c, _), (b, _) in itertools.pairwise(children)]
+        for bn_name, conv_name in pairs:
+            bn, conv = getattr(sub, bn_name, None), getattr(sub, conv_name, None)
+            if isinstance(bn, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d) and not bn.training:
+                setattr(sub, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(sub, bn_name, nn.Identity())
     return module
+
+
+def _state_dict(checkpoint: object, spec: ModelSpec, path: Path) -> dict:
+    """The state dict of a checkpoint in the spec's layout, with the spec's key prefix removed."""
+    if spec.checkpoint == "wrapped":
+        state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+        if not isinstance(state, dict):
+            raise AssetError(f"weight file {str(path)!r}: got no 'state_dict' entry, expected a checkpoint dict")
+    elif isinstance(checkpoint, dict) and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        state = checkpoint
+    else:
+        raise AssetError(f"weight file {str(path)!r}: got {type(checkpoint).__name__}, expected a bare state dict")
+    return {k.removeprefix(spec.prefix) if spec.prefix else k: v for k, v in state.items()}
+
+
+def _read_net(spec: ModelSpec, path: Path) -> nn.Module:
+    """The network of ``spec`` with the weights of the verified file ``path`` (strict load)."""
+    if spec.loader is not None:
+        return spec.loader(path)
+    net = spec.builder()
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise AssetError(f"weight file {str(path)!r}: cannot be read ({type(e).__name__}: {e})") from e
+    try:
+        net.load_state_dict(_state_dict(checkpoint, spec, path), strict=True)
+    except RuntimeError as e:
+        raise AssetError(f"weight file {str(path)!r} does not fit {spec.name}: {e}") from e
+    return net
+
+
+def _channels_last(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
 
 def load_model(name: str, *, progress: bool = True, fuse: bool = True) -> Normalized:
     """A pretrained model from the asset store: inputs (B, 3, 32, 32) in [0, 1], logits (B, 10).
 
     The weight file is fetched (see ``frmargin.assets``), its sha256 checked, and only then read
-    with ``torch.load(..., weights_only=True)``. Parameters are frozen; the model is in eval mode.
+    with ``torch.load(..., weights_only=True)`` and loaded strictly. Parameters are frozen; the
+    model is in eval mode.
 
     With ``fuse`` (default) batch norm is folded into the convolutions (same function, cheaper).
-    The convolution weights are stored channels-last, which makes CPU forward passes and
-    Jacobians about 25% faster (inputs may keep the usual layout).
+    Where the spec says so, convolution weights are stored channels-last, which makes CPU forward
+    passes and Jacobians about 25% faster (inputs may keep the usual layout).
 
     Raises:
         FrmarginError: unknown name.
@@ -177,24 +216,16 @@ def load_model(name: str, *, progress: bool = True, fuse: bool = True) -> Normal
     Example:
         >>> load_model("resnet20")(torch.rand(1, 3, 32, 32)).argmax(-1)  # doctest: +SKIP
     """
-    model = build_model(name)
-    path = assets.fetch(name, progress=progress)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise AssetError(f"weight file {str(path)!r}: cannot be read ({type(e).__name__}: {e})") from e
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise AssetError(f"weight file {str(path)!r}: got no 'state_dict' entry, expected a checkpoint dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    try:
-        model.net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise AssetError(f"weight file {str(path)!r} does not fit {name}: {e}") from e
-    model.eval()
+    if name in IMAGENET_MODELS:
+        return load_imagenet_model(name, progress=progress)
+    spec = get_spec(name)
+    path = assets.fetch(spec.asset_name, progress=progress)
+    net = _read_net(spec, path).eval()
+    model = Normalized(net, spec.normalization.mean, spec.normalization.std).eval()
     if fuse:
         fuse_batchnorm(model)
-    model.to(memory_format=torch.channels_last)
+    if spec.channels_last:
+        _channels_last(model)
     model.requires_grad_(False)
     return model.eval()
 

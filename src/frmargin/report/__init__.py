@@ -21,9 +21,9 @@ from pathlib import Path
 from frmargin.analysis import DEFAULT_N_BOOT
 from frmargin.errors import FrmarginError
 from frmargin.report.compare import comparison_report, unique_labels
-from frmargin.report.loading import Run, load_run, split_modes
 from frmargin.report.result import ComparisonAnalysis, RunAnalysis, analyze, analyze_comparison
 from frmargin.report.single import single_report
+from frmargin.runs.folder import Run, load_run, split_modes
 
 COMPARE_FOLDER = "report-compare"
 

@@ -21,10 +21,10 @@ from frmargin.report.css import VERDICT_CSS
 from frmargin.report.document import Document
 from frmargin.report.format import format_cell, format_interval, format_rank, interval_column, per_cell, text_frame
 from frmargin.report.header import caveats
-from frmargin.report.loading import Run
 from frmargin.report.render import write_document
 from frmargin.report.result import ComparisonAnalysis, MetricPair, RunAnalysis
 from frmargin.report.single import rankings_section
+from frmargin.runs.folder import Run
 
 #: run.json settings shown per run in the comparison's first table
 COMPARED_KEYS = ("model", "data", "data_source", "method", "metric", "until", "box", "images", "seed")

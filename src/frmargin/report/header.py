@@ -14,7 +14,7 @@ import json
 import pandas as pd
 
 from frmargin.report.format import MISSING, format_cell
-from frmargin.report.loading import Run
+from frmargin.runs.folder import Run
 
 #: run.json keys shown in the header's first rows; every other key follows, as JSON
 HEADER_KEYS = (

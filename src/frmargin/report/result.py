@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from frmargin import analysis, paper
-from frmargin.report.loading import Run
+from frmargin.runs.folder import Run
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,238 @@
+"""Getting a verified copy: ``fetch`` (local copy, else download) and the HTTP download itself.
+
+Downloads go to ``<file>.part`` under an advisory lock (resumed with an HTTP range request, retried
+with back-off) and are renamed into place only after their checksum matches; a partial file is never
+used. With a mirror set, upstream addresses are never contacted.
+
+(The module is ``downloads`` rather than ``download`` so that it is not shadowed by the function
+``frmargin.assets.download``.)
+
+Example:
+    >>> fetch("resnet20")  # doctest: +SKIP
+    PosixPath('/home/me/.cache/frmargin/weights/resnet20-12fca82f.th')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.client import HTTPException
+from pathlib import Path
+
+from ..errors import AssetError
+from . import store
+from .registry import Asset, AssetMissingError, get_asset
+from .store import ENV_MIRROR, is_url, local_copy, mirror_candidates, mirror_setting, store_path, verify_file
+
+__all__ = ["download", "fetch"]
+
+CHUNK_BYTES = 1 << 20
+DOWNLOAD_RETRIES = 3
+DOWNLOAD_TIMEOUT_S = 30.0
+RETRY_BACKOFF_S = 0.5
+_NOT_FOUND_CODES = (401, 403, 404, 410)
+
+
+class _Unreachable(Exception):
+    """A source could not deliver the file (network error, HTTP 404, ...)."""
+
+
+@contextlib.contextmanager
+def _file_lock(target: Path) -> Iterator[None]:
+    """An advisory lock next to ``target`` so concurrent processes do not write one file twice."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    lock = target.with_name(target.name + ".lock")
+    with open(lock, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _download_once(url: str, part: Path, label: str, progress: bool, timeout: float) -> None:
+    """Fetch ``url`` into ``part``, resuming from its current size when the server allows."""
+    from tqdm import tqdm
+
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "frmargin"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # the part file is already complete: the checksum decides
+            return
+        raise
+    with response:
+        if offset and response.status != 206:
+            offset = 0  # the server ignored the range: start again
+        if offset and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+            part.unlink()
+            raise _Unreachable(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        received = 0
+        with (
+            open(part, "ab" if offset else "wb") as out,
+            tqdm(
+                total=None if expected is None else offset + expected,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                file=sys.stderr,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
+            while chunk := response.read(CHUNK_BYTES):
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    if expected is not None and received < expected:
+        raise _Unreachable(f"connection closed after {received} of {expected} bytes")
+
+
+def _attempts(url: str, part: Path, a: Asset, progress: bool, retries: int, timeout: float) -> None:
+    """Up to ``retries`` attempts with back-off; a 'not found' answer ends them at once.
+
+    Raises:
+        AssetMissingError: the last attempt failed.
+    """
+    last: Exception | None = None
+    for attempt in range(max(1, retries)):
+        try:
+            _download_once(url, part, a.filename, progress, timeout)
+            return
+        except urllib.error.HTTPError as e:
+            last = e
+            if e.code in _NOT_FOUND_CODES:
+                break
+        except (urllib.error.URLError, HTTPException, OSError, _Unreachable) as e:
+            last = e
+        if attempt + 1 < retries:
+            time.sleep(RETRY_BACKOFF_S * 2**attempt)
+    raise AssetMissingError(f"{url}: {type(last).__name__}: {last}")
+
+
+def download(
+    url: str,
+    dest: str | Path,
+    asset: str | Asset,
+    *,
+    progress: bool = True,
+    retries: int = DOWNLOAD_RETRIES,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
+) -> Path:
+    """Download ``url`` to ``dest`` atomically, resuming and retrying, and verify it.
+
+    The data go to ``dest.part``; after ``retries`` failed attempts the part file is kept so a later
+    call resumes it. ``dest`` appears only once the checksum matches.
+
+    Raises:
+        AssetError: the downloaded file fails its checksum (the part file is removed).
+        AssetMissingError: the address could not deliver the file.
+    """
+    a = get_asset(asset)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with _file_lock(dest):
+            if dest.exists():  # another process finished it meanwhile
+                return verify_file(dest, a)
+            fresh_retry_done = False
+            while True:
+                resumed = part.exists() and part.stat().st_size > 0
+                _attempts(url, part, a, progress, retries, timeout)
+                actual = store.hash_file(part, a.algorithm)
+                if actual == a.digest:
+                    break
+                part.unlink()
+                if resumed and not fresh_retry_done:
+                    fresh_retry_done = True  # the stale start of a resumed file may be the culprit
+                    continue
+                raise AssetError(
+                    f"download of {a.filename!r} (asset {a.name!r}) from {url} fails its checksum: got "
+                    f"{a.algorithm} {actual}, expected {a.algorithm} {a.digest}; the partial file "
+                    f"{str(part)!r} was removed and nothing was used"
+                )
+            os.replace(part, dest)
+            st = dest.stat()
+            store.write_cache_entry(
+                str(dest.resolve()), {"size": st.st_size, "mtime_ns": st.st_mtime_ns, a.algorithm: a.digest}
+            )
+    finally:
+        with contextlib.suppress(OSError):
+            dest.with_name(dest.name + ".lock").unlink()
+    return dest
+
+
+def fetch(asset: str | Asset, *, download_missing: bool = True, progress: bool = True) -> Path:
+    """Path of a verified local copy of ``asset``, downloading it into the home folder if needed.
+
+    Args:
+        asset: a registry name (see ``ASSETS``) or an ``Asset``.
+        download_missing: when False, only local copies (home folder, mirror folder) are used.
+        progress: show a progress bar on stderr while downloading.
+
+    Raises:
+        AssetError: a copy exists but fails its checksum.
+        AssetMissingError: no copy could be found or downloaded; the message lists where it was
+            looked for and how to supply it.
+
+    Example:
+        >>> fetch("resnet20")  # doctest: +SKIP
+        PosixPath('/home/me/.cache/frmargin/weights/resnet20-12fca82f.th')
+    """
+    a = get_asset(asset)
+    looked: list[str] = []
+    local = local_copy(a, looked)
+    if local is not None:
+        return verify_file(local, a)
+    base = mirror_setting()
+    if base is None:
+        urls = list(a.urls)
+    elif is_url(base):
+        urls = mirror_candidates(a, base)
+    else:
+        urls = []
+    failures: list[str] = []
+    if download_missing:
+        for url in urls:
+            try:
+                return download(url, store_path(a), a, progress=progress)
+            except AssetMissingError as e:
+                failures.append(str(e))
+    raise AssetMissingError(_missing_message(a, looked, urls if download_missing else [], failures, base))
+
+
+def _missing_message(a: Asset, looked: list[str], urls: list[str], failures: list[str], base: str | None) -> str:
+    parts = [f"asset {a.name!r}: file {a.filename!r} ({a.algorithm} {a.digest}) is missing."]
+    parts.append("Looked in: " + ", ".join(looked) + ".")
+    if failures:
+        parts.append("Downloads failed: " + "; ".join(failures) + ".")
+    elif not urls and base is None and not a.urls:
+        parts.append("It has no upstream address (it is distributed through a mirror only).")
+    elif not urls and base is not None and not is_url(base):
+        parts.append(f"{ENV_MIRROR} is a folder, so upstream was not contacted.")
+    how = (
+        f"To supply it, set {ENV_MIRROR} to a folder holding {a.kind}/{a.filename} "
+        "(or an http(s) base address serving it)"
+    )
+    how += f", or put the file at {str(store_path(a))!r}"
+    if a.urls:
+        how += f" (upstream: {a.urls[0]}" + (f"; unset {ENV_MIRROR} to download from there)" if base else ")")
+    parts.append(how + ".")
+    return " ".join(parts)

@@ -1,0 +1,266 @@
+"""Where files are kept and looked for, and their checksums: home folder, mirror, verification cache.
+
+The home folder is ``$FRMARGIN_HOME`` (default: the user cache folder); a mirror is
+``$FRMARGIN_MIRROR`` (a folder used in place, or an http(s) base address). Checks are cached in
+``<home>/verified.json`` by path, size and modification time, so a verified file is not hashed again.
+
+Example:
+    >>> store_path("resnet20").name
+    'resnet20-12fca82f.th'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import AssetError, bad_argument
+from .registry import ALGORITHMS, Asset, get_asset
+
+__all__ = [
+    "ENV_HOME",
+    "ENV_MIRROR",
+    "AssetStatus",
+    "asset_status",
+    "cached_digest",
+    "file_digest",
+    "home_dir",
+    "local_copy",
+    "mirror_candidates",
+    "mirror_setting",
+    "store_path",
+    "verify_file",
+]
+
+ENV_HOME = "FRMARGIN_HOME"
+ENV_MIRROR = "FRMARGIN_MIRROR"
+CHUNK_BYTES = 1 << 20
+CACHE_FILE = "verified.json"
+
+
+# ----------------------------------------------------------------------------- locations
+
+
+def home_dir() -> Path:
+    """The home folder: ``$FRMARGIN_HOME`` or the user cache folder. Not created here."""
+    value = os.environ.get(ENV_HOME, "").strip()
+    if value:
+        return Path(value).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("frmargin", appauthor=False))
+
+
+def is_url(value: str) -> bool:
+    """True for an http(s) address."""
+    return value.startswith(("http://", "https://"))
+
+
+def mirror_setting() -> str | None:
+    """``$FRMARGIN_MIRROR`` (a folder or an http(s) base address), or None when unset.
+
+    Raises:
+        AssetError: the variable names a folder that does not exist.
+    """
+    value = os.environ.get(ENV_MIRROR, "").strip()
+    if not value:
+        return None
+    if is_url(value):
+        return value.rstrip("/")
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise AssetError(
+            f"environment variable {ENV_MIRROR}: got {value!r}, expected an existing folder "
+            "or an http(s) base address (unset it to use the upstream addresses)"
+        )
+    return str(folder.resolve())
+
+
+def store_path(asset: str | Asset) -> Path:
+    """Where the asset lives in the home folder: ``<home>/<kind>/<file>``."""
+    a = get_asset(asset)
+    return home_dir() / a.kind / a.filename
+
+
+def mirror_candidates(asset: str | Asset, base: str) -> list[str]:
+    """Paths or addresses a mirror ``base`` is searched at, in order."""
+    a = get_asset(asset)
+    names = (a.filename, *a.alt_names)
+    sep = "/" if is_url(base) else os.sep
+    return [base + sep + a.kind + sep + n for n in names] + [base + sep + n for n in names]
+
+
+def local_copy(asset: str | Asset, looked: list[str] | None = None) -> Path | None:
+    """The first existing copy in the home folder or a mirror folder (not yet verified).
+
+    Every place looked at is appended to ``looked`` (for error messages).
+    """
+    a = get_asset(asset)
+    looked = [] if looked is None else looked
+    home_file = store_path(a)
+    looked.append(str(home_file))
+    if home_file.is_file():
+        return home_file
+    base = mirror_setting()
+    if base is not None and not is_url(base):
+        for candidate in mirror_candidates(a, base):
+            looked.append(candidate)
+            if os.path.isfile(candidate):
+                return Path(candidate)
+    return None
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def _cache_path() -> Path:
+    return home_dir() / CACHE_FILE
+
+
+def _read_cache() -> dict[str, dict]:
+    try:
+        with open(_cache_path(), encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_cache_entry(key: str, entry: dict) -> None:
+    """Record ``entry`` (size, mtime_ns, digests) for the file ``key``; best effort: a cache that
+    cannot be written only costs a re-hash next time."""
+    cache = _read_cache()
+    cache[key] = entry
+    path = _cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _hash_file(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_file(path: Path, algorithm: str) -> str:
+    """Hex digest of a file, always computed (no cache)."""
+    return _hash_file(path, algorithm)
+
+
+def cached_digest(path: str | Path, algorithm: str) -> str | None:
+    """The digest recorded for ``path`` if its size and modification time are unchanged, else None."""
+    p = Path(path).resolve()
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    entry = _read_cache().get(str(p))
+    if not entry or entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+        return None
+    value = entry.get(algorithm)
+    return value if isinstance(value, str) else None
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, cached by path, size and modification time in the home folder.
+
+    Example:
+        >>> file_digest("weights.th")  # doctest: +SKIP
+        '12fca82f...'
+    """
+    if algorithm not in ALGORITHMS:
+        raise bad_argument("algorithm", algorithm, f"one of {ALGORITHMS}")
+    p = Path(path).resolve()
+    hit = cached_digest(p, algorithm)
+    if hit is not None:
+        return hit
+    st = p.stat()
+    value = hash_file(p, algorithm)
+    entry = _read_cache().get(str(p), {})
+    if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+        entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    entry[algorithm] = value
+    write_cache_entry(str(p), entry)
+    return value
+
+
+def verify_file(path: str | Path, asset: str | Asset) -> Path:
+    """Check a file against the asset's checksum (cached); return its path.
+
+    Raises:
+        AssetError: the checksum does not match; the message names the file and both checksums.
+    """
+    a = get_asset(asset)
+    p = Path(path)
+    actual = file_digest(p, a.algorithm)
+    if actual != a.digest:
+        raise AssetError(
+            f"file {str(p)!r} (asset {a.name!r}) fails its checksum: got {a.algorithm} {actual}, "
+            f"expected {a.algorithm} {a.digest}. The file is corrupt or not the expected one; "
+            "delete it (it is fetched again) or replace it with a good copy"
+        )
+    return p
+
+
+# ----------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class AssetStatus:
+    """State of one asset for ``frmargin assets``.
+
+    Attributes:
+        asset: the asset.
+        state: ``"verified"`` (checksum matched), ``"present"`` (not checked), ``"corrupt"`` or ``"missing"``.
+        path: the local copy, or None.
+        origin: where the copy is, or where it would come from.
+    """
+
+    asset: Asset
+    state: str
+    path: Path | None
+    origin: str
+
+
+def asset_status(asset: str | Asset, *, verify: bool = True) -> AssetStatus:
+    """Where ``asset`` is and whether it is verified; never downloads.
+
+    With ``verify=False`` only cached checks count, so nothing is hashed.
+
+    Example:
+        >>> asset_status("resnet20", verify=False).state  # doctest: +SKIP
+        'verified'
+    """
+    a = get_asset(asset)
+    try:
+        base = mirror_setting()
+    except AssetError:
+        base = None
+    local = local_copy(a)
+    if local is not None:
+        origin = "home" if local == store_path(a) else "mirror folder"
+        if verify:
+            state = "verified" if file_digest(local, a.algorithm) == a.digest else "corrupt"
+        else:
+            hit = cached_digest(local, a.algorithm)
+            state = "present" if hit is None else ("verified" if hit == a.digest else "corrupt")
+        return AssetStatus(a, state, local, origin)
+    if base is not None and is_url(base):
+        origin = f"mirror {base}"
+    elif base is None and a.urls:
+        origin = f"upstream {a.urls[0]}"
+    elif base is not None:
+        origin = f"not in mirror {base}"
+    else:
+        origin = f"mirror only: set {ENV_MIRROR}"
+    return AssetStatus(a, "missing", None, origin)

@@ -1,0 +1,256 @@
+"""The run folder: the only place that names its files, writes them atomically and loads them.
+
+A run folder holds ``run.json`` (configuration, identities, accuracy, timing), ``images.parquet``
+(every selected image with its prediction), ``misclassified.parquet`` (the images whose paths are
+not traced), ``paths.parquet/`` (one ``part-NNNNN.parquet`` per chunk of images) and, with
+baselines, ``baselines.parquet/`` (one ``part-ATTACK-NNNNN.parquet`` per chunk). Every file is
+written to a temporary name and renamed, so an interrupted run leaves no half-written file.
+
+Importing this module imports neither torch nor pandas (``check_run_folder`` answers at once).
+
+Example:
+    >>> run = load_run(Path("runs/resnet20"))  # doctest: +SKIP
+    >>> run.paths.shape, run.class_names[:2]  # doctest: +SKIP
+    ((7164, 30), ['airplane', 'automobile'])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import FrmarginError
+from .schema import CIFAR10_CLASSES, REQUIRED_PATH_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "BASELINES_DIR",
+    "IMAGES_FILE",
+    "MISCLASSIFIED_FILE",
+    "PATHS_DIR",
+    "RUN_FILE",
+    "Run",
+    "baseline_part",
+    "check_run_folder",
+    "load_run",
+    "path_part",
+    "read_json",
+    "read_run_info",
+    "split_modes",
+    "write_json",
+    "write_parquet",
+]
+
+RUN_FILE = "run.json"
+IMAGES_FILE = "images.parquet"
+MISCLASSIFIED_FILE = "misclassified.parquet"
+PATHS_DIR = "paths.parquet"
+BASELINES_DIR = "baselines.parquet"
+#: the argument a reader names in its errors (``frmargin report DIR...``)
+READER_ARGUMENT = "run_dirs"
+
+
+def path_part(folder: Path, chunk: int) -> Path:
+    """File of the paths traced from chunk ``chunk`` of the correctly classified images."""
+    return Path(folder) / PATHS_DIR / f"part-{chunk:05d}.parquet"
+
+
+def baseline_part(folder: Path, attack: str, chunk: int) -> Path:
+    """File of baseline ``attack`` on chunk ``chunk`` (of 32 images)."""
+    return Path(folder) / BASELINES_DIR / f"part-{attack}-{chunk:05d}.parquet"
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` (without its index) to ``path`` atomically: all of it or nothing."""
+    tmp = _temporary(path)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. ENOSPC half way: leave no partial file behind
+        raise
+
+
+def write_json(obj: dict, path: Path) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (``str`` for what JSON lacks)."""
+    tmp = _temporary(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in ``path`` (OSError, json.JSONDecodeError as they come)."""
+    return json.loads(Path(path).read_text())
+
+
+def read_run_info(folder: Path) -> dict | None:
+    """``run.json`` of ``folder`` as a dict, None when absent; FrmarginError when it is
+    unreadable or not a JSON object."""
+    info_file = Path(folder) / RUN_FILE
+    if not info_file.exists():
+        return None
+    try:
+        info = read_json(info_file)
+    except (OSError, json.JSONDecodeError) as error:
+        raise FrmarginError(
+            f"argument {READER_ARGUMENT!r}: {str(info_file)!r} is not valid JSON ({error}), "
+            "expected the run description written by the runner"
+        ) from error
+    if not isinstance(info, dict):
+        raise FrmarginError(
+            f"argument {READER_ARGUMENT!r}: {str(info_file)!r} holds a {type(info).__name__}, expected a JSON object"
+        )
+    return info
+
+
+def check_run_folder(directory: Path) -> Path:
+    """``directory`` as a Path when it is a folder holding paths.parquet; else FrmarginError.
+
+    Cheap (no table is read): the CLI calls it before it imports the report.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FrmarginError(
+            f"argument {READER_ARGUMENT!r}: got {str(directory)!r}, "
+            f"expected an existing run folder (holding {PATHS_DIR})"
+        )
+    if not (directory / PATHS_DIR).exists():
+        raise FrmarginError(
+            f"argument {READER_ARGUMENT!r}: folder {str(directory)!r} has no {PATHS_DIR}, "
+            "expected a run folder written by the experiment runner"
+        )
+    return directory
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder's tables (for one method and metric)."""
+
+    label: str
+    directory: Path
+    info: dict
+    paths: pd.DataFrame
+    images: pd.DataFrame | None
+    baselines: pd.DataFrame | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info["class_names"])
+
+
+def read_table(path: Path, what: str) -> pd.DataFrame:
+    """A parquet file or folder of parquet parts; FrmarginError naming ``path`` when unreadable."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for unreadable files
+        raise FrmarginError(
+            f"argument {READER_ARGUMENT!r}: {what} {str(path)!r} is unreadable ({type(error).__name__}: "
+            f"{error}), expected a parquet file or a folder of parquet chunks"
+        ) from error
+
+
+def _read_paths(directory: Path) -> pd.DataFrame:
+    paths_file = directory / PATHS_DIR
+    paths = read_table(paths_file, "paths file")
+    if paths.empty:
+        raise FrmarginError(
+            f"argument {READER_ARGUMENT!r}: {str(paths_file)!r} has no rows, expected at least one traced path"
+        )
+    missing = [c for c in REQUIRED_PATH_COLUMNS if c not in paths.columns]
+    if missing:
+        raise FrmarginError(
+            f"argument {READER_ARGUMENT!r}: {str(paths_file)!r} lacks the columns {missing}, "
+            f"expected {list(REQUIRED_PATH_COLUMNS)}"
+        )
+    return paths
+
+
+def _class_names(info: dict, paths: pd.DataFrame, directory: Path, notes: list[str]) -> list[str]:
+    n_classes = int(max(paths["source"].max(), paths["target"].max(), paths["first_hit"].max())) + 1
+    names = info.get("class_names")
+    if not names:
+        notes.append(
+            "run.json has no class_names: using " + ("CIFAR-10 names." if n_classes == 10 else "class numbers.")
+        )
+        return list(CIFAR10_CLASSES) if n_classes == 10 else [f"class {c}" for c in range(n_classes)]
+    if len(names) < n_classes:
+        raise FrmarginError(
+            f"argument {READER_ARGUMENT!r}: {str(directory / RUN_FILE)!r} lists {len(names)} class_names, "
+            f"expected at least {n_classes} (the largest class index in paths + 1)"
+        )
+    return [str(n) for n in names]
+
+
+def load_run(directory: Path) -> Run:
+    """Read a run folder; raise ``FrmarginError`` naming the folder when it is not a run.
+
+    Example:
+        >>> run = load_run(Path("runs/resnet20"))  # doctest: +SKIP
+        >>> run.paths.shape  # doctest: +SKIP
+    """
+    directory = check_run_folder(directory)
+    notes: list[str] = []
+    paths = _read_paths(directory)
+    images = baselines = None
+    if (directory / IMAGES_FILE).exists():
+        images = read_table(directory / IMAGES_FILE, "images file")
+    else:
+        notes.append(f"{IMAGES_FILE} is missing: image counts and lower bounds come from the paths.")
+    if (directory / BASELINES_DIR).exists():
+        baselines = read_table(directory / BASELINES_DIR, "baselines file")
+    info = read_run_info(directory)
+    if info is None:
+        info = {}
+        notes.append(f"{RUN_FILE} is missing: the run header is incomplete.")
+    info = {**info, "class_names": _class_names(info, paths, directory, notes)}
+    return Run(
+        label=directory.name or str(directory),
+        directory=directory,
+        info=info,
+        paths=paths,
+        images=images,
+        baselines=baselines,
+        notes=tuple(notes),
+    )
+
+
+def split_modes(run: Run) -> list[Run]:
+    """One ``Run`` per (method, metric) found in ``run.paths`` (the run itself when only one)."""
+    keys = [k for k in ("method", "metric") if k in run.paths.columns]
+    if not keys:
+        return [run]
+    groups = list(run.paths.groupby(keys, sort=True, dropna=False))
+    if len(groups) <= 1:
+        if groups:
+            values = groups[0][0] if isinstance(groups[0][0], tuple) else (groups[0][0],)
+            return [replace(run, info={**run.info, **dict(zip(keys, values))})]
+        return [run]
+    out = []
+    for values, sub in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        tag = "/".join(str(v) for v in values)
+        out.append(
+            replace(
+                run,
+                label=f"{run.label} [{tag}]",
+                paths=sub.reset_index(drop=True),
+                info={**run.info, **dict(zip(keys, values))},
+            )
+        )
+    return out
