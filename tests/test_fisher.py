@@ -119,7 +119,7 @@ def test_bad_arguments():
 def test_reduced_jacobian_rows(name, dtype):
     """Rows of a reduced logit map: two kept classes and the logsumexp of the rest, whose
     gradient is the softmax-weighted mix of the rest's rows."""
-    model, x, F = build(name, dtype)
+    model, x, _ = build(name, dtype)
     tol = TOL[dtype]
     J = ref.jacobian(model, x)
     with torch.no_grad():
