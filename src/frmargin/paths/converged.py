@@ -214,8 +214,11 @@ class FisherStepper(ConvergedStepper):
         st = net.state
         #: (n, V) probabilities of the view at the start points: the flow's line is anchored there
         self.anchor = net.probs(st.z, torch.arange(len(st), device=st.z.device))
+        #: (n,) paths that evaluated an extra Jacobian in their current step
+        self.refreshed = torch.zeros(len(st), dtype=torch.bool, device=st.z.device)
 
     def direction(self, idx: torch.Tensor, x: torch.Tensor) -> Found:
+        self.refreshed[idx] = False
         z, J = self.net.jacobian(idx, x)
         ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
         if not ok.all():
@@ -312,11 +315,13 @@ class FisherStepper(ConvergedStepper):
                 slow = weak
                 fail = live & ~conv & (diverging | ~torch.isfinite(size) | (it == o.max_corrector))
                 fresh = fail & diverging & torch.isfinite(size) & ~refreshed & (it < o.max_corrector)
+                fresh &= ~self.refreshed[gidx]  # at most one extra Jacobian per step
                 if o.box is None and fresh.any():
                     # the secant updates stopped contracting: one more Jacobian evaluation, at
                     # the best point so far, instead of a shorter step
                     rr = fresh.nonzero()[:, 0]
                     refreshed[rr] = True
+                    self.refreshed[gidx[rr]] = True
                     fail[rr] = False
                     x_new[rr], z_new[rr] = x_best[rr], z_best[rr]
                     delta[rr] = (x_best[rr] - x[rr]).reshape(rr.numel(), -1).to(torch.float64)
