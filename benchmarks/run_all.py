@@ -20,12 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as cm
 import bench_closed_form
 import bench_many_classes
+import bench_peers
 import bench_solve
 import bench_throughput
 import bench_top_classes
 import bench_tracer
+import bench_zoo_steps
 
-ORDER = ("tracer", "solve", "throughput", "closed_form", "many_classes", "top_classes")
+ORDER = ("tracer", "zoo_steps", "peers", "solve", "throughput", "closed_form", "many_classes", "top_classes")
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> str:
             ["--images", "3" if q else "20"]
             + (["--settings", "default,eta=1.0,logit_step=2", "--no-reference"] if q else []),
         ),
+        "zoo_steps": (bench_zoo_steps, ["--images", "2" if q else "8"]),
+        "peers": (bench_peers, ["--images", "4" if q else "16"] + (["--no-paper"] if q else [])),
         "solve": (bench_solve, ["--images", "4", "--repeats", "2" if q else "3"]),
         "throughput": (bench_throughput, ["--batch-sizes", "8,32" if q else "8,16,32,64,128", "--steps", "5"]),
         "closed_form": (bench_closed_form, ["--images", "2000" if q else "10000", "--repeats", "2"]),
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> str:
             continue
         module, argv_b = plan[name]
         if name == "throughput" and steps_per_path is not None:
-            argv_b = argv_b + ["--steps-per-path", f"{steps_per_path:.4f}"]
+            argv_b = [*argv_b, "--steps-per-path", f"{steps_per_path:.4f}"]
         argv_b = argv_b + th
         commands.append(f".venv/bin/python benchmarks/{module.__name__}.py {' '.join(argv_b)}")
         t0 = time.perf_counter()

@@ -84,3 +84,24 @@ def test_binary_segment_length_is_the_closed_form():
     pb = torch.tensor([[0.3, 0.7]], dtype=torch.float64)
     exact = 2 * abs(math.asin(math.sqrt(0.9)) - math.asin(math.sqrt(0.3)))
     assert_close(segment_length(pa, pb), torch.tensor([exact]), ARCCOS, 0, "binary segment")
+
+
+def test_anchored_line_projects_onto_the_start_line():
+    from frmargin.paths.simplex_line import anchored_line
+
+    p0 = torch.tensor([[0.5, 0.2, 0.2, 0.1]], dtype=torch.float64)
+    top, k = torch.tensor([0]), torch.tensor([3])
+    # moved along the line (p_top down 0.1, p_k up 0.1) and drifted (0.01 from class 1 to 2)
+    p = torch.tensor([[0.4, 0.19, 0.21, 0.2]], dtype=torch.float64)
+    pdot = torch.tensor([[-2.0, 0.0, 0.0, 2.0]], dtype=torch.float64)
+    ln, on = anchored_line(p, pdot, p0, top, k)
+    assert bool(on[0])
+    want = torch.tensor([[0.4, 0.2, 0.2, 0.2]], dtype=torch.float64)
+    assert_close(ln.p, want, EXACT, EXACT, "projection of p onto the start line")
+    assert_close(ln.d, pdot, EXACT, EXACT, "direction of the anchored line")
+    # not the flow's direction, or not allowed: the line through p along pdot
+    turned = torch.tensor([[-2.0, 0.5, 0.0, 1.5]], dtype=torch.float64)
+    for args in ((p, turned, p0, top, k), (p, pdot, p0, top, k, torch.tensor([False]))):
+        ln, on = anchored_line(*args)
+        assert not bool(on[0])
+        assert torch.equal(ln.p, p) and torch.equal(ln.d, args[1])

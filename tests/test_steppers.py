@@ -166,3 +166,49 @@ def test_broyden_update_is_a_secant_update():
     u = torch.randn(2, 7, generator=gen, dtype=torch.float64)
     u = u - (u * dx).sum(-1, keepdim=True) / (dx * dx).sum(-1, keepdim=True) * dx
     assert_close((J[rows] @ u[:, :, None]), (J0[rows] @ u[:, :, None]), SECANT, SECANT, "J on the complement of dx")
+
+
+def test_logit_step_scale_is_a_trust_region_for_fisher_steps():
+    from frmargin.paths import converged as cv
+
+    theta = torch.tensor([0.05, 0.5, 0.9, 0.5, 0.5, 3.0], dtype=torch.float64)
+    corr = torch.tensor([1, 1, 3, cv.FAST_CORRECTIONS + 1, cv.SLOW_CORRECTIONS + 1, 1])
+    got = cv.logit_step_scale(theta, corr)
+    # a piecewise-linear network misses by ~theta at every step size: the corrector's effort decides
+    want = torch.tensor(
+        [cv.GROW, cv.GROW, cv.GROW, 1.0, cv.SLOW_SHRINK, max(cv.THETA_TARGET / 3.0, 0.3)], dtype=torch.float64
+    )
+    assert_close(got, want, 1e-12, 0, "logit step factors")
+    # Euclidean steps (no corrector) aim the miss at THETA_TARGET
+    eu = cv.logit_step_scale(theta, None)
+    assert_close(eu, (cv.THETA_TARGET / theta).clamp(0.3, 2.0), 1e-12, 0, "Euclidean factors")
+
+
+def test_fisher_steps_aim_on_the_start_line():
+    """After an accepted step the next step's target keeps every class but top and target at
+    its start value, although the accepted point drifted (a ReLU network, float32)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 24), torch.nn.ReLU(), torch.nn.Linear(24, 5)).eval()
+    with torch.no_grad():
+        model[2].weight *= 8  # confident predictions: the paths need several steps
+    x = torch.randn(2, 12)
+    y = model(x).argmax(-1)
+    tr = ChunkTracer(model, x, y, (y + 1) % 5, resolve_options(accuracy={"eta": 0.05, "logit_step": 0.5}))
+    p0 = tr.net.probs(tr.state.z, torch.arange(2))
+    for step in tr.stepper.propose(torch.arange(2)):
+        tr.accept(step)
+    st = tr.state
+    live = st.active.nonzero()[:, 0]
+    assert live.numel() > 0
+    stepper = tr.stepper
+    s = stepper._start(live)
+    assert s is not None
+    aim = stepper._aim(s, st.fr_step[s.idx], st.logit_step[s.idx])
+    p_target = aim[0].exp()
+    others = torch.ones_like(p_target, dtype=torch.bool)
+    others[torch.arange(len(s.idx)), st.source[s.idx]] = False
+    others[torch.arange(len(s.idx)), st.target[s.idx]] = False
+    drift = (s.p - p0[s.idx])[others].abs().max()
+    assert drift > 1e-8, "the accepted point did not drift: the test checks nothing"
+    err = (p_target - p0[s.idx])[others].abs().max()
+    assert err < 1e-12, f"target off the start line by {float(err):.3g} (the point drifted {float(drift):.3g})"

@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 
 from .errors import FrmarginError
+from .threads import apply_threads
 
 app = typer.Typer(
     add_completion=False,
@@ -74,7 +75,9 @@ def run(
     dtype: str = typer.Option("float32", help="float32 or float64."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 is best on a shared machine)."),
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads for torch (default: free cores of this process, shared among torchrun ranks)."
+    ),
     top_classes: Optional[int] = typer.Option(
         None,
         help="Per path, keep the M most probable classes and lump the rest (M + 1 Jacobian rows; many-class models).",
@@ -84,12 +87,9 @@ def run(
     from .runs.config import RunConfig
     from .runs.experiment import run_experiment
 
-    if threads is not None:
-        if threads < 1:
-            raise FrmarginError(f"option '--threads': got {threads}, expected a positive number")
-        import torch
-
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        raise FrmarginError(f"option '--threads': got {threads}, expected a positive number")
+    apply_threads(threads)
 
     if device == "auto":
         import torch
@@ -156,6 +156,7 @@ def demo(
     from .runs.experiment import run_experiment
     from .runs.folder import RUN_FILE
 
+    apply_threads(None)
     config = RunConfig(images=images, baselines=("deepfool",))
     # a finished or interrupted demo in the same folder is continued, not redone
     folder = run_experiment(config, out, resume=(out / RUN_FILE).exists(), progress=True)

@@ -28,12 +28,22 @@ __all__ = ["DataFisher", "logits_and_jacobian"]
 SOLVE_METHODS = ("exact", "cg")
 
 
+#: how the Jacobian rows are computed: ``loop`` (one backward pass per row) or ``vmap`` (the
+#: rows' one-hot cotangents vmapped through one vjp); ``auto``: vmap on CUDA, loop elsewhere
+JACOBIAN_ROUTES = ("auto", "loop", "vmap")
+
+
 def logits_and_jacobian(
-    model: nn.Module, x: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    route: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (B, C) and Jacobian rows (B, C, D): one forward pass and C backward passes
     through the same graph, one per one-hot cotangent (on CPU this beats vmapping the C
-    cotangents through one vjp by 1.5-2x for batches of 8 or more).
+    cotangents through one vjp by 1.5-2x for batches of 8 or more). On CUDA (``route="auto"``)
+    the C cotangents are vmapped through one vjp instead: one batched backward pass, no
+    host-device synchronisation between rows.
 
     With ``reduce`` (a differentiable map of the logits (B, C) -> (B, R)), the rows are those
     of the reduced logits: R backward passes; the logits returned are still the full ones.
@@ -43,6 +53,10 @@ def logits_and_jacobian(
         >>> J.shape
         torch.Size([2, 3, 4])
     """
+    if route not in JACOBIAN_ROUTES:
+        raise bad_argument("route", route, f"one of {JACOBIAN_ROUTES}")
+    if route == "vmap" or (route == "auto" and x.is_cuda):
+        return _vmapped_jacobian(model, x, reduce)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         z = model(xg)
@@ -53,6 +67,25 @@ def logits_and_jacobian(
             for c in range(R)
         ]
     return z.detach(), torch.stack(rows, 1)
+
+
+def _vmapped_jacobian(
+    model: nn.Module, x: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``logits_and_jacobian`` by one vjp with its R one-hot cotangents vmapped."""
+
+    def f(xx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        zz = model(xx)
+        return (zz if reduce is None else reduce(zz)), zz
+
+    with torch.enable_grad():
+        out, pullback, z = vjp(f, x.detach(), has_aux=True)  # type: ignore[misc]
+        R = out.shape[-1]
+        eye = torch.eye(R, dtype=out.dtype, device=out.device)
+        cot = eye[:, None, :].expand(R, *out.shape)
+        (rows,) = torch.func.vmap(pullback)(cot)
+    J = rows.detach().reshape(R, x.shape[0], -1).transpose(0, 1)
+    return z.detach(), J.contiguous()
 
 
 class DataFisher:
@@ -105,9 +138,9 @@ class DataFisher:
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """G v with one jvp and one vjp, shaped like x."""
         self._flat(v, "v")
-        z, Jv = jvp(self.model, (self.x,), (v.to(self.x.dtype),))
+        z, Jv = jvp(self.model, (self.x,), (v.to(self.x.dtype),))  # type: ignore[misc]
         u = (fisher_weights(self.probs) @ Jv.to(torch.float64)[:, :, None])[:, :, 0]
-        _, pullback = vjp(self.model, self.x)
+        _, pullback = vjp(self.model, self.x)  # type: ignore[misc]
         (out,) = pullback(u.to(z.dtype))
         return out.detach()
 

@@ -201,12 +201,12 @@ class BoxFisherStepper(FisherStepper):
         self.clamped = torch.zeros(s.idx.numel(), dtype=torch.bool, device=s.x.device)
         a = super().attempt(s, h, hz)
         watch = self._held_rows(s) | self.clamped
-        target, _tol, _final = super()._aim(s, h, hz)
+        target, _tol, _final, _drift = super()._aim(s, h, hz)
         p_new = self.net.probs(torch.nan_to_num(a.z_new), s.idx)
         moved = fisher_rao_distance(s.p, p_new)
         # no step of a box path has zero length; one the box touched moves a share of its aim
         short = ~(moved > 0) | (watch & ~(moved >= MIN_PROGRESS * fisher_rao_distance(s.p, target.exp())))
-        return Attempt(a.x_new, a.z_new, a.good & ~short, a.nonfinite, a.theta, a.planned)
+        return Attempt(a.x_new, a.z_new, a.good & ~short, a.nonfinite, a.theta, a.planned, a.corrections)
 
     def bind(self, x_new: torch.Tensor, J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
         """Hold the coordinates of x_new (m, *S) that a correction drove onto a bound: zero

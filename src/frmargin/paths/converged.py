@@ -3,7 +3,8 @@ and the plain gradient steps (Euclidean metric).
 
 A step starts from the direction at the current point, chooses an FR step h from the turn of
 the p-direction since the last step and a logit step hz from the last step's nonlinearity, and
-tries up to ``max_attempts`` times, halving h (and dividing hz by 3) after each refusal.
+tries up to ``max_attempts`` times, halving h (and dividing hz by 2, by 3 for the Euclidean
+steps) after each refusal.
 Shapes: m paths (``idx`` (m,)), C classes, V classes of the view, *S the input shape, D =
 prod(S); simplex quantities are float64.
 """
@@ -19,13 +20,33 @@ from torch.func import jvp, vjp
 from ..geometry import fisher_rao_distance
 from ..solve import fisher_lsq, fisher_weights
 from .base import Direction, Step, Stepper, descent_gradient, row_direction
+from .events import event_gap
 from .linalg import bmv, broyden_update, centred, frozen, log_probs, pair_gap, rows_combination
-from .simplex_line import SimplexLine
+from .options import TracerOptions
+from .simplex_line import SimplexLine, anchored_line
+from .state import Network
 
-#: wanted relative miss of the linear prediction of the logit gap (sets the logit step)
+#: wanted relative miss of the linear prediction of the logit gap (sets the logit step of
+#: the Euclidean steps, and bounds the Fisher steps' where the miss is large)
 THETA_TARGET = 0.5
 #: the logit step never grows past this multiple of the ``logit_step`` option
 MAX_LOGIT_SCALE = 8.0
+#: a Fisher step whose corrector converged within this many corrections grows the logit step
+#: by GROW (across activation-pattern changes each correction shrinks the residual by a
+#: factor ~0.3-0.5 whatever the step, so 4-5 corrections to reach ``rtol`` are normal)
+FAST_CORRECTIONS = 5
+GROW = 1.5
+#: ... and one that needed more than this many shrinks it (by SLOW_SHRINK)
+SLOW_CORRECTIONS = 6
+SLOW_SHRINK = 0.7
+#: a corrector that fails keeps its best point when that point's residual is within this
+#: multiple of the tolerance, or no further from the line than the step's start (not on a
+#: final step): on the anchored line the next steps pull it back, so the miss does not add up
+#: along the path
+LOOSE = 3.0
+#: a linear miss above this (the prediction more wrong than right) shrinks the logit step by
+#: THETA_TARGET / theta even when the corrector coped
+THETA_LARGE = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +79,8 @@ class Start:
 class Attempt:
     """The outcome of one try for m paths: new points (m, *S) and logits (m, C), accepted and
     nonfinite masks (m,), the relative miss theta (m,) of the linear prediction of the logit
-    gap, and (predictor-corrector) which steps were aimed just past the boundary."""
+    gap, and (predictor-corrector) which steps were aimed just past the boundary and how many
+    corrections (forward passes) each took (m,) int64."""
 
     x_new: torch.Tensor
     z_new: torch.Tensor
@@ -66,6 +88,7 @@ class Attempt:
     nonfinite: torch.Tensor
     theta: torch.Tensor
     planned: torch.Tensor | None = None
+    corrections: torch.Tensor | None = None
 
 
 #: (ok (m,) mask of the paths with a finite direction, then for those: z (k, C), p (k, V), direction)
@@ -111,38 +134,91 @@ class ConvergedStepper(Stepper):
         st.has_prev[s.idx] = True
         return h
 
+    #: whether a step whose attempts all failed gets a second round (``fallback`` set)
+    has_fallback = False
+
+    def __init__(self, net: Network, opts: TracerOptions) -> None:
+        super().__init__(net, opts)
+        #: (n,) paths in the fallback round of their step
+        self.fallback = torch.zeros(len(net.state), dtype=torch.bool, device=net.state.x.device)
+
     def propose(self, idx: torch.Tensor) -> Iterator[Step]:
         st, o = self.net.state, self.opts
         s = self._start(idx)
         if s is None:
             return
         idx = s.idx
-        h = self._fr_step(s)
-        hz = st.logit_step[idx].clone()
+        h0 = self._fr_step(s)
+        hz0 = st.logit_step[idx].clone()
         pending = torch.arange(idx.numel(), device=idx.device)
-        for _ in range(o.max_attempts):
-            if pending.numel() == 0:
-                break
-            a = self.attempt(s.take(pending), h[pending], hz[pending])
-            st.finish(idx[pending[a.nonfinite]], "nonfinite")
-            acc = pending[a.good]
-            if acc.numel():
-                # the relative miss of the linear prediction grows with the step: aim at THETA_TARGET
-                scale = (THETA_TARGET / a.theta[a.good].clamp_min(1e-12)).clamp(0.3, 2.0)
-                st.logit_step[idx[acc]] = (hz[acc] * scale).clamp(max=MAX_LOGIT_SCALE * o.logit_step)
-                planned = None if a.planned is None else a.planned[a.good]
-                yield Step(idx[acc], s.x[acc], s.z[acc], a.x_new[a.good], a.z_new[a.good], h[acc], planned)
-            pending = pending[~a.good & ~a.nonfinite]
-            h[pending] = h[pending] / 2
-            hz[pending] = hz[pending] / 3
-            st.logit_step[idx[pending]] = hz[pending]
+        for fallback in range(2 if self.has_fallback else 1):
+            # the fallback round retries a stalled step from its first size, aimed differently
+            self.fallback[idx[pending]] = fallback == 1
+            h, hz = h0.clone(), hz0.clone()
+            st.logit_step[idx[pending]] = hz0[pending]
+            for _ in range(o.max_attempts):
+                if pending.numel() == 0:
+                    break
+                a = self.attempt(s.take(pending), h[pending], hz[pending])
+                st.finish(idx[pending[a.nonfinite]], "nonfinite")
+                acc = pending[a.good]
+                if acc.numel():
+                    corr = None if a.corrections is None else a.corrections[a.good]
+                    scale = logit_step_scale(a.theta[a.good], corr)
+                    st.logit_step[idx[acc]] = (hz[acc] * scale).clamp(max=MAX_LOGIT_SCALE * o.logit_step)
+                    planned = None if a.planned is None else a.planned[a.good]
+                    yield Step(idx[acc], s.x[acc], s.z[acc], a.x_new[a.good], a.z_new[a.good], h[acc], planned)
+                pending = pending[~a.good & ~a.nonfinite]
+                h[pending] = h[pending] / 2
+                hz[pending] = hz[pending] / (3 if a.corrections is None else 2)
+                st.logit_step[idx[pending]] = hz[pending]
+        self.fallback[idx] = False
         st.finish(idx[pending], "stalled")
 
 
+def logit_step_scale(theta: torch.Tensor, corrections: torch.Tensor | None) -> torch.Tensor:
+    """Factor (k,) on the logit step after k accepted steps, from their linear miss theta (k,)
+    and (Fisher steps) the corrections (k,) their corrector took.
+
+    Euclidean steps have no corrector: the miss grows with the step, aim it at THETA_TARGET.
+    Fisher steps: a trust region on the realized change. The networks of the zoo are piecewise
+    linear (ReLU), and there the miss does not shrink with the step (measured on CNN-A: theta
+    ~0.5 at logit steps from 1 down to 0.01 nats, each step crossing activation-pattern
+    changes), so shrinking toward it starves the path; what decides whether a step of this
+    size works is whether the corrector, whose secant updates learn the kinks met, pulls the
+    network onto the line in few forward passes. Steps it managed quickly grow the logit
+    step, slow ones shrink it; only a miss above THETA_LARGE still shrinks it by theta.
+    """
+    shrink = (THETA_TARGET / theta.clamp_min(1e-12)).clamp(0.3, 2.0)
+    if corrections is None:
+        return shrink
+    by_corrector = torch.where(
+        corrections <= FAST_CORRECTIONS,
+        torch.full_like(theta, GROW),
+        torch.where(corrections > SLOW_CORRECTIONS, torch.full_like(theta, SLOW_SHRINK), torch.ones_like(theta)),
+    )
+    return torch.where(theta > THETA_LARGE, torch.minimum(shrink, by_corrector), by_corrector)
+
+
 class FisherStepper(ConvergedStepper):
-    """Predictor on the simplex line, corrector with the step's Jacobian (forward passes)."""
+    """Predictor on the simplex line, corrector with the step's Jacobian (forward passes).
+
+    A step whose attempts on the anchored line all fail is retried on the line through the
+    current point (the fallback round): pulling a drift back can need a long move where the
+    network is rough."""
+
+    has_fallback = True
+
+    def __init__(self, net: Network, opts: TracerOptions) -> None:
+        super().__init__(net, opts)
+        st = net.state
+        #: (n, V) probabilities of the view at the start points: the flow's line is anchored there
+        self.anchor = net.probs(st.z, torch.arange(len(st), device=st.z.device))
+        #: (n,) paths that evaluated an extra Jacobian in their current step
+        self.refreshed = torch.zeros(len(st), dtype=torch.bool, device=st.z.device)
 
     def direction(self, idx: torch.Tensor, x: torch.Tensor) -> Found:
+        self.refreshed[idx] = False
         z, J = self.net.jacobian(idx, x)
         ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
         if not ok.all():
@@ -150,24 +226,40 @@ class FisherStepper(ConvergedStepper):
         p = self.net.probs(z, idx)
         return ok, z, p, row_direction(self.opts, x, J, p, descent_gradient(self.net, idx, p))
 
-    def _aim(self, s: Start, h: torch.Tensor, hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Target log-probabilities (m, V), tolerance (m,) and the final mask (m,) of a step.
+    def _never_held(self, s: Start) -> torch.Tensor:
+        """(m,) paths whose box never held a coordinate (all of them without a box): there the
+        flow is the unconstrained one, and so is the step control."""
+        if self.opts.box is None:
+            return torch.ones(s.idx.numel(), dtype=torch.bool, device=s.p.device)
+        held = self.net.state.box_changes[s.idx] > 0
+        if s.direction.active is not None:
+            held |= s.direction.active.any(-1)
+        return ~held
 
-        The target lies on the line p + t pdot, at FR distance h or log-probability change hz,
+    def _aim(
+        self, s: Start, h: torch.Tensor, hz: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Target log-probabilities (m, V), tolerance (m,), the final mask (m,) of a step and
+        the FR distance (m,) of its start from its line (the drift the step pulls back).
+
+        The target lies on the line p + t pdot (anchored on the start line where pdot is the
+        flow's direction, ``anchored_line``), at FR distance h or log-probability change hz,
         whichever comes first, or just past the class boundary when the line crosses it sooner.
         """
         o, st = self.opts, self.net.state
         top, k = self.net.view.classes(s.idx, st.top[s.idx], st.target[s.idx])
-        line = SimplexLine(s.p, s.pdot)
-        t = line.step(h, hz)
         chase = st.chasing[s.idx]
+        # where the box ever held a coordinate the projected flow turns: no fixed line to anchor on
+        allowed = ~chase & ~self.fallback[s.idx] & self._never_held(s)
+        line, _ = anchored_line(s.p, s.pdot, self.anchor[s.idx], top, k, allowed)
+        t = line.step(h, hz)
         t_star = line.crossing(top)
         if chase.any():
             t_star = torch.where(chase, line.overtake(k), t_star)
         final = t_star <= t
         if final.any():
             rows = final.nonzero()[:, 0]
-            sub = SimplexLine(s.p[rows], s.pdot[rows])
+            sub = SimplexLine(line.p[rows], line.d[rows])
             t[rows] = sub.beyond(t_star[rows], o.overshoot)
         p_target = line.at(t)
         target = torch.log(p_target.clamp_min(1e-300))
@@ -175,7 +267,7 @@ class FisherStepper(ConvergedStepper):
         # on the line, where the length to the tie is measured
         rel = torch.where(final, torch.full_like(h, min(o.rtol, o.overshoot / 4)), torch.full_like(h, o.rtol))
         tol = torch.maximum(rel * fisher_rao_distance(s.p, p_target), torch.full_like(h, o.atol))
-        return target, tol, final
+        return target, tol, final, fisher_rao_distance(s.p, line.p)
 
     def attempt(self, s: Start, h: torch.Tensor, hz: torch.Tensor) -> Attempt:
         """Corrections solve the damped Fisher least-squares problem for the remaining
@@ -188,7 +280,7 @@ class FisherStepper(ConvergedStepper):
         Lt, K, lam, J64, M = d.factor, d.gram, d.damping, d.jacobian, d.weights
         assert Lt is not None and K is not None and lam is not None and J64 is not None
         top, k = view.classes(gidx, st.top[gidx], st.target[gidx])
-        target, tol, final = self._aim(s, h, hz)
+        target, tol, final, drift = self._aim(s, h, hz)
         r = target - log_probs(view.reduce(s.z, gidx))
         r0_gap = pair_gap(r, top, k)
         m = x.shape[0]
@@ -200,6 +292,12 @@ class FisherStepper(ConvergedStepper):
         size_prev = torch.full((m,), float("inf"), dtype=torch.float64, device=x.device)
         theta = torch.zeros(m, dtype=torch.float64, device=x.device)
         predicted = theta
+        corrections = torch.zeros(m, dtype=torch.int64, device=x.device)
+        slow = torch.zeros_like(live)
+        best = torch.full((m,), float("inf"), dtype=torch.float64, device=x.device)
+        x_best, z_best = x.clone(), s.z.clone()
+        failed = torch.zeros_like(live)
+        refreshed = torch.zeros_like(live)
         for it in range(o.max_corrector + 1):
             w = fisher_lsq(Lt, K, r, lam)
             dz = centred(bmv(K, w), s.p)
@@ -212,17 +310,44 @@ class FisherStepper(ConvergedStepper):
                 miss = ((r0_gap - pair_gap(r, top, k)) - predicted).abs()
                 theta = torch.where(live, miss / predicted.abs().clamp_min(1e-300), theta)
             if it > 0:
+                better = live & (size < best)
+                best = torch.where(better, size, best)
+                x_best[better], z_best[better] = x_new[better], z_new[better]
                 conv = live & (size <= tol)
                 # every correction but the first must contract: the first only measures the
                 # step's nonlinearity, and its residual may exceed the step itself (a tiny
-                # p_target next to a moderately probable third class)
-                diverging = (size > o.contraction * size_prev) & (it > 1)
+                # p_target next to a moderately probable third class). Across activation-
+                # pattern changes a correction's miss is random, so one that contracts by less
+                # than ``contraction`` gets a second chance, if it shrank at all.
+                weak = (size > o.contraction * size_prev) & (it > 1)
+                diverging = weak & (slow | (size >= size_prev))
+                slow = weak
                 fail = live & ~conv & (diverging | ~torch.isfinite(size) | (it == o.max_corrector))
+                fresh = fail & diverging & torch.isfinite(size) & ~refreshed & (it < o.max_corrector)
+                fresh &= ~self.refreshed[gidx]  # at most one extra Jacobian per step
+                fresh &= self._never_held(s)
+                if fresh.any():
+                    # the secant updates stopped contracting: one more Jacobian evaluation, at
+                    # the best point so far, instead of a shorter step
+                    rr = fresh.nonzero()[:, 0]
+                    refreshed[rr] = True
+                    self.refreshed[gidx[rr]] = True
+                    fail[rr] = False
+                    x_new[rr], z_new[rr] = x_best[rr], z_best[rr]
+                    delta[rr] = (x_best[rr] - x[rr]).reshape(rr.numel(), -1).to(torch.float64)
+                    _, Jr = self.net.jacobian(gidx[rr], x_new[rr])
+                    J64[rr] = Jr.to(torch.float64)
+                    K[rr] = J64[rr] @ J64[rr].transpose(-1, -2)
+                    r[rr] = target[rr] - log_probs(view.reduce(z_new[rr], gidx[rr]))
+                    w[rr] = fisher_lsq(Lt[rr], K[rr], r[rr], lam[rr])
+                    size[rr], slow[rr] = best[rr], False
                 good |= conv
+                failed |= fail
                 live &= ~conv & ~fail
             if not live.any():
                 break
             li = live.nonzero()[:, 0]
+            corrections[li] += 1
             x_prev, z_prev = x_new.clone(), view.reduce(z_new, gidx).clone()
             # J^T w for every row (cheaper than gathering the live rows of J)
             delta[li] += rows_combination(w, J64)[li]
@@ -237,7 +362,18 @@ class FisherStepper(ConvergedStepper):
             r = target - log_probs(zr_new)
             # a correction after the box changed J (coordinates newly held) need not contract
             size_prev = size if rebound is None else torch.where(rebound, torch.full_like(size, float("inf")), size)
-        return Attempt(x_new, z_new, good & ~nonfinite, nonfinite, theta, final)
+        keep = failed & ~final & ~nonfinite & (best <= torch.maximum(LOOSE * tol, drift))
+        # ... and only before the class change: a path ends at its step's tie, nothing pulls it back
+        keep &= event_gap(st, gidx, torch.nan_to_num(z_best)) > 0
+        # ... and only forward: at least half the planned fall of log p_top - log p_target
+        gap_best = pair_gap(log_probs(view.reduce(torch.nan_to_num(z_best), gidx)), top, k)
+        gap_start = pair_gap(log_probs(view.reduce(s.z, gidx)), top, k)
+        keep &= gap_start - gap_best >= 0.5 * (-r0_gap).clamp_min(0)
+        x_new[keep], z_new[keep] = x_best[keep], z_best[keep]
+        good |= keep
+        # no accepted step has zero length (a path would spin in place)
+        good &= fisher_rao_distance(s.p, self.net.probs(torch.nan_to_num(z_new), gidx)) > 0
+        return Attempt(x_new, z_new, good & ~nonfinite, nonfinite, theta, final, corrections)
 
 
 class EuclideanStepper(ConvergedStepper):

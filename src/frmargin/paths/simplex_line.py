@@ -127,6 +127,61 @@ class SimplexLine:
         return torch.minimum(self.step(target, huge), self.t_max)
 
 
+#: the p-velocity is taken as the flow's line direction e_k - e_top when its cosine with it
+#: (in the Fisher metric at p) is at least 1 - ALIGNED
+ALIGNED = 1e-6
+
+
+def anchored_line(
+    p: torch.Tensor,
+    pdot: torch.Tensor,
+    p0: torch.Tensor,
+    top: torch.Tensor,
+    k: torch.Tensor,
+    allowed: torch.Tensor | None = None,
+) -> tuple[SimplexLine, torch.Tensor]:
+    """The predictor's line for points p (m, V) moving at pdot (m, V), and a mask (m,) of the
+    rows anchored on the start line (only where ``allowed`` (m,), default everywhere).
+
+    Where pdot is the exact flow's direction (full-rank Jacobian: p_top falls, p_k rises, the
+    rest stay), the flow never leaves the line through the start point p0 (m, V) along
+    e_k - e_top (METHOD.md 4b): the line is then anchored there, at the projection of p onto it,
+    so the corrector pulls back what earlier steps drifted off (across activation-pattern
+    changes the corrector's residuals are random; on a line through the current p they would
+    add up along the path). Elsewhere (rank-deficient Jacobian, box) it is the line through p
+    along pdot.
+
+    Example:
+        >>> p0 = torch.tensor([[0.6, 0.3, 0.1]], dtype=torch.float64)
+        >>> p = torch.tensor([[0.5, 0.39, 0.11]], dtype=torch.float64)
+        >>> line, on = anchored_line(p, torch.tensor([[-1.0, 1.0, 0.0]], dtype=torch.float64), p0,
+        ...                          torch.tensor([0]), torch.tensor([1]))
+        >>> line.p, on
+        (tensor([[0.5450, 0.3550, 0.1000]], dtype=torch.float64), tensor([True]))
+    """
+    u = torch.zeros_like(p)
+    u.scatter_(1, top[:, None], -1.0)
+    u.scatter_(1, k[:, None], 1.0)
+    w = 1.0 / p.clamp_min(1e-300)
+    dot = (pdot * u * w).sum(-1)
+    cos = dot / ((pdot.square() * w).sum(-1) * (u.square() * w).sum(-1)).sqrt().clamp_min(1e-300)
+    on = cos >= 1 - ALIGNED
+    shift = 0.5 * (pair_value(p - p0, k) - pair_value(p - p0, top))
+    base = p0 + shift[:, None] * u
+    rate = 0.5 * (pair_value(pdot, k) - pair_value(pdot, top))
+    ok = on & (base > 0).all(-1) & (rate > 0)
+    if allowed is not None:
+        ok &= allowed
+    base = torch.where(ok[:, None], base, p)
+    d = torch.where(ok[:, None], rate[:, None] * u, pdot)
+    return SimplexLine(base, d), ok
+
+
+def pair_value(v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """v[i, c[i]] (m,) for v (m, V), c (m,)."""
+    return v.gather(1, c[:, None])[:, 0]
+
+
 SEGMENT_PIECES = 32
 
 

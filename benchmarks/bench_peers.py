@@ -1,0 +1,148 @@
+"""Side by side on the same images and threads: frmargin (converged, and paper mode with CG),
+foolbox DeepFool (with the overshoot bisection) and FMN (started from it), and torchattacks
+DeepFool when it is installed (bench-only: ``pip install --no-deps torchattacks``).
+
+For every method: wall seconds, the same time in units of one batched logit Jacobian of the
+images (measured in this process: warm-up, then the median of 3), the median L2 distance at the
+class change (frmargin: over the 9 paths of an image, the smallest) and the success rate. The
+frmargin rows trace all 9 targets of each image; the attacks look for the nearest change.
+
+Usage: .venv/bin/python benchmarks/bench_peers.py [--images 16] [--model resnet20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as cm
+import bench_zoo_steps as zoo
+
+NAME = "bench_peers"
+
+
+def jacobian_unit(model, x: torch.Tensor) -> float:
+    """Seconds of one batched logit Jacobian of x (B, *S): the cost unit."""
+    from frmargin.fisher import logits_and_jacobian
+
+    return cm.timeit(lambda: logits_and_jacobian(model, x), warmup=1, repeats=3)["median"]
+
+
+def frmargin_row(model, x, y, label: str, **kwargs) -> dict:
+    from frmargin.paths import trace_paths
+
+    X, source, target = cm.all_target_paths(x, y, 10)
+    t0 = time.perf_counter()
+    res = trace_paths(model, X, source, target, **kwargs)
+    wall = time.perf_counter() - t0
+    l2 = torch.where(res.success, res.l2.double(), torch.full_like(res.l2.double(), float("inf")))
+    per_image = l2.view(len(y), 9).min(-1).values
+    ok = np.array(res.status) == "ok"
+    return {
+        "method": label,
+        "wall_s": wall,
+        "median_l2": float(per_image[torch.isfinite(per_image)].median()),
+        "success_pct": 100.0 * float(torch.isfinite(per_image).double().mean()),
+        "paths_ok_pct": 100.0 * ok.mean(),
+        "jacobians_per_path": float(res.jacobian_evals.double().mean()),
+    }
+
+
+def attack_row(model, x, y, attack: str) -> dict:
+    from frmargin.baselines import min_l2_attack
+
+    t0 = time.perf_counter()
+    res = min_l2_attack(model, x, y, attack)
+    wall = time.perf_counter() - t0
+    d = res.distance.double()
+    fin = torch.isfinite(d) & (d > 0)
+    return {
+        "method": f"foolbox {attack}",
+        "wall_s": wall,
+        "median_l2": float(d[fin].median()) if fin.any() else float("nan"),
+        "success_pct": 100.0 * float(fin.double().mean()),
+    }
+
+
+def torchattacks_row(model, x, y) -> dict:
+    try:
+        import torchattacks
+    except ImportError:
+        return {"method": "torchattacks deepfool", "note": "not installed (pip install --no-deps torchattacks)"}
+    atk = torchattacks.DeepFool(model, steps=50, overshoot=0.02)
+    t0 = time.perf_counter()
+    adv = atk(x, y)
+    wall = time.perf_counter() - t0
+    with torch.no_grad():
+        flipped = model(adv).argmax(-1) != y
+    d = (adv - x).flatten(1).norm(dim=-1).double()
+    return {
+        "method": "torchattacks deepfool",
+        "wall_s": wall,
+        "median_l2": float(d[flipped].median()) if flipped.any() else float("nan"),
+        "success_pct": 100.0 * float(flipped.double().mean()),
+    }
+
+
+COLUMNS = [
+    "method",
+    "wall_s",
+    "jacobian_units",
+    "ratio_to_deepfool",
+    "median_l2",
+    "success_pct",
+    "paths_ok_pct",
+    "jacobians_per_path",
+    "note",
+]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--no-paper", action="store_true", help="skip paper mode (CG; slow)")
+    cm.add_thread_arg(ap)
+    args = ap.parse_args(argv)
+    cm.setup_env()
+    cm.apply_threads(args.threads)
+    model = zoo.load(args.model)
+    x, y = zoo.official_images(model, args.images)
+    unit = jacobian_unit(model, x)
+    rows = [frmargin_row(model, x, y, "frmargin converged")]
+    if not args.no_paper:
+        rows.append(frmargin_row(model, x, y, "frmargin paper (CG)", method="paper", solver="cg"))
+    rows += [attack_row(model, x, y, "deepfool"), attack_row(model, x, y, "fmn"), torchattacks_row(model, x, y)]
+    deepfool = next(r["wall_s"] for r in rows if r["method"] == "foolbox deepfool")
+    for r in rows:
+        if "wall_s" in r:
+            r["jacobian_units"] = r["wall_s"] / unit
+            r["ratio_to_deepfool"] = r["wall_s"] / deepfool
+    info = cm.device_info()
+    md = "\n".join(
+        [
+            "# frmargin and its peers, same images and threads\n",
+            f"Device: {cm.device_line(info)}\n",
+            f"Model {args.model}, {len(y)} correctly classified official test images; unit = one batched"
+            f" logit Jacobian of the {len(y)} images = {unit:.4f} s.\n",
+            cm.markdown_table(rows, COLUMNS),
+        ]
+    )
+    conv = rows[0]
+    summary = [
+        cm.figure(NAME, "frmargin (9 targets) / foolbox DeepFool time", conv["ratio_to_deepfool"], "x", "goal <= 4"),
+    ]
+    payload = {"device": info, "model": args.model, "images": len(y), "unit_s": unit, "rows": rows, "summary": summary}
+    print(md)
+    cm.save(NAME, payload, md)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

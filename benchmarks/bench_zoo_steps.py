@@ -1,0 +1,203 @@
+"""Step control across the model zoo: status counts and Jacobians per path, per model.
+
+For each model, the first N correctly classified images of the official CIFAR-10 test split
+(``cifar10``; the lossless copy of the mirror when the split is not installed) are traced to all
+9 other classes at the default options, and per model the benchmark reports:
+
+- status counts (``ok``, ``budget``, ``stalled``, ...) and the share of ``ok`` paths;
+- Jacobian evaluations per path: median, 95th percentile, p95 / median, mean, max; forward
+  passes per path (mean);
+- accuracy of the ``ok`` paths against the closed form ``predicted_path``: relative FR-length
+  error (median, p90, max), first-hit agreement, share of lengths >= ``margin_lower_bound``;
+- wall seconds.
+
+Issue 16's goals: >= 99.5% of paths ``ok`` on every model and Jacobians per path at p95 <= 3x
+the median.
+
+Models come from ``frmargin.load_model``; the CNN-A models (``cnn-a-adv2``, ``cnn-a-adv4``,
+``cnn-a-mix``) are built here from their state dicts in the mirror when the installed package
+does not register them yet (a plain CNN: two strided 4x4 convolutions, two linear layers, ReLU).
+
+Usage: .venv/bin/python benchmarks/bench_zoo_steps.py [--images 8] [--models cnn-a-adv2,resnet20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as cm
+
+NAME = "bench_zoo_steps"
+MODELS = ("cnn-a-adv2", "cnn-a-adv4", "cnn-a-mix", "shufflenetv2-x0.5", "resnet20-b", "resnet20")
+#: state dicts of the CNN-A models in the mirror's weights folder
+CNN_A_FILES = {
+    "cnn-a-adv2": "cifar_cnn_a_adv.model",
+    "cnn-a-adv4": "cifar_cnn_a_adv4.model",
+    "cnn-a-mix": "cifar_cnn_a_mix.model",
+}
+CNN_A_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
+CNN_A_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
+
+
+def cnn_a(file: str):
+    """The CNN-A of the mirror's state dict ``file``, normalization inside, eval mode."""
+    from torch import nn
+
+    from frmargin.models import Normalized
+
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 4, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 4, 2, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(2048, 100),
+        nn.ReLU(),
+        nn.Linear(100, 10),
+    )
+    mirror = Path(os.environ.get("FRMARGIN_MIRROR", cm.DEFAULT_MIRROR))
+    net.load_state_dict(torch.load(mirror / "weights" / file, weights_only=True))
+    return Normalized(net, CNN_A_MEAN, CNN_A_STD).eval()
+
+
+def load(name: str):
+    """The model ``name``: the package's registry first, then the CNN-A builder."""
+    from frmargin.models import load_model
+
+    try:
+        return load_model(name, progress=False).eval()
+    except Exception:
+        if name in CNN_A_FILES:
+            return cnn_a(CNN_A_FILES[name])
+        raise
+
+
+def official_images(model, n: int):
+    """First n correctly classified official test images: x (n, 3, 32, 32) in [0, 1], y (n,)."""
+    try:
+        return cm.correct_images(model, "cifar10", n)
+    except (Exception, SystemExit):
+        mirror = Path(os.environ.get("FRMARGIN_MIRROR", cm.DEFAULT_MIRROR))
+        d = np.load(mirror / "data" / "cifar10-test-lossless.npz")
+        x = torch.tensor(d["images"][: 40 * n]).permute(0, 3, 1, 2).float() / 255
+        y = torch.tensor(d["labels"][: 40 * n]).long()
+        with torch.no_grad():
+            ok = (model(x).argmax(-1) == y).nonzero()[:, 0][:n]
+        return x[ok], y[ok]
+
+
+def run_model(name: str, n: int, batch_size: int) -> dict:
+    from frmargin.geometry import margin_lower_bound, predicted_path
+    from frmargin.paths import trace_paths
+
+    model = load(name)
+    x, y = official_images(model, n)
+    X, source, target = cm.all_target_paths(x, y, 10)
+    t0 = time.perf_counter()
+    res = trace_paths(model, X, source, target, batch_size=batch_size)
+    wall = time.perf_counter() - t0
+    with torch.no_grad():
+        p = torch.softmax(model(X).double(), -1)
+    length, hit = predicted_path(p, source, target)
+    lb = margin_lower_bound(p)
+    status = np.array(res.status)
+    ok = status == "ok"
+    jac = res.jacobian_evals.numpy()
+    fr = res.fr_length.numpy()
+    err = np.abs(fr - length.numpy()) / length.numpy()
+    counts = {s: int((status == s).sum()) for s in sorted(set(status))}
+    med = float(np.median(jac))
+    return {
+        "model": name,
+        "paths": len(status),
+        "median_confidence": float(p.max(-1).values.median()),
+        "status": " ".join(f"{k}={v}" for k, v in counts.items()),
+        "ok_pct": 100.0 * ok.mean(),
+        "jac_median": med,
+        "jac_p95": cm.quantile(jac, 0.95),
+        "jac_p95_over_median": cm.quantile(jac, 0.95) / med,
+        "jac_mean": float(jac.mean()),
+        "jac_max": float(jac.max()),
+        "fwd_mean": float(res.forward_evals.double().mean()),
+        "err_median": cm.quantile(err[ok], 0.5),
+        "err_p90": cm.quantile(err[ok], 0.9),
+        "err_max": float(err[ok].max()) if ok.any() else float("nan"),
+        "first_hit_pct": 100.0 * float((res.first_hit.numpy()[ok] == hit.numpy()[ok]).mean()),
+        "ge_lb_pct": 100.0 * float((fr[ok] >= lb.numpy()[ok] - 1e-9).mean()),
+        "wall_s": wall,
+    }
+
+
+COLUMNS = [
+    "model",
+    "paths",
+    "median_confidence",
+    "status",
+    "ok_pct",
+    "jac_median",
+    "jac_p95",
+    "jac_p95_over_median",
+    "jac_mean",
+    "jac_max",
+    "fwd_mean",
+    "err_median",
+    "err_p90",
+    "err_max",
+    "first_hit_pct",
+    "ge_lb_pct",
+    "wall_s",
+]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=8, help="correctly classified images per model")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma list of model names")
+    ap.add_argument("--batch-size", type=int, default=64)
+    cm.add_thread_arg(ap)
+    args = ap.parse_args(argv)
+    cm.setup_env()
+    cm.apply_threads(args.threads)
+    rows = []
+    for name in [m for m in args.models.split(",") if m]:
+        try:
+            rows.append(run_model(name, args.images, args.batch_size))
+        except Exception as err:  # a model missing from this install must not lose the others
+            rows.append({"model": name, "status": f"unavailable: {type(err).__name__}: {str(err)[:120]}"})
+        print(cm.markdown_table(rows[-1:], COLUMNS), flush=True)
+    info = cm.device_info()
+    md = "\n".join(
+        [
+            "# Step control across the model zoo\n",
+            f"Device: {cm.device_line(info)}\n",
+            f"{args.images} images x 9 targets per model, default options. Goals: ok >= 99.5%,"
+            " Jacobians per path p95 <= 3x median.\n",
+            cm.markdown_table(rows, COLUMNS),
+        ]
+    )
+    summary = [
+        cm.figure(
+            NAME,
+            f"{r['model']}: ok % / Jacobians p95 / median",
+            f"{r['ok_pct']:.1f} / {r['jac_p95_over_median']:.2f}",
+            "",
+        )
+        for r in rows
+        if "ok_pct" in r
+    ]
+    payload = {"device": info, "images": args.images, "models": rows, "summary": summary}
+    print(md)
+    cm.save(NAME, payload, md)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
