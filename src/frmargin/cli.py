@@ -131,8 +131,16 @@ def report(
     """Per-class table, figures, report.html and report.md from one or more runs."""
     from .runs.folder import check_run_folder
 
+    from .runs.folder import run_is_complete
+
     for directory in dirs:  # a wrong folder is said at once, before the report stack loads
         check_run_folder(directory)
+        if not run_is_complete(directory):
+            typer.echo(
+                f"frmargin: warning: {directory} is an incomplete run (not finished, or still running): "
+                "its tables are partial; finish it with frmargin run ... --resume",
+                err=True,
+            )
     from .report import report_command
 
     report_command(dirs, out)
@@ -185,6 +193,25 @@ def accuracy(
     accuracy_command(model, data, limit)
 
 
+def _one_line(err: BaseException) -> str:
+    """The message of a user error on one line; an OSError names its file and the fix."""
+    if isinstance(err, OSError) and not isinstance(err, FrmarginError):
+        import errno
+
+        where = f" {err.filename!r}" if err.filename else ""
+        what = err.strerror or str(err)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            advice = "free space, then rerun the same command with --resume"
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            advice = "choose a writable place (--out, or FRMARGIN_HOME for the asset store)"
+        elif err.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+            advice = "a file stands where a folder is expected (check --out and FRMARGIN_HOME)"
+        else:
+            advice = "check the path and its permissions"
+        return f"cannot use{where}: {what}; {advice}"
+    return " ".join(str(err).split())
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line on stderr."""
     try:
@@ -192,7 +219,7 @@ def main() -> None:
     except (FrmarginError, OSError) as err:
         if _DEBUG["on"]:
             raise
-        typer.echo(f"frmargin: error: {err}", err=True)
+        typer.echo(f"frmargin: error: {_one_line(err)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("frmargin: interrupted (finished results are kept; rerun with --resume)", err=True)
