@@ -391,9 +391,9 @@ def _check_inputs(model, x, y, bounds) -> tuple[torch.nn.Module, torch.Tensor, t
         raise bad_argument("y", y.dtype, "integer class labels")
     if tuple(y.shape) != (x.shape[0],):
         raise bad_argument("y", tuple(y.shape), f"shape ({x.shape[0]},), one label per row of x")
-    param = next(iter(model.parameters()), None)
-    if param is not None and param.device != x.device:
-        raise bad_argument("x", f"device {x.device}", f"the model's device {param.device}")
+    from .validation import call_model, check_logits
+
+    check_logits(call_model(model, x[:1]), 1)  # same dtype/device, accepts x, logits not probabilities
     return model, x, y.long()
 
 

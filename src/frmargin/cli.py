@@ -81,7 +81,7 @@ def run(
     ),
 ) -> None:
     """Trace paths from N images to every other class and write DIR/paths.parquet, run.json."""
-    from .runs.config import RunConfig
+    from .runs.config import RunConfig, cli_spelling
     from .runs.experiment import run_experiment
 
     if threads is not None:
@@ -118,6 +118,7 @@ def run(
         device=device,
         top_classes=top_classes,
     )
+    config.validate(spell=cli_spelling)  # every option checked before the folder is touched
     folder = run_experiment(config, out, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"results in {folder} (make the report with: frmargin report {folder})")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "TOP_LEVEL_FIELDS",
     "RunConfig",
     "check_tracer_options",
+    "cli_spelling",
     "content_hash",
     "fingerprint",
     "resume_mismatch",
@@ -154,23 +155,31 @@ class RunConfig:
     device: str = "cpu"
     top_classes: int | None = None
 
-    def validate(self) -> None:
-        """Raise FrmarginError naming the first bad option."""
-        if not (isinstance(self.images, int) and self.images >= 1):
-            raise bad_argument("images", self.images, "a positive number of images")
+    def validate(self, spell: Callable[[str], str] | None = None) -> None:
+        """Raise FrmarginError naming the first bad option (``spell``: how the caller writes an
+        option's name, e.g. ``cli_spelling`` for ``--max-steps``; default the field name).
+
+        Example:
+            >>> RunConfig(images=0).validate(spell=cli_spelling)  # doctest: +SKIP
+            FrmarginError: argument '--images': got 0, expected a positive number of images
+        """
+        spell = spell or _python_spelling
+        if not _count(self.images, 1):
+            raise bad_argument(spell("images"), self.images, "a positive number of images")
         for name in ("batch_size", "chunk_images"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise bad_argument(name.replace("_", "-"), value, "a positive integer")
-        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**63):
-            raise bad_argument("seed", self.seed, "an integer >= 0 (numpy seeds are non-negative)")
-        check_device(self.device)
-        check_tracer_options(self)
+            if not _count(getattr(self, name), 1):
+                raise bad_argument(spell(name), getattr(self, name), "a positive integer")
+        if not (_count(self.seed, 0) and self.seed < 2**63):
+            raise bad_argument(spell("seed"), self.seed, "an integer >= 0 (numpy seeds are non-negative)")
+        check_device(self.device, spell)
+        check_tracer_options(self, spell)
         from ..baselines import ATTACKS
 
         for attack in self.baselines:
             if attack not in ATTACKS:
-                raise bad_argument("baselines", attack, f"comma-separated names from {', '.join(ATTACKS)}{did_you_mean(attack, ATTACKS)}")
+                raise bad_argument(
+                    spell("baselines"), attack, f"comma-separated names from {', '.join(ATTACKS)}{did_you_mean(attack, ATTACKS)}"
+                )
 
     def identity(self) -> dict:
         """The fields that change results, as a dict (``top_classes`` only when set)."""
@@ -252,6 +261,19 @@ class RunConfig:
         return cls(**values)
 
 
+def _python_spelling(name: str) -> str:
+    return name
+
+
+def cli_spelling(name: str) -> str:
+    """An option's name as ``frmargin run`` spells it: ``max_steps`` -> ``--max-steps``."""
+    return "--" + name.replace("_", "-")
+
+
+def _count(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def did_you_mean(name: str, choices: Any) -> str:
     """``" (did you mean 'x'?)"`` for the closest of ``choices``, else an empty string."""
     import difflib
@@ -260,24 +282,24 @@ def did_you_mean(name: str, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, spell: Callable[[str], str] = _python_spelling) -> None:
     """Refuse a device torch cannot parse, and CUDA where there is none (before any work)."""
     import torch
 
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):
-        raise bad_argument("device", device, "cpu, cuda, cuda:N or auto") from None
+        raise bad_argument(spell("device"), device, "cpu, cuda, cuda:N or auto") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise bad_argument("device", device, "cpu: CUDA is not available here (use --device cpu or auto)")
+            raise bad_argument(spell("device"), device, "cpu: CUDA is not available here (use --device cpu or auto)")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise bad_argument("device", device, f"a CUDA index below {torch.cuda.device_count()}")
+            raise bad_argument(spell("device"), device, f"a CUDA index below {torch.cuda.device_count()}")
     elif parsed.type not in ("cpu", "mps"):
-        raise bad_argument("device", device, "cpu, cuda, cuda:N or auto")
+        raise bad_argument(spell("device"), device, "cpu, cuda, cuda:N or auto")
 
 
-def check_tracer_options(config: RunConfig) -> None:
+def check_tracer_options(config: RunConfig, spell: Callable[[str], str] = _python_spelling) -> None:
     """Raise FrmarginError naming the first bad tracer option of ``config`` (before any work).
 
     The one place where a run's tracer options are checked: the names the CLI uses first, then
@@ -287,12 +309,14 @@ def check_tracer_options(config: RunConfig) -> None:
 
     for name, allowed in (("method", paths.METHODS), ("metric", paths.METRICS), ("until", paths.UNTIL)):
         if getattr(config, name) not in allowed:
-            raise bad_argument(name, getattr(config, name), f"one of {', '.join(allowed)}")
+            raise bad_argument(
+                spell(name), getattr(config, name), f"one of {', '.join(allowed)}{did_you_mean(getattr(config, name), allowed)}"
+            )
     if config.dtype not in DTYPES:
-        raise bad_argument("dtype", config.dtype, "float32 or float64")
+        raise bad_argument(spell("dtype"), config.dtype, "float32 or float64")
     top = config.top_classes
-    if top is not None and not (isinstance(top, int) and top >= 2):
-        raise bad_argument("top-classes", top, "an integer >= 2 (source and target are always kept)")
+    if top is not None and not _count(top, 2):
+        raise bad_argument(spell("top_classes"), top, "an integer >= 2 (source and target are always kept)")
     # the tracer's own validator: the same checks as trace_paths, before anything is written
     from ..paths.options import resolve_options
 
@@ -307,4 +331,5 @@ def check_tracer_options(config: RunConfig) -> None:
         box=config.box,
         top_classes=config.top_classes,
         accuracy=dict(config.accuracy),
+        spell=spell,
     )

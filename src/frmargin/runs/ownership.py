@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from . import folder
 from .config import RunConfig, resume_mismatch
 from .lock import LOCK_FILE
 
-__all__ = ["check_contents", "check_inputs", "old_run_info", "prepare_folder", "start_session"]
+__all__ = ["check_contents", "check_inputs", "expected_input_shape", "old_run_info", "prepare_folder", "start_session"]
 
 
 def prepare_folder(out: Path, config: RunConfig, resume: bool, rank: int) -> None:
@@ -71,10 +72,19 @@ def check_contents(out: Path, config: RunConfig, model_identity: dict, data_iden
         )
 
 
+def expected_input_shape(identity: dict) -> tuple[int, ...] | None:
+    """The per-image input shape a model expects: its identity's ``input_shape``, else the
+    ``(B, C, H, W)`` written in its ``input`` description (registered models), else None."""
+    if identity.get("input_shape") is not None:
+        return tuple(int(v) for v in identity["input_shape"])
+    match = re.search(r"\(B,\s*(\d+),\s*(\d+),\s*(\d+)\)", str(identity.get("input", "")))
+    return tuple(int(v) for v in match.groups()) if match else None
+
+
 def check_inputs(model, data, n_classes: int, identity: dict) -> None:
     """Input shape, channel count and label range, before anything is traced."""
     shape = tuple(data.images.shape[1:])
-    expected = identity.get("input_shape")
+    expected = expected_input_shape(identity)
     if expected is not None and tuple(expected) != shape:
         raise FrmarginError(
             f"option '--data': images of shape {shape}, expected {tuple(expected)} for option '--model' "
