@@ -91,7 +91,7 @@ def test_out_that_is_a_file_is_a_clear_error(tmp_path):
 
     out = tmp_path / "file"
     out.write_text("x")
-    with pytest.raises(FrmarginError, match="--out.*is a file"):
+    with pytest.raises(FrmarginError, match=r"--out.*is a file"):
         run_experiment(RunConfig(images=2, data="cifar10-exact"), out, progress=False)
 
 
@@ -131,7 +131,7 @@ def test_cache_of_big_files_is_keyed_by_content_derived_stat(tmp_path, monkeypat
 
 
 class _Endless(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         self.send_response(200)
         self.end_headers()
         try:
@@ -175,7 +175,7 @@ def test_full_disk_during_download_names_the_file_and_removes_the_part(home, mon
 
 
 def test_fisher_rao_distance_refuses_unnormalized_inputs():
-    with pytest.raises(FrmarginError, match="argument 'p'.*summing to 1"):
+    with pytest.raises(FrmarginError, match=r"argument 'p'.*summing to 1"):
         geometry.fisher_rao_distance(torch.tensor([[4.0, 0.0]]), torch.tensor([[0.0, 4.0]]))
     d = geometry.fisher_rao_distance(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
     assert abs(d.item() - torch.pi) < 1e-12
@@ -188,7 +188,7 @@ def test_closed_forms_refuse_unnormalized_p_and_float_classes():
     with pytest.raises(FrmarginError, match="argument 'p'"):
         geometry.predicted_path(p, torch.tensor([0]), torch.tensor([1]))
     q = torch.tensor([[0.7, 0.2, 0.1]], dtype=torch.float64)
-    with pytest.raises(FrmarginError, match="argument 'source'.*float"):
+    with pytest.raises(FrmarginError, match=r"argument 'source'.*float"):
         geometry.predicted_path(q, torch.tensor([0.7]), torch.tensor([1]))
     rounded = q + torch.tensor([[1e-9, 0.0, -1e-9]], dtype=torch.float64)  # rounding only: accepted
     assert torch.isfinite(geometry.margin_lower_bound(rounded)).all()

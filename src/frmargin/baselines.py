@@ -252,7 +252,7 @@ def _fixed_l2_fmn() -> type:
     import eagerpy as ep
     from foolbox.devutils import atleast_kd, flatten
 
-    class FixedL2FMN(fb.attacks.L2FMNAttack):
+    class FixedL2FMN(fb.attacks.L2FMNAttack):  # type: ignore[name-defined]
         def __init__(self, *, scale: torch.Tensor, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.scale = scale  # (B,) step size unit per input

@@ -43,6 +43,16 @@ def _parse_box(box: Optional[str]) -> tuple[float, float] | None:
     return lo, hi
 
 
+def _set_threads(threads: Optional[int]) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise FrmarginError(f"option '--threads': got {threads}, expected a positive number of CPU threads (e.g. 1)")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _accuracy_options(eta, rtol, atol, logit_step) -> dict:
     opts = {"eta": eta, "rtol": rtol, "atol": atol, "logit_step": logit_step}
     return {k: v for k, v in opts.items() if v is not None}
@@ -84,13 +94,7 @@ def run(
     from .runs.config import RunConfig, cli_spelling
     from .runs.experiment import run_experiment
 
-    if threads is not None:
-        if threads < 1:
-            raise FrmarginError(f"option '--threads': got {threads}, expected a positive number")
-        import torch
-
-        torch.set_num_threads(threads)
-
+    _set_threads(threads)
     if device == "auto":
         import torch
 
@@ -130,9 +134,7 @@ def report(
     out: Optional[Path] = typer.Option(None, help="Where to write (default: the run folder)."),
 ) -> None:
     """Per-class table, figures, report.html and report.md from one or more runs."""
-    from .runs.folder import check_run_folder
-
-    from .runs.folder import run_is_complete
+    from .runs.folder import check_run_folder, run_is_complete
 
     for directory in dirs:  # a wrong folder is said at once, before the report stack loads
         check_run_folder(directory)
@@ -152,8 +154,10 @@ def demo(
     toy: bool = typer.Option(False, help="The 2-D toy problem instead of ResNet-20 / CIFAR-10."),
     out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
     images: int = typer.Option(30, help="Images (demo size; the paper used 800)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 is best on a shared machine)."),
 ) -> None:
     """A few-minute run of the main job (resnet20, CIFAR-10) and its report."""
+    _set_threads(threads)
     if toy:
         from .toy import run_toy_demo
 
@@ -215,6 +219,9 @@ def _one_line(err: BaseException) -> str:
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one line on stderr."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module="matplotlib")  # font and layout chatter of the figures
     try:
         app()
     except (FrmarginError, OSError) as err:

@@ -14,7 +14,6 @@ from torch import nn
 from torch.func import jvp, vjp
 
 from .errors import bad_argument
-from .validation import call_model, check_images, check_logits, check_model
 from .solve import (
     cg_solve,
     exact_solve,
@@ -23,6 +22,7 @@ from .solve import (
     largest_eigenvalue,
     resolve_damping,
 )
+from .validation import call_model, check_images, check_logits, check_model
 
 __all__ = ["DataFisher", "logits_and_jacobian"]
 
@@ -110,9 +110,9 @@ class DataFisher:
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """G v with one jvp and one vjp, shaped like x."""
         self._flat(v, "v")
-        z, Jv = jvp(self.model, (self.x,), (v.to(self.x.dtype),))
+        z, Jv = jvp(self.model, (self.x,), (v.to(self.x.dtype),))  # type: ignore[misc]
         u = (fisher_weights(self.probs) @ Jv.to(torch.float64)[:, :, None])[:, :, 0]
-        _, pullback = vjp(self.model, self.x)
+        _, pullback = vjp(self.model, self.x)  # type: ignore[misc]
         (out,) = pullback(u.to(z.dtype))
         return out.detach()
 

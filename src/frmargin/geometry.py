@@ -35,7 +35,8 @@ def _check_simplex(p: torch.Tensor, name: str) -> torch.Tensor:
     worst = (sums - 1).abs().max().item() if sums.numel() else 0.0
     if worst > PROB_TOL:
         raise bad_argument(
-            name, f"rows summing to {sums.reshape(-1)[(sums - 1).abs().reshape(-1).argmax()].item():.6g}",
+            name,
+            f"rows summing to {sums.reshape(-1)[(sums - 1).abs().reshape(-1).argmax()].item():.6g}",
             f"probability vectors summing to 1 (within {PROB_TOL}): apply softmax to logits",
         )
     return p.clamp_min(0)

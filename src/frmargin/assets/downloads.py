@@ -73,7 +73,13 @@ def _size_cap(a: Asset) -> int:
 
 
 def _download_once(
-    url: str, part: Path, label: str, progress: bool, timeout: float, cap: int = DOWNLOAD_CAP_BYTES, deadline: float = float("inf")
+    url: str,
+    part: Path,
+    label: str,
+    progress: bool,
+    timeout: float,
+    cap: int = DOWNLOAD_CAP_BYTES,
+    deadline: float = float("inf"),
 ) -> None:
     """Fetch ``url`` into ``part``, resuming from its current size when the server allows;
     at most ``cap`` bytes in all, until the ``time.monotonic()`` ``deadline``."""

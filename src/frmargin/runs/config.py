@@ -104,7 +104,10 @@ def fingerprint(config: RunConfig, model_identity: Mapping[str, Any], data_ident
 
 
 def resume_mismatch(
-    old: Mapping[str, Any], config: RunConfig, model_identity: Mapping[str, Any] | None, data_identity: Mapping[str, Any] | None
+    old: Mapping[str, Any],
+    config: RunConfig,
+    model_identity: Mapping[str, Any] | None,
+    data_identity: Mapping[str, Any] | None,
 ) -> str | None:
     """Why the run recorded in ``old`` (a run.json) is not this run, or None when it is.
 
@@ -114,7 +117,9 @@ def resume_mismatch(
     """
     if old.get("fingerprint_version") == FINGERPRINT_VERSION:
         if old.get("options_fingerprint") != config.options_fingerprint():
-            return f"other options (fingerprint {old.get('options_fingerprint')}, this run {config.options_fingerprint()})"
+            return (
+                f"other options (fingerprint {old.get('options_fingerprint')}, this run {config.options_fingerprint()})"
+            )
     else:
         if old.get("fingerprint") != config.fingerprint():
             return f"other options (fingerprint {old.get('fingerprint')}, this run {config.fingerprint()})"
@@ -171,6 +176,7 @@ class RunConfig:
                 raise bad_argument(spell(name), getattr(self, name), "a positive integer")
         if not (_count(self.seed, 0) and self.seed < 2**63):
             raise bad_argument(spell("seed"), self.seed, "an integer >= 0 (numpy seeds are non-negative)")
+        check_model_name(self.model, spell)
         check_device(self.device, spell)
         check_tracer_options(self, spell)
         from ..baselines import ATTACKS
@@ -178,7 +184,9 @@ class RunConfig:
         for attack in self.baselines:
             if attack not in ATTACKS:
                 raise bad_argument(
-                    spell("baselines"), attack, f"comma-separated names from {', '.join(ATTACKS)}{did_you_mean(attack, ATTACKS)}"
+                    spell("baselines"),
+                    attack,
+                    f"comma-separated names from {', '.join(ATTACKS)}{did_you_mean(attack, ATTACKS)}",
                 )
 
     def identity(self) -> dict:
@@ -282,6 +290,21 @@ def did_you_mean(name: str, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def check_model_name(model: str, spell: Callable[[str], str] = _python_spelling) -> None:
+    """Refuse an unknown zoo name with a suggestion; names with ``:``, a path separator or a file
+    suffix (user models, files) are left to the model loader."""
+    if not isinstance(model, str) or not model:
+        raise bad_argument(spell("model"), model, "a model name (frmargin assets lists them)")
+    if ":" in model or "/" in model or "." in model:
+        return
+    from ..models.mobilenet import IMAGENET_MODELS
+    from ..models.registry import MODELS
+
+    known = [*MODELS, *IMAGENET_MODELS]
+    if model not in known:
+        raise bad_argument(spell("model"), model, f"one of {', '.join(known)}{did_you_mean(model, known)}")
+
+
 def check_device(device: str, spell: Callable[[str], str] = _python_spelling) -> None:
     """Refuse a device torch cannot parse, and CUDA where there is none (before any work)."""
     import torch
@@ -310,7 +333,9 @@ def check_tracer_options(config: RunConfig, spell: Callable[[str], str] = _pytho
     for name, allowed in (("method", paths.METHODS), ("metric", paths.METRICS), ("until", paths.UNTIL)):
         if getattr(config, name) not in allowed:
             raise bad_argument(
-                spell(name), getattr(config, name), f"one of {', '.join(allowed)}{did_you_mean(getattr(config, name), allowed)}"
+                spell(name),
+                getattr(config, name),
+                f"one of {', '.join(allowed)}{did_you_mean(getattr(config, name), allowed)}",
             )
     if config.dtype not in DTYPES:
         raise bad_argument(spell("dtype"), config.dtype, "float32 or float64")

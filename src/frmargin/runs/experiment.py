@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import time
@@ -27,8 +26,7 @@ import torch
 from ..errors import FrmarginError, bad_argument
 from ..geometry import margin_lower_bound
 from ..paths import trace_paths
-from . import folder
-from . import ownership
+from . import folder, ownership
 from .config import FINGERPRINT_VERSION, RunConfig, fingerprint
 from .lock import RunLock
 from .schema import path_table
@@ -375,7 +373,14 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, progre
             info = ownership.old_run_info(out)
             if info is None or info.get("fingerprint_version") != FINGERPRINT_VERSION:
                 fresh = _run_info(config, data, identity, selection, device, world)
-                info = fresh if info is None else {**info, **{k: fresh[k] for k in ("fingerprint", "fingerprint_version", "options_fingerprint")}}
+                info = (
+                    fresh
+                    if info is None
+                    else {
+                        **info,
+                        **{k: fresh[k] for k in ("fingerprint", "fingerprint_version", "options_fingerprint")},
+                    }
+                )
             ownership.start_session(out, info, config, world)
         _barrier(world)
         traced, trace_seconds = _trace_my_chunks(model, selection, config, out, rank, world, progress, fp)

@@ -41,10 +41,10 @@ __all__ = [
     "part_fingerprint",
     "part_is_valid",
     "path_part",
-    "remove_extra_parts",
-    "run_is_complete",
     "read_json",
     "read_run_info",
+    "remove_extra_parts",
+    "run_is_complete",
     "split_modes",
     "write_json",
     "write_parquet",
@@ -167,7 +167,7 @@ def run_is_complete(folder: Path) -> bool:
         info = read_run_info(folder)
     except FrmarginError:
         return False
-    return bool(info) and info.get("status") == "complete"
+    return info is not None and info.get("status") == "complete"
 
 
 def write_json(obj: dict, path: Path) -> None:
@@ -263,7 +263,7 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
 def _foreign_parts(directory: Path, info: dict | None) -> list[Path]:
     """Parts whose recorded fingerprint is not the run's (e.g. copied from another run)."""
     expected = (info or {}).get("fingerprint")
-    foreign = []
+    foreign: list[Path] = []
     if expected is None or not (directory / PATHS_DIR).is_dir():
         return foreign
     for part in sorted((directory / PATHS_DIR).glob("*.parquet")):

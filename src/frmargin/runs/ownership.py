@@ -32,9 +32,7 @@ def prepare_folder(out: Path, config: RunConfig, resume: bool, rank: int) -> Non
     if old is not None:
         reason = resume_mismatch(old, config, None, None)
         if reason is not None:
-            raise FrmarginError(
-                f"option '--out': {str(out)!r} holds a different run ({reason}); choose another folder"
-            )
+            raise FrmarginError(f"option '--out': {str(out)!r} holds a different run ({reason}); choose another folder")
         if not resume:
             raise FrmarginError(f"option '--out': {str(out)!r} already holds this run; pass --resume to continue it")
     elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and rank == 0 and not resume:
@@ -114,8 +112,9 @@ def start_session(out: Path, info: dict, config: RunConfig, world: int) -> None:
         }
     )
     recorded = dict(info.get("config") or {})
-    baselines = [*recorded.get("baselines", []), *(b for b in config.baselines if b not in recorded.get("baselines", []))]
+    baselines = [
+        *recorded.get("baselines", []),
+        *(b for b in config.baselines if b not in recorded.get("baselines", [])),
+    ]
     info.update(sessions=sessions, status="running", config={**recorded, "baselines": baselines})
     folder.write_json(info, out / folder.RUN_FILE)
-
-
