@@ -95,10 +95,13 @@ def test_damaged_and_foreign_parts_are_retraced_on_resume(env, exact, tmp_path):
     reference = pd.read_parquet(out / "paths.parquet").sort_values(["image_index", "target"]).reset_index(drop=True)
     other = run_experiment(RunConfig(images=2, data=str(data), chunk_images=1, seed=0, damping=1e-12),
                            tmp_path / "other", progress=False)  # fmt: skip
-    folder.path_part(out, 0).write_bytes(folder.path_part(out, 0).read_bytes()[:50])  # truncated
     folder.path_part(out, 1).write_bytes(folder.path_part(other, 1).read_bytes())  # another run's
     run = folder.load_run(out)
-    assert any("another run" in n for n in run.notes)
+    assert any("another run" in n for n in run.notes), run.notes
+    assert len(run.paths) == 9, "the report leaves the foreign part out"
+    folder.path_part(out, 0).write_bytes(folder.path_part(out, 0).read_bytes()[:50])  # truncated
+    with pytest.raises(FrmarginError, match="part-00000"):
+        folder.load_run(out)  # the report names the damaged file
     run_experiment(config, out, resume=True, progress=False)
     again = pd.read_parquet(out / "paths.parquet").sort_values(["image_index", "target"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(again.drop(columns=[c for c in again if "time" in c]),
