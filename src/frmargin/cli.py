@@ -200,7 +200,7 @@ def accuracy(
 
 def _one_line(err: BaseException) -> str:
     """The message of a user error on one line; an OSError names its file and the fix."""
-    if isinstance(err, OSError) and not isinstance(err, FrmarginError):
+    if isinstance(err, OSError) and not isinstance(err, FrmarginError):  # DiskFullError has its text
         import errno
 
         where = f" {err.filename!r}" if err.filename else ""

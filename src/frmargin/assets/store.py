@@ -42,7 +42,7 @@ ENV_MIRROR = "FRMARGIN_MIRROR"
 CHUNK_BYTES = 1 << 20
 CACHE_FILE = "verified.json"
 #: files up to this size are hashed on every verification (no cache): weights, small data
-ALWAYS_HASH_BYTES = 64 << 20
+ALWAYS_HASH_BYTES = 16 << 20
 
 
 def _stat_key(st: os.stat_result) -> dict:

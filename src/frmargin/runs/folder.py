@@ -16,13 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FrmarginError
+from ..errors import DiskFullError, FrmarginError
 from .schema import CIFAR10_CLASSES, REQUIRED_PATH_COLUMNS
 
 if TYPE_CHECKING:
@@ -98,16 +99,16 @@ def write_parquet(frame: pd.DataFrame, path: Path, fingerprint: str | None = Non
     except BaseException as error:
         tmp.unlink(missing_ok=True)  # e.g. ENOSPC half way: leave no partial file behind
         if _is_disk_full(error):
-            raise FrmarginError(
-                f"cannot write {str(path)!r}: no space left on the device; free space, then rerun the "
-                "same command with --resume (finished parts are kept)"
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"cannot write {str(path)!r}: No space left on device; free space, then rerun the "
+                "same command with --resume (finished parts are kept)",
+                str(path),
             ) from error
         raise
 
 
 def _is_disk_full(error: BaseException) -> bool:
-    import errno
-
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(error)  # pyarrow wraps the OSError in its own text
