@@ -203,3 +203,73 @@ def test_run_is_complete_reads_the_status(tmp_path):
     assert not folder.run_is_complete(tmp_path)
     folder.write_json({"status": "complete"}, tmp_path / folder.RUN_FILE)
     assert folder.run_is_complete(tmp_path)
+
+
+# ------------------------------------------------------------------------------ API inputs (item 9)
+
+
+def _cnn(dtype=torch.float64):
+    from conftest import make_cnn
+
+    return make_cnn(in_ch=3, size=8, C=4, dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    "x, match",
+    [(torch.rand(2, 3, 8, 8, dtype=torch.float32), r"argument 'x'.*float32.*float64"),
+     (torch.rand(3, 8, 8, dtype=torch.float64), r"argument 'x'.*batched"),
+     (torch.rand(2, 8, 8, 3, dtype=torch.float64), r"argument 'x'.*channels")],
+)  # fmt: skip
+def test_trace_paths_refuses_inputs_the_model_cannot_take(x, match):
+    from frmargin import trace_paths
+
+    with pytest.raises(FrmarginError, match=match):
+        trace_paths(_cnn(), x, torch.zeros(x.shape[0], dtype=torch.long), torch.ones(x.shape[0], dtype=torch.long))
+
+
+def test_data_fisher_refuses_train_mode_nan_and_other_dtypes():
+    from frmargin import DataFisher
+
+    model = _cnn()
+    with pytest.raises(FrmarginError, match="train mode"):
+        DataFisher(model.train(), torch.rand(2, 3, 8, 8, dtype=torch.float64))
+    model.eval()
+    with pytest.raises(FrmarginError, match="NaN"):
+        DataFisher(model, torch.full((2, 3, 8, 8), float("nan"), dtype=torch.float64))
+    with pytest.raises(FrmarginError, match="float32"):
+        DataFisher(model, torch.rand(2, 3, 8, 8, dtype=torch.float32))
+
+
+def test_always_on_functional_dropout_and_probability_outputs_are_refused():
+    from frmargin import min_l2_attack, trace_paths
+
+    class Noisy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _cnn()
+
+        def forward(self, x):
+            return torch.nn.functional.dropout(self.net(x), 0.5, training=True)
+
+    class Probs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _cnn()
+
+        def forward(self, x):
+            return torch.softmax(self.net(x), -1)
+
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    y, t = torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.long)
+    with pytest.raises(FrmarginError, match="deterministic"):
+        trace_paths(Noisy().eval(), x, y, t)
+    pytest.importorskip("foolbox")
+    with pytest.raises(FrmarginError, match="probabilities"):
+        min_l2_attack(Probs().eval(), x, y, attack="deepfool")
+
+
+def test_max_steps_true_is_not_a_step_budget():
+    from frmargin.paths.options import resolve_options
+
+    with pytest.raises(FrmarginError, match="max_steps"):
+        resolve_options(max_steps=True)
