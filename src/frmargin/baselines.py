@@ -393,7 +393,8 @@ def _check_inputs(model, x, y, bounds) -> tuple[torch.nn.Module, torch.Tensor, t
         raise bad_argument("y", tuple(y.shape), f"shape ({x.shape[0]},), one label per row of x")
     from .validation import call_model, check_logits
 
-    check_logits(call_model(model, x[:1]), 1)  # same dtype/device, accepts x, logits not probabilities
+    if x.shape[0]:
+        check_logits(call_model(model, x[:1]), 1)  # same dtype/device, accepts x, logits not probabilities
     return model, x, y.long()
 
 

@@ -87,7 +87,9 @@ def check_logits(z: object, batch: int) -> torch.Tensor:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise bad_argument("model", f"output {shape}", f"logits of shape ({batch}, C) with C >= 2")
     zz = z.detach().to(torch.float64)
+    # in [0, 1], rows summing to 1, and not just 0/1 entries (one-hot logits are plausible logits)
     in_unit = bool(torch.isfinite(zz).all() and (zz >= 0).all() and (zz <= 1).all())
+    in_unit = in_unit and bool(((zz > 0) & (zz < 1)).any())
     if in_unit and torch.allclose(zz.sum(-1), torch.ones_like(zz[:, 0]), atol=1e-4):
         raise bad_argument(
             "model", "outputs that are probabilities (in [0, 1], rows sum to 1)", "logits: drop the final softmax"

@@ -74,8 +74,8 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-#: key of a part's parquet metadata holding the fingerprint of the run that wrote it
-FINGERPRINT_KEY = b"frmargin_fingerprint"
+#: key of a part's ``DataFrame.attrs`` (stored in its parquet metadata) naming the run that wrote it
+FINGERPRINT_KEY = "frmargin_fingerprint"
 
 
 def write_parquet(frame: pd.DataFrame, path: Path, fingerprint: str | None = None) -> None:
@@ -86,15 +86,10 @@ def write_parquet(frame: pd.DataFrame, path: Path, fingerprint: str | None = Non
     """
     tmp = _temporary(path)
     try:
-        if fingerprint is None:
-            frame.to_parquet(tmp, index=False)
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            meta = {**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()}
-            pq.write_table(table.replace_schema_metadata(meta), tmp)
+        if fingerprint is not None:
+            frame = frame.copy(deep=False)
+            frame.attrs = {**frame.attrs, FINGERPRINT_KEY: fingerprint}
+        frame.to_parquet(tmp, index=False)
         os.replace(tmp, path)
     except BaseException as error:
         tmp.unlink(missing_ok=True)  # e.g. ENOSPC half way: leave no partial file behind
@@ -120,8 +115,12 @@ def part_fingerprint(path: Path) -> str | None:
     import pyarrow.parquet as pq
 
     meta = pq.read_schema(path).metadata or {}
-    value = meta.get(FINGERPRINT_KEY)
-    return value.decode() if value is not None else None
+    try:
+        attrs = json.loads(meta.get(b"PANDAS_ATTRS", b"{}"))
+    except ValueError:
+        return None
+    value = attrs.get(FINGERPRINT_KEY) if isinstance(attrs, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def part_is_valid(path: Path, image_indices: Any, n_targets: int, fingerprint: str, labels: dict) -> bool:
