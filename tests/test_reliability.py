@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -208,10 +209,10 @@ def test_run_is_complete_reads_the_status(tmp_path):
 # ------------------------------------------------------------------------------ API inputs (item 9)
 
 
-def _cnn(dtype=torch.float64):
+def _cnn(dtype=torch.float64, C=4):
     from conftest import make_cnn
 
-    return make_cnn(in_ch=3, size=8, C=4, dtype=dtype)
+    return make_cnn(in_ch=3, size=8, C=C, dtype=dtype)
 
 
 @pytest.mark.parametrize(
@@ -246,7 +247,7 @@ def test_always_on_functional_dropout_and_probability_outputs_are_refused():
     class Noisy(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.net = _cnn()
+            self.net = _cnn(C=10)  # 10 outputs: two identical random masks are unlikely (2**-20)
 
         def forward(self, x):
             return torch.nn.functional.dropout(self.net(x), 0.5, training=True)
@@ -273,3 +274,17 @@ def test_max_steps_true_is_not_a_step_budget():
 
     with pytest.raises(FrmarginError, match="max_steps"):
         resolve_options(max_steps=True)
+
+
+# ----------------------------------------------------------------------- data files (item 10)
+
+
+@pytest.mark.parametrize("images", [np.zeros((0, 32, 32, 3), np.uint8), np.zeros((4, 32, 32, 4), np.uint8)])
+def test_empty_or_rgba_npz_is_a_clear_error(tmp_path, monkeypatch, images):
+    from frmargin.data import load_dataset
+
+    monkeypatch.setenv("FRMARGIN_HOME", str(tmp_path / "home"))
+    path = tmp_path / "d.npz"
+    np.savez(path, images=images, labels=np.zeros(len(images), np.int64))
+    with pytest.raises(FrmarginError, match=r"d\.npz.*(no images|alpha)"):
+        load_dataset(str(path))

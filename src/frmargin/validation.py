@@ -131,7 +131,7 @@ def call_model(
     try:
         with torch.no_grad():
             z = model(x)
-            again = model(x) if check_determinism else z
+            repeats = [model(x), model(x)] if check_determinism else []  # two: a random mask may repeat once
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise bad_argument(
@@ -140,11 +140,15 @@ def call_model(
             f"inputs the model accepts, batched and channels "
             f"first as (B, C, H, W) for image models (the model raised {type(error).__name__}: {first[:160]})",
         ) from None
-    tensors = isinstance(z, torch.Tensor) and isinstance(again, torch.Tensor)
-    if check_determinism and tensors and z.shape == again.shape and not torch.equal(z, again):
+    # a tolerance: GPU kernels may differ in the last bits between calls; dropout differs by O(z)
+    same = [
+        isinstance(r, torch.Tensor) and r.shape == z.shape and torch.allclose(r, z, rtol=1e-4, atol=1e-5)
+        for r in repeats
+    ]
+    if isinstance(z, torch.Tensor) and repeats and not all(same):
         raise bad_argument(
             "model",
-            "outputs that change between two identical calls (dropout or noise always on?)",
+            "outputs that change between identical calls (dropout or noise always on?)",
             "a deterministic model: no functional dropout with training=True",
         )
     return z
