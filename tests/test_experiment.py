@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from frmargin.errors import FrmarginError
-from frmargin.runs.config import RunConfig
+from frmargin.runs.config import RunConfig, fingerprint
 from frmargin.runs.experiment import run_experiment, select_images
 from mirror import MIRROR, needs_mirror
 
@@ -153,7 +153,7 @@ def test_select_images_too_many_for_a_class_is_a_user_error():
 def test_top_classes_enters_the_fingerprint_only_when_set():
     assert "top_classes" not in RunConfig().identity(), "runs made before the option must keep their fingerprint"
     assert RunConfig(top_classes=5).fingerprint() != RunConfig().fingerprint()
-    with pytest.raises(FrmarginError, match="top-classes"):
+    with pytest.raises(FrmarginError, match="top_classes"):
         RunConfig(top_classes=1).validate()
 
 
@@ -178,7 +178,8 @@ def test_run_with_top_classes(env, tmp_path):
 def test_run_folder_contents(run3):
     info = json.loads((run3 / "run.json").read_text())
     assert info["status"] == "complete"
-    assert info["fingerprint"] == _config(3).fingerprint()
+    assert info["fingerprint"] == fingerprint(_config(3), info["model_identity"], info["data_identity"])
+    assert info["options_fingerprint"] == _config(3).options_fingerprint() and info["fingerprint_version"] == 2
     assert info["class_names"] == CIFAR10_CLASSES
     assert info["world_size"] == 1
     for pkg in ("python", "torch", "numpy", "pandas"):

@@ -125,7 +125,7 @@ RULE_CASES = [  # p, source, target, first hit
     ([0.4, 0.3, 0.3], 0, 1, 1),  # runner-up target is never shielded
     ([0.1, 0.6, 0.2, 0.1], 1, 3, 3),  # p_2 = 0.2 < 0.35: direct
     ([0.1, 0.6, 0.29, 0.01], 1, 3, 3),  # 0.29 < 0.305: direct
-    ([0.1, 0.6, 0.31, 0.01], 1, 3, 2),  # 0.31 > 0.305: shielded
+    ([0.08, 0.6, 0.31, 0.01], 1, 3, 2),  # 0.31 > 0.305: shielded (sums to 1)
 ]
 
 

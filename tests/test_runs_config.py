@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from frmargin.errors import FrmarginError
-from frmargin.runs.config import IDENTITY_FIELDS, TOP_LEVEL_FIELDS, RunConfig
+from frmargin.runs.config import IDENTITY_FIELDS, TOP_LEVEL_FIELDS, RunConfig, cli_spelling
 
 #: fingerprints computed by the code before issue 11 (frmargin/experiment.py at 8635d98): run
 #: folders written then must still be recognized by --resume
@@ -91,27 +91,35 @@ def test_resolved_values_are_the_tracer_defaults():
 
 
 BAD_OPTIONS = {
-    "images": ({"images": 0}, "'images'"),
-    "batch-size": ({"batch_size": 0}, "'batch-size'"),
-    "chunk-images": ({"chunk_images": -1}, "'chunk-images'"),
-    "method": ({"method": "fast"}, "'method'"),
-    "metric": ({"metric": "l1"}, "'metric'"),
-    "until": ({"until": "never"}, "'until'"),
-    "dtype": ({"dtype": "float16"}, "'dtype'"),
-    "top-classes": ({"top_classes": 1}, "'top-classes'"),
+    "images": ({"images": 0}, "'--images'"),
+    "batch-size": ({"batch_size": 0}, "'--batch-size'"),
+    "chunk-images": ({"chunk_images": -1}, "'--chunk-images'"),
+    "method": ({"method": "fast"}, "'--method'"),
+    "metric": ({"metric": "l1"}, "'--metric'"),
+    "until": ({"until": "never"}, "'--until'"),
+    "dtype": ({"dtype": "float16"}, "'--dtype'"),
+    "top-classes": ({"top_classes": 1}, "'--top-classes'"),
     "accuracy-name": ({"accuracy": {"etaa": 1.0}}, "'accuracy option'"),
-    "accuracy-value": ({"accuracy": {"eta": -1.0}}, "'eta'"),
-    "cg-with-converged": ({"solver": "cg"}, "'solver'"),
-    "damping-mode": ({"damping_mode": "sideways"}, "'damping_mode'"),
-    "damping": ({"damping": 0.0}, "'damping'"),
+    "accuracy-value": ({"accuracy": {"eta": -1.0}}, "'--eta'"),
+    "cg-with-converged": ({"solver": "cg"}, "'--solver'"),
+    "damping-mode": ({"damping_mode": "sideways"}, "'--damping-mode'"),
+    "damping": ({"damping": 0.0}, "'--damping'"),
+    "seed": ({"seed": -1}, "'--seed'"),
+    "device": ({"device": "bogus"}, "'--device'"),
+    "model": ({"model": "resnt20"}, "'--model'.*did you mean 'resnet20'"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_OPTIONS))
-def test_validate_names_the_bad_option(case):
+def test_validate_names_the_bad_option_as_the_cli_spells_it(case):
     change, name = BAD_OPTIONS[case]
     with pytest.raises(FrmarginError, match=name):
-        RunConfig(**change).validate()
+        RunConfig(**change).validate(spell=cli_spelling)
+
+
+def test_validate_names_python_fields_by_default():
+    with pytest.raises(FrmarginError, match="'batch_size'"):
+        RunConfig(batch_size=0).validate()
 
 
 def test_valid_configurations_pass():

@@ -252,7 +252,7 @@ def _fixed_l2_fmn() -> type:
     import eagerpy as ep
     from foolbox.devutils import atleast_kd, flatten
 
-    class FixedL2FMN(fb.attacks.L2FMNAttack):
+    class FixedL2FMN(fb.attacks.L2FMNAttack):  # type: ignore[name-defined]
         def __init__(self, *, scale: torch.Tensor, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.scale = scale  # (B,) step size unit per input
@@ -391,9 +391,10 @@ def _check_inputs(model, x, y, bounds) -> tuple[torch.nn.Module, torch.Tensor, t
         raise bad_argument("y", y.dtype, "integer class labels")
     if tuple(y.shape) != (x.shape[0],):
         raise bad_argument("y", tuple(y.shape), f"shape ({x.shape[0]},), one label per row of x")
-    param = next(iter(model.parameters()), None)
-    if param is not None and param.device != x.device:
-        raise bad_argument("x", f"device {x.device}", f"the model's device {param.device}")
+    from .validation import call_model, check_logits
+
+    if x.shape[0]:
+        check_logits(call_model(model, x[:1]), 1)  # same dtype/device, accepts x, logits not probabilities
     return model, x, y.long()
 
 

@@ -44,6 +44,13 @@ def _parse_box(box: Optional[str]) -> tuple[float, float] | None:
     return lo, hi
 
 
+def _set_threads(threads: Optional[int]) -> None:
+    """torch's CPU threads: ``--threads``, or a default that does not oversubscribe the machine."""
+    if threads is not None and threads < 1:
+        raise FrmarginError(f"option '--threads': got {threads}, expected a positive number of CPU threads (e.g. 1)")
+    apply_threads(threads)
+
+
 def _accuracy_options(eta, rtol, atol, logit_step) -> dict:
     opts = {"eta": eta, "rtol": rtol, "atol": atol, "logit_step": logit_step}
     return {k: v for k, v in opts.items() if v is not None}
@@ -84,13 +91,10 @@ def run(
     ),
 ) -> None:
     """Trace paths from N images to every other class and write DIR/paths.parquet, run.json."""
-    from .runs.config import RunConfig
+    from .runs.config import RunConfig, cli_spelling
     from .runs.experiment import run_experiment
 
-    if threads is not None and threads < 1:
-        raise FrmarginError(f"option '--threads': got {threads}, expected a positive number")
-    apply_threads(threads)
-
+    _set_threads(threads)
     if device == "auto":
         import torch
 
@@ -118,6 +122,7 @@ def run(
         device=device,
         top_classes=top_classes,
     )
+    config.validate(spell=cli_spelling)  # every option checked before the folder is touched
     folder = run_experiment(config, out, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"results in {folder} (make the report with: frmargin report {folder})")
@@ -129,10 +134,16 @@ def report(
     out: Optional[Path] = typer.Option(None, help="Where to write (default: the run folder)."),
 ) -> None:
     """Per-class table, figures, report.html and report.md from one or more runs."""
-    from .runs.folder import check_run_folder
+    from .runs.folder import check_run_folder, run_is_complete
 
     for directory in dirs:  # a wrong folder is said at once, before the report stack loads
         check_run_folder(directory)
+        if not run_is_complete(directory):
+            typer.echo(
+                f"frmargin: warning: {directory} is an incomplete run (not finished, or still running): "
+                "its tables are partial; finish it with frmargin run ... --resume",
+                err=True,
+            )
     from .report import report_command
 
     report_command(dirs, out)
@@ -143,8 +154,10 @@ def demo(
     toy: bool = typer.Option(False, help="The 2-D toy problem instead of ResNet-20 / CIFAR-10."),
     out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
     images: int = typer.Option(30, help="Images (demo size; the paper used 800)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 is best on a shared machine)."),
 ) -> None:
     """A few-minute run of the main job (resnet20, CIFAR-10) and its report."""
+    _set_threads(threads)
     if toy:
         from .toy import run_toy_demo
 
@@ -186,14 +199,36 @@ def accuracy(
     accuracy_command(model, data, limit)
 
 
+def _one_line(err: BaseException) -> str:
+    """The message of a user error on one line; an OSError names its file and the fix."""
+    if isinstance(err, OSError) and not isinstance(err, FrmarginError):  # DiskFullError has its text
+        import errno
+
+        where = f" {err.filename!r}" if err.filename else ""
+        what = err.strerror or str(err)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            advice = "free space, then rerun the same command with --resume"
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            advice = "choose a writable place (--out, or FRMARGIN_HOME for the asset store)"
+        elif err.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+            advice = "a file stands where a folder is expected (check --out and FRMARGIN_HOME)"
+        else:
+            advice = "check the path and its permissions"
+        return f"cannot use{where}: {what}; {advice}"
+    return " ".join(str(err).split())
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line on stderr."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module="matplotlib")  # font and layout chatter of the figures
     try:
         app()
     except (FrmarginError, OSError) as err:
         if _DEBUG["on"]:
             raise
-        typer.echo(f"frmargin: error: {err}", err=True)
+        typer.echo(f"frmargin: error: {_one_line(err)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("frmargin: interrupted (finished results are kept; rerun with --resume)", err=True)

@@ -25,3 +25,11 @@ def bad_argument(name: str, received: object, expected: str) -> FrmarginError:
     if len(text) > 200:
         text = text[:197] + "..."
     return FrmarginError(f"argument {name!r}: got {text}, expected {expected}")
+
+
+class DiskFullError(OSError, FrmarginError):
+    """No space left while writing a file: an OSError (errno ENOSPC) whose text names the file and
+    the fix, printed by the CLI as one line like any FrmarginError."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)

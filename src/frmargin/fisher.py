@@ -22,6 +22,7 @@ from .solve import (
     largest_eigenvalue,
     resolve_damping,
 )
+from .validation import call_model, check_images, check_logits, check_model
 
 __all__ = ["DataFisher", "logits_and_jacobian"]
 
@@ -101,11 +102,15 @@ class DataFisher:
         torch.Size([2, 4, 4])
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, x: torch.Tensor, *, check: bool = True) -> None:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise bad_argument("x", getattr(x, "dtype", type(x)), "a floating-point tensor (B, *input_shape)")
         if x.ndim < 2 or x.shape[0] == 0:
             raise bad_argument("x", tuple(x.shape), "shape (B, *input_shape) with B >= 1")
+        if check:  # eval mode, finite x, a model that takes x and returns logits (the tracer checked already)
+            check_model(model)
+            check_images(x, "x")
+            check_logits(call_model(model, x[:1]), 1)
         self.model = model
         self.x = x.detach()
         self._logits: torch.Tensor | None = None

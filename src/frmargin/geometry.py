@@ -20,19 +20,41 @@ __all__ = [
 ]
 
 
+#: how far a probability vector may be off (negative entries, sum - 1) by rounding alone
+PROB_TOL = 1e-4
+
+
+def _check_simplex(p: torch.Tensor, name: str) -> torch.Tensor:
+    """``p`` (float64, C on the last axis) checked to be probability vectors within ``PROB_TOL``;
+    only the rounding is clamped."""
+    if not torch.isfinite(p).all():
+        raise bad_argument(name, "non-finite entries", "probability vectors (entries >= 0 summing to 1)")
+    if (p < -PROB_TOL).any():
+        raise bad_argument(name, f"an entry {p.min().item():.4g}", "probabilities >= 0 (softmax outputs, not logits)")
+    sums = p.sum(-1)
+    worst = (sums - 1).abs().max().item() if sums.numel() else 0.0
+    if worst > PROB_TOL:
+        raise bad_argument(
+            name,
+            f"rows summing to {sums.reshape(-1)[(sums - 1).abs().reshape(-1).argmax()].item():.6g}",
+            f"probability vectors summing to 1 (within {PROB_TOL}): apply softmax to logits",
+        )
+    return p.clamp_min(0)
+
+
 def _as_probs(p: torch.Tensor, name: str = "p") -> torch.Tensor:
     if not isinstance(p, torch.Tensor):
         p = torch.as_tensor(p)
     if p.ndim != 2 or p.shape[-1] < 2:
         raise bad_argument(name, tuple(p.shape), "shape (B, C) with C >= 2")
-    p = p.to(torch.float64)
-    if not torch.isfinite(p).all() or (p < 0).any():
-        raise bad_argument(name, "non-finite or negative entries", "probabilities >= 0")
-    return p
+    return _check_simplex(p.to(torch.float64), name)
 
 
 def _as_classes(c: torch.Tensor | None, B: int, C: int, name: str) -> torch.Tensor:
-    c = torch.as_tensor(c).reshape(-1).long()
+    c = torch.as_tensor(c)
+    if c.is_floating_point() or c.dtype == torch.bool:
+        raise bad_argument(name, f"dtype {c.dtype}", "integer class indices (a float such as 0.7 is not a class)")
+    c = c.reshape(-1).long()
     if c.numel() != B:
         raise bad_argument(name, f"{c.numel()} entries", f"{B} (one per row of p)")
     if ((c < 0) | (c >= C)).any():
@@ -56,8 +78,9 @@ def fisher_rao_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         >>> fisher_rao_distance(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
         tensor([3.1416], dtype=torch.float64)
     """
-    sp = p.to(torch.float64).clamp_min(0).sqrt()
-    sq = q.to(torch.float64).clamp_min(0).sqrt()
+    p = _check_simplex(torch.as_tensor(p).to(torch.float64), "p")
+    q = _check_simplex(torch.as_tensor(q).to(torch.float64), "q")
+    sp, sq = p.sqrt(), q.sqrt()
     chord = torch.linalg.vector_norm(sp - sq, dim=-1)
     return 4.0 * torch.asin((chord / 2.0).clamp(max=1.0))
 

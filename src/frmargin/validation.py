@@ -11,6 +11,7 @@ from torch import nn
 from .errors import bad_argument
 
 __all__ = [
+    "call_model",
     "check_box",
     "check_classes",
     "check_images",
@@ -56,7 +57,7 @@ def check_box(box: object, x: torch.Tensor) -> tuple[float, float] | None:
     if box is None:
         return None
     try:
-        lo, hi = (float(v) for v in box)  # type: ignore[union-attr]
+        lo, hi = (float(v) for v in box)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         raise bad_argument("box", box, "None or a pair (lo, hi)") from None
     if not lo < hi:
@@ -86,9 +87,68 @@ def check_logits(z: object, batch: int) -> torch.Tensor:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise bad_argument("model", f"output {shape}", f"logits of shape ({batch}, C) with C >= 2")
     zz = z.detach().to(torch.float64)
-    if torch.isfinite(zz).all() and (zz >= 0).all() and (zz <= 1).all():
-        if torch.allclose(zz.sum(-1), torch.ones_like(zz[:, 0]), atol=1e-4):
-            raise bad_argument(
-                "model", "outputs that are probabilities (in [0, 1], rows sum to 1)", "logits: drop the final softmax"
-            )
+    # in [0, 1], rows summing to 1, and not just 0/1 entries (one-hot logits are plausible logits)
+    in_unit = bool(torch.isfinite(zz).all() and (zz >= 0).all() and (zz <= 1).all())
+    in_unit = in_unit and bool(((zz > 0) & (zz < 1)).any())
+    if in_unit and torch.allclose(zz.sum(-1), torch.ones_like(zz[:, 0]), atol=1e-4):
+        raise bad_argument(
+            "model", "outputs that are probabilities (in [0, 1], rows sum to 1)", "logits: drop the final softmax"
+        )
+    return z
+
+
+def _first_tensor(model: object) -> torch.Tensor | None:
+    if isinstance(model, nn.Module):
+        for t in (*model.parameters(), *model.buffers()):
+            if t.is_floating_point():
+                return t
+    return None
+
+
+def call_model(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, check_determinism: bool = True
+) -> torch.Tensor:
+    """``model(x)`` (no gradient) after checking that the model can take x: the same dtype and
+    device as its parameters, and a forward pass that works and repeats (dropout that is always
+    on, e.g. ``F.dropout(training=True)``, would make every path random).
+
+    Raises:
+        FrmarginError: naming ``x`` and ``model``, with both dtypes/devices or the model's error.
+    """
+    ref = _first_tensor(model)
+    if ref is not None and ref.dtype != x.dtype:
+        raise bad_argument(
+            "x",
+            f"dtype {x.dtype} with a model whose parameters are {ref.dtype}",
+            f"the same dtype: x.to({ref.dtype}) or model.to({x.dtype})",
+        )
+    if ref is not None and ref.device != x.device:
+        raise bad_argument(
+            "x",
+            f"device {x.device} with a model on {ref.device}",
+            f"the same device: x.to('{ref.device}') or model.to('{x.device}')",
+        )
+    try:
+        with torch.no_grad():
+            z = model(x)
+            repeats = [model(x), model(x)] if check_determinism else []  # two: a random mask may repeat once
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise bad_argument(
+            "x",
+            f"shape {tuple(x.shape)}, dtype {x.dtype}",
+            f"inputs the model accepts, batched and channels "
+            f"first as (B, C, H, W) for image models (the model raised {type(error).__name__}: {first[:160]})",
+        ) from None
+    # a tolerance: GPU kernels may differ in the last bits between calls; dropout differs by O(z)
+    same = [
+        isinstance(r, torch.Tensor) and r.shape == z.shape and torch.allclose(r, z, rtol=1e-4, atol=1e-5)
+        for r in repeats
+    ]
+    if isinstance(z, torch.Tensor) and repeats and not all(same):
+        raise bad_argument(
+            "model",
+            "outputs that change between identical calls (dropout or noise always on?)",
+            "a deterministic model: no functional dropout with training=True",
+        )
     return z

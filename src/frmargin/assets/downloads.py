@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -31,15 +32,22 @@ from .store import ENV_MIRROR, is_url, local_copy, mirror_candidates, mirror_set
 
 __all__ = ["download", "fetch"]
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 16  # small read blocks: a slow server cannot hold one read for long
 DOWNLOAD_RETRIES = 3
-DOWNLOAD_TIMEOUT_S = 30.0
+DOWNLOAD_TIMEOUT_S = 30.0  # stall timeout: no byte for this long ends an attempt
+DOWNLOAD_DEADLINE_S = 1800.0  # overall deadline of one download, all attempts together
+#: size cap of a download whose asset records no size (the largest asset is ~170 MB)
+DOWNLOAD_CAP_BYTES = 1 << 30
 RETRY_BACKOFF_S = 0.5
 _NOT_FOUND_CODES = (401, 403, 404, 410)
 
 
 class _Unreachable(Exception):
     """A source could not deliver the file (network error, HTTP 404, ...)."""
+
+
+class _TooBig(Exception):
+    """A source delivers more bytes than the asset can have."""
 
 
 @contextlib.contextmanager
@@ -59,8 +67,22 @@ def _file_lock(target: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _download_once(url: str, part: Path, label: str, progress: bool, timeout: float) -> None:
-    """Fetch ``url`` into ``part``, resuming from its current size when the server allows."""
+def _size_cap(a: Asset) -> int:
+    size = getattr(a, "size", None)
+    return int(size) if isinstance(size, int) and size > 0 else DOWNLOAD_CAP_BYTES
+
+
+def _download_once(
+    url: str,
+    part: Path,
+    label: str,
+    progress: bool,
+    timeout: float,
+    cap: int = DOWNLOAD_CAP_BYTES,
+    deadline: float = float("inf"),
+) -> None:
+    """Fetch ``url`` into ``part``, resuming from its current size when the server allows;
+    at most ``cap`` bytes in all, until the ``time.monotonic()`` ``deadline``."""
     from tqdm import tqdm
 
     offset = part.stat().st_size if part.exists() else 0
@@ -81,6 +103,8 @@ def _download_once(url: str, part: Path, label: str, progress: bool, timeout: fl
             raise _Unreachable(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
+        if expected is not None and offset + expected > cap:
+            raise _TooBig(f"the server announces {offset + expected} bytes, more than the cap of {cap}")
         received = 0
         with (
             open(part, "ab" if offset else "wb") as out,
@@ -96,10 +120,15 @@ def _download_once(url: str, part: Path, label: str, progress: bool, timeout: fl
                 leave=False,
             ) as bar,
         ):
-            while chunk := response.read(CHUNK_BYTES):
+            read = getattr(response, "read1", response.read)
+            while chunk := read(CHUNK_BYTES):
                 out.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
+                if offset + received > cap:
+                    raise _TooBig(f"more than the cap of {cap} bytes arrived")
+                if time.monotonic() > deadline:
+                    raise _Unreachable(f"the download deadline passed after {offset + received} bytes")
     if expected is not None and received < expected:
         raise _Unreachable(f"connection closed after {received} of {expected} bytes")
 
@@ -111,16 +140,30 @@ def _attempts(url: str, part: Path, a: Asset, progress: bool, retries: int, time
         AssetMissingError: the last attempt failed.
     """
     last: Exception | None = None
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE_S
     for attempt in range(max(1, retries)):
         try:
-            _download_once(url, part, a.filename, progress, timeout)
+            _download_once(url, part, a.filename, progress, timeout, _size_cap(a), deadline)
             return
+        except _TooBig as e:
+            part.unlink(missing_ok=True)
+            raise AssetError(f"download of {a.filename!r} from {url} refused: {e}; nothing was kept") from None
         except urllib.error.HTTPError as e:
             last = e
             if e.code in _NOT_FOUND_CODES:
                 break
-        except (urllib.error.URLError, HTTPException, OSError, _Unreachable) as e:
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                part.unlink(missing_ok=True)
+                raise AssetError(
+                    f"cannot write {str(part)!r} (download of {a.filename!r}): no space left on the device; "
+                    "the partial file was removed; free space or set FRMARGIN_HOME to a roomier folder"
+                ) from None
             last = e
+        except (HTTPException, _Unreachable) as e:
+            last = e
+        if time.monotonic() > deadline:
+            break
         if attempt + 1 < retries:
             time.sleep(RETRY_BACKOFF_S * 2**attempt)
     raise AssetMissingError(f"{url}: {type(last).__name__}: {last}")
@@ -169,10 +212,7 @@ def download(
                     f"{str(part)!r} was removed and nothing was used"
                 )
             os.replace(part, dest)
-            st = dest.stat()
-            store.write_cache_entry(
-                str(dest.resolve()), {"size": st.st_size, "mtime_ns": st.st_mtime_ns, a.algorithm: a.digest}
-            )
+            store.write_cache_entry(str(dest.resolve()), {**store._stat_key(dest.stat()), a.algorithm: a.digest})
     finally:
         with contextlib.suppress(OSError):
             dest.with_name(dest.name + ".lock").unlink()

@@ -1,8 +1,10 @@
 """Where files are kept and looked for, and their checksums: home folder, mirror, verification cache.
 
 The home folder is ``$FRMARGIN_HOME`` (default: the user cache folder); a mirror is
-``$FRMARGIN_MIRROR`` (a folder used in place, or an http(s) base address). Checks are cached in
-``<home>/verified.json`` by path, size and modification time, so a verified file is not hashed again.
+``$FRMARGIN_MIRROR`` (a folder used in place, or an http(s) base address). Files up to
+``ALWAYS_HASH_BYTES`` (weights) are hashed on every verification. Checks of bigger files are cached
+in ``<home>/verified.json`` by path, size, inode, and modification and status-change times: an
+in-place edit changes the status-change time (ctime), which no user call can set back.
 
 Example:
     >>> store_path("resnet20").name
@@ -39,6 +41,14 @@ ENV_HOME = "FRMARGIN_HOME"
 ENV_MIRROR = "FRMARGIN_MIRROR"
 CHUNK_BYTES = 1 << 20
 CACHE_FILE = "verified.json"
+#: files up to this size are hashed on every verification (no cache): weights, small data
+ALWAYS_HASH_BYTES = 16 << 20
+
+
+def _stat_key(st: os.stat_result) -> dict:
+    """What a cached digest is valid for: an in-place edit changes ``ctime_ns`` (utime cannot
+    restore it), a replaced file its inode."""
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
 
 
 # ----------------------------------------------------------------------------- locations
@@ -165,14 +175,15 @@ def cached_digest(path: str | Path, algorithm: str) -> str | None:
     except OSError:
         return None
     entry = _read_cache().get(str(p))
-    if not entry or entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+    if not entry or any(entry.get(k) != v for k, v in _stat_key(st).items()):
         return None
     value = entry.get(algorithm)
     return value if isinstance(value, str) else None
 
 
-def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, cached by path, size and modification time in the home folder.
+def file_digest(path: str | Path, algorithm: str = "sha256", *, cached: bool = True) -> str:
+    """Hex digest of a file, cached by path, size, inode, mtime and ctime in the home folder
+    (``cached=False``, and any file up to ``ALWAYS_HASH_BYTES``: always hashed).
 
     Example:
         >>> file_digest("weights.th")  # doctest: +SKIP
@@ -181,21 +192,23 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     if algorithm not in ALGORITHMS:
         raise bad_argument("algorithm", algorithm, f"one of {ALGORITHMS}")
     p = Path(path).resolve()
-    hit = cached_digest(p, algorithm)
-    if hit is not None:
-        return hit
     st = p.stat()
+    if cached and st.st_size > ALWAYS_HASH_BYTES:
+        hit = cached_digest(p, algorithm)
+        if hit is not None:
+            return hit
     value = hash_file(p, algorithm)
     entry = _read_cache().get(str(p), {})
-    if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
-        entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if any(entry.get(k) != v for k, v in _stat_key(st).items()):
+        entry = _stat_key(st)
     entry[algorithm] = value
     write_cache_entry(str(p), entry)
     return value
 
 
 def verify_file(path: str | Path, asset: str | Asset) -> Path:
-    """Check a file against the asset's checksum (cached); return its path.
+    """Check a file against the asset's checksum (files up to ``ALWAYS_HASH_BYTES`` are hashed
+    every time, bigger ones through the content-keyed cache); return its path.
 
     Raises:
         AssetError: the checksum does not match; the message names the file and both checksums.
@@ -235,11 +248,12 @@ class AssetStatus:
 def asset_status(asset: str | Asset, *, verify: bool = True) -> AssetStatus:
     """Where ``asset`` is and whether it is verified; never downloads.
 
-    With ``verify=False`` only cached checks count, so nothing is hashed.
+    With ``verify=False`` nothing is hashed and nothing is called verified: a present file is
+    ``"present"`` (``"corrupt"`` when an earlier check of this very content failed).
 
     Example:
         >>> asset_status("resnet20", verify=False).state  # doctest: +SKIP
-        'verified'
+        'present'
     """
     a = get_asset(asset)
     try:
@@ -253,7 +267,7 @@ def asset_status(asset: str | Asset, *, verify: bool = True) -> AssetStatus:
             state = "verified" if file_digest(local, a.algorithm) == a.digest else "corrupt"
         else:
             hit = cached_digest(local, a.algorithm)
-            state = "present" if hit is None else ("verified" if hit == a.digest else "corrupt")
+            state = "corrupt" if hit is not None and hit != a.digest else "present"
         return AssetStatus(a, state, local, origin)
     if base is not None and is_url(base):
         origin = f"mirror {base}"

@@ -105,8 +105,15 @@ def _images_to_tensor(images: np.ndarray, path: Path) -> torch.Tensor:
         raise AssetError(
             f"file {str(path)!r}: got images of shape {images.shape}, expected (N, H, W, C) or (N, C, H, W)"
         )
+    if images.shape[0] == 0:
+        raise AssetError(f"file {str(path)!r}: holds no images (shape {images.shape}), expected at least one")
     if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
         images = images.transpose(0, 3, 1, 2)
+    if images.shape[1] not in (1, 3):
+        raise AssetError(
+            f"file {str(path)!r}: got images of shape {images.shape}, expected 1 (gray) or 3 (RGB) channels "
+            "as (N, H, W, C) or (N, C, H, W); drop an alpha channel first (images[..., :3])"
+        )
     images = np.ascontiguousarray(images)
     if images.dtype == np.uint8:
         return torch.from_numpy(images).float().div_(255.0)

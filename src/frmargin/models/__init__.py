@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import pickle
 from pathlib import Path
 
 import torch
@@ -183,8 +184,16 @@ def _read_net(spec: ModelSpec, path: Path) -> nn.Module:
     net = spec.builder()
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's text advises weights_only=False: never relay that
+        raise AssetError(
+            f"weight file {str(path)!r}: holds pickled objects or code beyond plain tensors, refused for "
+            "safety (nothing in it was run); replace it with a good copy of the weights"
+        ) from None
     except Exception as e:
-        raise AssetError(f"weight file {str(path)!r}: cannot be read ({type(e).__name__}: {e})") from e
+        detail = next((line for line in str(e).splitlines() if line.strip() and "weights_only" not in line), "")
+        raise AssetError(
+            f"weight file {str(path)!r}: cannot be read ({type(e).__name__}: {detail[:200]}); replace it with a good copy"
+        ) from e
     try:
         net.load_state_dict(_state_dict(checkpoint, spec, path), strict=True)
     except RuntimeError as e:

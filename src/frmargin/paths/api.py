@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from ..errors import bad_argument
-from ..validation import check_classes, check_images, check_logits, check_model
+from ..validation import call_model, check_classes, check_images, check_logits, check_model
 from .box import bound_share
 from .options import resolve_box, resolve_options
 from .state import PathState
@@ -179,8 +179,7 @@ def trace_paths(
         top_classes=top_classes,
         accuracy=accuracy_options,
     )
-    with torch.no_grad():
-        z0 = check_logits(model(x[:1]), 1)
+    z0 = check_logits(call_model(model, x[:1]), 1)
     C = z0.shape[-1]
     check_classes(source, P, C, "source")
     check_classes(target, P, C, "target")

@@ -101,7 +101,12 @@ class TracerOptions:
 
 
 def _positive(value: object) -> bool:
-    return isinstance(value, (int, float)) and 0 < value < float("inf")
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+
+
+def _count(value: object, least: int) -> bool:
+    """An integer (not a bool: ``True`` is no step budget) of at least ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def resolve_box(
@@ -146,7 +151,7 @@ def _accuracy(accuracy: Mapping[str, object], spell: Callable[[str], str]) -> di
         if not _positive(opts[name]):
             raise bad_argument(spell(name), opts[name], "a finite number > 0")
     for name in _COUNTS:
-        if not (isinstance(opts[name], int) and opts[name] >= 1):  # type: ignore[operator]
+        if not _count(opts[name], 1):
             raise bad_argument(spell(name), opts[name], "an integer >= 1")
     return opts
 
@@ -201,13 +206,13 @@ def resolve_options(
         raise bad_argument(spell("solver"), solver, f"'exact' for {spell('method')}='converged' (CG serves paper mode)")
     damping = DEFAULT_DAMPING[method] if damping is None else damping
     max_steps = DEFAULT_MAX_STEPS[method] if max_steps is None else max_steps
-    if not (isinstance(max_steps, int) and max_steps >= 1):
+    if not _count(max_steps, 1):
         raise bad_argument(spell("max_steps"), max_steps, "an integer >= 1")
     if not _positive(damping):
         raise bad_argument(spell("damping"), damping, "a finite number > 0")
     if top_classes is not None:
         name = spell("top_classes")
-        if not (isinstance(top_classes, int) and top_classes >= 2):
+        if not _count(top_classes, 2):
             raise bad_argument(name, top_classes, "an integer >= 2 (the source and the target) or None")
         if until != "first_flip":
             raise bad_argument(

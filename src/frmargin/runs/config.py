@@ -14,13 +14,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import bad_argument
 
-__all__ = ["IDENTITY_FIELDS", "TOP_LEVEL_FIELDS", "RunConfig", "check_tracer_options"]
+__all__ = [
+    "FINGERPRINT_VERSION",
+    "IDENTITY_FIELDS",
+    "TOP_LEVEL_FIELDS",
+    "RunConfig",
+    "check_tracer_options",
+    "cli_spelling",
+    "content_hash",
+    "fingerprint",
+    "resume_mismatch",
+]
+
+#: run.json's ``fingerprint_version``: 2 = options, batch size, model weights and data content
+FINGERPRINT_VERSION = 2
+#: keys of an identity dict that hold a content hash (file sha256, or a structural hash)
+HASH_KEYS = ("sha256", "structural_sha256", "structural_hash")
 
 #: configuration fields that change results (a resumed run must match them)
 IDENTITY_FIELDS = (
@@ -60,6 +75,66 @@ REQUESTED_DATA_KEY = "data_requested"
 DTYPES = ("float32", "float64")
 
 
+def content_hash(identity: Mapping[str, Any] | None) -> str | None:
+    """The content hash recorded in a model or data identity dict (None when it has none)."""
+    for key in HASH_KEYS:
+        value = (identity or {}).get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def fingerprint(config: RunConfig, model_identity: Mapping[str, Any], data_identity: Mapping[str, Any]) -> str:
+    """16 hex digits identifying a run's results: every option that changes them (batch size
+    included), the model's weights hash and the data's content hash. The one place a run's
+    fingerprint is composed; in-memory models and data plug in through their identity dicts.
+
+    Example:
+        >>> config = RunConfig(images=20)
+        >>> fingerprint(config, {"sha256": "ab"}, {"sha256": "cd"}) != fingerprint(config, {"sha256": "ab"}, {})
+        True
+    """
+    payload = {
+        "version": FINGERPRINT_VERSION,
+        "options": config.options_fingerprint(),
+        "model": content_hash(model_identity),
+        "data": content_hash(data_identity),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resume_mismatch(
+    old: Mapping[str, Any],
+    config: RunConfig,
+    model_identity: Mapping[str, Any] | None,
+    data_identity: Mapping[str, Any] | None,
+) -> str | None:
+    """Why the run recorded in ``old`` (a run.json) is not this run, or None when it is.
+
+    With ``model_identity``/``data_identity`` None only the options are compared (the cheap
+    check before anything is loaded). Run folders written before fingerprint version 2 are
+    compared field by field (options, batch size, the recorded weights and data hashes).
+    """
+    if old.get("fingerprint_version") == FINGERPRINT_VERSION:
+        if old.get("options_fingerprint") != config.options_fingerprint():
+            return (
+                f"other options (fingerprint {old.get('options_fingerprint')}, this run {config.options_fingerprint()})"
+            )
+    else:
+        if old.get("fingerprint") != config.fingerprint():
+            return f"other options (fingerprint {old.get('fingerprint')}, this run {config.fingerprint()})"
+        old_batch = (old.get("config") or {}).get("batch_size")
+        if old_batch is not None and old_batch != config.batch_size:
+            return f"another --batch-size ({old_batch}, this run {config.batch_size}; it changes results)"
+    for what, option, new in (("model", "--model", model_identity), ("data", "--data", data_identity)):
+        if new is None:
+            continue
+        before, now = content_hash(old.get(f"{what}_identity")), content_hash(new)
+        if before != now:
+            return f"other {what} content ({option}: sha256 {str(before)[:12]}, now {str(now)[:12]})"
+    return None
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run. ``data="auto"`` takes the official CIFAR-10 test split
@@ -85,15 +160,34 @@ class RunConfig:
     device: str = "cpu"
     top_classes: int | None = None
 
-    def validate(self) -> None:
-        """Raise FrmarginError naming the first bad option."""
-        if not (isinstance(self.images, int) and self.images >= 1):
-            raise bad_argument("images", self.images, "a positive number of images")
+    def validate(self, spell: Callable[[str], str] | None = None) -> None:
+        """Raise FrmarginError naming the first bad option (``spell``: how the caller writes an
+        option's name, e.g. ``cli_spelling`` for ``--max-steps``; default the field name).
+
+        Example:
+            >>> RunConfig(images=0).validate(spell=cli_spelling)  # doctest: +SKIP
+            FrmarginError: argument '--images': got 0, expected a positive number of images
+        """
+        spell = spell or _python_spelling
+        if not _count(self.images, 1):
+            raise bad_argument(spell("images"), self.images, "a positive number of images")
         for name in ("batch_size", "chunk_images"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise bad_argument(name.replace("_", "-"), value, "a positive integer")
-        check_tracer_options(self)
+            if not _count(getattr(self, name), 1):
+                raise bad_argument(spell(name), getattr(self, name), "a positive integer")
+        if not (_count(self.seed, 0) and self.seed < 2**63):
+            raise bad_argument(spell("seed"), self.seed, "an integer >= 0 (numpy seeds are non-negative)")
+        check_model_name(self.model, spell)
+        check_device(self.device, spell)
+        check_tracer_options(self, spell)
+        from ..baselines import ATTACKS
+
+        for attack in self.baselines:
+            if attack not in ATTACKS:
+                raise bad_argument(
+                    spell("baselines"),
+                    attack,
+                    f"comma-separated names from {', '.join(ATTACKS)}{did_you_mean(attack, ATTACKS)}",
+                )
 
     def identity(self) -> dict:
         """The fields that change results, as a dict (``top_classes`` only when set)."""
@@ -102,8 +196,14 @@ class RunConfig:
         return {k: d[k] for k in IDENTITY_FIELDS if not (k == "top_classes" and d[k] is None)}
 
     def fingerprint(self) -> str:
-        """16 hex digits of the SHA-256 of the identity: equal fingerprints, same results."""
+        """16 hex digits of the SHA-256 of the identity (fingerprint version 1: options only, no
+        batch size; see ``fingerprint()`` for the run's full fingerprint)."""
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def options_fingerprint(self) -> str:
+        """16 hex digits of the options that change results, batch size included (no content)."""
+        payload = {**self.identity(), "batch_size": self.batch_size}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def resolved_damping(self) -> float:
         """The damping the tracer uses (its per-method default when ``damping`` is None)."""
@@ -169,7 +269,60 @@ class RunConfig:
         return cls(**values)
 
 
-def check_tracer_options(config: RunConfig) -> None:
+def _python_spelling(name: str) -> str:
+    return name
+
+
+def cli_spelling(name: str) -> str:
+    """An option's name as ``frmargin run`` spells it: ``max_steps`` -> ``--max-steps``."""
+    return "--" + name.replace("_", "-")
+
+
+def _count(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def did_you_mean(name: str, choices: Any) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, else an empty string."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_model_name(model: str, spell: Callable[[str], str] = _python_spelling) -> None:
+    """Refuse an unknown zoo name with a suggestion; names with ``:``, a path separator or a file
+    suffix (user models, files) are left to the model loader."""
+    if not isinstance(model, str) or not model:
+        raise bad_argument(spell("model"), model, "a model name (frmargin assets lists them)")
+    if ":" in model or "/" in model or "." in model:
+        return
+    from ..models.mobilenet import IMAGENET_MODELS
+    from ..models.registry import MODELS
+
+    known = [*MODELS, *IMAGENET_MODELS]
+    if model not in known:
+        raise bad_argument(spell("model"), model, f"one of {', '.join(known)}{did_you_mean(model, known)}")
+
+
+def check_device(device: str, spell: Callable[[str], str] = _python_spelling) -> None:
+    """Refuse a device torch cannot parse, and CUDA where there is none (before any work)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise bad_argument(spell("device"), device, "cpu, cuda, cuda:N or auto") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise bad_argument(spell("device"), device, "cpu: CUDA is not available here (use --device cpu or auto)")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise bad_argument(spell("device"), device, f"a CUDA index below {torch.cuda.device_count()}")
+    elif parsed.type not in ("cpu", "mps"):
+        raise bad_argument(spell("device"), device, "cpu, cuda, cuda:N or auto")
+
+
+def check_tracer_options(config: RunConfig, spell: Callable[[str], str] = _python_spelling) -> None:
     """Raise FrmarginError naming the first bad tracer option of ``config`` (before any work).
 
     The one place where a run's tracer options are checked: the names the CLI uses first, then
@@ -179,12 +332,16 @@ def check_tracer_options(config: RunConfig) -> None:
 
     for name, allowed in (("method", paths.METHODS), ("metric", paths.METRICS), ("until", paths.UNTIL)):
         if getattr(config, name) not in allowed:
-            raise bad_argument(name, getattr(config, name), f"one of {', '.join(allowed)}")
+            raise bad_argument(
+                spell(name),
+                getattr(config, name),
+                f"one of {', '.join(allowed)}{did_you_mean(getattr(config, name), allowed)}",
+            )
     if config.dtype not in DTYPES:
-        raise bad_argument("dtype", config.dtype, "float32 or float64")
+        raise bad_argument(spell("dtype"), config.dtype, "float32 or float64")
     top = config.top_classes
-    if top is not None and not (isinstance(top, int) and top >= 2):
-        raise bad_argument("top-classes", top, "an integer >= 2 (source and target are always kept)")
+    if top is not None and not _count(top, 2):
+        raise bad_argument(spell("top_classes"), top, "an integer >= 2 (source and target are always kept)")
     # the tracer's own validator: the same checks as trace_paths, before anything is written
     from ..paths.options import resolve_options
 
@@ -199,4 +356,5 @@ def check_tracer_options(config: RunConfig) -> None:
         box=config.box,
         top_classes=config.top_classes,
         accuracy=dict(config.accuracy),
+        spell=spell,
     )

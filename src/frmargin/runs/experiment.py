@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import time
@@ -27,8 +26,9 @@ import torch
 from ..errors import FrmarginError, bad_argument
 from ..geometry import margin_lower_bound
 from ..paths import trace_paths
-from . import folder
-from .config import RunConfig
+from . import folder, ownership
+from .config import FINGERPRINT_VERSION, RunConfig, fingerprint
+from .lock import RunLock
 from .schema import path_table
 
 __all__ = ["resolve_data", "run_experiment", "select_images"]
@@ -96,25 +96,6 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _prepare_folder(out: Path, config: RunConfig, resume: bool, rank: int) -> None:
-    """Refuse a folder holding another run, this run without ``resume``, or other files."""
-    run_file = out / folder.RUN_FILE
-    if run_file.exists():
-        try:
-            old = folder.read_json(run_file)
-        except (OSError, json.JSONDecodeError) as err:
-            raise FrmarginError(f"option '--out': {out} holds an unreadable {folder.RUN_FILE} ({err})") from None
-        if old.get("fingerprint") != config.fingerprint():
-            raise FrmarginError(
-                f"option '--out': {out} holds a different run (fingerprint {old.get('fingerprint')}, "
-                f"this configuration {config.fingerprint()}); choose another folder"
-            )
-        if not resume:
-            raise FrmarginError(f"option '--out': {out} already holds this run; pass --resume to continue it")
-    elif any(out.glob("*")) and rank == 0 and not resume:
-        raise FrmarginError(f"option '--out': {out} is not empty and holds no run; choose another folder")
-
-
 # ----------------------------------------------------------------------------- the selection
 
 
@@ -160,7 +141,9 @@ def _run_info(config: RunConfig, data, model_identity: dict, selection: _Selecti
     """run.json at the start: every configuration field once (the readers' ones at the top)."""
     correct = selection.correct
     return {
-        "fingerprint": config.fingerprint(),
+        "fingerprint": fingerprint(config, model_identity, getattr(data, "identity", {})),
+        "fingerprint_version": FINGERPRINT_VERSION,
+        "options_fingerprint": config.options_fingerprint(),
         "config": config.run_json_entries(),
         "model": config.model,
         "model_identity": model_identity,
@@ -228,13 +211,24 @@ def _box_margins(model, x0, source, res, box) -> np.ndarray:
     return out
 
 
-def _trace_my_chunks(model, selection, config, out, rank, world, progress) -> tuple[int, float]:
-    """Trace this rank's unfinished chunks; (paths traced, seconds spent tracing)."""
+def _trace_my_chunks(model, selection, config, out, rank, world, progress, fp: str) -> tuple[int, float]:
+    """Trace this rank's chunks that have no valid part; (paths traced, seconds spent tracing).
+
+    A part that is unreadable, holds other images or other paths, or was written by another
+    run (its fingerprint) is traced again and replaced.
+    """
     C = selection.probs.shape[1]
     good = torch.nonzero(selection.correct)[:, 0]
     chunks = [good[i : i + config.chunk_images] for i in range(0, len(good), config.chunk_images)]
     mine = [(cid, rows) for cid, rows in enumerate(chunks) if cid % world == rank]
-    todo = [(cid, rows) for cid, rows in mine if not folder.path_part(out, cid).exists()]
+    labels = {"method": config.method, "metric": config.metric}
+    todo = [
+        (cid, rows)
+        for cid, rows in mine
+        if not folder.part_is_valid(
+            folder.path_part(out, cid), selection.indices[rows.cpu().numpy()], C - 1, fp, labels
+        )
+    ]
     total = sum(len(rows) for _, rows in mine) * (C - 1)
     done = total - sum(len(rows) for _, rows in todo) * (C - 1)
     bar = _progress_bar(total, done, progress and rank == 0)
@@ -243,11 +237,13 @@ def _trace_my_chunks(model, selection, config, out, rank, world, progress) -> tu
         t0 = time.time()
         frame = _trace_chunk(model, selection, rows, config)
         trace_seconds += time.time() - t0
-        folder.write_parquet(frame, folder.path_part(out, cid))
+        folder.write_parquet(frame, folder.path_part(out, cid), fingerprint=fp)
         if bar is not None:
             bar.update(len(frame))
     if bar is not None:
         bar.close()
+    if rank == 0:  # parts beyond this run's chunks (another run's) would join the table
+        folder.remove_extra_parts(out, len(chunks))
     return sum(len(rows) for _, rows in todo) * (C - 1), trace_seconds
 
 
@@ -302,24 +298,27 @@ def _sum_over_ranks(paths_traced: int, trace_seconds: float, device, world: int)
 
 
 def _finalize(out: Path, seconds: float, paths_traced: int, trace_seconds: float, world: int) -> None:
-    """Mark run.json complete, with this session added to the sessions and the timing."""
+    """Mark run.json complete, with this session's figures added to the sessions and the timing."""
     final = folder.read_json(out / folder.RUN_FILE)
     paths = pd.read_parquet(out / folder.PATHS_DIR)
+    sessions = list(final.get("sessions", []))
     session = {
+        **(sessions.pop() if sessions and sessions[-1].get("status") == "running" else {}),
         "seconds": round(seconds, 3),
         "trace_seconds": round(trace_seconds, 3),
         "paths_traced": int(paths_traced),
         "world_size": world,
+        "status": "complete",
     }
-    sessions = [*final.get("sessions", []), session]
-    traced = sum(s["paths_traced"] for s in sessions)
-    tracing = sum(s["trace_seconds"] for s in sessions)
+    sessions = [*sessions, session]
+    traced = sum(s.get("paths_traced", 0) for s in sessions)
+    tracing = sum(s.get("trace_seconds", 0.0) for s in sessions)
     final.update(
         status="complete",
         n_paths=len(paths),
         sessions=sessions,
         timing={
-            "total": round(sum(s["seconds"] for s in sessions), 3),
+            "total": round(sum(s.get("seconds", 0.0) for s in sessions), 3),
             "tracing": round(tracing, 3),
             "per_path": round(tracing / traced, 4) if traced else 0.0,
         },
@@ -328,43 +327,85 @@ def _finalize(out: Path, seconds: float, paths_traced: int, trace_seconds: float
     folder.write_json(final, out / folder.RUN_FILE)
 
 
-def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) a sweep into ``out``; returns ``out``.
+def _make_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FrmarginError(
+            f"option '--out': cannot create the folder {str(out)!r} ({err.strerror or err}); choose a writable --out"
+        ) from None
 
-    Example:
-        >>> run_experiment(RunConfig(images=20), Path("runs/r20"))  # doctest: +SKIP
-    """
+
+def _load(config: RunConfig, device: torch.device):
+    """(model, its identity, data), the model on the run's device and dtype."""
     from ..models import load_model, model_info
 
-    config.validate()
-    out = Path(out)
-    rank, world = _dist()
-    if rank == 0:
-        _prepare_folder(out, config, resume, rank)
-        out.mkdir(parents=True, exist_ok=True)
-    _barrier(world)
-    started = time.time()
-    device = torch.device(config.device)
     model = load_model(config.model).to(device=device, dtype=getattr(torch, config.dtype))
     try:
         identity = model_info(config.model)
     except (KeyError, ValueError):
         identity = {"name": config.model}
-    data = resolve_data(config.data)
-    selection = _classify(model, data, config, device, getattr(torch, config.dtype))
+    return model, identity, resolve_data(config.data)
+
+
+def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) a sweep into ``out``; returns ``out``.
+
+    The folder is locked for the whole session (another run into it is refused), every option is
+    checked before the folder is touched, and a resume is refused when the options, the model's
+    weights or the data differ from the recorded run.
+
+    Example:
+        >>> run_experiment(RunConfig(images=20), Path("runs/r20"))  # doctest: +SKIP
+    """
+    config.validate()
+    out = Path(out)
+    rank, world = _dist()
+    lock = RunLock(out)
     if rank == 0:
-        folder.write_parquet(selection.table, out / folder.IMAGES_FILE)
-        folder.write_parquet(selection.table[~selection.table["correct"]], out / folder.MISCLASSIFIED_FILE)
-        (out / folder.PATHS_DIR).mkdir(exist_ok=True)
-        if not (out / folder.RUN_FILE).exists():
-            folder.write_json(_run_info(config, data, identity, selection, device, world), out / folder.RUN_FILE)
-    _barrier(world)
-    traced, trace_seconds = _trace_my_chunks(model, selection, config, out, rank, world, progress)
-    if config.baselines:
-        _run_baselines(model, selection, config, out, rank, world)
-    traced, trace_seconds = _sum_over_ranks(traced, trace_seconds, device, world)
-    _barrier(world)
-    if rank == 0:
-        _finalize(out, time.time() - started, traced, trace_seconds, world)
-    _barrier(world)
+        ownership.prepare_folder(out, config, resume, rank)
+        _make_folder(out)
+        lock.acquire()
+    try:
+        if rank == 0:
+            ownership.prepare_folder(out, config, resume, rank)  # again: another run may have started meanwhile
+        _barrier(world)
+        started = time.time()
+        device = torch.device(config.device)
+        model, identity, data = _load(config, device)
+        data_identity = getattr(data, "identity", {})
+        fp = fingerprint(config, identity, data_identity)
+        if rank == 0:
+            ownership.check_contents(out, config, identity, data_identity)
+        with torch.no_grad():
+            n_classes = int(model(data.images[:1].to(device=device, dtype=getattr(torch, config.dtype))).shape[-1])
+        ownership.check_inputs(model, data, n_classes, identity)
+        selection = _classify(model, data, config, device, getattr(torch, config.dtype))
+        if rank == 0:
+            folder.write_parquet(selection.table, out / folder.IMAGES_FILE)
+            folder.write_parquet(selection.table[~selection.table["correct"]], out / folder.MISCLASSIFIED_FILE)
+            (out / folder.PATHS_DIR).mkdir(exist_ok=True)
+            info = ownership.old_run_info(out)
+            if info is None or info.get("fingerprint_version") != FINGERPRINT_VERSION:
+                fresh = _run_info(config, data, identity, selection, device, world)
+                info = (
+                    fresh
+                    if info is None
+                    else {
+                        **info,
+                        **{k: fresh[k] for k in ("fingerprint", "fingerprint_version", "options_fingerprint")},
+                    }
+                )
+            ownership.start_session(out, info, config, world)
+        _barrier(world)
+        traced, trace_seconds = _trace_my_chunks(model, selection, config, out, rank, world, progress, fp)
+        if config.baselines:
+            _run_baselines(model, selection, config, out, rank, world)
+        traced, trace_seconds = _sum_over_ranks(traced, trace_seconds, device, world)
+        _barrier(world)
+        if rank == 0:
+            _finalize(out, time.time() - started, traced, trace_seconds, world)
+        _barrier(world)
+    finally:
+        lock.release()
     return out

@@ -16,13 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FrmarginError
+from ..errors import DiskFullError, FrmarginError
 from .schema import CIFAR10_CLASSES, REQUIRED_PATH_COLUMNS
 
 if TYPE_CHECKING:
@@ -39,9 +40,13 @@ __all__ = [
     "baseline_part",
     "check_run_folder",
     "load_run",
+    "part_fingerprint",
+    "part_is_valid",
     "path_part",
     "read_json",
     "read_run_info",
+    "remove_extra_parts",
+    "run_is_complete",
     "split_modes",
     "write_json",
     "write_parquet",
@@ -72,15 +77,100 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` (without its index) to ``path`` atomically: all of it or nothing."""
+#: key of a part's ``DataFrame.attrs`` (stored in its parquet metadata) naming the run that wrote it
+FINGERPRINT_KEY = "frmargin_fingerprint"
+
+
+def write_parquet(frame: pd.DataFrame, path: Path, fingerprint: str | None = None) -> None:
+    """Write ``frame`` (without its index) to ``path`` atomically: all of it or nothing.
+
+    With ``fingerprint`` the file's metadata records the run that wrote it. A full disk is a
+    FrmarginError naming the file (the partial file is removed; the run can be resumed).
+    """
     tmp = _temporary(path)
     try:
+        if fingerprint is not None:
+            frame = frame.copy(deep=False)
+            frame.attrs = {**frame.attrs, FINGERPRINT_KEY: fingerprint}
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)  # e.g. ENOSPC half way: leave no partial file behind
+        if _is_disk_full(error):
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"cannot write {str(path)!r}: No space left on device; free space, then rerun the "
+                "same command with --resume (finished parts are kept)",
+                str(path),
+            ) from error
         raise
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)  # pyarrow wraps the OSError in its own text
+    return "No space left" in text or "Disk quota" in text
+
+
+def part_fingerprint(path: Path) -> str | None:
+    """The fingerprint recorded in a part's metadata (None for parts written without one)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    try:
+        attrs = json.loads(meta.get(b"PANDAS_ATTRS", b"{}"))
+    except ValueError:
+        return None
+    value = attrs.get(FINGERPRINT_KEY) if isinstance(attrs, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def part_is_valid(path: Path, image_indices: Any, n_targets: int, fingerprint: str, labels: dict) -> bool:
+    """Whether ``path`` is this run's finished part for images ``image_indices``: readable, with
+    exactly ``n_targets`` paths per image (one per target), the run's labels and fingerprint."""
+    import pandas as pd
+
+    if not Path(path).exists():
+        return False
+    try:
+        recorded = part_fingerprint(path)
+        frame = pd.read_parquet(path)
+    except Exception:  # truncated, empty or not parquet: pyarrow raises several types
+        return False
+    if recorded is not None and recorded != fingerprint:
+        return False
+    if any(c not in frame.columns for c in ("image_index", "target", *labels)):
+        return False
+    if any((frame[k] != v).any() for k, v in labels.items()):
+        return False
+    expected = sorted(int(i) for i in image_indices for _ in range(n_targets))
+    if sorted(frame["image_index"].astype(int).tolist()) != expected:
+        return False
+    return not frame.duplicated(["image_index", "target"]).any()
+
+
+def remove_extra_parts(folder: Path, n_chunks: int) -> list[Path]:
+    """Delete parts numbered ``n_chunks`` or more (no chunk of this run writes them)."""
+    extra = []
+    for part in sorted((Path(folder) / PATHS_DIR).glob("part-*.parquet")):
+        try:
+            number = int(part.stem.split("-")[-1])
+        except ValueError:
+            continue
+        if number >= n_chunks:
+            part.unlink(missing_ok=True)
+            extra.append(part)
+    return extra
+
+
+def run_is_complete(folder: Path) -> bool:
+    """Whether run.json says the run finished (False for a running, killed or unknown run)."""
+    try:
+        info = read_run_info(folder)
+    except FrmarginError:
+        return False
+    return info is not None and info.get("status") == "complete"
 
 
 def write_json(obj: dict, path: Path) -> None:
@@ -154,6 +244,11 @@ class Run:
     def class_names(self) -> list[str]:
         return list(self.info["class_names"])
 
+    @property
+    def complete(self) -> bool:
+        """Whether the run finished (run.json's status); an unfinished run's tables are partial."""
+        return self.info.get("status") == "complete"
+
 
 def read_table(path: Path, what: str) -> pd.DataFrame:
     """A parquet file or folder of parquet parts; FrmarginError naming ``path`` when unreadable."""
@@ -168,9 +263,32 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
         ) from error
 
 
-def _read_paths(directory: Path) -> pd.DataFrame:
+def _foreign_parts(directory: Path, info: dict | None) -> list[Path]:
+    """Parts whose recorded fingerprint is not the run's (e.g. copied from another run)."""
+    expected = (info or {}).get("fingerprint")
+    foreign: list[Path] = []
+    if expected is None or not (directory / PATHS_DIR).is_dir():
+        return foreign
+    for part in sorted((directory / PATHS_DIR).glob("*.parquet")):
+        try:
+            recorded = part_fingerprint(part)
+        except Exception:
+            continue  # unreadable: read_table names it
+        if recorded is not None and recorded != expected:
+            foreign.append(part)
+    return foreign
+
+
+def _read_paths(directory: Path, foreign: list[Path]) -> pd.DataFrame:
     paths_file = directory / PATHS_DIR
-    paths = read_table(paths_file, "paths file")
+    if foreign:
+        import pandas as pd
+
+        kept = [p for p in sorted(paths_file.glob("*.parquet")) if p not in foreign]
+        frames = [read_table(p, "paths part") for p in kept]
+        paths = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    else:
+        paths = read_table(paths_file, "paths file")
     if paths.empty:
         raise FrmarginError(
             f"argument {READER_ARGUMENT!r}: {str(paths_file)!r} has no rows, expected at least one traced path"
@@ -209,7 +327,13 @@ def load_run(directory: Path) -> Run:
     """
     directory = check_run_folder(directory)
     notes: list[str] = []
-    paths = _read_paths(directory)
+    foreign = _foreign_parts(directory, read_run_info(directory))
+    if foreign:
+        notes.append(
+            f"{len(foreign)} part(s) of {PATHS_DIR} were written by another run and are left out: "
+            + ", ".join(p.name for p in foreign[:3])
+        )
+    paths = _read_paths(directory, foreign)
     images = baselines = None
     if (directory / IMAGES_FILE).exists():
         images = read_table(directory / IMAGES_FILE, "images file")

@@ -1,0 +1,120 @@
+"""Who owns a run folder and whether a session may continue it: the checks before anything is
+written (options, then the model's and the data's contents), the input checks before tracing,
+and the sessions recorded in run.json.
+
+Example:
+    >>> prepare_folder(Path("runs/r20"), RunConfig(images=20), resume=False, rank=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+from ..errors import FrmarginError
+from . import folder
+from .config import RunConfig, resume_mismatch
+from .lock import LOCK_FILE
+
+__all__ = ["check_contents", "check_inputs", "expected_input_shape", "old_run_info", "prepare_folder", "start_session"]
+
+
+def prepare_folder(out: Path, config: RunConfig, resume: bool, rank: int) -> None:
+    """Refuse a folder holding another run, this run without ``resume``, or other files (the
+    options only: the model and data contents are compared once they are loaded)."""
+    if out.exists() and not out.is_dir():
+        raise FrmarginError(f"option '--out': {str(out)!r} is a file, expected a folder; choose another --out")
+    old = old_run_info(out)
+    if old is not None:
+        reason = resume_mismatch(old, config, None, None)
+        if reason is not None:
+            raise FrmarginError(f"option '--out': {str(out)!r} holds a different run ({reason}); choose another folder")
+        if not resume:
+            raise FrmarginError(f"option '--out': {str(out)!r} already holds this run; pass --resume to continue it")
+    elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and rank == 0 and not resume:
+        raise FrmarginError(f"option '--out': {str(out)!r} is not empty and holds no run; choose another folder")
+
+
+def old_run_info(out: Path) -> dict | None:
+    run_file = out / folder.RUN_FILE
+    if not run_file.exists():
+        return None
+    try:
+        old = folder.read_json(run_file)
+    except (OSError, json.JSONDecodeError) as err:
+        raise FrmarginError(
+            f"option '--out': {str(out)!r} holds an unreadable {folder.RUN_FILE} ({err}); choose another folder"
+        ) from None
+    if not isinstance(old, dict):
+        raise FrmarginError(
+            f"option '--out': {str(run_file)!r} holds a JSON {type(old).__name__}, expected the object "
+            "written by frmargin run; choose another folder"
+        )
+    return old
+
+
+def check_contents(out: Path, config: RunConfig, model_identity: dict, data_identity: dict) -> None:
+    """Refuse to resume when the model's weights or the data differ from the recorded ones."""
+    old = old_run_info(out)
+    if old is None:
+        return
+    reason = resume_mismatch(old, config, model_identity, data_identity)
+    if reason is not None:
+        raise FrmarginError(
+            f"option '--out': {str(out)!r} holds a run made with {reason}; resuming would mix two runs, "
+            "choose another folder"
+        )
+
+
+def expected_input_shape(identity: dict) -> tuple[int, ...] | None:
+    """The per-image input shape a model expects: its identity's ``input_shape``, else the
+    ``(B, C, H, W)`` written in its ``input`` description (registered models), else None."""
+    if identity.get("input_shape") is not None:
+        return tuple(int(v) for v in identity["input_shape"])
+    match = re.search(r"\(B,\s*(\d+),\s*(\d+),\s*(\d+)\)", str(identity.get("input", "")))
+    return tuple(int(v) for v in match.groups()) if match else None
+
+
+def check_inputs(model, data, n_classes: int, identity: dict) -> None:
+    """Input shape, channel count and label range, before anything is traced."""
+    shape = tuple(data.images.shape[1:])
+    expected = expected_input_shape(identity)
+    if expected is not None and tuple(expected) != shape:
+        raise FrmarginError(
+            f"option '--data': images of shape {shape}, expected {tuple(expected)} for option '--model' "
+            f"{identity.get('name', '?')!r} (channels first, e.g. (3, 32, 32) for CIFAR models)"
+        )
+    labels = data.labels
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        raise FrmarginError(
+            f"option '--data': labels in [{int(labels.min())}, {int(labels.max())}], expected class indices "
+            f"in [0, {n_classes}) for the model's {n_classes} outputs"
+        )
+
+
+def start_session(out: Path, info: dict, config: RunConfig, world: int) -> None:
+    """Record this session in run.json before any tracing (a killed session stays recorded)."""
+    sessions = [
+        {**s, "status": "killed"} if s.get("status") == "running" else s for s in info.get("sessions", [])
+    ]  # we hold the lock, so a session still marked running was interrupted
+    sessions.append(
+        {
+            "started": round(time.time(), 3),
+            "pid": os.getpid(),
+            "host": platform.node(),
+            "world_size": world,
+            "batch_size": config.batch_size,
+            "status": "running",
+        }
+    )
+    recorded = dict(info.get("config") or {})
+    baselines = [
+        *recorded.get("baselines", []),
+        *(b for b in config.baselines if b not in recorded.get("baselines", [])),
+    ]
+    info.update(sessions=sessions, status="running", config={**recorded, "baselines": baselines})
+    folder.write_json(info, out / folder.RUN_FILE)
