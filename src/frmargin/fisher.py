@@ -14,6 +14,7 @@ from torch import nn
 from torch.func import jvp, vjp
 
 from .errors import bad_argument
+from .validation import check_logits
 from .solve import (
     cg_solve,
     exact_solve,
@@ -29,7 +30,7 @@ SOLVE_METHODS = ("exact", "cg")
 
 
 def logits_and_jacobian(
-    model: nn.Module, x: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (B, C) and Jacobian rows (B, C, D): one forward pass and C backward passes
     through the same graph, one per one-hot cotangent (on CPU this beats vmapping the C
@@ -83,8 +84,12 @@ class DataFisher:
         """(B, C) logits at x."""
         if self._logits is None:
             with torch.no_grad():
-                self._logits = self.model(self.x).detach()
+                self._logits = self._checked_model(self.x).detach()
         return self._logits
+
+    def _checked_model(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output, refused as ``trace_paths`` refuses it unless (B, C) logits."""
+        return check_logits(self.model(x), x.shape[0])
 
     @property
     def probs(self) -> torch.Tensor:
@@ -94,7 +99,7 @@ class DataFisher:
     def jacobian(self) -> torch.Tensor:
         """(B, C, D) logit Jacobian, cached."""
         if self._jacobian is None:
-            self._logits, self._jacobian = logits_and_jacobian(self.model, self.x)
+            self._logits, self._jacobian = logits_and_jacobian(self._checked_model, self.x)
         return self._jacobian
 
     def _flat(self, v: torch.Tensor, name: str) -> torch.Tensor:

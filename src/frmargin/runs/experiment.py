@@ -37,13 +37,13 @@ CLASSIFY_BATCH = 256  # images per forward pass when classifying the selection
 BASELINE_CHUNK = 32  # images per baseline part
 
 
-def resolve_data(name: str):
+def resolve_data(name: str, resize: tuple[int, int] | None = None):
     """Load a dataset; ``auto`` = the official CIFAR-10 test split (tarball or lossless copy),
     else the JPEG copy (said in run.json and the report)."""
     from ..data import load_dataset
 
     try:
-        return load_dataset(name)
+        return load_dataset(name, resize=resize)
     except FrmarginError as err:  # name the CLI option, keep the loader's detail and class
         raise type(err)(f"option '--data': {err}") from None
 
@@ -96,8 +96,9 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _prepare_folder(out: Path, config: RunConfig, resume: bool, rank: int) -> None:
-    """Refuse a folder holding another run, this run without ``resume``, or other files."""
+def _prepare_folder(out: Path, config: RunConfig, resume: bool, rank: int, identities: dict) -> None:
+    """Refuse a folder holding another run (other configuration, model weights or data), this run
+    without ``resume``, or other files."""
     run_file = out / folder.RUN_FILE
     if run_file.exists():
         try:
@@ -109,10 +110,23 @@ def _prepare_folder(out: Path, config: RunConfig, resume: bool, rank: int) -> No
                 f"option '--out': {out} holds a different run (fingerprint {old.get('fingerprint')}, "
                 f"this configuration {config.fingerprint()}); choose another folder"
             )
+        _check_same_inputs(out, old, identities)
         if not resume:
             raise FrmarginError(f"option '--out': {out} already holds this run; pass --resume to continue it")
     elif any(out.glob("*")) and rank == 0 and not resume:
         raise FrmarginError(f"option '--out': {out} is not empty and holds no run; choose another folder")
+
+
+def _check_same_inputs(out: Path, old: dict, identities: dict) -> None:
+    """A resumed run must have the same model weights and data as the run in the folder."""
+    for key, what, option in (("model_identity", "model", "--model"), ("data_identity", "data", "--data")):
+        before, now = old.get(key) or {}, identities.get(key) or {}
+        for field in ("structural_hash", "sha256"):
+            if before.get(field) is not None and before.get(field) != now.get(field):
+                raise FrmarginError(
+                    f"option '{option}': {out} holds a run made with other {what} ({field} "
+                    f"{str(before.get(field))[:16]}..., this {what} {str(now.get(field))[:16]}...); choose another folder"
+                )
 
 
 # ----------------------------------------------------------------------------- the selection
@@ -156,9 +170,12 @@ def _classify(model, data, config: RunConfig, device: torch.device, dtype: torch
     return _Selection(indices=sel, x=x, y=y, probs=probs, correct=correct, table=table)
 
 
-def _run_info(config: RunConfig, data, model_identity: dict, selection: _Selection, device, world: int) -> dict:
+def _run_info(
+    config: RunConfig, data, model_identity: dict, selection: _Selection, device, world: int, warning: str | None
+) -> dict:
     """run.json at the start: every configuration field once (the readers' ones at the top)."""
     correct = selection.correct
+    lo, hi = (float(v) for v in config.input_range)
     return {
         "fingerprint": config.fingerprint(),
         "config": config.run_json_entries(),
@@ -177,6 +194,9 @@ def _run_info(config: RunConfig, data, model_identity: dict, selection: _Selecti
         "metric": config.metric,
         "until": config.until,
         "box": config.box,
+        "input_range": [lo, hi],
+        "attack_bounds": [lo, hi] if config.baselines else None,
+        "chance_warning": warning,
         "seed": config.seed,
         "damping": config.resolved_damping(),
         "damping_mode": config.damping_mode,
@@ -257,7 +277,8 @@ def _run_baselines(model, selection: _Selection, config: RunConfig, out: Path, r
             part = folder.baseline_part(out, attack, cid)
             if cid % world != rank or part.exists():
                 continue
-            res = min_l2_attack(model, selection.x[rows], selection.y[rows], attack=attack, bounds=(0.0, 1.0))
+            bounds = (float(config.input_range[0]), float(config.input_range[1]))
+            res = min_l2_attack(model, selection.x[rows], selection.y[rows], attack=attack, bounds=bounds)
             frame = pd.DataFrame(
                 {
                     "image_index": selection.indices[rows.cpu().numpy()],
@@ -313,40 +334,65 @@ def _finalize(out: Path, seconds: float, paths_traced: int, trace_seconds: float
     folder.write_json(final, out / folder.RUN_FILE)
 
 
-def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, progress: bool = True) -> Path:
+def run_experiment(
+    config: RunConfig,
+    out: Path,
+    model: torch.nn.Module | None = None,
+    data: object = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
     """Run (or resume) a sweep into ``out``; returns ``out``.
+
+    Args:
+        config: the run's options; ``config.model``/``config.data`` are used unless ``model``/``data``
+            are given.
+        model: an ``nn.Module`` mapping (B, C, H, W) in ``config.input_range`` to logits (B, C), or
+            None; recorded as ``python:<class>`` with a structural hash of its weights.
+        data: a ``Dataset``, ``(images (N, C, H, W), labels (N,))`` tensors, or None; recorded as
+            ``python`` with a structural hash. A resume refuses another module or other data.
+
+    Before anything is written: every option is checked, and one forward pass on one image checks
+    the input shape, the (B, C) logits, C against the labels and finite logits (see ``preflight``).
 
     Example:
         >>> run_experiment(RunConfig(images=20), Path("runs/r20"))  # doctest: +SKIP
     """
-    from ..models import load_model, model_info
+    import sys
+
+    from .preflight import chance_warning, preflight, resolve_inputs
 
     config.validate()
     out = Path(out)
     rank, world = _dist()
-    if rank == 0:
-        _prepare_folder(out, config, resume, rank)
-        out.mkdir(parents=True, exist_ok=True)
-    _barrier(world)
     started = time.time()
     device = torch.device(config.device)
-    model = load_model(config.model).to(device=device, dtype=getattr(torch, config.dtype))
-    try:
-        identity = model_info(config.model)
-    except (KeyError, ValueError):
-        identity = {"name": config.model}
-    data = resolve_data(config.data)
-    selection = _classify(model, data, config, device, getattr(torch, config.dtype))
+    dtype = getattr(torch, config.dtype)
+    config, net, identity, dataset = resolve_inputs(config, model, data)
+    net = net.to(device=device, dtype=dtype)
+    preflight(net, dataset, config, device, dtype)
+    identities = {"model_identity": identity, "data_identity": getattr(dataset, "identity", {})}
+    if rank == 0:
+        _prepare_folder(out, config, resume, rank, identities)
+        out.mkdir(parents=True, exist_ok=True)
+    _barrier(world)
+    selection = _classify(net, dataset, config, device, dtype)
+    n_classes = len(dataset.class_names)
+    warning = chance_warning(float(selection.correct.double().mean()), n_classes, len(selection.indices))
+    if warning is not None and rank == 0:
+        print(f"frmargin: warning: {warning}", file=sys.stderr)
     if rank == 0:
         folder.write_parquet(selection.table, out / folder.IMAGES_FILE)
         folder.write_parquet(selection.table[~selection.table["correct"]], out / folder.MISCLASSIFIED_FILE)
         (out / folder.PATHS_DIR).mkdir(exist_ok=True)
         if not (out / folder.RUN_FILE).exists():
-            folder.write_json(_run_info(config, data, identity, selection, device, world), out / folder.RUN_FILE)
+            info = _run_info(config, dataset, identity, selection, device, world, warning)
+            folder.write_json(info, out / folder.RUN_FILE)
     _barrier(world)
-    traced, trace_seconds = _trace_my_chunks(model, selection, config, out, rank, world, progress)
+    traced, trace_seconds = _trace_my_chunks(net, selection, config, out, rank, world, progress)
     if config.baselines:
-        _run_baselines(model, selection, config, out, rank, world)
+        _run_baselines(net, selection, config, out, rank, world)
     traced, trace_seconds = _sum_over_ranks(traced, trace_seconds, device, world)
     _barrier(world)
     if rank == 0:
