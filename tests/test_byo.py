@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def _train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 60) ->
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict:
+def files(tmp_path_factory) -> Iterator[dict]:
     """The factory module, weights (plain and for normalized inputs), TorchScript, .pt2, data."""
     root = tmp_path_factory.mktemp("byo")
     (root / "mymodels_byo.py").write_text(CNN_SOURCE)
@@ -230,13 +231,27 @@ def test_bad_options_refused_before_any_work(files, tmp_path, capsys):
 
 def test_chance_warning_in_stderr_and_run_json(files, tmp_path, capsys):
     args = ["--model", "mymodels_byo:chance_cnn", "--data", str(files["root"] / "digits.npz")]
-    code, err = frmargin(capsys, "run", *args, "--images", "6", "--no-progress", "--max-steps", "3", "--out", str(tmp_path / "c"))
+    code, err = frmargin(
+        capsys, "run", *args, "--images", "6", "--no-progress", "--max-steps", "3", "--out", str(tmp_path / "c")
+    )
     assert code == 0, err
     info = json.loads((tmp_path / "c" / "run.json").read_text())
     assert info["accuracy"] == pytest.approx(1 / 3)
     assert "near chance" in err and "near chance" in info["chance_warning"]
-    code, err = frmargin(capsys, "run", *args[:1], "mymodels_byo:factory_cnn", *args[2:], "--weights",
-                         str(files["root"] / "cnn.pt"), "--images", "3", "--no-progress", "--out", str(tmp_path / "d"))
+    code, err = frmargin(
+        capsys,
+        "run",
+        *args[:1],
+        "mymodels_byo:factory_cnn",
+        *args[2:],
+        "--weights",
+        str(files["root"] / "cnn.pt"),
+        "--images",
+        "3",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "d"),
+    )
     assert code == 0 and "near chance" not in err, err
     assert json.loads((tmp_path / "d" / "run.json").read_text())["chance_warning"] is None
 
@@ -256,9 +271,9 @@ def test_run_experiment_with_module_and_tensors(files, tmp_path):
     assert (baselines["status"] == "ok").any()
     # the same module and data resume; another module or other data are refused
     run_experiment(config, out, model=files["net"], data=(x, y), resume=True, progress=False)
-    with pytest.raises(FrmarginError, match="'--model'.*other model"):
+    with pytest.raises(FrmarginError, match=r"'--model'.*other model"):
         run_experiment(config, out, model=files["net_norm"], data=(x, y), resume=True, progress=False)
-    with pytest.raises(FrmarginError, match="'--data'.*other data"):
+    with pytest.raises(FrmarginError, match=r"'--data'.*other data"):
         run_experiment(config, out, model=files["net"], data=(x.flip(0), y.flip(0)), resume=True, progress=False)
 
 

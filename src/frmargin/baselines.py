@@ -70,7 +70,7 @@ class MinL2Result:
         shown = ", ".join(f"{k}: {self.status.count(k)}" for k in dict.fromkeys(self.status))
         ok = self.distance[torch.isfinite(self.distance) & (self.distance > 0)]
         median = f"{ok.median().item():.4g}" if ok.numel() else "n/a"
-        return f"MinL2Result(attack={self.attack!r}, B={len(self.status)}, status {{{shown}}}, median distance {median})"
+        return f"MinL2Result({self.attack!r}, B={len(self.status)}, status {{{shown}}}, median distance {median})"
 
 
 def min_l2_attack(
@@ -258,7 +258,7 @@ def _fixed_l2_fmn() -> type:
     import eagerpy as ep
     from foolbox.devutils import atleast_kd, flatten
 
-    class FixedL2FMN(fb.attacks.L2FMNAttack):
+    class FixedL2FMN(fb.attacks.L2FMNAttack):  # type: ignore[name-defined]
         def __init__(self, *, scale: torch.Tensor, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.scale = scale  # (B,) step size unit per input

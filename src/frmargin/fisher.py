@@ -14,7 +14,6 @@ from torch import nn
 from torch.func import jvp, vjp
 
 from .errors import bad_argument
-from .validation import check_logits
 from .solve import (
     cg_solve,
     exact_solve,
@@ -23,6 +22,7 @@ from .solve import (
     largest_eigenvalue,
     resolve_damping,
 )
+from .validation import check_logits
 
 __all__ = ["DataFisher", "logits_and_jacobian"]
 
@@ -30,7 +30,9 @@ SOLVE_METHODS = ("exact", "cg")
 
 
 def logits_and_jacobian(
-    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (B, C) and Jacobian rows (B, C, D): one forward pass and C backward passes
     through the same graph, one per one-hot cotangent (on CPU this beats vmapping the C
@@ -110,9 +112,10 @@ class DataFisher:
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """G v with one jvp and one vjp, shaped like x."""
         self._flat(v, "v")
-        z, Jv = jvp(self.model, (self.x,), (v.to(self.x.dtype),))
+        primal_tangent = jvp(self.model, (self.x,), (v.to(self.x.dtype),))
+        z, Jv = primal_tangent[0], primal_tangent[1]
         u = (fisher_weights(self.probs) @ Jv.to(torch.float64)[:, :, None])[:, :, 0]
-        _, pullback = vjp(self.model, self.x)
+        pullback = vjp(self.model, self.x)[1]
         (out,) = pullback(u.to(z.dtype))
         return out.detach()
 

@@ -83,9 +83,7 @@ def _user_source(path: Path) -> Callable[[str | None, int], str]:
     return lambda text, n: f"user file {path}" + (f": {text}" if text else "")
 
 
-def load_dataset(
-    name: str | os.PathLike, *, progress: bool = True, resize: tuple[int, int] | None = None
-) -> Dataset:
+def load_dataset(name: str | os.PathLike, *, progress: bool = True, resize: tuple[int, int] | None = None) -> Dataset:
     """Load a dataset by name or path (see the module docstring).
 
     Raises:

@@ -29,7 +29,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 def _class_files(root: Path) -> list[tuple[str, list[Path]]]:
     classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    return [(d.name, sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)) for d in classes]
+    return [
+        (d.name, sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)) for d in classes
+    ]
 
 
 def is_image_folder(root: Path) -> bool:
@@ -75,7 +77,7 @@ def read_image_folder(root: str | Path, resize: tuple[int, int] | None = None) -
             labels.append(label)
     gray = all(img.mode == "L" for _, img in pictures)
     arrays = []
-    for f, img in pictures:
+    for _, img in pictures:
         a = np.asarray(img.convert("L" if gray else "RGB"), dtype=np.uint8)
         arrays.append(a[None] if gray else a.transpose(2, 0, 1))
     shapes = {a.shape for a in arrays}
@@ -88,7 +90,9 @@ def read_image_folder(root: str | Path, resize: tuple[int, int] | None = None) -
         )
     images = torch.from_numpy(np.stack(arrays)).float().div_(255.0)
     n = images.shape[0]
-    text = f"image folder {root} ({len(classes)} classes" + (f", resized to {resize[0]}x{resize[1]})" if resize else ")")
+    text = f"image folder {root} ({len(classes)} classes" + (
+        f", resized to {resize[0]}x{resize[1]})" if resize else ")"
+    )
     return Dataset(
         name=str(root),
         images=images,

@@ -51,7 +51,7 @@ class InferenceGraph(nn.Module):
         self.graph = graph
         self.train(False)
 
-    def train(self, mode: bool = True) -> InferenceGraph:  # noqa: ARG002 - mode is fixed at export
+    def train(self, mode: bool = True) -> InferenceGraph:
         for m in self.modules():
             m.training = False
         return self

@@ -121,11 +121,7 @@ class RunConfig:
         """The fields that change results, as a dict (``top_classes`` only when set)."""
         d = asdict(self)
         # an option left at its default is left out, so runs made before it existed keep their fingerprint
-        return {
-            k: d[k]
-            for k in IDENTITY_FIELDS
-            if not (k in OPTIONAL_IDENTITY and _same(d[k], OPTIONAL_IDENTITY[k]))
-        }
+        return {k: d[k] for k in IDENTITY_FIELDS if not (k in OPTIONAL_IDENTITY and _same(d[k], OPTIONAL_IDENTITY[k]))}
 
     def fingerprint(self) -> str:
         """16 hex digits of the SHA-256 of the identity: equal fingerprints, same results."""
@@ -197,7 +193,7 @@ class RunConfig:
 
 
 def _same(a: object, b: object) -> bool:
-    return (tuple(a) if isinstance(a, (list, tuple)) else a) == b  # type: ignore[arg-type]
+    return (tuple(a) if isinstance(a, (list, tuple)) else a) == b
 
 
 def check_run_options(config: RunConfig) -> None:

@@ -142,7 +142,7 @@ def preflight(model: nn.Module, data: Dataset, config: RunConfig, device: torch.
         )
     C = int(z.shape[1])
     n_labels = int(data.labels.max()) + 1
-    if C < 2 or C < n_labels or C != len(data.class_names):
+    if C < 2 or n_labels > C or len(data.class_names) != C:
         raise FrmarginError(
             f"option '--model': {config.model} gives {C} logits per image for input {shape}, but the data "
             f"{data.name} have {len(data.class_names)} classes (labels 0..{n_labels - 1}); expected as many logits as classes"
