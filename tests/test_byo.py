@@ -282,3 +282,56 @@ def test_data_outside_input_range_refused(files, tmp_path):
     config = RunConfig(images=N_IMAGES, input_range=(0.0, 0.5))
     with pytest.raises(FrmarginError, match="'--input-range'"):
         run_experiment(config, tmp_path / "r", model=files["net"], data=(x, y), progress=False)
+
+
+# ------------------------------------------------------------------------ API consistency
+
+
+class _TupleOut(nn.Module):
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.lin, self.as_dict = nn.Linear(4, 3).double(), as_dict
+
+    def forward(self, x):
+        z = self.lin(x)
+        return {"logits": z} if self.as_dict else (z, x)
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["tuple", "dict"])
+def test_fisher_refuses_tuple_and_dict_outputs_as_trace_paths_does(as_dict):
+    from frmargin import DataFisher, trace_paths
+
+    model, x = _TupleOut(as_dict).eval(), torch.randn(2, 4, dtype=torch.float64)
+    with pytest.raises(FrmarginError) as from_trace:
+        trace_paths(model, x, torch.tensor([0, 1]), torch.tensor([1, 0]))
+    for call in (lambda F: F.logits, lambda F: F.jacobian()):
+        with pytest.raises(FrmarginError) as from_fisher:
+            call(DataFisher(model, x))
+        assert str(from_fisher.value) == str(from_trace.value).replace("(1, C)", "(2, C)")
+
+
+def test_min_l2_accepts_callables_and_results_print_short():
+    from frmargin.baselines import min_l2_attack, min_l2_distance
+
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 3).double().eval()
+    x = torch.full((3, 4), 0.5, dtype=torch.float64)
+    y = lin(x).argmax(1)
+    as_module = min_l2_distance(lin, x, y, bounds=(-10, 10))
+    as_callable = min_l2_distance(lambda t: lin(t), x, y, bounds=(-10, 10))
+    assert torch.isfinite(as_module).all()
+    assert torch.equal(as_module, as_callable)
+    text = repr(min_l2_attack(lin, x, y, bounds=(-10, 10)))
+    assert len(text) < 120 and "ok: 3" in text and "tensor" not in text, text
+
+
+def test_path_frame_has_source_and_target():
+    from frmargin import trace_paths
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double().eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    y = net(x).argmax(-1)
+    frame = trace_paths(net, x, y, (y + 1) % 3).to_frame()
+    assert list(frame.columns[:2]) == ["source", "target"]
+    assert frame["source"].tolist() == y.tolist() and frame["target"].tolist() == ((y + 1) % 3).tolist()
