@@ -27,6 +27,7 @@ from frmargin.errors import FrmarginError
 from frmargin.runs.config import RunConfig
 from frmargin.runs.experiment import run_experiment
 from frmargin.runs.identity import structural_hash
+from mirror import MIRROR, needs_mirror
 
 N_CLASSES = 3
 N_IMAGES = 6  # images per run: 2 per class, 2 paths each
@@ -335,3 +336,24 @@ def test_path_frame_has_source_and_target():
     frame = trace_paths(net, x, y, (y + 1) % 3).to_frame()
     assert list(frame.columns[:2]) == ["source", "target"]
     assert frame["source"].tolist() == y.tolist() and frame["target"].tolist() == ((y + 1) % 3).tolist()
+
+
+@needs_mirror
+def test_registered_model_on_small_gray_images_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FRMARGIN_MIRROR", str(MIRROR))
+    monkeypatch.setenv("FRMARGIN_HOME", str(tmp_path / "home"))
+    gray = np.random.default_rng(0).integers(0, 256, (20, 1, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "digits.npz", images=gray, labels=np.arange(20) % 10)
+    code, err = frmargin(capsys, "run", "--data", str(tmp_path / "digits.npz"), "--out", str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert "(1, 8, 8)" in err and "(3, 32, 32)" in err and not (tmp_path / "r").exists(), err
+
+
+def test_normalization_wrapper_refuses_other_channel_counts():
+    from frmargin.models import Normalized
+
+    net = Normalized(nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2)), (0.5, 0.5, 0.5), (0.2, 0.2, 0.2)).eval()
+    x = torch.rand(2, 3, 4, 4)
+    assert torch.allclose(net(x), net.net((x - 0.5) / 0.2))
+    with pytest.raises(FrmarginError, match=r"\(B, 3, H, W\)"):
+        net(torch.rand(2, 1, 4, 4))  # would broadcast silently to 3 channels

@@ -54,6 +54,10 @@ class Normalized(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.mean.shape[1]:  # no silent broadcast of 1 channel to 3
+            raise bad_argument(
+                "x", f"shape {tuple(x.shape)}", f"(B, {self.mean.shape[1]}, H, W): one normalization per channel"
+            )
         return self.net((x - self.mean) / self.std)
 
 

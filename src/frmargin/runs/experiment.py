@@ -371,7 +371,7 @@ def run_experiment(
     dtype = getattr(torch, config.dtype)
     config, net, identity, dataset = resolve_inputs(config, model, data)
     net = net.to(device=device, dtype=dtype)
-    preflight(net, dataset, config, device, dtype)
+    preflight(net, dataset, config, device, dtype, identity)
     identities = {"model_identity": identity, "data_identity": getattr(dataset, "identity", {})}
     if rank == 0:
         _prepare_folder(out, config, resume, rank, identities)

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 import torch
@@ -101,7 +102,14 @@ def resolve_inputs(
     return config, net, identity, dataset
 
 
-def preflight(model: nn.Module, data: Dataset, config: RunConfig, device: torch.device, dtype: torch.dtype) -> int:
+def preflight(
+    model: nn.Module,
+    data: Dataset,
+    config: RunConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    identity: dict | None = None,
+) -> int:
     """One forward pass on one image (two when there are two: a fixed batch size shows); returns C.
 
     Raises:
@@ -117,6 +125,12 @@ def preflight(model: nn.Module, data: Dataset, config: RunConfig, device: torch.
         raise FrmarginError(
             f"option '--input-range': the data {data.name} hold values in [{x_min:.4g}, {x_max:.4g}], "
             f"expected inside the input range [{lo:g}, {hi:g}] (set --input-range LO,HI)"
+        )
+    declared = _declared_shape(identity.get("input") if identity else None)
+    if declared is not None and declared != shape:
+        raise FrmarginError(
+            f"option '--data': data {data.name} have shape {shape} (C, H, W), but the model {config.model} "
+            f"expects {declared}"
         )
     x = data.images[: min(2, len(data))].to(device=device, dtype=dtype)
     try:
@@ -150,6 +164,12 @@ def preflight(model: nn.Module, data: Dataset, config: RunConfig, device: torch.
     if not torch.isfinite(z).all():
         raise FrmarginError(f"option '--model': {config.model} gives non-finite logits on the data's first image")
     return C
+
+
+def _declared_shape(text: object) -> tuple[int, ...] | None:
+    """(C, H, W) from a registered model's input description ("... shape (B, 3, 32, 32)")."""
+    match = re.search(r"shape \(B, ([\d, ]+)\)", text) if isinstance(text, str) else None
+    return tuple(int(v) for v in match.group(1).split(",")) if match else None
 
 
 def _expected_input(model: nn.Module) -> str:
