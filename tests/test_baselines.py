@@ -233,7 +233,7 @@ def _bad_cases():
         "bad bounds": (dict(bounds=(1.0, -1.0)), "'bounds'"),
         "bad batch_size": (dict(batch_size=0), "'batch_size'"),
         "bad steps": (dict(deepfool_steps=-1), "'deepfool_steps'"),
-        "not a model": (dict(model=lambda t: t), "'model'"),
+        "not a model": (dict(model="resnet20"), "'model'"),  # any callable is a model (as for trace_paths)
     }, (model, x, y)
 
 

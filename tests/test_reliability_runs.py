@@ -138,6 +138,9 @@ def test_wrong_images_or_labels_are_refused_before_tracing(env, exact, tmp_path,
     else:
         y[3] = 10
     data = _npz(tmp_path / "d.npz", x, y)
-    with pytest.raises(FrmarginError, match="option '--data'"):
+    # images that do not fit the model name --data; a label the model has no logit for names both
+    expected = "option '--model'.*11 classes" if bad == "label" else "option '--data'"
+    with pytest.raises(FrmarginError, match=expected):
         run_experiment(RunConfig(images=1, data=str(data)), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
     assert not list((tmp_path / "run").glob("paths.parquet/*"))

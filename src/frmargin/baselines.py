@@ -66,9 +66,15 @@ class MinL2Result:
     x_adv: torch.Tensor
     attack: str
 
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}: {self.status.count(k)}" for k in dict.fromkeys(self.status))
+        ok = self.distance[torch.isfinite(self.distance) & (self.distance > 0)]
+        median = f"{ok.median().item():.4g}" if ok.numel() else "n/a"
+        return f"MinL2Result({self.attack!r}, B={len(self.status)}, status {{{shown}}}, median distance {median})"
+
 
 def min_l2_attack(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
     attack: str = "deepfool",
@@ -82,7 +88,7 @@ def min_l2_attack(
     restored afterwards), on the device of ``x``.
 
     Args:
-        model: classifier, ``model(x)`` gives (B, C) logits.
+        model: classifier (an ``nn.Module`` or any callable), ``model(x)`` gives (B, C) logits.
         x: (B, *S) floating inputs inside ``bounds``.
         y: (B,) integer labels in [0, C).
         attack: ``"deepfool"``, ``"fmn"`` or ``"best"``.
@@ -137,7 +143,7 @@ def min_l2_attack(
 
 
 def min_l2_distance(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
     attack: str = "deepfool",
@@ -372,9 +378,22 @@ def _check_options(options: dict[str, Any], batch_size: int) -> dict[str, Any]:
     return opts
 
 
+class _CallableModel(torch.nn.Module):
+    """A plain callable as a module (foolbox wants one); it has no parameters or mode."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
 def _check_inputs(model, x, y, bounds) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    if not isinstance(model, torch.nn.Module):
-        raise bad_argument("model", type(model).__name__, "a torch.nn.Module returning logits")
+    if not isinstance(model, torch.nn.Module):  # any callable trace_paths accepts
+        if not callable(model):
+            raise bad_argument("model", type(model).__name__, "an nn.Module or callable returning logits")
+        model = _CallableModel(model)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise bad_argument("x", got, "a floating torch.Tensor of shape (B, *S)")

@@ -51,6 +51,17 @@ def _set_threads(threads: Optional[int]) -> None:
     apply_threads(threads)
 
 
+def _parse_pair(option: str, text: Optional[str], kind: type, example: str) -> tuple | None:
+    """``"A,B"`` -> (A, B) of ``kind``, or None; a bad value names the option."""
+    if text is None:
+        return None
+    try:
+        a, b = (kind(v) for v in text.split(","))
+    except ValueError:
+        raise FrmarginError(f"option '{option}': got {text!r}, expected {example}") from None
+    return a, b
+
+
 def _accuracy_options(eta, rtol, atol, logit_step) -> dict:
     opts = {"eta": eta, "rtol": rtol, "atol": atol, "logit_step": logit_step}
     return {k: v for k, v in opts.items() if v is not None}
@@ -58,8 +69,21 @@ def _accuracy_options(eta, rtol, atol, logit_step) -> dict:
 
 @app.command()
 def run(
-    model: str = typer.Option("resnet20", help="Model name (frmargin assets lists them)."),
-    data: str = typer.Option("auto", help="cifar10, cifar10-jpeg, cifar10-exact, a .npz path, or auto."),
+    model: str = typer.Option(
+        "resnet20",
+        help="A registered name (frmargin assets lists them), package.module:callable, file.py:callable, "
+        "a TorchScript file or a torch.export .pt2 archive.",
+    ),
+    data: str = typer.Option(
+        "auto", help="cifar10, cifar10-jpeg, cifar10-exact, auto, a .npz path or an image folder root/<class>/<file>."
+    ),
+    weights: Optional[str] = typer.Option(None, help="State dict for a factory model (read with weights_only=True)."),
+    weights_sha256: Optional[str] = typer.Option(None, help="Expected sha256 of --weights, checked before reading."),
+    normalize: Optional[str] = typer.Option(
+        None, help="MEANS:STDS per channel: wrap a model that expects normalized inputs."
+    ),
+    input_range: str = typer.Option("0,1", help="LO,HI: the valid input range (attack bounds; --box inside it)."),
+    resize: Optional[str] = typer.Option(None, help="H,W: resize the images of an image folder."),
     images: int = typer.Option(800, help="Images to select, stratified (N/10 per class)."),
     method: str = typer.Option("converged", help="converged (default) or paper."),
     metric: str = typer.Option("fisher", help="fisher (natural gradient) or euclidean."),
@@ -121,6 +145,11 @@ def run(
         dtype=dtype,
         device=device,
         top_classes=top_classes,
+        weights=weights,
+        weights_sha256=weights_sha256,
+        normalize=normalize,
+        input_range=_parse_pair("--input-range", input_range, float, "LO,HI (e.g. 0,1)") or (0.0, 1.0),
+        resize=_parse_pair("--resize", resize, int, "H,W in pixels (e.g. 32,32)"),
     )
     config.validate(spell=cli_spelling)  # every option checked before the folder is touched
     folder = run_experiment(config, out, resume=resume, progress=progress)

@@ -35,7 +35,7 @@ JACOBIAN_ROUTES = ("auto", "loop", "vmap")
 
 
 def logits_and_jacobian(
-    model: nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     route: str = "auto",
@@ -121,8 +121,12 @@ class DataFisher:
         """(B, C) logits at x."""
         if self._logits is None:
             with torch.no_grad():
-                self._logits = self.model(self.x).detach()
+                self._logits = self._checked_model(self.x).detach()
         return self._logits
+
+    def _checked_model(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output, refused as ``trace_paths`` refuses it unless (B, C) logits."""
+        return check_logits(self.model(x), x.shape[0])
 
     @property
     def probs(self) -> torch.Tensor:
@@ -132,7 +136,7 @@ class DataFisher:
     def jacobian(self) -> torch.Tensor:
         """(B, C, D) logit Jacobian, cached."""
         if self._jacobian is None:
-            self._logits, self._jacobian = logits_and_jacobian(self.model, self.x)
+            self._logits, self._jacobian = logits_and_jacobian(self._checked_model, self.x)
         return self._jacobian
 
     def _flat(self, v: torch.Tensor, name: str) -> torch.Tensor:
@@ -143,9 +147,10 @@ class DataFisher:
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """G v with one jvp and one vjp, shaped like x."""
         self._flat(v, "v")
-        z, Jv = jvp(self.model, (self.x,), (v.to(self.x.dtype),))  # type: ignore[misc]
+        primal_tangent = jvp(self.model, (self.x,), (v.to(self.x.dtype),))
+        z, Jv = primal_tangent[0], primal_tangent[1]
         u = (fisher_weights(self.probs) @ Jv.to(torch.float64)[:, :, None])[:, :, 0]
-        _, pullback = vjp(self.model, self.x)  # type: ignore[misc]
+        pullback = vjp(self.model, self.x)[1]
         (out,) = pullback(u.to(z.dtype))
         return out.detach()
 

@@ -11,8 +11,11 @@ int64 labels and a provenance string. Names:
   official pixels: standard ResNets lose about 10 points of accuracy on it.
 - ``cifar10-exact``: 300 lossless test images with their official indices (mirror only).
 - ``auto``: ``cifar10`` when it can be had by any route, else ``cifar10-jpeg`` (with its caveat).
+- a path to an image folder ``root/<class>/<file>`` (PNG or JPEG; class names = folder names,
+  sorted; ``resize=(H, W)`` optional), see ``frmargin.data.folder``.
 - a path to an ``.npz`` with ``images`` (N, H, W, C) or (N, C, H, W), uint8 or float in [0, 1], and
-  ``labels`` (N,); optional ``test_index``, ``class_names`` and ``source``. A path to a CIFAR-10
+  ``labels`` (N,); optional ``test_index``, ``class_names`` and ``source`` (without ``class_names``: ``class 0 ..
+  class C-1``). A path to a CIFAR-10
   python tarball or a ``cifar-10-batches-py`` folder loads the official split from there.
 
 Modules: ``dataset`` (the record), ``npz`` (reading and writing ``.npz``), ``cifar`` (the python
@@ -34,6 +37,7 @@ from .. import assets
 from ..errors import AssetError, bad_argument
 from .cifar import CIFAR_ASSET, CIFAR_FOLDER, read_cifar_archive, read_cifar_folder, restricted_unpickle
 from .dataset import CIFAR10_CLASSES, JPEG_CAVEAT, Dataset
+from .folder import is_image_folder, read_image_folder
 from .npz import read_npz
 from .official import CONVERTED_FILE, LOSSLESS_ASSET, load_cifar10
 
@@ -50,6 +54,7 @@ __all__ = [
     "load_dataset",
     "read_cifar_archive",
     "read_cifar_folder",
+    "read_image_folder",
     "restricted_unpickle",
 ]
 
@@ -70,15 +75,15 @@ def _mirror_set(name: str, progress: bool) -> Dataset:
     asset = assets.get_asset(_MIRROR_SETS[name])
     path = assets.fetch(asset, progress=progress)
     if name == "cifar10-jpeg":
-        return read_npz(path, name, asset.digest, _jpeg_source, JPEG_CAVEAT)
-    return read_npz(path, name, asset.digest, _exact_source)
+        return read_npz(path, name, asset.digest, _jpeg_source, JPEG_CAVEAT, CIFAR10_CLASSES)
+    return read_npz(path, name, asset.digest, _exact_source, class_names=CIFAR10_CLASSES)
 
 
 def _user_source(path: Path) -> Callable[[str | None, int], str]:
     return lambda text, n: f"user file {path}" + (f": {text}" if text else "")
 
 
-def load_dataset(name: str | os.PathLike, *, progress: bool = True) -> Dataset:
+def load_dataset(name: str | os.PathLike, *, progress: bool = True, resize: tuple[int, int] | None = None) -> Dataset:
     """Load a dataset by name or path (see the module docstring).
 
     Raises:
@@ -103,6 +108,10 @@ def load_dataset(name: str | os.PathLike, *, progress: bool = True) -> Dataset:
     if isinstance(name, str) and name in DATASET_NAMES:
         return load_cifar10(progress) if name == "cifar10" else _mirror_set(name, progress)
     path = Path(name).expanduser()
+    if is_image_folder(path):
+        return read_image_folder(path, resize)
+    if resize is not None:
+        raise bad_argument("resize", resize, "an image folder as data (other data keep their size)")
     if path.is_dir() or str(path).endswith((".tar.gz", ".tgz")):
         if not path.exists():
             raise AssetError(f"argument 'name': {str(path)!r} does not exist, expected a CIFAR-10 tarball or folder")
@@ -115,5 +124,5 @@ def load_dataset(name: str | os.PathLike, *, progress: bool = True) -> Dataset:
         "name",
         str(name),
         f"one of {', '.join(DATASET_NAMES)}, {AUTO}, imagenet-sample, a path to an .npz with 'images' and 'labels' arrays, "
-        "or a CIFAR-10 python tarball or cifar-10-batches-py folder",
+        "an image folder root/<class>/<file> (PNG or JPEG), or a CIFAR-10 python tarball or cifar-10-batches-py folder",
     )

@@ -17,12 +17,22 @@ import torch
 from ..cifar10 import CIFAR10_CLASSES
 from ..errors import bad_argument
 
-__all__ = ["CIFAR10_CLASSES", "JPEG_CAVEAT", "Dataset"]
+__all__ = ["CIFAR10_CLASSES", "JPEG_CAVEAT", "Dataset", "generic_class_names"]
 
 JPEG_CAVEAT = (
     "data: JPEG (quality ~75) copy of the CIFAR-10 test split, not the official images; "
     "standard ResNets lose about 10 points of accuracy on it"
 )
+
+
+def generic_class_names(n_classes: int) -> tuple[str, ...]:
+    """``class 0 .. class C-1``: the names of data that bring none.
+
+    Example:
+        >>> generic_class_names(2)
+        ('class 0', 'class 1')
+    """
+    return tuple(f"class {c}" for c in range(n_classes))
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import AssetError
-from .dataset import CIFAR10_CLASSES, Dataset
+from .dataset import Dataset, generic_class_names
 
 __all__ = ["as_text", "read_npz", "write_npz"]
 
@@ -47,6 +47,7 @@ def read_npz(
     sha256: str,
     source: Callable[[str | None, int], str],
     caveat: str | None = None,
+    class_names: tuple[str, ...] | None = None,
 ) -> Dataset:
     """Read an ``.npz`` (no pickles) into a ``Dataset``.
 
@@ -56,6 +57,8 @@ def read_npz(
         sha256: the file's digest, recorded in ``identity``.
         source: the provenance line from the file's own ``source`` text (or None) and the image count.
         caveat: the caveat every report on these data must show, or None.
+        class_names: the names when the file has no ``class_names`` array (the CIFAR-10 sets pass
+            theirs); None: ``class 0 .. class C-1``, never another dataset's names.
 
     Raises:
         AssetError: unreadable file, missing arrays, or arrays of the wrong shape, type or range.
@@ -80,10 +83,8 @@ def read_npz(
         )
     if "class_names" in arrays:
         class_names = tuple(str(c) for c in arrays["class_names"].ravel())
-    elif n == 0 or labels.max() < len(CIFAR10_CLASSES):
-        class_names = CIFAR10_CLASSES
-    else:
-        class_names = tuple(str(i) for i in range(int(labels.max()) + 1))
+    elif class_names is None:
+        class_names = generic_class_names(int(labels.max()) + 1 if n else 0)
     if n and labels.max() >= len(class_names):
         raise AssetError(f"file {str(path)!r}: got label {int(labels.max())}, expected < {len(class_names)} classes")
     text = source(as_text(arrays.get("source")), n)

@@ -30,7 +30,7 @@ import numpy as np
 from .. import assets
 from . import cifar
 from .cifar import CIFAR_ASSET, CIFAR_FOLDER
-from .dataset import Dataset
+from .dataset import CIFAR10_CLASSES, Dataset
 from .npz import read_npz, write_npz
 
 __all__ = ["CONVERTED_FILE", "LOSSLESS_ASSET", "NAME", "convert", "load_cifar10", "load_lossless", "lossless_source"]
@@ -66,7 +66,7 @@ def lossless_source(text: str | None, sha256: str) -> str:
 def load_lossless(path: str | Path) -> Dataset:
     """The official test split from a verified copy of ``cifar10-test-lossless.npz``."""
     sha = assets.get_asset(LOSSLESS_ASSET).digest
-    return read_npz(path, NAME, sha, lambda text, n: lossless_source(text, sha))
+    return read_npz(path, NAME, sha, lambda text, n: lossless_source(text, sha), class_names=CIFAR10_CLASSES)
 
 
 # ----------------------------------------------------------------------------- converted store
@@ -78,7 +78,7 @@ def _converted_paths() -> tuple[Path, Path]:
 
 
 def _read_converted(npz: Path, sha256: str) -> Dataset:
-    return read_npz(npz, NAME, sha256, lambda text, n: text or _TARBALL_SOURCE)
+    return read_npz(npz, NAME, sha256, lambda text, n: text or _TARBALL_SOURCE, class_names=CIFAR10_CLASSES)
 
 
 def _load_converted(asset: assets.Asset) -> Dataset | None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .. import assets
-from ..errors import AssetError, bad_argument
+from ..errors import AssetError, FrmarginError, bad_argument
 from .mobilenet import IMAGENET_MODELS, imagenet_model_info, load_imagenet_model
 from .registry import MODELS, ModelSpec, get_spec
 
@@ -32,6 +32,7 @@ __all__ = [
     "Normalized",
     "build_model",
     "fuse_batchnorm",
+    "is_registered",
     "list_models",
     "load_model",
     "model_info",
@@ -54,6 +55,10 @@ class Normalized(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.mean.shape[1]:  # no silent broadcast of 1 channel to 3
+            raise bad_argument(
+                "x", f"shape {tuple(x.shape)}", f"(B, {self.mean.shape[1]}, H, W): one normalization per channel"
+            )
         return self.net((x - self.mean) / self.std)
 
 
@@ -207,8 +212,25 @@ def _channels_last(model: nn.Module) -> None:
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
 
-def load_model(name: str, *, progress: bool = True, fuse: bool = True) -> Normalized:
+def is_registered(name: str) -> bool:
+    """True for the names of the zoo (and the ImageNet models)."""
+    return name in MODELS or name in IMAGENET_MODELS
+
+
+def load_model(
+    name: str,
+    *,
+    progress: bool = True,
+    fuse: bool = True,
+    weights: str | None = None,
+    weights_sha256: str | None = None,
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> nn.Module:
     """A pretrained model from the asset store: inputs (B, 3, 32, 32) in [0, 1], logits (B, 10).
+
+    Any other ``name`` is a user's model (``frmargin.models.custom``): ``package.module:callable``
+    or ``path/to/file.py:callable`` (with ``weights``, ``weights_sha256``), a TorchScript file or
+    a ``torch.export`` ``.pt2`` archive, wrapped in ``Normalized`` when ``normalize=(means, stds)``.
 
     The weight file is fetched (see ``frmargin.assets``), its sha256 checked, and only then read
     with ``torch.load(..., weights_only=True)`` and loaded strictly. Parameters are frozen; the
@@ -225,6 +247,16 @@ def load_model(name: str, *, progress: bool = True, fuse: bool = True) -> Normal
     Example:
         >>> load_model("resnet20")(torch.rand(1, 3, 32, 32)).argmax(-1)  # doctest: +SKIP
     """
+    if not is_registered(name):
+        from .custom import load_user_model
+
+        return load_user_model(name, weights=weights, weights_sha256=weights_sha256, normalize=normalize)[0]
+    if weights is not None or normalize is not None:
+        what = "--weights" if weights is not None else "--normalize"
+        raise FrmarginError(
+            f"option '{what}': given with the registered model {name!r}, expected it only with a user's model "
+            "(registered models hold their weights and normalization)"
+        )
     if name in IMAGENET_MODELS:
         return load_imagenet_model(name, progress=progress)
     spec = get_spec(name)

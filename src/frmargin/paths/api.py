@@ -63,16 +63,22 @@ class PathResult:
     trajectory: list[torch.Tensor] | None = None
     bound_share: torch.Tensor | None = None
     box_changes: torch.Tensor | None = None
+    source: torch.Tensor | None = None
+    target: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.status)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per path with every scalar field (``visited`` as "3>5>1")."""
+        """One row per path: ``source``, ``target``, then every scalar field (``visited`` as "3>5>1")."""
         data: dict[str, object] = {}
+        for name in ("source", "target"):
+            val = getattr(self, name)
+            if val is not None:
+                data[name] = val.cpu().numpy()
         for f in fields(self):
             val = getattr(self, f.name)
-            if f.name in ("x_end", "trajectory"):
+            if f.name in ("x_end", "trajectory", "source", "target"):
                 continue
             if f.name == "visited":
                 data[f.name] = [">".join(map(str, v)) for v in val]
@@ -193,10 +199,12 @@ def trace_paths(
         parts.append(ChunkTracer(model, x[sl], source[sl], target[sl], opts).run())
         if progress is not None:
             progress(min(start + batch_size, P))
-    return _collect(parts, opts.box)
+    return _collect(parts, source, target, opts.box)
 
 
-def _collect(parts: list[PathState], box: tuple[float, float] | None = None) -> PathResult:
+def _collect(
+    parts: list[PathState], source: torch.Tensor, target: torch.Tensor, box: tuple[float, float] | None = None
+) -> PathResult:
     """One ``PathResult`` from the final states of the chunks, in path order."""
 
     def cat(get: Callable[[PathState], torch.Tensor]) -> torch.Tensor:
@@ -227,4 +235,6 @@ def _collect(parts: list[PathState], box: tuple[float, float] | None = None) -> 
         trajectory=traj,
         bound_share=bound_share(x_end, box),
         box_changes=cat(lambda st: st.box_changes),
+        source=source,
+        target=target,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "IDENTITY_FIELDS",
     "TOP_LEVEL_FIELDS",
     "RunConfig",
+    "check_run_options",
     "check_tracer_options",
     "cli_spelling",
     "content_hash",
@@ -55,7 +57,21 @@ IDENTITY_FIELDS = (
     "chunk_images",
     "dtype",
     "top_classes",
+    "weights",
+    "weights_sha256",
+    "normalize",
+    "input_range",
+    "resize",
 )
+#: identity fields left out of the fingerprint at their default, so older runs keep theirs
+OPTIONAL_IDENTITY = {
+    "top_classes": None,
+    "weights": None,
+    "weights_sha256": None,
+    "normalize": None,
+    "input_range": (0.0, 1.0),
+    "resize": None,
+}
 #: fields that run.json stores verbatim at its top level (the readers' keys); the other fields go
 #: into its ``config`` entry, so that every field is stored once
 TOP_LEVEL_FIELDS = (
@@ -69,6 +85,7 @@ TOP_LEVEL_FIELDS = (
     "damping_mode",
     "solver",
     "top_classes",
+    "input_range",
 )
 #: ``data`` is stored at the top level as ``data_requested`` (``data`` there is the dataset loaded)
 REQUESTED_DATA_KEY = "data_requested"
@@ -159,6 +176,11 @@ class RunConfig:
     dtype: str = "float32"
     device: str = "cpu"
     top_classes: int | None = None
+    weights: str | None = None
+    weights_sha256: str | None = None
+    normalize: str | None = None
+    input_range: tuple[float, float] = (0.0, 1.0)
+    resize: tuple[int, int] | None = None
 
     def validate(self, spell: Callable[[str], str] | None = None) -> None:
         """Raise FrmarginError naming the first bad option (``spell``: how the caller writes an
@@ -188,12 +210,13 @@ class RunConfig:
                     attack,
                     f"comma-separated names from {', '.join(ATTACKS)}{did_you_mean(attack, ATTACKS)}",
                 )
+        check_run_options(self, spell)
 
     def identity(self) -> dict:
         """The fields that change results, as a dict (``top_classes`` only when set)."""
         d = asdict(self)
-        # an option left at None is left out, so runs made before it existed keep their fingerprint
-        return {k: d[k] for k in IDENTITY_FIELDS if not (k == "top_classes" and d[k] is None)}
+        # an option left at its default is left out, so runs made before it existed keep their fingerprint
+        return {k: d[k] for k in IDENTITY_FIELDS if not (k in OPTIONAL_IDENTITY and _same(d[k], OPTIONAL_IDENTITY[k]))}
 
     def fingerprint(self) -> str:
         """16 hex digits of the SHA-256 of the identity (fingerprint version 1: options only, no
@@ -262,8 +285,9 @@ class RunConfig:
             stored["data"] = info[REQUESTED_DATA_KEY]
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in stored.items() if k in known}
-        if values.get("box") is not None:
-            values["box"] = tuple(values["box"])
+        for name in ("box", "input_range", "resize"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         if "baselines" in values:
             values["baselines"] = tuple(values["baselines"])
         return cls(**values)
@@ -320,6 +344,42 @@ def check_device(device: str, spell: Callable[[str], str] = _python_spelling) ->
             raise bad_argument(spell("device"), device, f"a CUDA index below {torch.cuda.device_count()}")
     elif parsed.type not in ("cpu", "mps"):
         raise bad_argument(spell("device"), device, "cpu, cuda, cuda:N or auto")
+
+
+def _same(a: object, b: object) -> bool:
+    return (tuple(a) if isinstance(a, (list, tuple)) else a) == b
+
+
+def check_run_options(config: RunConfig, spell: Callable[[str], str] | None = None) -> None:
+    """Raise FrmarginError naming the first bad option outside the tracer's (before any work):
+    baselines, input range, box inside it, normalization, resize, weights checksum."""
+    spell = spell or _python_spelling
+    if config.baselines:
+        from ..baselines import _foolbox
+
+        _foolbox()  # the attacks extra is missing: said now, not after every path is traced
+    rng = config.input_range
+    try:
+        lo, hi = (float(v) for v in rng)
+    except (TypeError, ValueError):
+        raise bad_argument(spell("input_range"), rng, "LO,HI (e.g. 0,1)") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise bad_argument(spell("input_range"), rng, "finite LO < HI (e.g. 0,1)")
+    if config.box is not None and not (lo <= config.box[0] and config.box[1] <= hi):
+        raise bad_argument(spell("box"), config.box, f"a box inside the input range [{lo}, {hi}]")
+    if config.normalize is not None:
+        from ..models.custom import parse_normalize
+
+        parse_normalize(config.normalize)
+    if config.resize is not None and not (
+        len(config.resize) == 2 and all(isinstance(v, int) and v >= 1 for v in config.resize)
+    ):
+        raise bad_argument(spell("resize"), config.resize, "H,W with positive integers")
+    sha = config.weights_sha256
+    if sha is not None and not (len(sha) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha)):
+        raise bad_argument(spell("weights_sha256"), sha, "64 hex digits")
+    if sha is not None and config.weights is None:
+        raise bad_argument(spell("weights_sha256"), sha, "it only together with --weights FILE")
 
 
 def check_tracer_options(config: RunConfig, spell: Callable[[str], str] = _python_spelling) -> None:

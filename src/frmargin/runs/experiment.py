@@ -37,13 +37,13 @@ CLASSIFY_BATCH = 256  # images per forward pass when classifying the selection
 BASELINE_CHUNK = 32  # images per baseline part
 
 
-def resolve_data(name: str):
+def resolve_data(name: str, resize: tuple[int, int] | None = None):
     """Load a dataset; ``auto`` = the official CIFAR-10 test split (tarball or lossless copy),
     else the JPEG copy (said in run.json and the report)."""
     from ..data import load_dataset
 
     try:
-        return load_dataset(name)
+        return load_dataset(name, resize=resize)
     except FrmarginError as err:  # name the CLI option, keep the loader's detail and class
         raise type(err)(f"option '--data': {err}") from None
 
@@ -137,9 +137,12 @@ def _classify(model, data, config: RunConfig, device: torch.device, dtype: torch
     return _Selection(indices=sel, x=x, y=y, probs=probs, correct=correct, table=table)
 
 
-def _run_info(config: RunConfig, data, model_identity: dict, selection: _Selection, device, world: int) -> dict:
+def _run_info(
+    config: RunConfig, data, model_identity: dict, selection: _Selection, device, world: int, warning: str | None
+) -> dict:
     """run.json at the start: every configuration field once (the readers' ones at the top)."""
     correct = selection.correct
+    lo, hi = (float(v) for v in config.input_range)
     return {
         "fingerprint": fingerprint(config, model_identity, getattr(data, "identity", {})),
         "fingerprint_version": FINGERPRINT_VERSION,
@@ -160,6 +163,9 @@ def _run_info(config: RunConfig, data, model_identity: dict, selection: _Selecti
         "metric": config.metric,
         "until": config.until,
         "box": config.box,
+        "input_range": [lo, hi],
+        "attack_bounds": [lo, hi] if config.baselines else None,
+        "chance_warning": warning,
         "seed": config.seed,
         "damping": config.resolved_damping(),
         "damping_mode": config.damping_mode,
@@ -268,7 +274,8 @@ def _run_baselines(model, selection: _Selection, config: RunConfig, out: Path, r
             part = folder.baseline_part(out, attack, cid)
             if cid % world != rank or part.exists():
                 continue
-            res = min_l2_attack(model, selection.x[rows], selection.y[rows], attack=attack, bounds=(0.0, 1.0))
+            bounds = (float(config.input_range[0]), float(config.input_range[1]))
+            res = min_l2_attack(model, selection.x[rows], selection.y[rows], attack=attack, bounds=bounds)
             frame = pd.DataFrame(
                 {
                     "image_index": selection.indices[rows.cpu().numpy()],
@@ -336,58 +343,73 @@ def _make_folder(out: Path) -> None:
         ) from None
 
 
-def _load(config: RunConfig, device: torch.device):
-    """(model, its identity, data), the model on the run's device and dtype."""
-    from ..models import load_model, model_info
-
-    model = load_model(config.model).to(device=device, dtype=getattr(torch, config.dtype))
-    try:
-        identity = model_info(config.model)
-    except (KeyError, ValueError):
-        identity = {"name": config.model}
-    return model, identity, resolve_data(config.data)
-
-
-def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, progress: bool = True) -> Path:
+def run_experiment(
+    config: RunConfig,
+    out: Path,
+    model: torch.nn.Module | None = None,
+    data: object = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
     """Run (or resume) a sweep into ``out``; returns ``out``.
 
-    The folder is locked for the whole session (another run into it is refused), every option is
-    checked before the folder is touched, and a resume is refused when the options, the model's
-    weights or the data differ from the recorded run.
+    Args:
+        config: the run's options; ``config.model``/``config.data`` are used unless ``model``/``data``
+            are given.
+        model: an ``nn.Module`` mapping (B, C, H, W) in ``config.input_range`` to logits (B, C), or
+            None; recorded as ``python:<class>`` with a structural hash of its weights.
+        data: a ``Dataset``, ``(images (N, C, H, W), labels (N,))`` tensors, or None; recorded as
+            ``python`` with a structural hash. A resume refuses another module or other data.
+
+    Before anything is written: every option is checked, and one forward pass on one image checks
+    the input shape, the (B, C) logits, C against the labels and finite logits (see ``preflight``).
+    The folder is then locked for the whole session (another run into it is refused), and a resume
+    is refused when the options, the model's weights or the data differ from the recorded run.
 
     Example:
         >>> run_experiment(RunConfig(images=20), Path("runs/r20"))  # doctest: +SKIP
     """
+    import sys
+
+    from .preflight import chance_warning, preflight, resolve_inputs
+
     config.validate()
     out = Path(out)
     rank, world = _dist()
-    lock = RunLock(out)
+    started = time.time()
+    device = torch.device(config.device)
+    dtype = getattr(torch, config.dtype)
+    config, net, identity, dataset = resolve_inputs(config, model, data)  # names in-memory inputs
     if rank == 0:
         ownership.prepare_folder(out, config, resume, rank)
+    net = net.to(device=device, dtype=dtype)
+    preflight(net, dataset, config, device, dtype, identity)
+    data_identity = getattr(dataset, "identity", {})
+    fp = fingerprint(config, identity, data_identity)
+    lock = RunLock(out)
+    if rank == 0:
         _make_folder(out)
         lock.acquire()
     try:
         if rank == 0:
             ownership.prepare_folder(out, config, resume, rank)  # again: another run may have started meanwhile
-        _barrier(world)
-        started = time.time()
-        device = torch.device(config.device)
-        model, identity, data = _load(config, device)
-        data_identity = getattr(data, "identity", {})
-        fp = fingerprint(config, identity, data_identity)
-        if rank == 0:
             ownership.check_contents(out, config, identity, data_identity)
+        _barrier(world)
         with torch.no_grad():
-            n_classes = int(model(data.images[:1].to(device=device, dtype=getattr(torch, config.dtype))).shape[-1])
-        ownership.check_inputs(model, data, n_classes, identity)
-        selection = _classify(model, data, config, device, getattr(torch, config.dtype))
+            n_classes = int(net(dataset.images[:1].to(device=device, dtype=dtype)).shape[-1])
+        ownership.check_inputs(net, dataset, n_classes, identity)
+        selection = _classify(net, dataset, config, device, dtype)
+        warning = chance_warning(float(selection.correct.double().mean()), n_classes, len(selection.indices))
+        if warning is not None and rank == 0:
+            print(f"frmargin: warning: {warning}", file=sys.stderr)
         if rank == 0:
             folder.write_parquet(selection.table, out / folder.IMAGES_FILE)
             folder.write_parquet(selection.table[~selection.table["correct"]], out / folder.MISCLASSIFIED_FILE)
             (out / folder.PATHS_DIR).mkdir(exist_ok=True)
             info = ownership.old_run_info(out)
             if info is None or info.get("fingerprint_version") != FINGERPRINT_VERSION:
-                fresh = _run_info(config, data, identity, selection, device, world)
+                fresh = _run_info(config, dataset, identity, selection, device, world, warning)
                 info = (
                     fresh
                     if info is None
@@ -398,9 +420,9 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, progre
                 )
             ownership.start_session(out, info, config, world)
         _barrier(world)
-        traced, trace_seconds = _trace_my_chunks(model, selection, config, out, rank, world, progress, fp)
+        traced, trace_seconds = _trace_my_chunks(net, selection, config, out, rank, world, progress, fp)
         if config.baselines:
-            _run_baselines(model, selection, config, out, rank, world)
+            _run_baselines(net, selection, config, out, rank, world)
         traced, trace_seconds = _sum_over_ranks(traced, trace_seconds, device, world)
         _barrier(world)
         if rank == 0:

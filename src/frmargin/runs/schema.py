@@ -79,7 +79,7 @@ def path_table(
     frame = pd.DataFrame(head)
     for name, value in (labels or {}).items():
         frame[name] = value
-    measured = result.to_frame()
+    measured = result.to_frame().drop(columns=["source", "target"], errors="ignore")  # given above
     frame = pd.concat([frame, measured.set_axis(frame.index)], axis=1)
     predicted_length, predicted_first_hit = predicted_path(p0, source, target)
     frame["shielded"] = shielded(frame["success"].to_numpy(), frame["first_hit"].to_numpy(), head["target"])

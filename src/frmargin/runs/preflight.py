@@ -1,0 +1,193 @@
+"""What a run is made from, and the checks before any tracing.
+
+``resolve_inputs`` turns a configuration (and optionally a module and data handed in from Python)
+into the model, its identity, the dataset and its identity. ``preflight`` runs one forward pass on
+one image and refuses, with one line naming what the model expects and what the data hold, an input
+shape that does not fit, outputs that are not (B, C) logits, a class count below the labels'
+range, non-finite logits, or images outside the input range. ``chance_warning`` says when the
+accuracy on the selection is near chance (<= 1.5 / C).
+
+Example:
+    >>> model, model_id, data = resolve_inputs(RunConfig(data="cifar10-exact"))  # doctest: +SKIP
+    >>> preflight(model, data, RunConfig())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..data.dataset import Dataset, generic_class_names
+from ..errors import FrmarginError
+from .config import RunConfig
+from .identity import data_identity, model_identity
+
+__all__ = ["CHANCE_FACTOR", "as_dataset", "chance_warning", "preflight", "resolve_inputs"]
+
+#: accuracy at or below CHANCE_FACTOR / C is reported as near chance
+CHANCE_FACTOR = 1.5
+
+
+def as_dataset(data: object) -> Dataset:
+    """A ``Dataset`` as is, or ``(images (N, C, H, W), labels (N,))`` tensors from Python."""
+    if isinstance(data, Dataset):
+        return data
+    if not (isinstance(data, Sequence) and len(data) == 2):
+        raise FrmarginError(
+            f"argument 'data': got {type(data).__name__}, expected a Dataset, (images, labels) tensors or None"
+        )
+    images, labels = (torch.as_tensor(t) for t in data)
+    if not images.is_floating_point() or images.ndim < 2:
+        raise FrmarginError(
+            f"argument 'data': got images {images.dtype} {tuple(images.shape)}, expected floats (N, C, H, W)"
+        )
+    if labels.is_floating_point() or labels.shape != (images.shape[0],) or (labels.numel() and labels.min() < 0):
+        raise FrmarginError(
+            f"argument 'data': got labels {labels.dtype} {tuple(labels.shape)}, "
+            f"expected non-negative integers of shape ({images.shape[0]},)"
+        )
+    labels = labels.long()
+    names = generic_class_names(int(labels.max()) + 1 if labels.numel() else 0)
+    identity = data_identity(images, labels, names, "python")
+    return Dataset(
+        name="python",
+        images=images.detach().float() if images.dtype != torch.float64 else images.detach(),
+        labels=labels,
+        class_names=names,
+        test_index=torch.arange(images.shape[0]),
+        source="in-memory tensors from Python",
+        identity=identity,
+    )
+
+
+def resolve_inputs(
+    config: RunConfig, model: nn.Module | None = None, data: object = None
+) -> tuple[RunConfig, nn.Module, dict, Dataset]:
+    """The configuration as recorded (``model``/``data`` named ``python:...`` when handed in),
+    the model (eval mode, frozen), its identity and the dataset (with its identity)."""
+    from ..models import is_registered, load_model
+    from ..models.custom import load_user_model, parse_normalize
+    from .experiment import resolve_data
+
+    normalize = parse_normalize(config.normalize) if config.normalize is not None else None
+    if model is not None:
+        if not isinstance(model, nn.Module):
+            raise FrmarginError(f"argument 'model': got {type(model).__name__}, expected an nn.Module or None")
+        if normalize is not None:
+            from ..models import Normalized
+
+            model = Normalized(model, *normalize)
+        net = model.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        config = dataclasses.replace(config, model=f"python:{type(model).__name__}")
+        identity = model_identity(net, name=config.model, kind="python module")
+    elif is_registered(config.model):
+        net = load_model(config.model, weights=config.weights, normalize=normalize)
+        identity = model_identity(config.model)
+    else:
+        net, facts = load_user_model(
+            config.model, weights=config.weights, weights_sha256=config.weights_sha256, normalize=normalize
+        )
+        identity = model_identity(net, name=config.model, **facts)
+    if data is not None:
+        dataset = as_dataset(data)
+        config = dataclasses.replace(config, data="python")
+    else:
+        dataset = resolve_data(config.data, config.resize)
+    return config, net, identity, dataset
+
+
+def preflight(
+    model: nn.Module,
+    data: Dataset,
+    config: RunConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    identity: dict | None = None,
+) -> int:
+    """One forward pass on one image (two when there are two: a fixed batch size shows); returns C.
+
+    Raises:
+        FrmarginError: one line naming ``--model``/``--data``, the model's expected input shape and
+            the data's shape (or the output received and what was expected).
+    """
+    if len(data) == 0:
+        raise FrmarginError(f"option '--data': {data.name} holds no images")
+    shape = tuple(data.images.shape[1:])
+    lo, hi = (float(v) for v in config.input_range)
+    x_min, x_max = float(data.images.min()), float(data.images.max())
+    if x_min < lo or x_max > hi:
+        raise FrmarginError(
+            f"option '--input-range': the data {data.name} hold values in [{x_min:.4g}, {x_max:.4g}], "
+            f"expected inside the input range [{lo:g}, {hi:g}] (set --input-range LO,HI)"
+        )
+    declared = _declared_shape(identity.get("input") if identity else None)
+    if declared is not None and declared != shape:
+        raise FrmarginError(
+            f"option '--data': data {data.name} have shape {shape} (C, H, W), but the model {config.model} "
+            f"expects {declared}"
+        )
+    x = data.images[: min(2, len(data))].to(device=device, dtype=dtype)
+    try:
+        with torch.no_grad():
+            z = model(x)
+    except Exception as err:
+        expected = _expected_input(model)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FrmarginError(
+            f"option '--model': {config.model} cannot take the data's images: data {data.name} have shape "
+            f"{shape} (C, H, W), the model expects {expected} ({type(err).__name__}: {first[:200]})"
+        ) from None
+    if isinstance(z, (tuple, list, dict)):
+        raise FrmarginError(
+            f"option '--model': {config.model} returned a {type(z).__name__}, expected one logits tensor (B, C): "
+            "wrap the model to return its logits"
+        )
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != x.shape[0]:
+        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise FrmarginError(
+            f"option '--model': {config.model} returned output {got} for input {tuple(x.shape)}, "
+            f"expected logits ({x.shape[0]}, C)"
+        )
+    C = int(z.shape[1])
+    n_labels = int(data.labels.max()) + 1
+    if C < 2 or n_labels > C or len(data.class_names) != C:
+        raise FrmarginError(
+            f"option '--model': {config.model} gives {C} logits per image for input {shape}, but the data "
+            f"{data.name} have {len(data.class_names)} classes (labels 0..{n_labels - 1}); expected as many logits as classes"
+        )
+    if not torch.isfinite(z).all():
+        raise FrmarginError(f"option '--model': {config.model} gives non-finite logits on the data's first image")
+    return C
+
+
+def _declared_shape(text: object) -> tuple[int, ...] | None:
+    """(C, H, W) from a registered model's input description ("... shape (B, 3, 32, 32)")."""
+    match = re.search(r"shape \(B, ([\d, ]+)\)", text) if isinstance(text, str) else None
+    return tuple(int(v) for v in match.group(1).split(",")) if match else None
+
+
+def _expected_input(model: nn.Module) -> str:
+    """The input the first layer expects, as far as it can be read from the module."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return f"({m.in_channels}, H, W) ({m.in_channels} channels, first layer Conv2d)"
+        if isinstance(m, nn.Linear):
+            return f"{m.in_features} values per image after flattening (first layer Linear)"
+    return "another input shape"
+
+
+def chance_warning(accuracy: float, n_classes: int, n_images: int) -> str | None:
+    """The warning when ``accuracy`` is near chance (<= 1.5 / C), else None."""
+    if accuracy > CHANCE_FACTOR / n_classes:
+        return None
+    return (
+        f"accuracy on the selection is {100 * accuracy:.1f}% of {n_images} images, near chance for "
+        f"{n_classes} classes (<= {100 * CHANCE_FACTOR / n_classes:.1f}%): check the model, data and "
+        "normalization (--normalize, --input-range)"
+    )
