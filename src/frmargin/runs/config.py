@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import bad_argument
 
-__all__ = ["IDENTITY_FIELDS", "TOP_LEVEL_FIELDS", "RunConfig", "check_tracer_options"]
+__all__ = ["IDENTITY_FIELDS", "TOP_LEVEL_FIELDS", "RunConfig", "check_temperature_option", "check_tracer_options"]
 
 #: configuration fields that change results (a resumed run must match them)
 IDENTITY_FIELDS = (
@@ -40,7 +40,11 @@ IDENTITY_FIELDS = (
     "chunk_images",
     "dtype",
     "top_classes",
+    "temperature",
 )
+#: identity fields left out of the fingerprint at these values (runs made before they existed keep
+#: their fingerprint)
+IDENTITY_DEFAULTS = {"top_classes": None, "temperature": 1.0}
 #: fields that run.json stores verbatim at its top level (the readers' keys); the other fields go
 #: into its ``config`` entry, so that every field is stored once
 TOP_LEVEL_FIELDS = (
@@ -84,6 +88,7 @@ class RunConfig:
     dtype: str = "float32"
     device: str = "cpu"
     top_classes: int | None = None
+    temperature: float | str = 1.0  # a number > 0, or "auto" (NLL-optimal on held-out images)
 
     def validate(self) -> None:
         """Raise FrmarginError naming the first bad option."""
@@ -94,12 +99,14 @@ class RunConfig:
             if not (isinstance(value, int) and value >= 1):
                 raise bad_argument(name.replace("_", "-"), value, "a positive integer")
         check_tracer_options(self)
+        check_temperature_option(self.temperature)
 
     def identity(self) -> dict:
-        """The fields that change results, as a dict (``top_classes`` only when set)."""
+        """The fields that change results, as a dict (``top_classes`` only when set, ``temperature``
+        only when != 1)."""
         d = asdict(self)
-        # an option left at None is left out, so runs made before it existed keep their fingerprint
-        return {k: d[k] for k in IDENTITY_FIELDS if not (k == "top_classes" and d[k] is None)}
+        # an option at its neutral value is left out, so runs made before it existed keep their fingerprint
+        return {k: d[k] for k in IDENTITY_FIELDS if not (k in IDENTITY_DEFAULTS and d[k] == IDENTITY_DEFAULTS[k])}
 
     def fingerprint(self) -> str:
         """16 hex digits of the SHA-256 of the identity: equal fingerprints, same results."""
@@ -167,6 +174,15 @@ class RunConfig:
         if "baselines" in values:
             values["baselines"] = tuple(values["baselines"])
         return cls(**values)
+
+
+def check_temperature_option(value: object) -> float | str:
+    """``value`` when it is ``"auto"`` or a finite number > 0; else FrmarginError naming ``temperature``."""
+    if value == "auto":
+        return "auto"
+    from ..models.temperature import check_temperature
+
+    return check_temperature(value)
 
 
 def check_tracer_options(config: RunConfig) -> None:

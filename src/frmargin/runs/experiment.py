@@ -30,6 +30,7 @@ from ..paths import trace_paths
 from . import folder
 from .config import RunConfig
 from .schema import path_table
+from .temperature import apply_temperature
 
 __all__ = ["resolve_data", "run_experiment", "select_images"]
 
@@ -336,13 +337,15 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, progre
     except (KeyError, ValueError):
         identity = {"name": config.model}
     data = resolve_data(config.data)
+    model, temperature = apply_temperature(model, data, config, out, device)  # T != 1: logits / T
     selection = _classify(model, data, config, device, getattr(torch, config.dtype))
     if rank == 0:
         folder.write_parquet(selection.table, out / folder.IMAGES_FILE)
         folder.write_parquet(selection.table[~selection.table["correct"]], out / folder.MISCLASSIFIED_FILE)
         (out / folder.PATHS_DIR).mkdir(exist_ok=True)
         if not (out / folder.RUN_FILE).exists():
-            folder.write_json(_run_info(config, data, identity, selection, device, world), out / folder.RUN_FILE)
+            info = {**_run_info(config, data, identity, selection, device, world), **temperature}
+            folder.write_json(info, out / folder.RUN_FILE)
     _barrier(world)
     traced, trace_seconds = _trace_my_chunks(model, selection, config, out, rank, world, progress)
     if config.baselines:
