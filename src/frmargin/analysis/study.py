@@ -33,7 +33,17 @@ __all__ = [
     "study_verdicts",
 ]
 
-STUDY_VERDICT_COLUMNS = ("question", "quantity", "statistic", "value", "ci_low", "ci_high", "n_runs", "verdict", "caveat")
+STUDY_VERDICT_COLUMNS = (
+    "question",
+    "quantity",
+    "statistic",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n_runs",
+    "verdict",
+    "caveat",
+)
 
 
 def predicted_shielded(paths: pd.DataFrame) -> np.ndarray:
@@ -90,9 +100,7 @@ def _verdict(value: float, lo: float, hi: float, changes: str, same: str) -> str
     return changes if (lo > 0 or hi < 0) else same
 
 
-def _difference(
-    point: pd.Series, reps: pd.DataFrame, a: list[str], b: list[str]
-) -> tuple[float, float, float]:
+def _difference(point: pd.Series, reps: pd.DataFrame, a: list[str], b: list[str]) -> tuple[float, float, float]:
     """mean over runs a minus mean over runs b, with its paired interval."""
     w: dict[str, float] = {}
     for run in a:
@@ -111,9 +119,7 @@ def _spread(point: pd.Series, reps: pd.DataFrame, groups: dict[str, list[str]]) 
     return value, lo, hi, f"{hi_g} minus {lo_g}"
 
 
-def study_verdicts(
-    rows: pd.DataFrame, stats: Mapping[str, tuple[pd.Series, pd.DataFrame]]
-) -> pd.DataFrame:
+def study_verdicts(rows: pd.DataFrame, stats: Mapping[str, tuple[pd.Series, pd.DataFrame]]) -> pd.DataFrame:
     """The study's three questions, for each quantity in ``stats`` (name -> paired ratios).
 
     ``rows``: one row per run key (index) with ``model``, ``temperature`` ("1" or "auto" or a
@@ -177,4 +183,3 @@ def ratio_interval(point: pd.Series, reps: pd.DataFrame) -> pd.DataFrame:
         lo, hi = scalar_interval(reps[run].to_numpy())
         rows[run] = {"value": float(point[run]), "ci_low": lo, "ci_high": hi}
     return pd.DataFrame.from_dict(rows, orient="index")
-

@@ -106,14 +106,18 @@ def analyze_study(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Stu
         rows[key] = {
             "run": key,
             "model": model,
-            "temperature_requested": "auto" if key.endswith("-Tauto") else format_cell(first.info.get("temperature", 1.0)),
+            "temperature_requested": "auto"
+            if key.endswith("-Tauto")
+            else format_cell(first.info.get("temperature", 1.0)),
             "family": catalog.get(model, {}).get("family", "?"),
             "training": catalog.get(model, {}).get("training", "?"),
             **run_summary(fisher.paths if fisher else None, images, baselines, first.info, n_boot, seed),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
     stats = {}
-    for (name, column), values in zip(QUANTITIES, (_values(runs, "fisher", "margin"), _values(runs, "fisher", "shielded"))):
+    for (name, column), values in zip(
+        QUANTITIES, (_values(runs, "fisher", "margin"), _values(runs, "fisher", "shielded"))
+    ):
         result = _interval_columns(table, values, column, n_boot, seed)
         if result is not None:
             stats[name] = result

@@ -43,7 +43,9 @@ def known_models() -> dict[str, dict]:
     """The zoo's models: name -> {family, training, architecture} (what the verdicts group by)."""
     from ..models.registry import MODELS
 
-    return {s.name: {"family": s.family, "training": s.training, "architecture": s.architecture} for s in MODELS.values()}
+    return {
+        s.name: {"family": s.family, "training": s.training, "architecture": s.architecture} for s in MODELS.values()
+    }
 
 
 def parse_list(text: str, option: str) -> tuple[str, ...]:
