@@ -201,7 +201,7 @@ def test_study_ng_shielding_matches_closed_form(tmp_path, mirror_env):
 @needs_mirror
 def test_killed_study_resumes_without_losing_or_redoing_runs(tmp_path, mirror_env):
     out = tmp_path / "s"
-    cmd = [sys.executable, "-m", "frmargin", "study", "--models", "cnn-a-adv2,cnn-a-adv4", "--images", "3",
+    cmd = [sys.executable, "-m", "frmargin", "study", "--models", "cnn-a-adv2,cnn-a-adv4", "--images", "2",
            "--metrics", "fisher", "--data", "cifar10-exact", "--chunk-images", "1", "--threads", "1",
            "--no-progress", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, env=mirror_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
