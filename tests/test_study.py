@@ -170,6 +170,7 @@ def _closed_form_shielded_pct(model_name: str, run_dir: Path) -> float:
     return float(100 * (others > half[:, None]).any(-1).double().mean())
 
 
+@pytest.mark.slow
 @needs_mirror
 def test_study_ng_shielding_matches_closed_form(tmp_path, mirror_env):
     from frmargin.report.study import study_report
@@ -198,6 +199,7 @@ def test_study_ng_shielding_matches_closed_form(tmp_path, mirror_env):
     assert (tmp_path / "s" / "resnet20-b" / "fisher" / "run.json").read_bytes() == before
 
 
+@pytest.mark.slow
 @needs_mirror
 def test_killed_study_resumes_without_losing_or_redoing_runs(tmp_path, mirror_env):
     out = tmp_path / "s"
