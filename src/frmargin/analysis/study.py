@@ -97,6 +97,8 @@ def _group_weights(groups: Mapping[str, list[str]]) -> dict[str, dict[str, float
 def _verdict(value: float, lo: float, hi: float, changes: str, same: str) -> str:
     if not np.isfinite(value) or not (np.isfinite(lo) and np.isfinite(hi)):
         return "undetermined"
+    if lo == hi and value != 0:  # no resampling variability (e.g. one image per class)
+        return "undetermined"
     return changes if (lo > 0 or hi < 0) else same
 
 

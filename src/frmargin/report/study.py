@@ -21,12 +21,13 @@ import pandas as pd
 from frmargin.analysis import DEFAULT_N_BOOT
 from frmargin.analysis.study import paired_ratios, ratio_interval, study_verdicts
 from frmargin.analysis.study_rows import STUDY_ROW_COLUMNS, margin_values, run_summary, shielding_values
+from frmargin.errors import FrmarginError
 from frmargin.report.document import Document
 from frmargin.report.format import format_cell, format_interval
 from frmargin.report.render import write_document
 from frmargin.report.study_figures import margin_distributions, shielding_bars
 from frmargin.runs.folder import Run, load_run
-from frmargin.runs.study import read_study
+from frmargin.runs.study import read_study, temperature_label
 
 __all__ = ["StudyAnalysis", "analyze_study", "study_report"]
 
@@ -44,12 +45,14 @@ class StudyAnalysis:
         verdicts: the three questions per quantity (``analysis.study.study_verdicts``).
         margins: run key -> per-image FR margins (for the figure).
         folders: rows (run, metric, folder) of the run folders.
+        min_per_class: the fewest images of one class behind a run's mean margin.
     """
 
     table: pd.DataFrame
     verdicts: pd.DataFrame
     margins: dict[str, np.ndarray]
     folders: pd.DataFrame
+    min_per_class: int
 
 
 def _load(study: dict) -> dict[str, dict[str, Run]]:
@@ -96,6 +99,9 @@ def analyze_study(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Stu
     study = read_study(out)
     catalog = study.get("catalog", {})
     runs = _load(study)
+    if not runs:
+        raise FrmarginError(f"argument 'study_dir': {str(out)!r} holds no finished run yet, expected at least one")
+    requested = {Path(e["folder"]).parent.name: temperature_label(e.get("temperature", 1.0)) for e in study["runs"]}
     rows = {}
     for key, by_metric in runs.items():
         first = next(iter(by_metric.values()))
@@ -106,9 +112,7 @@ def analyze_study(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Stu
         rows[key] = {
             "run": key,
             "model": model,
-            "temperature_requested": "auto"
-            if key.endswith("-Tauto")
-            else format_cell(first.info.get("temperature", 1.0)),
+            "temperature_requested": requested.get(key, "1"),
             "family": catalog.get(model, {}).get("family", "?"),
             "training": catalog.get(model, {}).get("training", "?"),
             **run_summary(fisher.paths if fisher else None, images, baselines, first.info, n_boot, seed),
@@ -125,12 +129,20 @@ def analyze_study(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Stu
     _interval_columns(table, _values(runs, "euclidean", "shielded"), "euclid_shielded_pct", n_boot, seed)
     groups = table.assign(temperature=table["temperature_requested"])[["model", "temperature", "training", "family"]]
     verdicts = study_verdicts(groups, stats)
-    margins = {k: m["num"].to_numpy() for k, m in _values(runs, "fisher", "margin").groupby("run", sort=False)}
+    margin_values_ = _values(runs, "fisher", "margin")
+    margins = {k: m["num"].to_numpy() for k, m in margin_values_.groupby("run", sort=False)}
+    counts = margin_values_.groupby(["run", "label"]).size()
     folders = pd.DataFrame(
         [(Path(e["folder"]).parent.name, e["metric"], e["folder"], e["status"]) for e in study["runs"]],
         columns=["run", "metric", "folder", "status"],
     )
-    return StudyAnalysis(table=table.reset_index(drop=True), verdicts=verdicts, margins=margins, folders=folders)
+    return StudyAnalysis(
+        table=table.reset_index(drop=True),
+        verdicts=verdicts,
+        margins=margins,
+        folders=folders,
+        min_per_class=int(counts.min()) if len(counts) else 0,
+    )
 
 
 def _display(table: pd.DataFrame) -> pd.DataFrame:
@@ -171,6 +183,11 @@ def study_report(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Path
     result.table.to_csv(out / "study_table.csv", index=False)
     result.verdicts.to_csv(out / "study_verdicts.csv", index=False)
     doc = Document(f"frmargin study: {len(result.table)} models")
+    if result.min_per_class < 2:
+        doc.warning(
+            f"some class has {result.min_per_class} image(s) with a margin: images are resampled within their "
+            "class, so intervals need at least 2 images per class (use more --images)"
+        )
     doc.heading("Summary")
     for row in result.verdicts.itertuples():
         if row.verdict == "not tested":
