@@ -228,7 +228,7 @@ def test_run_folder_contents(run3):
 def test_run_json_records_the_configuration_once(run3):
     info = json.loads((run3 / "run.json").read_text())
     # only the requested values whose resolved form stands at the top level share a name with it
-    shared = {"damping", "max_steps", "accuracy", "device"}
+    shared = {"damping", "max_steps", "accuracy", "device", "temperature"}
     assert set(info["config"]) & set(info) == shared, sorted(info["config"])
     assert info["config"]["damping"] is None and info["config"]["accuracy"] == {}
     assert RunConfig.from_run_info(info) == _config(3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -113,6 +114,9 @@ def run(
         None,
         help="Per path, keep the M most probable classes and lump the rest (M + 1 Jacobian rows; many-class models).",
     ),
+    temperature: str = typer.Option(
+        "1", help="Divide the logits by T (a number > 0), or auto: the NLL-optimal T on held-out test images."
+    ),
 ) -> None:
     """Trace paths from N images to every other class and write DIR/paths.parquet, run.json."""
     from .runs.config import RunConfig, cli_spelling
@@ -150,11 +154,79 @@ def run(
         normalize=normalize,
         input_range=_parse_pair("--input-range", input_range, float, "LO,HI (e.g. 0,1)") or (0.0, 1.0),
         resize=_parse_pair("--resize", resize, int, "H,W in pixels (e.g. 32,32)"),
+        temperature=_parse_temperature(temperature),
     )
     config.validate(spell=cli_spelling)  # every option checked before the folder is touched
     folder = run_experiment(config, out, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"results in {folder} (make the report with: frmargin report {folder})")
+
+
+def _parse_temperature(text: str) -> float | str:
+    from .runs.study import parse_temperatures
+
+    values = parse_temperatures(text)
+    if len(values) != 1:
+        raise FrmarginError(f"option '--temperature': got {text!r}, expected one number > 0 or 'auto'")
+    return values[0]
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise FrmarginError(f"option '--threads': got {threads}, expected a positive number")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@app.command()
+def study(
+    models: str = typer.Option(..., help="Comma-separated model names (frmargin.list_models())."),
+    images: int = typer.Option(100, help="Images, stratified, the same for every model."),
+    metrics: str = typer.Option("fisher,euclidean", help="Comma-separated: fisher, euclidean."),
+    baselines: str = typer.Option("", help="Comma-separated min-L2 attacks (with the first metric), e.g. fmn."),
+    temperature: str = typer.Option("1", help="Comma-separated temperatures: numbers > 0 and/or auto."),
+    out: Path = typer.Option(Path("runs/study"), help="Study folder (rerun the command to resume)."),
+    data: str = typer.Option("auto", help="cifar10, cifar10-jpeg, cifar10-exact, a .npz path, or auto."),
+    seed: int = typer.Option(0, help="Seed of the image selection."),
+    chunk_images: int = typer.Option(4, help="Images per results chunk (checkpoint granularity)."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    progress: bool = typer.Option(True, help="Show a progress bar per run."),
+) -> None:
+    """Run (and resume) one run folder per model and metric on the same images, then the study report."""
+    from .runs.study import StudyPlan, parse_list, parse_temperatures
+
+    plan = StudyPlan(
+        models=parse_list(models, "models"),
+        images=images,
+        metrics=parse_list(metrics, "metrics"),
+        baselines=parse_list(baselines, "baselines") if baselines.strip() else (),
+        temperatures=parse_temperatures(temperature),
+        data=data,
+        seed=seed,
+        chunk_images=chunk_images,
+        device=device,
+    )
+    from .runs.study import run_study, validate_plan
+
+    validate_plan(plan, _zoo())  # before any model or data is loaded
+    _set_threads(threads)
+    if device == "auto":
+        import torch
+
+        plan = replace(plan, device="cuda" if torch.cuda.is_available() else "cpu")
+    run_study(plan, out, progress=progress)
+    from .report.study import study_report
+
+    typer.echo(f"study report: {study_report(out)}")
+
+
+def _zoo() -> dict[str, dict]:
+    from .runs.study import known_models
+
+    return known_models()
 
 
 @app.command()

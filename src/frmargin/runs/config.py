@@ -27,6 +27,7 @@ __all__ = [
     "TOP_LEVEL_FIELDS",
     "RunConfig",
     "check_run_options",
+    "check_temperature_option",
     "check_tracer_options",
     "cli_spelling",
     "content_hash",
@@ -62,6 +63,7 @@ IDENTITY_FIELDS = (
     "normalize",
     "input_range",
     "resize",
+    "temperature",
 )
 #: identity fields left out of the fingerprint at their default, so older runs keep theirs
 OPTIONAL_IDENTITY = {
@@ -71,6 +73,7 @@ OPTIONAL_IDENTITY = {
     "normalize": None,
     "input_range": (0.0, 1.0),
     "resize": None,
+    "temperature": 1.0,
 }
 #: fields that run.json stores verbatim at its top level (the readers' keys); the other fields go
 #: into its ``config`` entry, so that every field is stored once
@@ -181,6 +184,7 @@ class RunConfig:
     normalize: str | None = None
     input_range: tuple[float, float] = (0.0, 1.0)
     resize: tuple[int, int] | None = None
+    temperature: float | str = 1.0  # a number > 0, or "auto" (NLL-optimal on held-out images)
 
     def validate(self, spell: Callable[[str], str] | None = None) -> None:
         """Raise FrmarginError naming the first bad option (``spell``: how the caller writes an
@@ -211,9 +215,11 @@ class RunConfig:
                     f"comma-separated names from {', '.join(ATTACKS)}{did_you_mean(attack, ATTACKS)}",
                 )
         check_run_options(self, spell)
+        check_temperature_option(self.temperature)
 
     def identity(self) -> dict:
-        """The fields that change results, as a dict (``top_classes`` only when set)."""
+        """The fields that change results, as a dict (``top_classes`` only when set, ``temperature``
+        only when != 1)."""
         d = asdict(self)
         # an option left at its default is left out, so runs made before it existed keep their fingerprint
         return {k: d[k] for k in IDENTITY_FIELDS if not (k in OPTIONAL_IDENTITY and _same(d[k], OPTIONAL_IDENTITY[k]))}
@@ -380,6 +386,15 @@ def check_run_options(config: RunConfig, spell: Callable[[str], str] | None = No
         raise bad_argument(spell("weights_sha256"), sha, "64 hex digits")
     if sha is not None and config.weights is None:
         raise bad_argument(spell("weights_sha256"), sha, "it only together with --weights FILE")
+
+
+def check_temperature_option(value: object) -> float | str:
+    """``value`` when it is ``"auto"`` or a finite number > 0; else FrmarginError naming ``temperature``."""
+    if value == "auto":
+        return "auto"
+    from ..models.temperature import check_temperature
+
+    return check_temperature(value)
 
 
 def check_tracer_options(config: RunConfig, spell: Callable[[str], str] = _python_spelling) -> None:

@@ -30,6 +30,7 @@ from . import folder, ownership
 from .config import FINGERPRINT_VERSION, RunConfig, fingerprint
 from .lock import RunLock
 from .schema import path_table
+from .temperature import apply_temperature
 
 __all__ = ["resolve_data", "run_experiment", "select_images"]
 
@@ -399,6 +400,7 @@ def run_experiment(
         with torch.no_grad():
             n_classes = int(net(dataset.images[:1].to(device=device, dtype=dtype)).shape[-1])
         ownership.check_inputs(net, dataset, n_classes, identity)
+        net, temperature = apply_temperature(net, dataset, config, out, device)  # T != 1: logits / T
         selection = _classify(net, dataset, config, device, dtype)
         warning = chance_warning(float(selection.correct.double().mean()), n_classes, len(selection.indices))
         if warning is not None and rank == 0:
@@ -409,7 +411,7 @@ def run_experiment(
             (out / folder.PATHS_DIR).mkdir(exist_ok=True)
             info = ownership.old_run_info(out)
             if info is None or info.get("fingerprint_version") != FINGERPRINT_VERSION:
-                fresh = _run_info(config, dataset, identity, selection, device, world, warning)
+                fresh = {**_run_info(config, dataset, identity, selection, device, world, warning), **temperature}
                 info = (
                     fresh
                     if info is None
