@@ -52,7 +52,7 @@ def _accuracy_options(eta, rtol, atol, logit_step) -> dict:
 def run(
     model: str = typer.Option("resnet20", help="Model name (frmargin assets lists them)."),
     data: str = typer.Option("auto", help="cifar10, cifar10-jpeg, cifar10-exact, a .npz path, or auto."),
-    images: int = typer.Option(800, help="Images to select, stratified (N/10 per class)."),
+    images: int = typer.Option(800, help="Images to select: N/C per class (N < C: N classes drawn with the seed)."),
     method: str = typer.Option("converged", help="converged (default) or paper."),
     metric: str = typer.Option("fisher", help="fisher (natural gradient) or euclidean."),
     until: str = typer.Option("first_flip", help="first_flip or target."),
@@ -77,7 +77,14 @@ def run(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (1 is best on a shared machine)."),
     top_classes: Optional[int] = typer.Option(
         None,
-        help="Per path, keep the M most probable classes and lump the rest (M + 1 Jacobian rows; many-class models).",
+        help="Per path, keep the M most probable classes and lump the rest (M + 1 Jacobian rows; "
+        "default 20 when C > 100, else every class).",
+    ),
+    targets: Optional[str] = typer.Option(
+        None, help="all, top:K, random:K or a list 3,5,7 (default: all when C <= 10, else top:9)."
+    ),
+    memory_budget: Optional[str] = typer.Option(
+        None, help="Most memory one batch of paths may hold, e.g. 4GB, 500MB (default: a safe share of free memory)."
     ),
 ) -> None:
     """Trace paths from N images to every other class and write DIR/paths.parquet, run.json."""
@@ -117,6 +124,8 @@ def run(
         dtype=dtype,
         device=device,
         top_classes=top_classes,
+        targets=targets,
+        memory_budget=memory_budget,
     )
     folder = run_experiment(config, out, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -40,7 +40,10 @@ IDENTITY_FIELDS = (
     "chunk_images",
     "dtype",
     "top_classes",
+    "targets",
 )
+#: identity fields left out while None, so that runs made before they existed keep their fingerprint
+OPTIONAL_IDENTITY_FIELDS = ("top_classes", "targets")
 #: fields that run.json stores verbatim at its top level (the readers' keys); the other fields go
 #: into its ``config`` entry, so that every field is stored once
 TOP_LEVEL_FIELDS = (
@@ -84,6 +87,10 @@ class RunConfig:
     dtype: str = "float32"
     device: str = "cpu"
     top_classes: int | None = None
+    #: target rule (runs/targets.py); None: ``all`` when C <= 10, ``top:9`` otherwise
+    targets: str | None = None
+    #: bytes of Jacobian rows one batch may hold, e.g. "4GB" (paths.api); None: a safe share of memory
+    memory_budget: str | None = None
 
     def validate(self) -> None:
         """Raise FrmarginError naming the first bad option."""
@@ -94,12 +101,20 @@ class RunConfig:
             if not (isinstance(value, int) and value >= 1):
                 raise bad_argument(name.replace("_", "-"), value, "a positive integer")
         check_tracer_options(self)
+        if self.targets is not None:
+            from .targets import parse_targets
+
+            parse_targets(self.targets)
+        if self.memory_budget is not None:
+            from ..paths.api import parse_memory_budget
+
+            parse_memory_budget(self.memory_budget)
 
     def identity(self) -> dict:
-        """The fields that change results, as a dict (``top_classes`` only when set)."""
+        """The fields that change results, as a dict (``top_classes``, ``targets`` only when set)."""
         d = asdict(self)
         # an option left at None is left out, so runs made before it existed keep their fingerprint
-        return {k: d[k] for k in IDENTITY_FIELDS if not (k == "top_classes" and d[k] is None)}
+        return {k: d[k] for k in IDENTITY_FIELDS if not (k in OPTIONAL_IDENTITY_FIELDS and d[k] is None)}
 
     def fingerprint(self) -> str:
         """16 hex digits of the SHA-256 of the identity: equal fingerprints, same results."""
@@ -136,6 +151,7 @@ class RunConfig:
             "box": self.box,
             "batch_size": self.batch_size,
             "top_classes": self.top_classes,
+            "memory_budget": self.memory_budget,
             **self.accuracy,
         }
 

@@ -30,11 +30,17 @@ from ..paths import trace_paths
 from . import folder
 from .config import RunConfig
 from .schema import path_table
+from .targets import choose_targets, parse_targets, select_images, selection_rule, with_class_defaults
 
 __all__ = ["resolve_data", "run_experiment", "select_images"]
 
 CLASSIFY_BATCH = 256  # images per forward pass when classifying the selection
 BASELINE_CHUNK = 32  # images per baseline part
+TARGET_RULES = (
+    "all: every other class; top:K: the K most probable other classes at the start; random:K: K other "
+    "classes drawn with (seed, image_index); LIST: the listed classes; target_rank = rank of the target "
+    "among the other classes by the start probabilities (1 = most probable)"
+)
 
 
 def resolve_data(name: str):
@@ -46,22 +52,6 @@ def resolve_data(name: str):
         return load_dataset(name)
     except FrmarginError as err:  # name the CLI option, keep the loader's detail and class
         raise type(err)(f"option '--data': {err}") from None
-
-
-def select_images(labels: np.ndarray, n: int, n_classes: int, seed: int) -> np.ndarray:
-    """Stratified, deterministic selection: n / C images per class (the remainder to the first
-    classes), drawn with ``seed``; returns sorted dataset indices."""
-    per = [n // n_classes + (1 if c < n % n_classes else 0) for c in range(n_classes)]
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for c in range(n_classes):
-        pool = np.flatnonzero(labels == c)
-        if len(pool) < per[c]:
-            raise bad_argument(
-                "images", n, f"at most {len(pool) * n_classes} for this dataset ({len(pool)} of class {c})"
-            )
-        chosen.append(rng.permutation(pool)[: per[c]])
-    return np.sort(np.concatenate(chosen))
 
 
 # ------------------------------------------------------------------------------- processes
@@ -188,20 +178,28 @@ def _run_info(config: RunConfig, data, model_identity: dict, selection: _Selecti
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "world_size": world,
         "status": "running",
+        "targets": config.targets or "all",
+        "target_rules": TARGET_RULES,
+        "image_selection": selection_rule(config.images, len(data.class_names)),
+        "memory_budget": config.memory_budget,
     }
 
 
 # --------------------------------------------------------------------------------- tracing
 
 
-def _trace_chunk(model, selection: _Selection, rows: torch.Tensor, config: RunConfig) -> pd.DataFrame:
-    """Paths from each image in ``rows`` (indices into the selection) to every other class."""
-    C = selection.probs.shape[1]
+def _chunk_paths(selection: _Selection, rows: torch.Tensor, config: RunConfig):
+    """(rep, source, target, target_rank), each (P,), of the paths from the images ``rows``."""
     src = selection.probs[rows].argmax(-1)
-    targets = torch.stack([torch.tensor([c for c in range(C) if c != int(s)]) for s in src]).to(src.device)
-    rep = rows.repeat_interleave(C - 1)
-    source = src.repeat_interleave(C - 1)
-    target = targets.reshape(-1)
+    rule = parse_targets(config.targets or "all")
+    idx = selection.indices[rows.cpu().numpy()]
+    which, target, rank = choose_targets(rule, selection.probs[rows], src, idx, config.seed)
+    return rows[which], src[which], target, rank
+
+
+def _trace_chunk(model, selection: _Selection, rows: torch.Tensor, config: RunConfig) -> pd.DataFrame:
+    """Paths from each image in ``rows`` (indices into the selection) to its targets."""
+    rep, source, target, rank = _chunk_paths(selection, rows, config)
     result = trace_paths(model, selection.x[rep], source, target, **config.trace_kwargs())
     return path_table(
         result,
@@ -209,19 +207,19 @@ def _trace_chunk(model, selection: _Selection, rows: torch.Tensor, config: RunCo
         source,
         target,
         ids={"image_index": selection.indices[rep.cpu().numpy()]},
-        labels={"method": config.method, "metric": config.metric},
+        labels={"method": config.method, "metric": config.metric, "target_rank": rank.cpu().numpy()},
     )
 
 
 def _trace_my_chunks(model, selection, config, out, rank, world, progress) -> tuple[int, float]:
     """Trace this rank's unfinished chunks; (paths traced, seconds spent tracing)."""
-    C = selection.probs.shape[1]
     good = torch.nonzero(selection.correct)[:, 0]
     chunks = [good[i : i + config.chunk_images] for i in range(0, len(good), config.chunk_images)]
     mine = [(cid, rows) for cid, rows in enumerate(chunks) if cid % world == rank]
     todo = [(cid, rows) for cid, rows in mine if not folder.path_part(out, cid).exists()]
-    total = sum(len(rows) for _, rows in mine) * (C - 1)
-    done = total - sum(len(rows) for _, rows in todo) * (C - 1)
+    count = {cid: len(_chunk_paths(selection, rows, config)[0]) for cid, rows in mine}
+    total = sum(count.values())
+    done = total - sum(count[cid] for cid, _ in todo)
     bar = _progress_bar(total, done, progress and rank == 0)
     trace_seconds = 0.0
     for cid, rows in todo:
@@ -233,7 +231,7 @@ def _trace_my_chunks(model, selection, config, out, rank, world, progress) -> tu
             bar.update(len(frame))
     if bar is not None:
         bar.close()
-    return sum(len(rows) for _, rows in todo) * (C - 1), trace_seconds
+    return sum(count[cid] for cid, _ in todo), trace_seconds
 
 
 def _progress_bar(total: int, done: int, show: bool):
@@ -286,6 +284,16 @@ def _sum_over_ranks(paths_traced: int, trace_seconds: float, device, world: int)
     return int(n.item()), float(s.item())
 
 
+def _peak_memory() -> dict:
+    """Peak resident memory of this process (MB), and of the GPU when one was used."""
+    import resource
+
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
+
+
 def _finalize(out: Path, seconds: float, paths_traced: int, trace_seconds: float, world: int) -> None:
     """Mark run.json complete, with this session added to the sessions and the timing."""
     final = folder.read_json(out / folder.RUN_FILE)
@@ -295,6 +303,7 @@ def _finalize(out: Path, seconds: float, paths_traced: int, trace_seconds: float
         "trace_seconds": round(trace_seconds, 3),
         "paths_traced": int(paths_traced),
         "world_size": world,
+        **_peak_memory(),
     }
     sessions = [*final.get("sessions", []), session]
     traced = sum(s["paths_traced"] for s in sessions)
@@ -324,10 +333,6 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, progre
     config.validate()
     out = Path(out)
     rank, world = _dist()
-    if rank == 0:
-        _prepare_folder(out, config, resume, rank)
-        out.mkdir(parents=True, exist_ok=True)
-    _barrier(world)
     started = time.time()
     device = torch.device(config.device)
     model = load_model(config.model).to(device=device, dtype=getattr(torch, config.dtype))
@@ -336,6 +341,12 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, progre
     except (KeyError, ValueError):
         identity = {"name": config.model}
     data = resolve_data(config.data)
+    # the many-class defaults (targets, top_classes) are filled in before the fingerprint is read
+    config = with_class_defaults(config, len(data.class_names))
+    if rank == 0:
+        _prepare_folder(out, config, resume, rank)
+        out.mkdir(parents=True, exist_ok=True)
+    _barrier(world)
     selection = _classify(model, data, config, device, getattr(torch, config.dtype))
     if rank == 0:
         folder.write_parquet(selection.table, out / folder.IMAGES_FILE)
