@@ -4,7 +4,6 @@ path that cannot fit is a clear error."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from conftest import all_pairs, assert_close, make_cnn, make_inputs, make_mlp
 from frmargin.errors import FrmarginError

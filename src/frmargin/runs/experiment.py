@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import FrmarginError, bad_argument
+from ..errors import FrmarginError
 from ..geometry import margin_lower_bound
 from ..paths import trace_paths
 from . import folder

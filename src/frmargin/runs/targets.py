@@ -132,7 +132,7 @@ def choose_targets(
     import numpy as np
     import torch
 
-    n, C = p0.shape
+    n = p0.shape[0]
     # rank of every class among the others: sort by -p, ties by class index (stable)
     order = torch.argsort(-p0.to(torch.float64), dim=-1, stable=True)
     rows, targets, ranks = [], [], []
@@ -153,8 +153,11 @@ def choose_targets(
         targets += chosen
         ranks += [rank_of[c] for c in chosen]
     dev = p0.device
-    as_long = {"dtype": torch.int64, "device": dev}
-    return torch.tensor(rows, **as_long), torch.tensor(targets, **as_long), torch.tensor(ranks, **as_long)
+
+    def as_long(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.int64, device=dev)
+
+    return as_long(rows), as_long(targets), as_long(ranks)
 
 
 def selection_rule(n: int, n_classes: int) -> str:
