@@ -190,7 +190,10 @@ def test_run_folder_contents(run3):
 
     images = pd.read_parquet(run3 / "images.parquet")
     assert len(images) == 3 and images["image_index"].is_unique
-    assert set(images["label"]) == {0, 1, 2}, "3 images stratified: one of each of the first 3 classes"
+    assert images["label"].nunique() == 3, "3 images of 10 classes: one of each of 3 classes drawn with the seed"
+    assert "drawn with the seed" in info["image_selection"] and info["targets_used"] == "all"
+    ranks = _read_paths(run3).groupby("image_index")["target_rank"].apply(sorted)
+    assert all(r == list(range(1, 10)) for r in ranks), f"target_rank per image: {ranks.tolist()}"
     np.testing.assert_array_equal(images["correct"], images["label"] == images["prediction"])
     assert info["accuracy"] == pytest.approx(images["correct"].mean())
     assert info["n_correct"] == int(images["correct"].sum())

@@ -57,6 +57,7 @@ TOP_LEVEL_FIELDS = (
     "damping_mode",
     "solver",
     "top_classes",
+    "targets",
 )
 #: ``data`` is stored at the top level as ``data_requested`` (``data`` there is the dataset loaded)
 REQUESTED_DATA_KEY = "data_requested"

@@ -178,10 +178,10 @@ def _run_info(config: RunConfig, data, model_identity: dict, selection: _Selecti
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "world_size": world,
         "status": "running",
-        "targets": config.targets or "all",
+        "targets": config.targets,
+        "targets_used": config.targets or "all",
         "target_rules": TARGET_RULES,
         "image_selection": selection_rule(config.images, len(data.class_names)),
-        "memory_budget": config.memory_budget,
     }
 
 
