@@ -85,7 +85,7 @@ def run(
     ),
     input_range: str = typer.Option("0,1", help="LO,HI: the valid input range (attack bounds; --box inside it)."),
     resize: Optional[str] = typer.Option(None, help="H,W: resize the images of an image folder."),
-    images: int = typer.Option(800, help="Images to select, stratified (N/10 per class)."),
+    images: int = typer.Option(800, help="Images to select: N/C per class (N < C: N classes drawn with the seed)."),
     method: str = typer.Option("converged", help="converged (default) or paper."),
     metric: str = typer.Option("fisher", help="fisher (natural gradient) or euclidean."),
     until: str = typer.Option("first_flip", help="first_flip or target."),
@@ -112,7 +112,14 @@ def run(
     ),
     top_classes: Optional[int] = typer.Option(
         None,
-        help="Per path, keep the M most probable classes and lump the rest (M + 1 Jacobian rows; many-class models).",
+        help="Per path, keep the M most probable classes and lump the rest (M + 1 Jacobian rows; "
+        "default 20 when C > 100, else every class).",
+    ),
+    targets: Optional[str] = typer.Option(
+        None, help="all, top:K, random:K or a list 3,5,7 (default: all when C <= 10, else top:9)."
+    ),
+    memory_budget: Optional[str] = typer.Option(
+        None, help="Most memory one batch of paths may hold, e.g. 4GB, 500MB (default: a safe share of free memory)."
     ),
     temperature: str = typer.Option(
         "1", help="Divide the logits by T (a number > 0), or auto: the NLL-optimal T on held-out test images."
@@ -155,6 +162,8 @@ def run(
         input_range=_parse_pair("--input-range", input_range, float, "LO,HI (e.g. 0,1)") or (0.0, 1.0),
         resize=_parse_pair("--resize", resize, int, "H,W in pixels (e.g. 32,32)"),
         temperature=_parse_temperature(temperature),
+        targets=targets,
+        memory_budget=memory_budget,
     )
     config.validate(spell=cli_spelling)  # every option checked before the folder is touched
     folder = run_experiment(config, out, resume=resume, progress=progress)

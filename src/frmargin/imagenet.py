@@ -80,7 +80,10 @@ def _class_names(path: Path) -> tuple[str, ...]:
             f"file {str(path)!r}: got {len(lines)} lines starting {lines[:1]!r}, "
             f"expected {NUM_CLASSES + 1} lines starting with 'background'"
         )
-    return tuple(s.strip() for s in lines[1:])
+    names = [s.strip() for s in lines[1:]]
+    # two classes share a name ("crane": the bird 134 and the machine 517): readers need them distinct
+    seen = {n: names.count(n) for n in names}
+    return tuple(f"{n} (class {i})" if seen[n] > 1 else n for i, n in enumerate(names))
 
 
 def decode_image(data: bytes, size: int = SIZE, fraction: float = CROP_FRACTION) -> np.ndarray:

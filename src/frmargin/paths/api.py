@@ -11,14 +11,18 @@ from dataclasses import dataclass, fields
 import pandas as pd
 import torch
 
-from ..errors import bad_argument
+from ..errors import FrmarginError, bad_argument
 from ..validation import call_model, check_classes, check_images, check_logits, check_model
 from .box import bound_share
 from .options import resolve_box, resolve_options
 from .state import PathState
 from .tracer import ChunkTracer
 
-__all__ = ["PathResult", "trace_paths"]
+__all__ = ["PathResult", "default_memory_budget", "parse_memory_budget", "paths_per_batch", "trace_paths"]
+
+#: share of the free memory (available RAM, or free GPU memory) a batch may hold by default
+MEMORY_SHARE = {"cpu": 0.25, "cuda": 0.5}
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ def trace_paths(
     record: bool = False,
     top_classes: int | None = None,
     progress: Callable[[int], None] | None = None,
+    memory_budget: int | str | None = None,
     **accuracy_options,
 ) -> PathResult:
     """Trace paths from each x toward its target class until the predicted class changes.
@@ -151,6 +156,11 @@ def trace_paths(
             hit). Needs ``until="first_flip"`` and ``solver="exact"``. None (default): every
             class.
         progress: called with the number of paths finished after each batch.
+        memory_budget: bytes one batch may hold (an int, or "4GB", "500MB", "2GiB"): its paths'
+            Jacobian rows (V rows of D values, in the input's dtype and a float64 copy) and the
+            model's activations; batches are shrunk below ``batch_size`` to fit. None: a safe
+            share of the free memory (``MEMORY_SHARE``). Results do not depend on the split (see
+            tests/test_memory_budget.py).
         **accuracy_options: see ``ACCURACY_DEFAULTS``.
 
     Returns:
@@ -193,6 +203,7 @@ def trace_paths(
     if same.numel():
         raise bad_argument("target", f"target == source at path(s) {same.tolist()[:5]}", "target != source")
 
+    batch_size = paths_per_batch(model, x, opts.top_classes, C, batch_size, memory_budget)
     parts: list[PathState] = []
     for start in range(0, P, batch_size):
         sl = slice(start, start + batch_size)
@@ -200,6 +211,107 @@ def trace_paths(
         if progress is not None:
             progress(min(start + batch_size, P))
     return _collect(parts, source, target, opts.box)
+
+
+def parse_memory_budget(value: int | str) -> int:
+    """Bytes from an int or a size such as "4GB", "500MB", "1.5GiB" (decimal and binary units).
+
+    Example:
+        >>> parse_memory_budget("500MB"), parse_memory_budget("2GiB"), parse_memory_budget(1024)
+        (500000000, 2147483648, 1024)
+    """
+    expected = "a positive size such as 4GB, 500MB, 2GiB or a number of bytes"
+    if isinstance(value, bool):
+        raise bad_argument("memory-budget", value, expected)
+    if isinstance(value, int):
+        if value < 1:
+            raise bad_argument("memory-budget", value, expected)
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmgtib")
+    unit = text[len(number) :]
+    try:
+        size = float(number) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise bad_argument("memory-budget", value, expected) from None
+    if not size >= 1:
+        raise bad_argument("memory-budget", value, expected)
+    return int(size)
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """``MEMORY_SHARE`` of the free GPU memory (cuda) or of the available RAM (otherwise)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * MEMORY_SHARE["cuda"])
+    available = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if available is None:  # not Linux: the physical memory
+        import os
+
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(available * MEMORY_SHARE["cpu"])
+
+
+def _activation_bytes(model: Callable[[torch.Tensor], torch.Tensor], x1: torch.Tensor) -> int:
+    """Bytes of every leaf module's output for one input (what a backward pass keeps); the
+    output alone for a model that is not an ``nn.Module``."""
+    total = [0]
+
+    def hook(_module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel() * output.element_size()
+
+    modules = [m for m in model.modules() if not list(m.children())] if isinstance(model, torch.nn.Module) else []
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        with torch.no_grad():
+            z = model(x1)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] or z.numel() * z.element_size()
+
+
+def paths_per_batch(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    top_classes: int | None,
+    n_classes: int,
+    batch_size: int,
+    memory_budget: int | str | None,
+) -> int:
+    """The largest batch <= ``batch_size`` whose Jacobian rows and activations fit the budget.
+
+    One path needs V rows of D values in x's dtype plus their float64 copy, V = top_classes + 1
+    (or C), and the model's activations for one input. Raises FrmarginError naming
+    ``--memory-budget``, the need and the budget when not even one path fits.
+    """
+    budget = default_memory_budget(x.device) if memory_budget is None else parse_memory_budget(memory_budget)
+    V = top_classes + 1 if top_classes is not None and top_classes < n_classes - 1 else n_classes
+    D = x[0].numel()
+    rows = V * D * (x.element_size() + 8)
+    need = rows + _activation_bytes(model, x[:1])
+    if need > budget:
+        raise FrmarginError(
+            f"option '--memory-budget' (memory_budget): one path needs {_size(need)} ({V} Jacobian rows of "
+            f"{D} values, {_size(rows)}, and the model's activations), the budget is {_size(budget)}; "
+            "raise --memory-budget or lower --top-classes"
+        )
+    return max(1, min(batch_size, budget // need))
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _collect(parts: list[PathState]) -> PathResult:
 
 
 def _collect(

@@ -64,6 +64,7 @@ IDENTITY_FIELDS = (
     "input_range",
     "resize",
     "temperature",
+    "targets",
 )
 #: identity fields left out of the fingerprint at their default, so older runs keep theirs
 OPTIONAL_IDENTITY = {
@@ -74,6 +75,7 @@ OPTIONAL_IDENTITY = {
     "input_range": (0.0, 1.0),
     "resize": None,
     "temperature": 1.0,
+    "targets": None,
 }
 #: fields that run.json stores verbatim at its top level (the readers' keys); the other fields go
 #: into its ``config`` entry, so that every field is stored once
@@ -89,6 +91,7 @@ TOP_LEVEL_FIELDS = (
     "solver",
     "top_classes",
     "input_range",
+    "targets",
 )
 #: ``data`` is stored at the top level as ``data_requested`` (``data`` there is the dataset loaded)
 REQUESTED_DATA_KEY = "data_requested"
@@ -185,6 +188,10 @@ class RunConfig:
     input_range: tuple[float, float] = (0.0, 1.0)
     resize: tuple[int, int] | None = None
     temperature: float | str = 1.0  # a number > 0, or "auto" (NLL-optimal on held-out images)
+    #: target rule (runs/targets.py); None: ``all`` when C <= 10, ``top:9`` otherwise
+    targets: str | None = None
+    #: bytes of Jacobian rows one batch may hold, e.g. "4GB" (paths.api); None: a safe share of memory
+    memory_budget: str | None = None
 
     def validate(self, spell: Callable[[str], str] | None = None) -> None:
         """Raise FrmarginError naming the first bad option (``spell``: how the caller writes an
@@ -216,6 +223,14 @@ class RunConfig:
                 )
         check_run_options(self, spell)
         check_temperature_option(self.temperature)
+        if self.targets is not None:
+            from .targets import parse_targets
+
+            parse_targets(self.targets)
+        if self.memory_budget is not None:
+            from ..paths.api import parse_memory_budget
+
+            parse_memory_budget(self.memory_budget)
 
     def identity(self) -> dict:
         """The fields that change results, as a dict (``top_classes`` only when set, ``temperature``
@@ -265,6 +280,7 @@ class RunConfig:
             "box": self.box,
             "batch_size": self.batch_size,
             "top_classes": self.top_classes,
+            "memory_budget": self.memory_budget,
             **self.accuracy,
         }
 

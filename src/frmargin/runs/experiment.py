@@ -23,19 +23,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import FrmarginError, bad_argument
+from ..errors import FrmarginError
 from ..geometry import margin_lower_bound
 from ..paths import trace_paths
 from . import folder, ownership
 from .config import FINGERPRINT_VERSION, RunConfig, fingerprint
 from .lock import RunLock
 from .schema import path_table
+from .targets import choose_targets, parse_targets, select_images, selection_rule, with_class_defaults
 from .temperature import apply_temperature
 
 __all__ = ["resolve_data", "run_experiment", "select_images"]
 
 CLASSIFY_BATCH = 256  # images per forward pass when classifying the selection
 BASELINE_CHUNK = 32  # images per baseline part
+TARGET_RULES = (
+    "all: every other class; top:K: the K most probable other classes at the start; random:K: K other "
+    "classes drawn with (seed, image_index); LIST: the listed classes; target_rank = rank of the target "
+    "among the other classes by the start probabilities (1 = most probable)"
+)
 
 
 def resolve_data(name: str, resize: tuple[int, int] | None = None):
@@ -47,22 +53,6 @@ def resolve_data(name: str, resize: tuple[int, int] | None = None):
         return load_dataset(name, resize=resize)
     except FrmarginError as err:  # name the CLI option, keep the loader's detail and class
         raise type(err)(f"option '--data': {err}") from None
-
-
-def select_images(labels: np.ndarray, n: int, n_classes: int, seed: int) -> np.ndarray:
-    """Stratified, deterministic selection: n / C images per class (the remainder to the first
-    classes), drawn with ``seed``; returns sorted dataset indices."""
-    per = [n // n_classes + (1 if c < n % n_classes else 0) for c in range(n_classes)]
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for c in range(n_classes):
-        pool = np.flatnonzero(labels == c)
-        if len(pool) < per[c]:
-            raise bad_argument(
-                "images", n, f"at most {len(pool) * n_classes} for this dataset ({len(pool)} of class {c})"
-            )
-        chosen.append(rng.permutation(pool)[: per[c]])
-    return np.sort(np.concatenate(chosen))
 
 
 # ------------------------------------------------------------------------------- processes
@@ -178,20 +168,28 @@ def _run_info(
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "world_size": world,
         "status": "running",
+        "targets": config.targets,
+        "targets_used": config.targets or "all",
+        "target_rules": TARGET_RULES,
+        "image_selection": selection_rule(config.images, len(data.class_names)),
     }
 
 
 # --------------------------------------------------------------------------------- tracing
 
 
-def _trace_chunk(model, selection: _Selection, rows: torch.Tensor, config: RunConfig) -> pd.DataFrame:
-    """Paths from each image in ``rows`` (indices into the selection) to every other class."""
-    C = selection.probs.shape[1]
+def _chunk_paths(selection: _Selection, rows: torch.Tensor, config: RunConfig):
+    """(rep, source, target, target_rank), each (P,), of the paths from the images ``rows``."""
     src = selection.probs[rows].argmax(-1)
-    targets = torch.stack([torch.tensor([c for c in range(C) if c != int(s)]) for s in src]).to(src.device)
-    rep = rows.repeat_interleave(C - 1)
-    source = src.repeat_interleave(C - 1)
-    target = targets.reshape(-1)
+    rule = parse_targets(config.targets or "all")
+    idx = selection.indices[rows.cpu().numpy()]
+    which, target, rank = choose_targets(rule, selection.probs[rows], src, idx, config.seed)
+    return rows[which], src[which], target, rank
+
+
+def _trace_chunk(model, selection: _Selection, rows: torch.Tensor, config: RunConfig) -> pd.DataFrame:
+    """Paths from each image in ``rows`` (indices into the selection) to its targets."""
+    rep, source, target, rank = _chunk_paths(selection, rows, config)
     result = trace_paths(model, selection.x[rep], source, target, **config.trace_kwargs())
     frame = path_table(
         result,
@@ -199,7 +197,7 @@ def _trace_chunk(model, selection: _Selection, rows: torch.Tensor, config: RunCo
         source,
         target,
         ids={"image_index": selection.indices[rep.cpu().numpy()]},
-        labels={"method": config.method, "metric": config.metric},
+        labels={"method": config.method, "metric": config.metric, "target_rank": rank.cpu().numpy()},
     )
     if config.box is not None:
         frame["box_margin"] = _box_margins(model, selection.x[rep], source, result, config.box)
@@ -224,20 +222,19 @@ def _trace_my_chunks(model, selection, config, out, rank, world, progress, fp: s
     A part that is unreadable, holds other images or other paths, or was written by another
     run (its fingerprint) is traced again and replaced.
     """
-    C = selection.probs.shape[1]
     good = torch.nonzero(selection.correct)[:, 0]
     chunks = [good[i : i + config.chunk_images] for i in range(0, len(good), config.chunk_images)]
     mine = [(cid, rows) for cid, rows in enumerate(chunks) if cid % world == rank]
     labels = {"method": config.method, "metric": config.metric}
+    # the image of each path a chunk's part must hold (the target rule decides how many per image)
+    expected = {cid: selection.indices[_chunk_paths(selection, rows, config)[0].cpu().numpy()] for cid, rows in mine}
     todo = [
         (cid, rows)
         for cid, rows in mine
-        if not folder.part_is_valid(
-            folder.path_part(out, cid), selection.indices[rows.cpu().numpy()], C - 1, fp, labels
-        )
+        if not folder.part_is_valid(folder.path_part(out, cid), expected[cid], None, fp, labels)
     ]
-    total = sum(len(rows) for _, rows in mine) * (C - 1)
-    done = total - sum(len(rows) for _, rows in todo) * (C - 1)
+    total = sum(len(v) for v in expected.values())
+    done = total - sum(len(expected[cid]) for cid, _ in todo)
     bar = _progress_bar(total, done, progress and rank == 0)
     trace_seconds = 0.0
     for cid, rows in todo:
@@ -251,7 +248,7 @@ def _trace_my_chunks(model, selection, config, out, rank, world, progress, fp: s
         bar.close()
     if rank == 0:  # parts beyond this run's chunks (another run's) would join the table
         folder.remove_extra_parts(out, len(chunks))
-    return sum(len(rows) for _, rows in todo) * (C - 1), trace_seconds
+    return sum(len(expected[cid]) for cid, _ in todo), trace_seconds
 
 
 def _progress_bar(total: int, done: int, show: bool):
@@ -305,6 +302,16 @@ def _sum_over_ranks(paths_traced: int, trace_seconds: float, device, world: int)
     return int(n.item()), float(s.item())
 
 
+def _peak_memory() -> dict:
+    """Peak resident memory of this process (MB), and of the GPU when one was used."""
+    import resource
+
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
+
+
 def _finalize(out: Path, seconds: float, paths_traced: int, trace_seconds: float, world: int) -> None:
     """Mark run.json complete, with this session's figures added to the sessions and the timing."""
     final = folder.read_json(out / folder.RUN_FILE)
@@ -317,6 +324,7 @@ def _finalize(out: Path, seconds: float, paths_traced: int, trace_seconds: float
         "paths_traced": int(paths_traced),
         "world_size": world,
         "status": "complete",
+        **_peak_memory(),
     }
     sessions = [*sessions, session]
     traced = sum(s.get("paths_traced", 0) for s in sessions)
@@ -382,6 +390,8 @@ def run_experiment(
     device = torch.device(config.device)
     dtype = getattr(torch, config.dtype)
     config, net, identity, dataset = resolve_inputs(config, model, data)  # names in-memory inputs
+    # the many-class defaults (targets, top_classes) are filled in before the fingerprint is read
+    config = with_class_defaults(config, len(dataset.class_names))
     if rank == 0:
         ownership.prepare_folder(out, config, resume, rank)
     net = net.to(device=device, dtype=dtype)

@@ -126,9 +126,10 @@ def part_fingerprint(path: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def part_is_valid(path: Path, image_indices: Any, n_targets: int, fingerprint: str, labels: dict) -> bool:
+def part_is_valid(path: Path, image_indices: Any, n_targets: int | None, fingerprint: str, labels: dict) -> bool:
     """Whether ``path`` is this run's finished part for images ``image_indices``: readable, with
-    exactly ``n_targets`` paths per image (one per target), the run's labels and fingerprint."""
+    exactly ``n_targets`` paths per image (one per target; None: ``image_indices`` lists the image
+    of every path), the run's labels and fingerprint."""
     import pandas as pd
 
     if not Path(path).exists():
@@ -144,7 +145,7 @@ def part_is_valid(path: Path, image_indices: Any, n_targets: int, fingerprint: s
         return False
     if any((frame[k] != v).any() for k, v in labels.items()):
         return False
-    expected = sorted(int(i) for i in image_indices for _ in range(n_targets))
+    expected = sorted(int(i) for i in image_indices for _ in range(1 if n_targets is None else n_targets))
     if sorted(frame["image_index"].astype(int).tolist()) != expected:
         return False
     return not frame.duplicated(["image_index", "target"]).any()
