@@ -78,7 +78,7 @@ def test_exact_solve_vs_dense(B, C, D, lam):
 
 @pytest.mark.parametrize("B, C, D, lam", CASES[:3], ids=IDS[:3])
 def test_cg_solve_vs_dense(B, C, D, lam):
-    J, p, g, G = problem(B, C, D, 3)
+    _J, _p, g, G = problem(B, C, D, 3)
     lam_t = torch.full((B,), lam, dtype=torch.float64)
     mv = lambda v: (G @ v[:, :, None])[:, :, 0]  # noqa: E731
     v, used = cg_solve(mv, g, lam_t, rtol=1e-12, maxiter=4 * C)

@@ -180,15 +180,6 @@ def _parse_temperature(text: str) -> float | str:
     return values[0]
 
 
-def _set_threads(threads: Optional[int]) -> None:
-    if threads is not None:
-        if threads < 1:
-            raise FrmarginError(f"option '--threads': got {threads}, expected a positive number")
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 @app.command()
 def study(
     models: str = typer.Option(..., help="Comma-separated model names (frmargin.list_models())."),

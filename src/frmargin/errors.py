@@ -6,6 +6,8 @@ what was received and what was expected. The CLI prints such errors as one line.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class FrmarginError(ValueError):
     """An error caused by input or environment, reported to the user as one line."""
@@ -33,3 +35,16 @@ class DiskFullError(OSError, FrmarginError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+def did_you_mean(name: object, choices: Iterable[object]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, else an empty string.
+
+    Example:
+        >>> did_you_mean("resnt20", ["resnet20", "resnet32"])
+        " (did you mean 'resnet20'?)"
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -71,7 +71,9 @@ def logits_and_jacobian(
 
 
 def _vmapped_jacobian(
-    model: nn.Module, x: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] | None
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``logits_and_jacobian`` by one vjp with its R one-hot cotangents vmapped."""
 

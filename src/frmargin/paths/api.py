@@ -311,9 +311,6 @@ def _size(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-def _collect(parts: list[PathState]) -> PathResult:
-
-
 def _collect(
     parts: list[PathState], source: torch.Tensor, target: torch.Tensor, box: tuple[float, float] | None = None
 ) -> PathResult:

@@ -135,13 +135,13 @@ class Network:
         if self.view.lumped:  # the rows differ per path: nothing to share
             counter[gidx] += 1
             view = self.view
-            return logits_and_jacobian(self.model, x, reduce=lambda z: view.reduce(z, gidx))  # type: ignore[arg-type]
+            return logits_and_jacobian(self.model, x, reduce=lambda z: view.reduce(z, gidx))
         flat = x.reshape(x.shape[0], -1)
         uniq, inverse, counts = torch.unique(flat, dim=0, return_inverse=True, return_counts=True)
         if uniq.shape[0] == x.shape[0]:
             counter[gidx] += 1
-            return logits_and_jacobian(self.model, x)  # type: ignore[arg-type]
-        z, J = logits_and_jacobian(self.model, uniq.reshape(-1, *x.shape[1:]))  # type: ignore[arg-type]
+            return logits_and_jacobian(self.model, x)
+        z, J = logits_and_jacobian(self.model, uniq.reshape(-1, *x.shape[1:]))
         counter[gidx] += 1.0 / counts[inverse].to(counter.dtype)
         return z[inverse], J[inverse]
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..errors import bad_argument
+from ..errors import bad_argument, did_you_mean
 
 __all__ = [
     "FINGERPRINT_VERSION",
@@ -326,14 +326,6 @@ def cli_spelling(name: str) -> str:
 
 def _count(value: object, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def did_you_mean(name: str, choices: Any) -> str:
-    """``" (did you mean 'x'?)"`` for the closest of ``choices``, else an empty string."""
-    import difflib
-
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_model_name(model: str, spell: Callable[[str], str] = _python_spelling) -> None:
