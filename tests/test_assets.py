@@ -17,8 +17,7 @@ from frmargin.cli_assets import assets_command
 from frmargin.errors import AssetError, FrmarginError
 
 PAYLOAD = bytes(range(256)) * 64  # 16 KiB
-REAL_MIRROR = Path(os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets")
-
+from mirror import REAL_MIRROR  # noqa: E402
 
 # ----------------------------------------------------------------------------- helpers
 

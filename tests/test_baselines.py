@@ -3,7 +3,6 @@ determinism, argument checks, and a pretrained ResNet-20 on the exact CIFAR-10 i
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,7 @@ pytest.importorskip("foolbox")
 
 from frmargin.baselines import ATTACKS, min_l2_attack, min_l2_distance
 from frmargin.errors import FrmarginError
-
-REAL_MIRROR = Path(os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets")
+from mirror import REAL_MIRROR
 
 MAX_EXCESS = 0.03  # attacks may return up to 3% above the exact minimal distance
 BELOW_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}  # relative: never below the exact minimum

@@ -19,8 +19,8 @@ from cifar_fixtures import assert_matches, cifar_members, make_tarball, serve, u
 from frmargin import assets, data
 from frmargin.data import load_dataset, restricted_unpickle
 from frmargin.errors import AssetError, FrmarginError
+from mirror import REAL_MIRROR
 
-REAL_MIRROR = Path(os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets")
 needs_mirror = pytest.mark.skipif(not (REAL_MIRROR / "data").is_dir(), reason="shared asset mirror absent")
 
 

@@ -5,7 +5,6 @@ real lossless file of the mirror (shape, labels, checksum, no caveat, same pixel
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,8 @@ from frmargin import assets
 from frmargin.data import CIFAR10_CLASSES, JPEG_CAVEAT, load_dataset
 from frmargin.data.official import lossless_source
 from frmargin.errors import AssetError
+from mirror import REAL_MIRROR
 
-REAL_MIRROR = Path(os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets")
 LOSSLESS_FILE = REAL_MIRROR / "data" / "cifar10-test-lossless.npz"
 needs_lossless = pytest.mark.skipif(not LOSSLESS_FILE.is_file(), reason="shared asset mirror (lossless split) absent")
 #: sha256 of cifar10-test-lossless.npz, from the assets README table

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from frmargin import assets, imagenet
 from frmargin.data import load_dataset
 from frmargin.errors import AssetError
 from frmargin.imagenet import decode_image
+from mirror import REAL_MIRROR
 
 
 def _jpeg(arr: np.ndarray, quality: int = 95) -> bytes:
@@ -131,8 +131,7 @@ def test_tampered_checksum_list_is_refused(fake_sample: Path) -> None:
 
 
 def _mirror() -> Path | None:
-    value = os.environ.get("FRMARGIN_MIRROR", "").strip()
-    folder = Path(value) if value else Path(__file__).resolve().parents[2] / "shared" / "assets"
+    folder = REAL_MIRROR
     return folder if (folder / "imagenet" / "sample-SHA256SUMS").is_file() else None
 
 

@@ -9,7 +9,6 @@ two minutes on one CPU thread.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -18,11 +17,11 @@ import pytest
 from frmargin.runs.config import RunConfig
 from frmargin.runs.experiment import run_experiment
 from frmargin.runs.targets import DEFAULT_TOP_CLASSES
+from mirror import REAL_MIRROR
 
 
 def _mirror() -> Path | None:
-    value = os.environ.get("FRMARGIN_MIRROR", "").strip()
-    folder = Path(value) if value else Path(__file__).resolve().parents[2] / "shared" / "assets"
+    folder = REAL_MIRROR
     need = ("imagenet/sample-SHA256SUMS", "imagenet/mobilenet_v2_1.0_224_quant.tflite")
     return folder if all((folder / n).is_file() for n in need) else None
 

@@ -3,7 +3,6 @@ accuracies on the official split, the CLI line."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -29,8 +28,8 @@ from frmargin.models import (
 from frmargin.models.resnet_b import cifar_resnet_b
 from frmargin.models.resnet_cifar import cifar_resnet
 from frmargin.models.shufflenet import channel_shuffle, shufflenet_v2
+from mirror import REAL_MIRROR
 
-REAL_MIRROR = Path(os.environ.get("FRMARGIN_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "assets")
 needs_mirror = pytest.mark.skipif(not (REAL_MIRROR / "weights").is_dir(), reason="shared asset mirror absent")
 
 # Correct predictions on the 300 images of cifar10-exact, measured with this code. The assets README
@@ -369,7 +368,7 @@ def test_accuracy_command_line(mirror_home: Path, capsys) -> None:
 
 
 def test_accuracy_command_rejects_bad_input() -> None:
-    with pytest.raises(FrmarginError, match="argument 'model'"):
+    with pytest.raises(FrmarginError, match="option '--model': got 'alexnet'"):
         accuracy_command("alexnet", "cifar10-exact", None)
     with pytest.raises(FrmarginError, match="argument 'limit'"):
         accuracy_command("resnet20", "cifar10-exact", 0)

@@ -15,6 +15,7 @@ import torch
 from conftest import assert_close
 from frmargin.errors import AssetError
 from frmargin.models.tflite import TFLiteGraph, TFLiteNet, read_tflite, same_padding
+from mirror import REAL_MIRROR
 
 tflite = pytest.importorskip("tflite")
 flatbuffers = pytest.importorskip("flatbuffers")
@@ -452,8 +453,7 @@ def test_unsupported_operator_and_garbage_are_refused() -> None:
 
 
 def _mirror() -> Path | None:
-    value = os.environ.get("FRMARGIN_MIRROR", "").strip()
-    folder = Path(value) if value else Path(__file__).resolve().parents[2] / "shared" / "assets"
+    folder = REAL_MIRROR
     return folder if (folder / "imagenet" / "mobilenet_v2_1.0_224_quant.tflite").is_file() else None
 
 
