@@ -269,7 +269,10 @@ def _activation_bytes(model: Callable[[torch.Tensor], torch.Tensor], x1: torch.T
             total[0] += output.numel() * output.element_size()
 
     modules = [m for m in model.modules() if not list(m.children())] if isinstance(model, torch.nn.Module) else []
-    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        handles = [m.register_forward_hook(hook) for m in modules]
+    except RuntimeError:  # TorchScript modules take no hooks: count the output alone
+        handles = []
     try:
         with torch.no_grad():
             z = model(x1)

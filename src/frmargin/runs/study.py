@@ -183,10 +183,17 @@ def _finished(run: StudyRun) -> bool:
     info = folder.read_run_info(run.folder)
     if info is None:
         return False
-    if info.get("fingerprint") != run.config.fingerprint():
+    # run.json's options fingerprint (batch size included; the full fingerprint adds the contents,
+    # which run_experiment checks); runs written before it existed carry the options-only one
+    key, mine = (
+        ("options_fingerprint", run.config.options_fingerprint())
+        if "options_fingerprint" in info
+        else ("fingerprint", run.config.fingerprint())
+    )
+    if info.get(key) != mine:
         raise FrmarginError(
-            f"option '--out': {run.folder} holds a different run (fingerprint {info.get('fingerprint')}, "
-            f"this study's {run.config.fingerprint()}); choose another folder"
+            f"option '--out': {run.folder} holds a different run (fingerprint {info.get(key)}, "
+            f"this study's {mine}); choose another folder"
         )
     return info.get("status") == "complete"
 
