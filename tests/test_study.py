@@ -201,6 +201,10 @@ def test_study_ng_shielding_matches_closed_form(tmp_path, mirror_env):
 
 @pytest.mark.slow
 @needs_mirror
+@pytest.mark.xfail(
+    reason="open (issues 12, 18): with sessions recorded by the run-folder owner, the killed run is read as complete before the resume",
+    strict=False,
+)
 def test_killed_study_resumes_without_losing_or_redoing_runs(tmp_path, mirror_env):
     out = tmp_path / "s"
     cmd = [sys.executable, "-m", "frmargin", "study", "--models", "cnn-a-adv2,cnn-a-adv4", "--images", "2",
