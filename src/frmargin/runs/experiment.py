@@ -28,7 +28,7 @@ from ..geometry import margin_lower_bound
 from ..paths import trace_paths
 from . import folder, ownership
 from .config import FINGERPRINT_VERSION, RunConfig, fingerprint
-from .lock import RunLock
+from .lock import LOCK_FILE, RunLock
 from .schema import path_table
 from .targets import choose_targets, parse_targets, select_images, selection_rule, with_class_defaults
 from .temperature import apply_temperature
@@ -392,7 +392,7 @@ def run_experiment(
     config, net, identity, dataset = resolve_inputs(config, model, data)  # names in-memory inputs
     # the many-class defaults (targets, top_classes) are filled in before the fingerprint is read
     config = with_class_defaults(config, len(dataset.class_names))
-    if rank == 0:
+    if rank == 0 and not (out / LOCK_FILE).exists():  # a held folder: the lock names its holder
         ownership.prepare_folder(out, config, resume, rank)
     net = net.to(device=device, dtype=dtype)
     preflight(net, dataset, config, device, dtype, identity)
