@@ -357,3 +357,45 @@ def test_a_1000_class_run_stays_readable(tmp_path: Path):
         width, height = Image.open(folder / name).size
         assert width <= 2000 and height <= 1200, (name, width, height)
     assert "class='verdicts'" not in page and "316%" not in page  # not CIFAR-10
+
+
+def _study_folder(base: Path) -> Path:
+    """A study folder written elsewhere (study.json names the folders where they were written):
+    model-a finished (both metrics), model-b with its Fisher run still pending."""
+    study = base / "moved-study"
+    elsewhere = Path("/somewhere/else/study")
+    runs = []
+    for model, metric, status in (
+        ("model-a", "fisher", "complete"),
+        ("model-a", "euclidean", "complete"),
+        ("model-b", "fisher", "running"),
+    ):
+        if status == "complete":
+            write_synthetic_run(study / model / metric, n_images=30, seed=3, metric=metric)
+        runs.append({"model": model, "temperature": 1.0, "metric": metric,
+                     "folder": str(elsewhere / model / metric), "fingerprint": "x", "status": status})  # fmt: skip
+    (study / "study.json").write_text(
+        json.dumps({"fingerprint": "f", "plan": {}, "catalog": {}, "runs": runs, "status": "running"})
+    )
+    return study
+
+
+def test_report_of_an_unfinished_moved_study(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """`frmargin report STUDY_DIR` reads the run folders inside the study folder, covers the
+    finished runs and says which are not finished."""
+    from typer.testing import CliRunner
+
+    from frmargin.cli import app
+
+    study = _study_folder(tmp_path)
+    res = CliRunner().invoke(app, ["report", str(study)])
+    assert res.exit_code == 0, res.output
+    assert "unfinished study (1 runs not finished)" in res.output
+    table = pd.read_csv(study / "study_table.csv")
+    assert list(table["run"]) == ["model-a"]
+    assert table.loc[0, "n_paths"] == len(pd.read_parquet(study / "model-a" / "fisher" / "paths.parquet"))
+    text = (study / "report.md").read_text()
+    assert "1 of 3 runs not finished (model-b/fisher)" in text
+    assert str(study / "model-a" / "fisher") in text
+    bad = CliRunner().invoke(app, ["report", str(study), "--out", str(tmp_path / "elsewhere")])
+    assert bad.exit_code != 0 and "--out" in str(bad.exception or bad.output)

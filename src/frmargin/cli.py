@@ -231,12 +231,16 @@ def _zoo() -> dict[str, dict]:
 
 @app.command()
 def report(
-    dirs: list[Path] = typer.Argument(..., help="Run folders; several give a comparison."),
+    dirs: list[Path] = typer.Argument(..., help="Run folders (several give a comparison), or one study folder."),
     out: Optional[Path] = typer.Option(None, help="Where to write (default: the run folder)."),
 ) -> None:
-    """Per-class table, figures, report.html and report.md from one or more runs."""
+    """Per-class table, figures, report.html and report.md from one or more runs (or the study
+    report of one study folder)."""
     from .runs.folder import check_run_folder, run_is_complete
 
+    if len(dirs) == 1 and (dirs[0] / "study.json").is_file():
+        _study_report(dirs[0], out)
+        return
     for directory in dirs:  # a wrong folder is said at once, before the report stack loads
         check_run_folder(directory)
         if not run_is_complete(directory):
@@ -248,6 +252,26 @@ def report(
     from .report import report_command
 
     report_command(dirs, out)
+
+
+def _study_report(directory: Path, out: Optional[Path]) -> None:
+    """``frmargin report STUDY_DIR``: the study report, also of an unfinished study."""
+    if out is not None and Path(out).resolve() != Path(directory).resolve():
+        raise FrmarginError(
+            f"option '--out': got {str(out)!r} for the study folder {str(directory)!r}, expected none "
+            "(a study report is written into its study folder)"
+        )
+    from .report.study import pending_runs, study_report
+    from .runs.study import read_study
+
+    pending = pending_runs(read_study(directory))
+    if pending:
+        typer.echo(
+            f"frmargin: warning: {directory} is an unfinished study ({len(pending)} runs not finished): the "
+            "report covers the finished runs; rerun the study command to finish it",
+            err=True,
+        )
+    typer.echo(f"study report: {study_report(directory)}")
 
 
 @app.command()

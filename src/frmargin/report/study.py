@@ -55,14 +55,30 @@ class StudyAnalysis:
     min_per_class: int
 
 
-def _load(study: dict) -> dict[str, dict[str, Run]]:
+def run_folder(study_dir: Path, entry: dict) -> Path:
+    """The folder of a study.json run entry, inside ``study_dir`` (``KEY/METRIC``): the study
+    folder may have been moved, or written from another working directory."""
+    recorded = Path(entry["folder"])
+    return Path(study_dir) / recorded.parent.name / recorded.name
+
+
+def pending_runs(study: dict) -> list[str]:
+    """``KEY/METRIC`` of every run of the study that is not finished."""
+    return [
+        f"{Path(e['folder']).parent.name}/{Path(e['folder']).name}"
+        for e in study["runs"]
+        if e.get("status") != "complete"
+    ]
+
+
+def _load(study: dict, study_dir: Path) -> dict[str, dict[str, Run]]:
     """Run key -> metric -> loaded run, for the finished runs of the study."""
     out: dict[str, dict[str, Run]] = {}
     for entry in study["runs"]:
         if entry.get("status") != "complete":
             continue
         key = Path(entry["folder"]).parent.name
-        out.setdefault(key, {})[entry["metric"]] = load_run(Path(entry["folder"]))
+        out.setdefault(key, {})[entry["metric"]] = load_run(run_folder(study_dir, entry))
     return out
 
 
@@ -98,7 +114,7 @@ def analyze_study(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Stu
     """Analyse every finished run of the study in ``out``."""
     study = read_study(out)
     catalog = study.get("catalog", {})
-    runs = _load(study)
+    runs = _load(study, out)
     if not runs:
         raise FrmarginError(f"argument 'study_dir': {str(out)!r} holds no finished run yet, expected at least one")
     requested = {Path(e["folder"]).parent.name: temperature_label(e.get("temperature", 1.0)) for e in study["runs"]}
@@ -133,7 +149,7 @@ def analyze_study(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Stu
     margins = {k: m["num"].to_numpy() for k, m in margin_values_.groupby("run", sort=False)}
     counts = margin_values_.groupby(["run", "label"]).size()
     folders = pd.DataFrame(
-        [(Path(e["folder"]).parent.name, e["metric"], e["folder"], e["status"]) for e in study["runs"]],
+        [(Path(e["folder"]).parent.name, e["metric"], str(run_folder(out, e)), e["status"]) for e in study["runs"]],
         columns=["run", "metric", "folder", "status"],
     )
     return StudyAnalysis(
@@ -183,6 +199,12 @@ def study_report(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Path
     result.table.to_csv(out / "study_table.csv", index=False)
     result.verdicts.to_csv(out / "study_verdicts.csv", index=False)
     doc = Document(f"frmargin study: {len(result.table)} models")
+    pending = pending_runs(read_study(out))
+    if pending:
+        doc.warning(
+            f"an unfinished study: {len(pending)} of {len(result.folders)} runs not finished "
+            f"({', '.join(pending)}); this report covers the finished ones. Rerun the study command to finish it."
+        )
     if result.min_per_class < 2:
         doc.warning(
             f"some class has {result.min_per_class} image(s) with a margin: images are resampled within their "
