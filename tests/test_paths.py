@@ -314,6 +314,37 @@ def test_top_classes_keep_the_closed_form(monkeypatch):
     assert_above_lb(lumped, model, x, s, "top_classes=4")
 
 
+def test_top_classes_share_the_start_rows_of_one_image(monkeypatch):
+    """The paths of one image to targets among its kept classes keep the same classes: their
+    rows at the shared start are evaluated once (charged a share to each), and every path is
+    traced as it is alone."""
+    import frmargin.paths.state as state
+
+    model = make_mlp(60, 12, 32, 2, seed=13, scale=2.5)
+    x0 = make_inputs((60,), 2, seed=13)
+    p, y = predictions(model, x0)
+    top = p.argsort(-1, descending=True)[:, 1:4]  # the 3 most probable other classes: kept with m = 4
+    x = x0.repeat_interleave(3, 0)
+    s, t = y.repeat_interleave(3), top.reshape(-1)
+    batches: list[int] = []
+    jacobian = state.logits_and_jacobian
+
+    def counting(*args, **kwargs):
+        batches.append(args[1].shape[0])
+        return jacobian(*args, **kwargs)
+
+    monkeypatch.setattr(state, "logits_and_jacobian", counting)
+    together = trace_paths(model, x, s, t, top_classes=4)
+    assert batches[0] == 2, f"start rows evaluated for {batches[0]} points, expected one per image"
+    alone = [trace_paths(model, x[i : i + 1], s[i : i + 1], t[i : i + 1], top_classes=4) for i in range(6)]
+    assert together.status == ["ok"] * 6 and all(r.status == ["ok"] for r in alone)
+    for name in ("fr_length", "l2", "x_end"):
+        assert_close(getattr(together, name), torch.cat([getattr(r, name) for r in alone]), 1e-9, 0, name)
+    assert torch.equal(together.first_hit, torch.cat([r.first_hit for r in alone]))
+    shared = together.jacobian_evals - torch.cat([r.jacobian_evals for r in alone])
+    assert torch.allclose(shared, torch.full_like(shared, 1 / 3 - 1)), shared
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [dict(top_classes=1), dict(top_classes=3, until="target"), dict(top_classes=3, method="paper", solver="cg")],

@@ -94,7 +94,8 @@ def test_length_ends_at_the_boundary_inside_a_long_step(monkeypatch, planned):
             p_end = torch.softmax(model(res.x_end), -1)
         past = fisher_rao_distance(p_end, torch.full_like(p_end, 0.5))
         # the changed side of the last bracket: within root_tol of the step (<= pi) past the tie
-        assert (past > 0).all() and (past <= ROOT * math.pi).all()
+        # (or exactly on it: regula falsi can land on the tie, as it does on some CPUs)
+        assert (past >= 0).all() and (past <= ROOT * math.pi).all(), past
 
 
 def test_every_path_comes_back_with_a_final_status(monkeypatch):

@@ -132,16 +132,26 @@ class Network:
         distinct point (the paths of one image to its C - 1 targets start together); each path
         is charged its share."""
         counter = self.state.jacobian_evals
-        if self.view.lumped:  # the rows differ per path: nothing to share
-            counter[gidx] += 1
-            view = self.view
-            return logits_and_jacobian(self.model, x, reduce=lambda z: view.reduce(z, gidx))
         flat = x.reshape(x.shape[0], -1)
-        uniq, inverse, counts = torch.unique(flat, dim=0, return_inverse=True, return_counts=True)
+        view = self.view
+        # with lumped classes the rows are those of each path's kept classes: paths share a
+        # point's rows when they also keep the same classes (the paths of one image to its top
+        # targets start together and keep the same m most probable classes)
+        key = torch.cat([flat, view.keep[gidx].to(flat.dtype)], 1) if isinstance(view, LumpedView) else flat
+        uniq, inverse, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
         if uniq.shape[0] == x.shape[0]:
             counter[gidx] += 1
+            if isinstance(view, LumpedView):
+                return logits_and_jacobian(self.model, x, reduce=lambda z: view.reduce(z, gidx))
             return logits_and_jacobian(self.model, x)
-        z, J = logits_and_jacobian(self.model, uniq.reshape(-1, *x.shape[1:]))
+        n = x.shape[0]
+        first = torch.full((uniq.shape[0],), n, dtype=torch.long, device=x.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(n, device=x.device), reduce="amin")
+        if isinstance(view, LumpedView):
+            rep = gidx[first]
+            z, J = logits_and_jacobian(self.model, x[first], reduce=lambda zz: view.reduce(zz, rep))
+        else:
+            z, J = logits_and_jacobian(self.model, x[first])
         counter[gidx] += 1.0 / counts[inverse].to(counter.dtype)
         return z[inverse], J[inverse]
 
