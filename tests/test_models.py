@@ -156,6 +156,17 @@ def test_option_b_shortcut_is_a_strided_1x1_conv_with_bn() -> None:
     assert isinstance(cifar_resnet_b(20).layer1[0].downsample, torch.nn.Identity)
 
 
+def _random_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial running statistics and affine parameters in every BatchNorm2d (torch's RNG)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model
+
+
 REFERENCE_TOL = 0.0  # the reference runs the same torch operations in the same order
 
 
@@ -192,13 +203,7 @@ def _reference_cifar_resnet(state: dict, x: torch.Tensor, head: str) -> torch.Te
 def test_both_shortcut_options_compute_the_reference_resnet(build, head: str, shortcut_keys: int) -> None:
     """One block class serves both layouts: the checkpoints' keys, and the function of each layout."""
     torch.manual_seed(0)
-    net = build(20).double().eval()
-    for m in net.modules():  # non-trivial running statistics
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
+    net = _random_batchnorm(build(20).double().eval())
     state = net.state_dict()
     assert f"{head}.weight" in state and not any(k.startswith(("linear.", "fc.")) and head not in k for k in state)
     shortcuts = [k for k in state if ".shortcut." in k or ".downsample." in k]
@@ -268,13 +273,7 @@ def test_list_models_has_the_facts_of_every_model() -> None:
 def test_fuse_batchnorm_folds_sequential_pairs_and_keeps_the_function() -> None:
     torch.manual_seed(0)
     for name in ("resnet20-b", "shufflenetv2-x0.5"):
-        model = build_model(name).double()
-        for m in model.modules():  # non-trivial running statistics
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.data.uniform_(0.5, 1.5)
-                m.bias.data.uniform_(-0.5, 0.5)
+        model = _random_batchnorm(build_model(name).double())
         x = torch.rand(3, 3, 32, 32, dtype=torch.float64)
         expected = model(x)
         fuse_batchnorm(model)
