@@ -111,11 +111,30 @@ def quantile(values, q: float) -> float:
 
 
 # ------------------------------------------------------------------------ workloads
-def load_resnet(name: str = "resnet20"):
+def load_model(name: str = "resnet20"):
+    """A registered model (CIFAR zoo or ImageNet) from the asset store, frozen, eval mode."""
     setup_env()
-    from frmargin.models import load_model
+    from frmargin.models import load_model as load
 
-    return load_model(name, progress=False).eval()
+    return load(name, progress=False).eval()
+
+
+def first_images(data: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images of the dataset ``data``: x (n, 3, H, W) in [0, 1], labels y (n,)."""
+    setup_env()
+    from frmargin.data import load_dataset
+
+    ds = load_dataset(data, progress=False)
+    return ds.images[:n], ds.labels[:n]
+
+
+def correct_subset(model, x: torch.Tensor, y: torch.Tensor, n: int):
+    """The first ``n`` (or fewer) of x (B, ...) that ``model`` classifies as y (B,): x (n, ...),
+    y (n,) and their softmax outputs p (n, C) in float64."""
+    with torch.no_grad():
+        logits = model(x)
+    good = (logits.argmax(-1) == y).nonzero()[:n, 0]
+    return x[good], y[good], torch.softmax(logits[good].double(), -1)
 
 
 def correct_images(model, data: str, n: int, offset: int = 0):
@@ -127,12 +146,9 @@ def correct_images(model, data: str, n: int, offset: int = 0):
     xs, ys = [], []
     start = offset
     while sum(len(y) for y in ys) < n and start < len(ds.labels):
-        x = ds.images[start : start + 64]
-        y = ds.labels[start : start + 64]
-        with torch.no_grad():
-            ok = model(x).argmax(-1) == y
-        xs.append(x[ok])
-        ys.append(y[ok])
+        x, y, _ = correct_subset(model, ds.images[start : start + 64], ds.labels[start : start + 64], 64)
+        xs.append(x)
+        ys.append(y)
         start += 64
     x, y = torch.cat(xs)[:n], torch.cat(ys)[:n]
     if len(y) < n:
@@ -140,13 +156,26 @@ def correct_images(model, data: str, n: int, offset: int = 0):
     return x, y
 
 
+def other_class_paths(y: torch.Tensor, n_classes: int):
+    """A path from every image to each other class (ascending), grouped by image: the image of
+    each path (P,), its source (P,) and target (P,), P = B (n_classes - 1)."""
+    image = torch.arange(len(y)).repeat_interleave(n_classes - 1)
+    target = torch.tensor([k for s in y.tolist() for k in range(n_classes) if k != s], dtype=torch.long)
+    return image, y[image], target
+
+
 def all_target_paths(x: torch.Tensor, y: torch.Tensor, n_classes: int):
     """Paths from every image to each other class, grouped by image: X (P, ...), source, target."""
-    targets = [[k for k in range(n_classes) if k != int(s)] for s in y]
-    X = x.repeat_interleave(n_classes - 1, 0)
-    source = y.repeat_interleave(n_classes - 1)
-    target = torch.tensor([k for t in targets for k in t])
-    return X, source, target
+    image, source, target = other_class_paths(y, n_classes)
+    return x[image], source, target
+
+
+def ranked_target_paths(p: torch.Tensor, ranks):
+    """Paths from each input's most probable class to its classes of probability rank ``ranks``
+    (0 = the most probable) under p (B, C), grouped by input: image (P,), source (P,), target (P,)."""
+    order = p.argsort(-1, descending=True)
+    image = torch.arange(p.shape[0]).repeat_interleave(len(ranks))
+    return image, order[image, 0], order[:, list(ranks)].reshape(-1)
 
 
 # ------------------------------------------------------------------------ instrumentation
@@ -348,6 +377,17 @@ def save(name: str, payload: dict, markdown: str) -> Path:
     md = RESULTS / f"{name}.md"
     md.write_text(markdown)
     return md
+
+
+def publish(name: str, payload: dict, markdown: str, line: str | None = None) -> Path:
+    """``save``, then print the markdown (or the one ``line``) and where the results went."""
+    path = save(name, payload, markdown)
+    if line is None:
+        print(markdown, flush=True)
+        print(f"[{name}] wrote {path}", flush=True)
+    else:
+        print(f"[{name}] {line}; wrote {path}", flush=True)
+    return path
 
 
 def _json_default(o):

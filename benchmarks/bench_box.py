@@ -22,49 +22,19 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _common import RESULTS, add_thread_arg, apply_threads, setup_env
-
-CNN_A_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
-CNN_A_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
-
-
-def _cnn_a():
-    """CNN-A (adversarially trained, eps 2/255) on CIFAR-10 images in [0, 1], or None."""
-    from frmargin.models import Normalized
-
-    for name in ("cnn-a-adv2",):
-        try:
-            import frmargin
-
-            return frmargin.load_model(name, progress=False)
-        except Exception:
-            pass
-    path = Path("/work/shared/assets/weights/cifar_cnn_a_adv.model")
-    if not path.is_file():
-        return None
-    net = nn.Sequential(
-        nn.Conv2d(3, 16, 4, 2, 1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 4, 2, 1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(2048, 100),
-        nn.ReLU(),
-        nn.Linear(100, 10),
-    )
-    net.load_state_dict(torch.load(path, weights_only=True))
-    return Normalized(net, CNN_A_MEAN, CNN_A_STD).eval()
-
-
-def _cifar(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    import frmargin
-
-    ds = frmargin.load_dataset("cifar10-exact", progress=False)
-    return ds.images[:n], ds.labels[:n]
+from _common import (
+    RESULTS,
+    add_thread_arg,
+    apply_threads,
+    correct_subset,
+    first_images,
+    load_model,
+    other_class_paths,
+    setup_env,
+)
 
 
 def workloads(only: set[str] | None, images: int) -> dict:
@@ -77,28 +47,17 @@ def workloads(only: set[str] | None, images: int) -> dict:
         out["digits-mlp"] = (digit_mlp(0), x, y)
     if only is None or "digits-cnn" in only:
         out["digits-cnn"] = (digit_cnn(0), x, y)
-    if only is None or "cnn-a" in only:
-        model = _cnn_a()
-        if model is not None:
-            out["cnn-a"] = (model, *_cifar(images * 2))
-    if only is None or "resnet20" in only:
-        import frmargin
-
-        out["resnet20"] = (frmargin.load_model("resnet20", progress=False), *_cifar(images * 2))
+    for name, registered in (("cnn-a", "cnn-a-adv2"), ("resnet20", "resnet20")):
+        if only is None or name in only:
+            out[name] = (load_model(registered), *first_images("cifar10-exact", images * 2))
     return out
 
 
 def all_pairs(model, x: torch.Tensor, y: torch.Tensor, images: int):
     """Correctly classified images (first ``images``), each paired with every other class."""
-    with torch.no_grad():
-        logits = model(x)
-    good = (logits.argmax(-1) == y).nonzero()[:images, 0]
-    C = logits.shape[-1]
-    img = good.repeat_interleave(C - 1)
-    src = y[img]
-    off = torch.arange(C - 1).repeat(good.numel())
-    tgt = (src + 1 + off) % C
-    return x[good], y[good], img, x[img], src, tgt
+    xi, yi, p = correct_subset(model, x, y, images)
+    img, src, tgt = other_class_paths(yi, p.shape[-1])
+    return xi, yi, img, xi[img], src, tgt
 
 
 def bench(name, model, x, y, images: int, margin: bool) -> dict:

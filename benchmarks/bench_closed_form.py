@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     from frmargin.geometry import margin_lower_bound, predicted_path
 
     info = cm.device_info()
-    model = cm.load_resnet()
+    model = cm.load_model()
     ds = load_dataset(args.data, progress=False)
     x = ds.images[: args.images]
     N = x.shape[0]
@@ -98,10 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     )
     payload = {"device": info, "args": vars(args), "rows": rows, "inference": t_inf, "closed_form": t_cf}
-    path = cm.save(NAME, payload, md)
-    print(
-        f"[{NAME}] inference {t_inf['median']:.2f} s, closed form {t_cf['median']:.4f} s, ratio {ratio:.4f}; wrote {path}",
-        flush=True,
+    cm.publish(
+        NAME, payload, md, f"inference {t_inf['median']:.2f} s, closed form {t_cf['median']:.4f} s, ratio {ratio:.4f}"
     )
     payload["summary"] = [
         cm.figure(NAME, f"inference pass, {N} images", t_inf["median"], "s"),

@@ -34,19 +34,10 @@ def _peak_mb() -> float:
 
 
 def _load(n_images: int, threads: int):
-    import torch
-
-    from frmargin import load_dataset, load_model
-
-    cm.setup_env()
     cm.apply_threads(threads)
-    model = load_model(MODEL).eval()
-    data = load_dataset(DATA, progress=False)
-    x, y = data.images[: 4 * n_images + 8], data.labels[: 4 * n_images + 8]
-    with torch.no_grad():
-        p = torch.softmax(model(x).double(), -1)
-    good = (p.argmax(-1) == y).nonzero()[:, 0][:n_images]
-    return model, x[good], p[good]
+    model = cm.load_model(MODEL)
+    x, _, p = cm.correct_subset(model, *cm.first_images(DATA, 4 * n_images + 8), n_images)
+    return model, x, p
 
 
 def _trace(args: tuple) -> dict:
@@ -68,15 +59,12 @@ def _trace(args: tuple) -> dict:
         rows = J64.shape[1]
         return {"m": "all (1000)", "rows": rows, "s_per_jacobian": wall, "s_per_row": wall / rows,
                 "peak_rss_mb": _peak_mb(), "rss_before_mb": base_mb}  # fmt: skip
-    src = p0.argmax(-1)
-    order = p0.argsort(-1, descending=True)
-    target = order[:, 1 : n_targets + 1].reshape(-1)
-    rep = torch.arange(len(x)).repeat_interleave(n_targets)
+    rep, source, target = cm.ranked_target_paths(p0, range(1, n_targets + 1))
     t0 = time.perf_counter()
-    res = trace_paths(model, x[rep], src[rep], target, top_classes=m, batch_size=4, max_steps=max_steps)
+    res = trace_paths(model, x[rep], source, target, top_classes=m, batch_size=4, max_steps=max_steps)
     wall = time.perf_counter() - t0
-    lb = margin_lower_bound(p0[rep], src[rep])
-    pred, _ = predicted_path(p0[rep], src[rep], target)
+    lb = margin_lower_bound(p0[rep], source)
+    pred, _ = predicted_path(p0[rep], source, target)
     ok = torch.tensor([s == "ok" for s in res.status])
     P = len(rep)
     return {
@@ -124,9 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     )
     payload = {"device": info, "args": vars(args), "rows": rows}
-    path = cm.save(NAME, payload, md)
-    print(md, flush=True)
-    print(f"[{NAME}] wrote {path}", flush=True)
+    cm.publish(NAME, payload, md)
     payload["summary"] = [
         cm.figure(NAME, f"MobileNetV2 path, top_classes={r['m']}", r["s_per_path"], "s/path",
                   f"peak RSS {r['peak_rss_mb']:.0f} MB, {r['jacobian_evals_per_path']:.1f} Jacobian evals/path")

@@ -22,7 +22,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as cm
-import bench_zoo_steps as zoo
 
 NAME = "bench_peers"
 
@@ -112,8 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     cm.setup_env()
     cm.apply_threads(args.threads)
-    model = zoo.load(args.model)
-    x, y = zoo.official_images(model, args.images)
+    model = cm.load_model(args.model)
+    x, y = cm.correct_images(model, "cifar10", args.images)
     unit = jacobian_unit(model, x)
     rows = [frmargin_row(model, x, y, "frmargin converged")]
     if not args.no_paper:

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     cm.apply_threads(args.threads)
     info = cm.device_info()
-    model = cm.load_resnet()
+    model = cm.load_model()
     x, y = cm.correct_images(model, args.data, args.images)
     with torch.no_grad():
         z = model(x)
@@ -145,10 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     )
     payload = {"device": info, "args": vars(args), "timing": rows, "ratio_cg_over_exact": ratio, "agreement": agree}
-    path = cm.save(NAME, payload, md)
-    print(
-        f"[{NAME}] cg/exact = {ratio:.2f}; rel diff v {rel_v:.2e}, step {rel_step:.2e}, f32 {f32_diff:.2e}; wrote {path}",
-        flush=True,
+    cm.publish(
+        NAME, payload, md, f"cg/exact = {ratio:.2f}; rel diff v {rel_v:.2e}, step {rel_step:.2e}, f32 {f32_diff:.2e}"
     )
     payload["summary"] = [
         cm.figure(

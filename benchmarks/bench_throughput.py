@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     cm.apply_threads(args.threads)
     info = cm.device_info()
-    model = cm.load_resnet()
+    model = cm.load_model()
     sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     n_img = math.ceil(max(sizes) / 9)
     x, y = cm.correct_images(model, args.data, n_img)

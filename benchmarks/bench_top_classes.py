@@ -69,12 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     x = torch.rand(args.inputs, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         p0 = torch.softmax(model(x).double(), -1)
-    order = p0.argsort(-1, descending=True)
-    X = x.repeat_interleave(len(RANKS), 0)
-    source = order[:, 0].repeat_interleave(len(RANKS))
-    target = order[:, list(RANKS)].reshape(-1)
+    image, source, target = cm.ranked_target_paths(p0, RANKS)
+    X, p_rep = x[image], p0[image]
     P = X.shape[0]
-    p_rep = p0.repeat_interleave(len(RANKS), 0)
     pred_len, _ = predicted_path(p_rep, source, target)
     top_p = p0.max(-1).values
     print(
@@ -127,9 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     )
     payload = {"device": info, "args": vars(args), "rows": rows}
-    path = cm.save(NAME, payload, md)
-    print(md, flush=True)
-    print(f"[{NAME}] wrote {path}", flush=True)
+    cm.publish(NAME, payload, md)
     full_row = rows[0]
     payload["summary"] = [
         cm.figure(

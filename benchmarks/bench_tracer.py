@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
 
     info = cm.device_info()
-    model = cm.load_resnet()
+    model = cm.load_model()
     x, y = cm.correct_images(model, args.data, args.images, args.offset)
     X, source, target = cm.all_target_paths(x, y, 10)
     P = X.shape[0]

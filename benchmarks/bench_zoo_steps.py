@@ -14,9 +14,8 @@ For each model, the first N correctly classified images of the official CIFAR-10
 Issue 16's goals: >= 99.5% of paths ``ok`` on every model and Jacobians per path at p95 <= 3x
 the median.
 
-Models come from ``frmargin.load_model``; the CNN-A models (``cnn-a-adv2``, ``cnn-a-adv4``,
-``cnn-a-mix``) are built here from their state dicts in the mirror when the installed package
-does not register them yet (a plain CNN: two strided 4x4 convolutions, two linear layers, ReLU).
+Models and images come from the shared set-up of ``_common`` (``load_model``,
+``correct_images``, ``all_target_paths``).
 
 Usage: .venv/bin/python benchmarks/bench_zoo_steps.py [--images 8] [--models cnn-a-adv2,resnet20]
 """
@@ -24,7 +23,6 @@ Usage: .venv/bin/python benchmarks/bench_zoo_steps.py [--images 8] [--models cnn
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,69 +35,14 @@ import _common as cm
 
 NAME = "bench_zoo_steps"
 MODELS = ("cnn-a-adv2", "cnn-a-adv4", "cnn-a-mix", "shufflenetv2-x0.5", "resnet20-b", "resnet20")
-#: state dicts of the CNN-A models in the mirror's weights folder
-CNN_A_FILES = {
-    "cnn-a-adv2": "cifar_cnn_a_adv.model",
-    "cnn-a-adv4": "cifar_cnn_a_adv4.model",
-    "cnn-a-mix": "cifar_cnn_a_mix.model",
-}
-CNN_A_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
-CNN_A_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
-
-
-def cnn_a(file: str):
-    """The CNN-A of the mirror's state dict ``file``, normalization inside, eval mode."""
-    from torch import nn
-
-    from frmargin.models import Normalized
-
-    net = nn.Sequential(
-        nn.Conv2d(3, 16, 4, 2, 1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 4, 2, 1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(2048, 100),
-        nn.ReLU(),
-        nn.Linear(100, 10),
-    )
-    mirror = Path(os.environ.get("FRMARGIN_MIRROR", cm.DEFAULT_MIRROR))
-    net.load_state_dict(torch.load(mirror / "weights" / file, weights_only=True))
-    return Normalized(net, CNN_A_MEAN, CNN_A_STD).eval()
-
-
-def load(name: str):
-    """The model ``name``: the package's registry first, then the CNN-A builder."""
-    from frmargin.models import load_model
-
-    try:
-        return load_model(name, progress=False).eval()
-    except Exception:
-        if name in CNN_A_FILES:
-            return cnn_a(CNN_A_FILES[name])
-        raise
-
-
-def official_images(model, n: int):
-    """First n correctly classified official test images: x (n, 3, 32, 32) in [0, 1], y (n,)."""
-    try:
-        return cm.correct_images(model, "cifar10", n)
-    except (Exception, SystemExit):
-        mirror = Path(os.environ.get("FRMARGIN_MIRROR", cm.DEFAULT_MIRROR))
-        d = np.load(mirror / "data" / "cifar10-test-lossless.npz")
-        x = torch.tensor(d["images"][: 40 * n]).permute(0, 3, 1, 2).float() / 255
-        y = torch.tensor(d["labels"][: 40 * n]).long()
-        with torch.no_grad():
-            ok = (model(x).argmax(-1) == y).nonzero()[:, 0][:n]
-        return x[ok], y[ok]
 
 
 def run_model(name: str, n: int, batch_size: int) -> dict:
     from frmargin.geometry import margin_lower_bound, predicted_path
     from frmargin.paths import trace_paths
 
-    model = load(name)
-    x, y = official_images(model, n)
+    model = cm.load_model(name)
+    x, y = cm.correct_images(model, "cifar10", n)
     X, source, target = cm.all_target_paths(x, y, 10)
     t0 = time.perf_counter()
     res = trace_paths(model, X, source, target, batch_size=batch_size)

@@ -10,7 +10,8 @@ import pytest
 
 from frmargin.analysis.box import box_table
 from frmargin.report.box import box_section
-from frmargin.report.document import Document
+from frmargin.report.document import Document, Table
+from frmargin.report.result import analyze_box
 from frmargin.runs.folder import Run
 
 
@@ -48,10 +49,23 @@ def test_box_table_by_hand():
     assert b["stationary_pct"] == 100 and b["ok_pct"] == 0
 
 
-def test_box_section_only_for_box_runs(tmp_path: Path):
+def test_box_analysis_only_for_box_runs_with_box_statistics(tmp_path: Path):
+    info = {"box": [0.0, 1.0], "class_names": ["a", "b"]}
+    box = analyze_box(Run("r", tmp_path, info, paths(), None, None))
+    assert box is not None and box.bounds == (0.0, 1.0)
+    pd.testing.assert_frame_equal(box.table, box_table(paths(), ["a", "b"]))
+    assert analyze_box(Run("r", tmp_path, {**info, "box": None}, paths(), None, None)) is None
+    no_stats = paths().drop(columns=["bound_share"])
+    assert analyze_box(Run("r", tmp_path, info, no_stats, None, None)) is None
+
+
+def test_box_section_renders_the_analysed_table(tmp_path: Path):
     info = {"box": [0.0, 1.0], "class_names": ["a", "b"]}
     doc = Document("t")
-    box_section(doc, Run("r", tmp_path, info, paths(), None, None))
+    box_section(doc, analyze_box(Run("r", tmp_path, info, paths(), None, None)))
     free = Document("t")
-    box_section(free, Run("r", tmp_path, {**info, "box": None}, paths(), None, None))
+    box_section(free, None)
     assert len(doc.blocks) > len(free.blocks) == 0
+    tables = [b for b in doc.blocks if isinstance(b, Table)]
+    assert tables[0].frame["class"].tolist() == ["a", "b"]
+    assert tables[0].frame.loc[0, "image_lb"] == pytest.approx(0.75)

@@ -156,6 +156,63 @@ def test_option_b_shortcut_is_a_strided_1x1_conv_with_bn() -> None:
     assert isinstance(cifar_resnet_b(20).layer1[0].downsample, torch.nn.Identity)
 
 
+def _random_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial running statistics and affine parameters in every BatchNorm2d (torch's RNG)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model
+
+
+REFERENCE_TOL = 0.0  # the reference runs the same torch operations in the same order
+
+
+def _reference_cifar_resnet(state: dict, x: torch.Tensor, head: str) -> torch.Tensor:
+    """A CIFAR ResNet computed from its state-dict keys alone: option B where a block holds
+    ``downsample.*``, else option A (subsample and zero-pad) where the shape changes."""
+
+    def conv_bn(h: torch.Tensor, conv: str, bn: str, stride: int = 1, padding: int = 1) -> torch.Tensor:
+        h = torch.nn.functional.conv2d(h, state[f"{conv}.weight"], stride=stride, padding=padding)
+        stats = [state[f"{bn}.{k}"] for k in ("running_mean", "running_var", "weight", "bias")]
+        return torch.nn.functional.batch_norm(h, *stats[:2], *stats[2:], False, 0.0, 1e-5)
+
+    h = conv_bn(x, "conv1", "bn1").relu()
+    for stage in (1, 2, 3):
+        for j in range(sum(bool(re.fullmatch(rf"layer{stage}\.\d+\.conv1\.weight", k)) for k in state)):
+            p, stride = f"layer{stage}.{j}", 2 if stage > 1 and j == 0 else 1
+            out = conv_bn(conv_bn(h, f"{p}.conv1", f"{p}.bn1", stride).relu(), f"{p}.conv2", f"{p}.bn2")
+            if f"{p}.downsample.0.weight" in state:
+                short = conv_bn(h, f"{p}.downsample.0", f"{p}.downsample.1", stride, padding=0)
+            elif out.shape[1] != h.shape[1]:
+                pad = out.shape[1] // 4
+                short = torch.nn.functional.pad(h[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad))
+            else:
+                short = h
+            h = (out + short).relu()
+    return torch.nn.functional.linear(h.mean(dim=(-2, -1)), state[f"{head}.weight"], state[f"{head}.bias"])
+
+
+@pytest.mark.parametrize(
+    ("build", "head", "shortcut_keys"),
+    [(cifar_resnet, "linear", 0), (cifar_resnet_b, "fc", 2 * 5)],  # option B: 2 blocks x (conv + 4 BN tensors)
+    ids=["option-a", "option-b"],
+)
+def test_both_shortcut_options_compute_the_reference_resnet(build, head: str, shortcut_keys: int) -> None:
+    """One block class serves both layouts: the checkpoints' keys, and the function of each layout."""
+    torch.manual_seed(0)
+    net = _random_batchnorm(build(20).double().eval())
+    state = net.state_dict()
+    assert f"{head}.weight" in state and not any(k.startswith(("linear.", "fc.")) and head not in k for k in state)
+    shortcuts = [k for k in state if ".shortcut." in k or ".downsample." in k]
+    assert len([k for k in shortcuts if not k.endswith("num_batches_tracked")]) == shortcut_keys
+    x = torch.rand(3, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(net(x), _reference_cifar_resnet(state, x, head), REFERENCE_TOL, REFERENCE_TOL, what=head)
+
+
 def test_channel_shuffle_interleaves_the_two_halves() -> None:
     x = torch.arange(6.0).view(1, 6, 1, 1)
     assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
@@ -216,13 +273,7 @@ def test_list_models_has_the_facts_of_every_model() -> None:
 def test_fuse_batchnorm_folds_sequential_pairs_and_keeps_the_function() -> None:
     torch.manual_seed(0)
     for name in ("resnet20-b", "shufflenetv2-x0.5"):
-        model = build_model(name).double()
-        for m in model.modules():  # non-trivial running statistics
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.data.uniform_(0.5, 1.5)
-                m.bias.data.uniform_(-0.5, 0.5)
+        model = _random_batchnorm(build_model(name).double())
         x = torch.rand(3, 3, 32, 32, dtype=torch.float64)
         expected = model(x)
         fuse_batchnorm(model)

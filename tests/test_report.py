@@ -233,6 +233,29 @@ def test_unboxed_paths_with_boxed_attacks_are_flagged(runs: dict[str, Path], tmp
     assert "[0, 1]" in text and "FR paths were unconstrained" not in text
 
 
+def test_box_section_comes_from_the_analysis(runs: dict[str, Path], tmp_path: Path):
+    """A run with a box and box statistics: analysed once into RunAnalysis.box, rendered on its page."""
+    from frmargin.report import analyze
+
+    folder = tmp_path / "boxed"
+    folder.mkdir()
+    for name in ("images.parquet", "baselines.parquet"):
+        (folder / name).write_bytes((runs["fisher"] / name).read_bytes())
+    paths = pd.read_parquet(runs["fisher"] / "paths.parquet")
+    paths["bound_share"] = 0.25
+    paths["box_changes"] = paths.index % 3
+    paths.to_parquet(folder / "paths.parquet", index=False)
+    info = {**json.loads((runs["fisher"] / "run.json").read_text()), "box": [0.0, 1.0]}
+    (folder / "run.json").write_text(json.dumps(info))
+    result = analyze(load_run(folder), n_boot=20)
+    assert result.box is not None and result.box.bounds == (0.0, 1.0)
+    pd.testing.assert_frame_equal(result.box.table, analysis.box_table(result.run.paths, result.run.class_names))
+    assert analyze(load_run(runs["fisher"]), n_boot=20).box is None  # box statistics absent
+    text = build_report([folder], n_boot=20, rebuild=None).with_name("report.md").read_text()
+    assert "## Box constraint" in text and "Paths kept inside the box (0.0, 1.0)" in text
+    assert text.index("## Box constraint") < text.index("## Path status")
+
+
 def test_comparison_starts_with_a_summary(runs: dict[str, Path], tmp_path: Path):
     page = build_report([runs["fisher"], runs["euclid"]], out=tmp_path / "cmp", n_boot=N_BOOT).read_text()
     summary, table = _positions(page, "<section id='summary'", "<table")

@@ -3,8 +3,8 @@
 Modules: ``inputs`` (the path table's columns, checks), ``bootstrap`` (cluster bootstrap over
 images within class), ``correlation`` (rank statistics of replicates), ``tables`` (the class
 table and per-image margins), ``matrices`` (path matrix, shielding landscape, status counts,
-closed-form agreement), ``distances`` (FR versus L2: best_l2, fr_vs_l2, rankings) and ``metrics``
-(Fisher versus Euclidean paths).
+closed-form agreement), ``distances`` (FR versus L2: best_l2, fr_vs_l2, rankings), ``metrics``
+(Fisher versus Euclidean paths) and ``box`` (where the box binds, per class).
 
 Example:
     >>> stats = class_statistics(paths, images, class_names, n_boot=1000, seed=0)
@@ -20,6 +20,7 @@ from frmargin.analysis.bootstrap import (
     safe_ratio,
     scalar_interval,
 )
+from frmargin.analysis.box import BOX_TABLE_COLUMNS, box_table
 from frmargin.analysis.distances import (
     best_attack,
     best_l2,
@@ -63,6 +64,7 @@ from frmargin.analysis.tables import (
 )
 
 __all__ = [
+    "BOX_TABLE_COLUMNS",
     "CI_COLUMNS",
     "CI_LEVEL",
     "CLASS_TABLE_COLUMNS",
@@ -79,6 +81,7 @@ __all__ = [
     "MetricComparison",
     "best_attack",
     "best_l2",
+    "box_table",
     "check_class_names",
     "check_n_boot",
     "class_means",

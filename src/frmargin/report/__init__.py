@@ -1,8 +1,9 @@
 """``frmargin report DIR [DIR2 ...]``: tables, figures and a self-contained HTML page per run.
 
-A run is loaded (``loading``), analysed once into a typed result (``result``), then rendered
-as typed blocks (``document``) to Markdown and HTML (``render``): the page of one run
-(``single``) or the comparison of several (``compare``). For one run the report is written into
+A run is loaded (``runs.folder.load_run``), analysed once into a typed result (``result``:
+``RunAnalysis``, its box table included), then rendered as typed blocks (``document``) to
+Markdown and HTML (``render``): the page of one run (``single``, with ``box`` and the optional
+``sections``) or the comparison of several (``compare``). For one run the report is written into
 the run folder (or ``out``): ``class_table.csv``, ``class_table.md``, ``claims.csv``,
 ``image_margins.csv``, figures ``*.png``, ``report.md`` and ``report.html`` (figures embedded).
 For several runs (or one folder holding paths of several methods or metrics) a comparison report

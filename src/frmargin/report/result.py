@@ -41,6 +41,7 @@ class RunAnalysis:
         headlines: run-level statistics with intervals (``analysis.run_headlines``).
         cifar10: whether the run's classes are CIFAR-10's ten (the paper's table, claims and the
             literature ranking apply only then).
+        box: the box section's table (None for a run without a box or without box statistics).
     """
 
     run: Run
@@ -65,6 +66,28 @@ class RunAnalysis:
     cifar10: bool
     fr_l2: pd.DataFrame | None = None
     attack_l2: pd.DataFrame | None = None
+    box: BoxAnalysis | None = None
+
+
+@dataclass(frozen=True)
+class BoxAnalysis:
+    """The box section of a run made with a box.
+
+    Attributes:
+        bounds: the run's box (valid-input range), as in run.json.
+        table: one row per source class, the columns of ``analysis.BOX_TABLE_COLUMNS``
+            (``analysis.box_table``).
+    """
+
+    bounds: tuple[float, ...]
+    table: pd.DataFrame
+
+
+def analyze_box(run: Run) -> BoxAnalysis | None:
+    """The box table of a run made with a box whose paths carry box statistics, else None."""
+    if not run.info.get("box") or "bound_share" not in run.paths:
+        return None
+    return BoxAnalysis(tuple(run.info["box"]), analysis.box_table(run.paths, run.class_names))
 
 
 def analyze(run: Run, n_boot: int = analysis.DEFAULT_N_BOOT, seed: int = 0) -> RunAnalysis:
@@ -100,6 +123,7 @@ def analyze(run: Run, n_boot: int = analysis.DEFAULT_N_BOOT, seed: int = 0) -> R
         cifar10=list(names) == list(CIFAR10_CLASSES),
         fr_l2=fr_l2,
         attack_l2=analysis.margins_with_attacks(margins, baselines) if baselines is not None else None,
+        box=analyze_box(run),
     )
 
 

@@ -171,7 +171,7 @@ def single_report(
         "Closed forms: traced versus predicted path length, and per-image margin versus the lower bound.",
     )
     doc.table(per_cell(result.agreement, ["value"]))
-    box_section(doc, result.run)
+    box_section(doc, result.box)
     doc.heading("Path status")
     doc.table(result.status)
     for section in sections:
