@@ -423,14 +423,14 @@ def torchrun_run(env, tmp_path_factory):
 
 
 @needs_mirror
-@pytest.mark.xfail(
-    reason="open (issue 18): since the run-folder lock and part checks landed, a two-rank torchrun run leaves one part fewer than a one-process run",
-    strict=False,
-)
 def test_torchrun_two_ranks_equal_a_single_process_run(torchrun_run, run4):
     res, out = torchrun_run
     assert res.returncode == 0, f"torchrun failed (rc {res.returncode}):\n{res.stderr[-4000:]}"
-    assert len(_parts(out)) == 4, [p.name for p in _parts(out)]
+    # one part per chunk of correctly classified images (chunk_images=1: one per such image)
+    n_correct = int(pd.read_parquet(run4 / "images.parquet")["correct"].sum())
+    assert [p.name for p in _parts(out)] == [p.name for p in _parts(run4)] == [
+        f"part-{i:05d}.parquet" for i in range(n_correct)
+    ]
     _assert_same_table(_read_paths(out), _read_paths(run4), "torchrun (2 ranks) run")
     pd.testing.assert_frame_equal(
         pd.read_parquet(out / "images.parquet"), pd.read_parquet(run4 / "images.parquet"), check_exact=True
