@@ -385,6 +385,32 @@ def test_run_is_complete_reads_the_status(tmp_path):
 # ------------------------------------------------------------------------------ API inputs (item 9)
 
 
+def _tiny(labels, shape=(3, 4, 4)):
+    from frmargin.data.dataset import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(len(labels), *shape, generator=g)
+    return Dataset("tiny", images, torch.tensor(labels), ("a", "b", "c"), torch.arange(len(labels)), "test", {})
+
+
+@pytest.mark.parametrize(
+    ("labels", "identity", "match"),
+    [
+        ([0, -1, 2], {}, r"option '--data': labels in \[-1, 2\], expected class indices in \[0, 3\)"),
+        ([0, 1, 2], {"input_shape": [3, 8, 8]}, r"option '--data': .* shape \(3, 4, 4\) .* expects \(3, 8, 8\)"),
+        ([0, 1, 2], {"input": "RGB, shape (B, 1, 4, 4)"}, r"option '--data': .* expects \(1, 4, 4\)"),
+    ],
+    ids=["negative-label", "input_shape", "input-description"],
+)
+def test_preflight_owns_the_input_checks(labels, identity, match):
+    from frmargin.runs.preflight import preflight
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
+    with pytest.raises(FrmarginError, match=match):
+        preflight(net, _tiny(labels), RunConfig(), torch.device("cpu"), torch.float32, identity)
+    assert preflight(net, _tiny([0, 1, 2]), RunConfig(), torch.device("cpu"), torch.float32, {}) == 3
+
+
 def _cnn(dtype=torch.float64, C=4):
     from conftest import make_cnn
 
