@@ -276,6 +276,8 @@ def test_real_mirror_files_verify(home: Path, monkeypatch, capsys) -> None:
             continue
         path = assets.fetch(name, progress=False)
         assert path.is_relative_to(REAL_MIRROR.resolve()), name
+        # the recorded size caps a download of the file: it must be the file's size
+        assert assets.get_asset(name).size == path.stat().st_size, name
         assert assets.asset_status(name, verify=False).state == "present"
     assets_command()
     out = capsys.readouterr().out

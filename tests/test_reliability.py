@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,10 +150,10 @@ def test_download_stops_at_the_size_cap_and_keeps_nothing(home, monkeypatch):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Endless)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(assets.downloads, "DOWNLOAD_CAP_BYTES", 200_000)
-    dest = home / "weights" / "resnet20-12fca82f.th"
-    try:
+    dest = home / "data" / "blob.bin"
+    try:  # an asset without a recorded size: the general cap
         with pytest.raises(AssetError, match="cap of 200000"):
-            assets.download(f"http://127.0.0.1:{server.server_port}/w", dest, "resnet20", progress=False)
+            assets.download(f"http://127.0.0.1:{server.server_port}/w", dest, _blob(), progress=False)
     finally:
         server.shutdown()
     assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
@@ -170,6 +171,181 @@ def test_full_disk_during_download_names_the_file_and_removes_the_part(home, mon
     with pytest.raises(AssetError, match=r"no space left.*partial file was removed"):
         assets.download("http://127.0.0.1:1/w", dest, "resnet20", progress=False)
     assert not dest.with_name(dest.name + ".part").exists()
+
+
+class _Oversized(http.server.BaseHTTPRequestHandler):
+    """A body 1000 bytes larger than the asset's recorded size, announced or not."""
+
+    def do_GET(self):
+        body = PAYLOAD + b"y" * 1000
+        self.send_response(200)
+        if self.server.announce:  # type: ignore[attr-defined]
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+PAYLOAD = bytes(range(256)) * 64  # 16 KiB
+
+
+def _blob(size: int | None = None) -> assets.Asset:
+    import hashlib
+
+    return assets.Asset("blob", "blob.bin", "data", "sha256", hashlib.sha256(PAYLOAD).hexdigest(), size=size)
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["content-length", "no-length"])
+def test_download_larger_than_the_recorded_size_is_refused(home, announce):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Oversized)
+    server.announce = announce  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    dest = home / "data" / "blob.bin"
+    try:
+        with pytest.raises(AssetError, match=f"more than the expected {len(PAYLOAD)}") as err:
+            assets.download(f"http://127.0.0.1:{server.server_port}/b", dest, _blob(len(PAYLOAD)), progress=False)
+    finally:
+        server.shutdown()
+    assert "blob.bin" in str(err.value) and "nothing was kept" in str(err.value)
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+
+
+def test_registered_sizes_are_positive_byte_counts():
+    assert all(isinstance(a.size, int) and a.size > 0 for a in assets.ASSETS.values())
+    with pytest.raises(FrmarginError, match="'size': got -1"):
+        assets.Asset("x", "x.bin", "data", "sha256", "0" * 64, size=-1)
+
+
+class _Slow(http.server.BaseHTTPRequestHandler):
+    """Announces the whole payload, then sends 1 KiB every 2 s (until told to stop)."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+        try:
+            for i in range(0, len(PAYLOAD), 1024):
+                self.wfile.write(PAYLOAD[i : i + 1024])
+                self.wfile.flush()
+                if self.server.stop.wait(2.0):  # type: ignore[attr-defined]
+                    return
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("how", ["environment", "argument"])
+def test_slow_server_hits_the_download_deadline(home, monkeypatch, how):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    server.stop = threading.Event()  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        with pytest.raises(AssetError, match=r"did not finish within the deadline of 1 s") as err:
+            if how == "environment":  # the user's knob; fetch does not try the next address
+                monkeypatch.setenv("FRMARGIN_MIRROR", base)
+                monkeypatch.setenv("FRMARGIN_DOWNLOAD_DEADLINE", "1")
+                assets.fetch(_blob(), progress=False)
+            else:
+                assets.download(base + "/b", home / "data" / "blob.bin", _blob(), progress=False, deadline=1.0)
+    finally:
+        server.stop.set()  # type: ignore[attr-defined]
+        server.shutdown()
+    text = str(err.value)
+    assert "blob.bin" in text and base in text and "FRMARGIN_DOWNLOAD_DEADLINE=SECONDS" in text
+    part = home / "data" / "blob.bin.part"
+    assert not (home / "data" / "blob.bin").exists()
+    assert part.exists() and 0 < part.stat().st_size < len(PAYLOAD)  # kept: the next try resumes it
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "inf"])
+def test_bad_download_deadline_variable_is_named(home, monkeypatch, value):
+    monkeypatch.setenv("FRMARGIN_DOWNLOAD_DEADLINE", value)
+    with pytest.raises(AssetError, match=rf"FRMARGIN_DOWNLOAD_DEADLINE: got '{value}', expected a number of seconds"):
+        assets.download("http://127.0.0.1:9/b", home / "data" / "blob.bin", _blob(), progress=False)
+
+
+# ----------------------------------------------------------------------- the home folder (item 8)
+
+
+def _home_variants(tmp_path, monkeypatch, via: str) -> Path:
+    """Point the asset home at ``tmp_path/h`` (through FRMARGIN_HOME, or HOME with no
+    FRMARGIN_HOME: the user cache folder under it); returns the folder that must be usable."""
+    monkeypatch.delenv("FRMARGIN_MIRROR", raising=False)
+    h = tmp_path / "h"
+    if via == "FRMARGIN_HOME":
+        monkeypatch.setenv("FRMARGIN_HOME", str(h))
+    else:
+        monkeypatch.delenv("FRMARGIN_HOME", raising=False)
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        monkeypatch.setenv("HOME", str(h))
+        assert assets.home_dir().is_relative_to(h), assets.home_dir()
+    return h
+
+
+def _read_only(folder: Path, monkeypatch) -> None:
+    """Make ``folder`` read-only; root ignores permission bits, so there the refusal the kernel
+    gives a user (EACCES on creating anything inside) is simulated."""
+    import errno
+
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    if os.geteuid() != 0:
+        return
+    inside = str(folder) + os.sep
+
+    def refuse(real):
+        def call(path, *args, **kwargs):
+            if os.fspath(path).startswith(inside):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return real(path, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(os, "mkdir", refuse(os.mkdir))
+    monkeypatch.setattr(os, "open", refuse(os.open))
+
+
+@pytest.mark.parametrize("via", ["FRMARGIN_HOME", "HOME"])
+@pytest.mark.parametrize("problem", ["read-only", "a file"])
+def test_unusable_home_is_one_clear_error_naming_it(tmp_path, monkeypatch, via, problem):
+    h = _home_variants(tmp_path, monkeypatch, via)
+    if problem == "a file":
+        h.write_text("not a folder")
+    else:
+        _read_only(h, monkeypatch)
+    try:
+        with pytest.raises(AssetError) as err:
+            assets.download("http://127.0.0.1:9/b", assets.store_path(_blob()), _blob(), progress=False)
+    finally:
+        if h.is_dir():
+            h.chmod(0o755)
+    text = str(err.value)
+    assert not isinstance(err.value, OSError)
+    assert "frmargin home folder" in text and "FRMARGIN_HOME" in text, text
+    assert str(h) in text, text
+    assert ("is a file" in text) == (problem == "a file"), text
+    assert ("not writable" in text) == (problem == "read-only"), text
+
+
+def test_cli_with_a_home_that_is_a_file_prints_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    h = tmp_path / "home"
+    h.write_text("not a folder")
+    env = {**os.environ, "FRMARGIN_HOME": str(h), "FRMARGIN_MIRROR": "http://127.0.0.1:9"}
+    res = subprocess.run([sys.executable, "-m", "frmargin", "accuracy", "--model", "resnet20", "--data",
+                          "cifar10-exact"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("frmargin: error:"), res.stderr
+    assert str(h) in lines[0] and "is a file" in lines[0] and "FRMARGIN_HOME" in lines[0], lines[0]
 
 
 # ------------------------------------------------------------------------ closed forms (item 9)
@@ -207,6 +383,32 @@ def test_run_is_complete_reads_the_status(tmp_path):
 
 
 # ------------------------------------------------------------------------------ API inputs (item 9)
+
+
+def _tiny(labels, shape=(3, 4, 4)):
+    from frmargin.data.dataset import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(len(labels), *shape, generator=g)
+    return Dataset("tiny", images, torch.tensor(labels), ("a", "b", "c"), torch.arange(len(labels)), "test", {})
+
+
+@pytest.mark.parametrize(
+    ("labels", "identity", "match"),
+    [
+        ([0, -1, 2], {}, r"option '--data': labels in \[-1, 2\], expected class indices in \[0, 3\)"),
+        ([0, 1, 2], {"input_shape": [3, 8, 8]}, r"option '--data': .* shape \(3, 4, 4\) .* expects \(3, 8, 8\)"),
+        ([0, 1, 2], {"input": "RGB, shape (B, 1, 4, 4)"}, r"option '--data': .* expects \(1, 4, 4\)"),
+    ],
+    ids=["negative-label", "input_shape", "input-description"],
+)
+def test_preflight_owns_the_input_checks(labels, identity, match):
+    from frmargin.runs.preflight import preflight
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
+    with pytest.raises(FrmarginError, match=match):
+        preflight(net, _tiny(labels), RunConfig(), torch.device("cpu"), torch.float32, identity)
+    assert preflight(net, _tiny([0, 1, 2]), RunConfig(), torch.device("cpu"), torch.float32, {}) == 3
 
 
 def _cnn(dtype=torch.float64, C=4):

@@ -30,12 +30,14 @@ from . import store
 from .registry import Asset, AssetMissingError, get_asset
 from .store import ENV_MIRROR, is_url, local_copy, mirror_candidates, mirror_setting, store_path, verify_file
 
-__all__ = ["download", "fetch"]
+__all__ = ["ENV_DEADLINE", "download", "download_deadline", "fetch"]
 
 CHUNK_BYTES = 1 << 16  # small read blocks: a slow server cannot hold one read for long
 DOWNLOAD_RETRIES = 3
 DOWNLOAD_TIMEOUT_S = 30.0  # stall timeout: no byte for this long ends an attempt
 DOWNLOAD_DEADLINE_S = 1800.0  # overall deadline of one download, all attempts together
+#: environment variable overriding ``DOWNLOAD_DEADLINE_S`` (seconds > 0)
+ENV_DEADLINE = "FRMARGIN_DOWNLOAD_DEADLINE"
 #: size cap of a download whose asset records no size (the largest asset is ~170 MB)
 DOWNLOAD_CAP_BYTES = 1 << 30
 RETRY_BACKOFF_S = 0.5
@@ -48,6 +50,29 @@ class _Unreachable(Exception):
 
 class _TooBig(Exception):
     """A source delivers more bytes than the asset can have."""
+
+
+class _TooSlow(Exception):
+    """The overall deadline of a download passed."""
+
+
+def download_deadline() -> float:
+    """Seconds one download may take, all attempts together: ``$FRMARGIN_DOWNLOAD_DEADLINE``,
+    else ``DOWNLOAD_DEADLINE_S``.
+
+    Raises:
+        AssetError: the variable is not a number of seconds > 0.
+    """
+    text = os.environ.get(ENV_DEADLINE, "").strip()
+    if not text:
+        return DOWNLOAD_DEADLINE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise AssetError(f"environment variable {ENV_DEADLINE}: got {text!r}, expected a number of seconds > 0")
+    return value
 
 
 @contextlib.contextmanager
@@ -68,8 +93,12 @@ def _file_lock(target: Path) -> Iterator[None]:
 
 
 def _size_cap(a: Asset) -> int:
-    size = getattr(a, "size", None)
-    return int(size) if isinstance(size, int) and size > 0 else DOWNLOAD_CAP_BYTES
+    return a.size if a.size is not None else DOWNLOAD_CAP_BYTES
+
+
+def _cap_text(a: Asset) -> str:
+    """How the refusal names the cap: the asset's size, else the general cap."""
+    return f"the expected {a.size} bytes" if a.size is not None else f"the cap of {DOWNLOAD_CAP_BYTES} bytes"
 
 
 def _download_once(
@@ -80,17 +109,23 @@ def _download_once(
     timeout: float,
     cap: int = DOWNLOAD_CAP_BYTES,
     deadline: float = float("inf"),
+    cap_text: str = "the cap",
 ) -> None:
     """Fetch ``url`` into ``part``, resuming from its current size when the server allows;
     at most ``cap`` bytes in all, until the ``time.monotonic()`` ``deadline``."""
     from tqdm import tqdm
 
     offset = part.stat().st_size if part.exists() else 0
+    if offset > cap:  # a stale part bigger than the file can be
+        raise _TooBig(f"the partial file holds {offset} bytes, more than {cap_text}")
     request = urllib.request.Request(url, headers={"User-Agent": "frmargin"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _TooSlow(f"{offset} bytes received")
+    try:  # no read waits past the deadline by more than what was left of it when connecting
+        response = urllib.request.urlopen(request, timeout=min(timeout, left))
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:  # the part file is already complete: the checksum decides
             return
@@ -104,7 +139,7 @@ def _download_once(
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
         if expected is not None and offset + expected > cap:
-            raise _TooBig(f"the server announces {offset + expected} bytes, more than the cap of {cap}")
+            raise _TooBig(f"the server announces {offset + expected} bytes, more than {cap_text}")
         received = 0
         with (
             open(part, "ab" if offset else "wb") as out,
@@ -126,28 +161,41 @@ def _download_once(
                 received += len(chunk)
                 bar.update(len(chunk))
                 if offset + received > cap:
-                    raise _TooBig(f"more than the cap of {cap} bytes arrived")
+                    raise _TooBig(f"more than {cap_text} arrived")
                 if time.monotonic() > deadline:
-                    raise _Unreachable(f"the download deadline passed after {offset + received} bytes")
+                    raise _TooSlow(f"{offset + received} bytes received")
     if expected is not None and received < expected:
         raise _Unreachable(f"connection closed after {received} of {expected} bytes")
 
 
-def _attempts(url: str, part: Path, a: Asset, progress: bool, retries: int, timeout: float) -> None:
-    """Up to ``retries`` attempts with back-off; a 'not found' answer ends them at once.
+def _attempts(url: str, part: Path, a: Asset, progress: bool, retries: int, timeout: float, seconds: float) -> None:
+    """Up to ``retries`` attempts with back-off, all within ``seconds``; a 'not found' answer
+    ends them at once.
 
     Raises:
+        AssetError: more bytes than the asset has arrived (nothing is kept), or the deadline
+            passed (the partial file is kept for the next call to resume).
         AssetMissingError: the last attempt failed.
     """
     last: Exception | None = None
-    deadline = time.monotonic() + DOWNLOAD_DEADLINE_S
+    deadline = time.monotonic() + seconds
+
+    def too_slow(done: str) -> AssetError:
+        return AssetError(
+            f"download of {a.filename!r} from {url} did not finish within the deadline of {seconds:g} s "
+            f"({done}); the partial file {str(part)!r} is kept and the next try resumes it. The server is "
+            f"too slow: try again later, another mirror ({ENV_MIRROR}), or a longer deadline ({ENV_DEADLINE}=SECONDS)"
+        )
+
     for attempt in range(max(1, retries)):
         try:
-            _download_once(url, part, a.filename, progress, timeout, _size_cap(a), deadline)
+            _download_once(url, part, a.filename, progress, timeout, _size_cap(a), deadline, _cap_text(a))
             return
         except _TooBig as e:
             part.unlink(missing_ok=True)
             raise AssetError(f"download of {a.filename!r} from {url} refused: {e}; nothing was kept") from None
+        except _TooSlow as e:
+            raise too_slow(str(e)) from None
         except urllib.error.HTTPError as e:
             last = e
             if e.code in _NOT_FOUND_CODES:
@@ -162,8 +210,9 @@ def _attempts(url: str, part: Path, a: Asset, progress: bool, retries: int, time
             last = e
         except (HTTPException, _Unreachable) as e:
             last = e
-        if time.monotonic() > deadline:
-            break
+        if time.monotonic() >= deadline:  # e.g. a read that timed out at the deadline
+            size = part.stat().st_size if part.exists() else 0
+            raise too_slow(f"{size} bytes received; last: {type(last).__name__}: {last}")
         if attempt + 1 < retries:
             time.sleep(RETRY_BACKOFF_S * 2**attempt)
     raise AssetMissingError(f"{url}: {type(last).__name__}: {last}")
@@ -177,19 +226,27 @@ def download(
     progress: bool = True,
     retries: int = DOWNLOAD_RETRIES,
     timeout: float = DOWNLOAD_TIMEOUT_S,
+    deadline: float | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` atomically, resuming and retrying, and verify it.
 
     The data go to ``dest.part``; after ``retries`` failed attempts the part file is kept so a later
-    call resumes it. ``dest`` appears only once the checksum matches.
+    call resumes it. ``dest`` appears only once the checksum matches. ``timeout`` ends an attempt
+    that receives nothing for that long; ``deadline`` (seconds, default ``download_deadline()``)
+    ends the whole download. More bytes than the asset's recorded ``size`` (else
+    ``DOWNLOAD_CAP_BYTES``) are refused at once.
 
     Raises:
-        AssetError: the downloaded file fails its checksum (the part file is removed).
+        AssetError: the downloaded file fails its checksum (the part file is removed), is larger
+            than expected, the deadline passed, or ``dest``'s folder is a file or not writable.
         AssetMissingError: the address could not deliver the file.
     """
     a = get_asset(asset)
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    seconds = download_deadline() if deadline is None else float(deadline)
+    if not seconds > 0:
+        raise AssetError(f"argument 'deadline': got {deadline!r}, expected a number of seconds > 0")
+    store.writable_folder(dest.parent)
     part = dest.with_name(dest.name + ".part")
     try:
         with _file_lock(dest):
@@ -198,7 +255,7 @@ def download(
             fresh_retry_done = False
             while True:
                 resumed = part.exists() and part.stat().st_size > 0
-                _attempts(url, part, a, progress, retries, timeout)
+                _attempts(url, part, a, progress, retries, timeout, seconds)
                 actual = store.hash_file(part, a.algorithm)
                 if actual == a.digest:
                     break

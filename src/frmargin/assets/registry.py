@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import AssetError, bad_argument
 
@@ -39,6 +39,8 @@ class Asset:
         licence: licence and origin, for the record.
         members: for archives, ``(member path, md5)`` of the members that are used.
         alt_names: other file names a mirror may use (e.g. the upstream name).
+        size: the file's size in bytes, or None when not recorded; a download delivering more is
+            refused at once (without it, ``downloads.DOWNLOAD_CAP_BYTES`` caps a download).
     """
 
     name: str
@@ -51,12 +53,15 @@ class Asset:
     licence: str = ""
     members: tuple[tuple[str, str], ...] = ()
     alt_names: tuple[str, ...] = ()
+    size: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise bad_argument("kind", self.kind, f"one of {KINDS}")
         if self.algorithm not in ALGORITHMS:
             raise bad_argument("algorithm", self.algorithm, f"one of {ALGORITHMS}")
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1):
+            raise bad_argument("size", self.size, "a positive number of bytes or None")
 
     @property
     def checksum(self) -> str:
@@ -232,7 +237,30 @@ _IMAGENET_ASSETS = (  # in the mirror's imagenet/ folder (alt_names); see frmarg
 )
 
 
-ASSETS: dict[str, Asset] = {a.name: a for a in (*_TABLE, *_IMAGENET_ASSETS)}
+#: file sizes in bytes (the mirror's copies, which match the checksums above; the tarball: upstream's)
+_SIZES = {
+    "resnet20": 1099231,
+    "resnet32": 1890043,
+    "resnet44": 2680855,
+    "resnet56": 3471733,
+    "resnet2b-adv2": 453823,
+    "resnet4b-adv2": 504281,
+    "resnet20-b": 1139055,
+    "resnet56-b": 3555463,
+    "shufflenetv2-x0.5": 1554833,
+    "cnn-a-adv2": 862519,
+    "cnn-a-adv4": 862519,
+    "cnn-a-mix": 862519,
+    "cifar10-python": 170498071,
+    "cifar10-test-lossless": 28328180,
+    "cifar10-test-jpeg": 28518581,
+    "cifar10-test-exact": 849661,
+    "mobilenetv2-imagenet": 3610798,
+    "imagenet-labels": 21686,
+    "imagenet-sample": 91473,
+}
+
+ASSETS: dict[str, Asset] = {a.name: replace(a, size=_SIZES.get(a.name, a.size)) for a in (*_TABLE, *_IMAGENET_ASSETS)}
 
 
 def get_asset(asset: str | Asset) -> Asset:

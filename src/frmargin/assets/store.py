@@ -35,6 +35,7 @@ __all__ = [
     "mirror_setting",
     "store_path",
     "verify_file",
+    "writable_folder",
 ]
 
 ENV_HOME = "FRMARGIN_HOME"
@@ -62,6 +63,39 @@ def home_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("frmargin", appauthor=False))
+
+
+def writable_folder(folder: Path) -> Path:
+    """``folder`` (the home folder or one inside it, e.g. ``<home>/weights``), created if needed
+    and checked to be writable.
+
+    Raises:
+        AssetError: a file stands where a folder of the path is expected, or the folder cannot be
+            created or written; the message names the path and says to set ``FRMARGIN_HOME``.
+    """
+    folder = Path(folder)
+    home = home_dir()
+    inside = folder == home or home in folder.parents
+    name = f"the frmargin home folder {str(home)!r}" if inside else f"the folder {str(folder)!r}"
+    how = f"set {ENV_HOME} to a writable folder (e.g. export {ENV_HOME}=/tmp/frmargin-home)"
+    for p in (folder, *folder.parents):  # the first file on the way names the problem
+        if p.exists() and not p.is_dir():
+            where = "is a file" if p == (home if inside else folder) else f"cannot be used: {str(p)!r} is a file"
+            raise AssetError(f"{name} {where}, expected a folder; {how}, or move the file")
+        if p.is_dir():
+            break
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.unlink(probe)
+    except OSError as err:
+        failed = Path(err.filename) if err.filename else folder
+        raise AssetError(
+            f"{name} is not writable: cannot write into {str(folder if failed == probe else failed)!r} ({err.strerror or err}); {how}, "
+            "or make that folder writable"
+        ) from None
+    return folder
 
 
 def is_url(value: str) -> bool:

@@ -395,7 +395,7 @@ def run_experiment(
     if rank == 0 and not (out / LOCK_FILE).exists():  # a held folder: the lock names its holder
         ownership.prepare_folder(out, config, resume, rank)
     net = net.to(device=device, dtype=dtype)
-    preflight(net, dataset, config, device, dtype, identity)
+    n_classes = preflight(net, dataset, config, device, dtype, identity)  # the input checks, one forward pass
     data_identity = getattr(dataset, "identity", {})
     fp = fingerprint(config, identity, data_identity)
     lock = RunLock(out)
@@ -407,9 +407,6 @@ def run_experiment(
             ownership.prepare_folder(out, config, resume, rank)  # again: another run may have started meanwhile
             ownership.check_contents(out, config, identity, data_identity)
         _barrier(world)
-        with torch.no_grad():
-            n_classes = int(net(dataset.images[:1].to(device=device, dtype=dtype)).shape[-1])
-        ownership.check_inputs(net, dataset, n_classes, identity)
         net, temperature = apply_temperature(net, dataset, config, out, device)  # T != 1: logits / T
         selection = _classify(net, dataset, config, device, dtype)
         warning = chance_warning(float(selection.correct.double().mean()), n_classes, len(selection.indices))

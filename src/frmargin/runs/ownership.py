@@ -1,6 +1,6 @@
 """Who owns a run folder and whether a session may continue it: the checks before anything is
-written (options, then the model's and the data's contents), the input checks before tracing,
-and the sessions recorded in run.json.
+written (options, then the model's and the data's contents) and the sessions recorded in run.json
+(the input checks are ``preflight``'s).
 
 Example:
     >>> prepare_folder(Path("runs/r20"), RunConfig(images=20), resume=False, rank=0)  # doctest: +SKIP
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from . import folder
 from .config import RunConfig, resume_mismatch
 from .lock import LOCK_FILE
 
-__all__ = ["check_contents", "check_inputs", "expected_input_shape", "old_run_info", "prepare_folder", "start_session"]
+__all__ = ["check_contents", "old_run_info", "prepare_folder", "start_session"]
 
 
 def prepare_folder(out: Path, config: RunConfig, resume: bool, rank: int) -> None:
@@ -67,32 +66,6 @@ def check_contents(out: Path, config: RunConfig, model_identity: dict, data_iden
         raise FrmarginError(
             f"option '--out': {str(out)!r} holds a run made with {reason}; resuming would mix two runs, "
             "choose another folder"
-        )
-
-
-def expected_input_shape(identity: dict) -> tuple[int, ...] | None:
-    """The per-image input shape a model expects: its identity's ``input_shape``, else the
-    ``(B, C, H, W)`` written in its ``input`` description (registered models), else None."""
-    if identity.get("input_shape") is not None:
-        return tuple(int(v) for v in identity["input_shape"])
-    match = re.search(r"\(B,\s*(\d+),\s*(\d+),\s*(\d+)\)", str(identity.get("input", "")))
-    return tuple(int(v) for v in match.groups()) if match else None
-
-
-def check_inputs(model, data, n_classes: int, identity: dict) -> None:
-    """Input shape, channel count and label range, before anything is traced."""
-    shape = tuple(data.images.shape[1:])
-    expected = expected_input_shape(identity)
-    if expected is not None and tuple(expected) != shape:
-        raise FrmarginError(
-            f"option '--data': images of shape {shape}, expected {tuple(expected)} for option '--model' "
-            f"{identity.get('name', '?')!r} (channels first, e.g. (3, 32, 32) for CIFAR models)"
-        )
-    labels = data.labels
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
-        raise FrmarginError(
-            f"option '--data': labels in [{int(labels.min())}, {int(labels.max())}], expected class indices "
-            f"in [0, {n_classes}) for the model's {n_classes} outputs"
         )
 
 

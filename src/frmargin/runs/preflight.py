@@ -1,10 +1,10 @@
 """What a run is made from, and the checks before any tracing.
 
 ``resolve_inputs`` turns a configuration (and optionally a module and data handed in from Python)
-into the model, its identity, the dataset and its identity. ``preflight`` runs one forward pass on
-one image and refuses, with one line naming what the model expects and what the data hold, an input
-shape that does not fit, outputs that are not (B, C) logits, a class count below the labels'
-range, non-finite logits, or images outside the input range. ``chance_warning`` says when the
+into the model, its identity, the dataset and its identity. ``preflight`` (the one owner of the
+input checks) runs one forward pass on one image and refuses, with one line naming what the model
+expects and what the data hold, an input shape that does not fit, outputs that are not (B, C)
+logits, labels outside [0, C), non-finite logits, or images outside the input range. ``chance_warning`` says when the
 accuracy on the selection is near chance (<= 1.5 / C).
 
 Example:
@@ -126,7 +126,7 @@ def preflight(
             f"option '--input-range': the data {data.name} hold values in [{x_min:.4g}, {x_max:.4g}], "
             f"expected inside the input range [{lo:g}, {hi:g}] (set --input-range LO,HI)"
         )
-    declared = _declared_shape(identity.get("input") if identity else None)
+    declared = _declared_shape(identity or {})
     if declared is not None and declared != shape:
         raise FrmarginError(
             f"option '--data': data {data.name} have shape {shape} (C, H, W), but the model {config.model} "
@@ -156,6 +156,11 @@ def preflight(
         )
     C = int(z.shape[1])
     n_labels = int(data.labels.max()) + 1
+    if int(data.labels.min()) < 0:
+        raise FrmarginError(
+            f"option '--data': labels in [{int(data.labels.min())}, {n_labels - 1}], expected class indices "
+            f"in [0, {C}) for the model's {C} outputs"
+        )
     if C < 2 or n_labels > C or len(data.class_names) != C:
         raise FrmarginError(
             f"option '--model': {config.model} gives {C} logits per image for input {shape}, but the data "
@@ -166,8 +171,12 @@ def preflight(
     return C
 
 
-def _declared_shape(text: object) -> tuple[int, ...] | None:
-    """(C, H, W) from a registered model's input description ("... shape (B, 3, 32, 32)")."""
+def _declared_shape(identity: dict) -> tuple[int, ...] | None:
+    """The per-image input shape a model declares: its identity's ``input_shape``, else the
+    ``(C, H, W)`` of a registered model's input description ("... shape (B, 3, 32, 32)")."""
+    if identity.get("input_shape") is not None:
+        return tuple(int(v) for v in identity["input_shape"])
+    text = identity.get("input")
     match = re.search(r"shape \(B, ([\d, ]+)\)", text) if isinstance(text, str) else None
     return tuple(int(v) for v in match.group(1).split(",")) if match else None
 
