@@ -490,3 +490,36 @@ def test_empty_or_rgba_npz_is_a_clear_error(tmp_path, monkeypatch, images):
     np.savez(path, images=images, labels=np.zeros(len(images), np.int64))
     with pytest.raises(FrmarginError, match=r"d\.npz.*(no images|alpha)"):
         load_dataset(str(path))
+
+
+def _write_official_store(h: Path) -> None:
+    from frmargin.data import official
+    from frmargin.data.cifar import CIFAR_ASSET
+
+    official._store_converted({"x": np.zeros(2, dtype=np.uint8)}, assets.get_asset(CIFAR_ASSET))
+
+
+def _write_imagenet_cache(h: Path) -> None:
+    from frmargin import imagenet
+
+    imagenet._write_cache({"x": np.zeros(2, dtype=np.uint8)}, "k")
+
+
+@pytest.mark.parametrize("write", [_write_official_store, _write_imagenet_cache], ids=["cifar10-store", "imagenet"])
+@pytest.mark.parametrize("problem", ["read-only", "a file"])
+def test_every_writer_of_the_home_names_an_unusable_home(tmp_path, monkeypatch, write, problem):
+    """The converted CIFAR-10 store and the ImageNet sample cache are written under the home:
+    an unusable home is the same one clear AssetError as for downloads, before anything is written."""
+    h = _home_variants(tmp_path, monkeypatch, "FRMARGIN_HOME")
+    if problem == "a file":
+        h.write_text("not a folder")
+    else:
+        _read_only(h, monkeypatch)
+    try:
+        with pytest.raises(AssetError) as err:
+            write(h)
+    finally:
+        if h.is_dir():
+            h.chmod(0o755)
+    text = str(err.value)
+    assert "frmargin home folder" in text and "FRMARGIN_HOME" in text and str(h) in text, text

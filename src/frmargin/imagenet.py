@@ -179,7 +179,7 @@ def _is_gray(data: bytes) -> bool:
 
 def _write_cache(arrays: dict[str, np.ndarray], key: str) -> str:
     npz, record_path = _cache_paths(key)
-    npz.parent.mkdir(parents=True, exist_ok=True)
+    assets.writable_folder(npz.parent)
     tmp = npz.with_name(f"{npz.name}.{os.getpid()}.tmp.npz")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:  # an uncompressed .npz: fast to read
         for name, value in arrays.items():

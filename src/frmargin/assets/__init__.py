@@ -47,6 +47,7 @@ from .store import (
     mirror_setting,
     store_path,
     verify_file,
+    writable_folder,
 )
 
 __all__ = [
@@ -75,4 +76,5 @@ __all__ = [
     "mirror_setting",
     "store_path",
     "verify_file",
+    "writable_folder",
 ]

@@ -98,7 +98,7 @@ def _load_converted(asset: assets.Asset) -> Dataset | None:
 def _store_converted(arrays: dict[str, np.ndarray], asset: assets.Asset) -> Dataset:
     """Write the converted store atomically (uncompressed .npz, fast to read) and load it."""
     npz, record_path = _converted_paths()
-    npz.parent.mkdir(parents=True, exist_ok=True)
+    assets.writable_folder(npz.parent)
     tmp = npz.with_name(f"{npz.name}.{os.getpid()}.tmp")
     write_npz(tmp, arrays)
     os.replace(tmp, npz)

@@ -91,7 +91,7 @@ def load_graph(name: str, *, progress: bool = True) -> tuple[TFLiteGraph, bool]:
         except Exception:  # damaged or from another version: convert again
             pass
     graph = read_tflite(path.read_bytes(), str(path))
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    assets.writable_folder(cache.parent)
     tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
     torch.save({"source_sha256": a.digest, "graph": graph.to_dict()}, tmp)
     os.replace(tmp, cache)
