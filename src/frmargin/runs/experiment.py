@@ -387,6 +387,7 @@ def run_experiment(
     out = Path(out)
     rank, world = _dist()
     started = time.time()
+    ownership.check_out_path(out)
     device = torch.device(config.device)
     dtype = getattr(torch, config.dtype)
     config, net, identity, dataset = resolve_inputs(config, model, data)  # names in-memory inputs

@@ -22,11 +22,16 @@ from .lock import LOCK_FILE
 __all__ = ["check_contents", "old_run_info", "prepare_folder", "start_session"]
 
 
+def check_out_path(out: Path) -> None:
+    """Refuse an ``--out`` that is a file (checked first: before the model and data are loaded)."""
+    if out.exists() and not out.is_dir():
+        raise FrmarginError(f"option '--out': {str(out)!r} is a file, expected a folder; choose another --out")
+
+
 def prepare_folder(out: Path, config: RunConfig, resume: bool, rank: int) -> None:
     """Refuse a folder holding another run, this run without ``resume``, or other files (the
     options only: the model and data contents are compared once they are loaded)."""
-    if out.exists() and not out.is_dir():
-        raise FrmarginError(f"option '--out': {str(out)!r} is a file, expected a folder; choose another --out")
+    check_out_path(out)
     old = old_run_info(out)
     if old is not None:
         reason = resume_mismatch(old, config, None, None)
