@@ -192,6 +192,12 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _listing(names: list[str], shown: int = 8) -> str:
+    """``a, b, c`` or, for many, the first ``shown`` and how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def study_report(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Path:
     """Write the study report of the study folder ``out``; returns report.html's path."""
     out = Path(out)
@@ -203,7 +209,7 @@ def study_report(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Path
     if pending:
         doc.warning(
             f"an unfinished study: {len(pending)} of {len(result.folders)} runs not finished "
-            f"({', '.join(pending)}); this report covers the finished ones. Rerun the study command to finish it."
+            f"({_listing(pending)}); this report covers the finished ones. Rerun the study command to finish it."
         )
     if result.min_per_class < 2:
         doc.warning(
