@@ -114,11 +114,6 @@ def test_box_stationary_where_the_class_cannot_change_inside_the_box():
     assert res.bound_share[0] == 1.0 and res.box_changes[0] >= 2
 
 
-@pytest.mark.xfail(
-    reason="open (issue 14): since the step-control change of issue 16 the box stepper's corrector takes a "
-    "different number of corrections on a few paths although no coordinate is held (lengths differ by < 0.2%)",
-    strict=False,
-)
 def test_a_box_that_does_not_bind_changes_nothing():
     """Bit for bit. (The box must be far: a refused corrector attempt may shoot x ~50 away, and
     a box met there binds, as it should.)"""

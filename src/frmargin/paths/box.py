@@ -152,18 +152,14 @@ class BoxFisherStepper(FisherStepper):
         self.held: torch.Tensor | None = None  # (n, D) active set of the last direction
         self.clamped: torch.Tensor | None = None  # (m,) rows of the running attempt the box cut
         self.turned: torch.Tensor | None = None  # (n,) paths whose active set just changed
+        self._ratio = torch.ones(0, dtype=torch.float64)  # (k,) projected / free speed, last direction
 
-    def direction(self, idx: torch.Tensor, x: torch.Tensor) -> Found:
-        """As ``FisherStepper.direction``, projected; paths at a KKT point of the box end
-        ``box_stationary`` (returned not ok, with their status already given)."""
+    def solve_direction(self, idx: torch.Tensor, x: torch.Tensor, J: torch.Tensor, p: torch.Tensor) -> Direction:
+        """The projected direction (``box_direction``); books the active-set changes and keeps
+        the ratio of projected to unconstrained speed for ``direction``."""
         st = self.net.state
-        z, J = self.net.jacobian(idx, x)
-        ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
-        if not ok.all():
-            idx, x, z, J = idx[ok], x[ok], z[ok], J[ok]
-        p = self.net.probs(z, idx)
         a = descent_gradient(self.net, idx, p)
-        d, ratio = box_direction(self.opts, x, J.to(torch.float64), p, a, fisher_weights(p), fisher_factor(p))
+        d, self._ratio = box_direction(self.opts, x, J.to(torch.float64), p, a, fisher_weights(p), fisher_factor(p))
         assert d.active is not None
         if self.held is None:
             self.held = torch.zeros(len(st), d.active.shape[-1], dtype=torch.bool, device=x.device)
@@ -172,9 +168,17 @@ class BoxFisherStepper(FisherStepper):
         self.turned = torch.zeros(len(st), dtype=torch.bool, device=x.device)
         self.turned[idx] = changes > 0
         self.held[idx] = d.active
-        stationary = d.active.any(-1) & (ratio <= BOX_STATIONARY)
+        return d
+
+    def direction(self, idx: torch.Tensor, x: torch.Tensor) -> Found:
+        """``FisherStepper.direction`` (the same code path: with nothing held the projected
+        direction is the unconstrained one bit for bit); paths at a KKT point of the box end
+        ``box_stationary`` (returned not ok, with their status already given)."""
+        ok, z, p, d = super().direction(idx, x)
+        assert d.active is not None
+        stationary = d.active.any(-1) & (self._ratio <= BOX_STATIONARY)
         if stationary.any():
-            st.finish(idx[stationary], "box_stationary")
+            self.net.state.finish(idx[ok][stationary], "box_stationary")
             ok = ok.clone()
             ok[ok.nonzero()[:, 0][stationary]] = False
             keep = ~stationary

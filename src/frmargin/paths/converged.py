@@ -224,7 +224,12 @@ class FisherStepper(ConvergedStepper):
         if not ok.all():
             idx, x, z, J = idx[ok], x[ok], z[ok], J[ok]
         p = self.net.probs(z, idx)
-        return ok, z, p, row_direction(self.opts, x, J, p, descent_gradient(self.net, idx, p))
+        return ok, z, p, self.solve_direction(idx, x, J, p)
+
+    def solve_direction(self, idx: torch.Tensor, x: torch.Tensor, J: torch.Tensor, p: torch.Tensor) -> Direction:
+        """The descent direction of the finite paths idx (k,) at x (k, *S) from their Jacobian
+        rows J (k, V, D) and probabilities p (k, V); the box stepper projects it."""
+        return row_direction(self.opts, x, J, p, descent_gradient(self.net, idx, p))
 
     def _never_held(self, s: Start) -> torch.Tensor:
         """(m,) paths whose box never held a coordinate (all of them without a box): there the
