@@ -156,6 +156,31 @@ def test_resnet20_paths_inside_the_box_are_the_free_ones():
     assert (boxed.box_changes == 0).all() and (boxed.bound_share == 0).all()
 
 
+@pytest.mark.slow
+@needs_mirror
+def test_cnn_a_box_steps_land_near_their_target():
+    """CNN-A (adversarially trained, 4/255) on two CIFAR-10 paths where the box holds half the
+    pixels: with held coordinates a residual that the free ones cannot reach asks the corrector
+    for almost no correction, so a step judged by it "converged" after moving p by 1 FR the
+    wrong way (these paths reached FR lengths of 10 to 13, above pi, the diameter of the
+    simplex, ending ``ok`` or at the budget). Steps are judged where they land: the paths stay
+    honest, their lengths below pi, whatever their status."""
+    import frmargin
+
+    try:
+        model = frmargin.load_model("cnn-a-adv4", progress=False)
+    except Exception:
+        pytest.skip("cnn-a-adv4 not in the mirror")
+    ds = frmargin.load_dataset("cifar10-exact", progress=False)
+    x, y = ds.images[:16], ds.labels[:16]
+    with torch.no_grad():
+        good = (model(x).argmax(-1) == y).nonzero()[:, 0]
+    img = good[torch.tensor([3, 4])]  # the bench's paths 33 and 42 (targets source + 7)
+    res = trace_paths(model, x[img], y[img], (y[img] + 7) % 10, box=BOX)
+    assert (res.fr_length < torch.pi).all(), (res.status, res.fr_length)
+    assert res.x_end.min() >= BOX[0] and res.x_end.max() <= BOX[1]
+
+
 def test_registry_routes_the_box_to_the_projected_stepper():
     model = make_mlp(6, 4, 16, 2, seed=7, scale=2.0)
     x, s, t = all_pairs(model, make_inputs((6,), 1, seed=7))
