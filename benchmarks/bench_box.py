@@ -1,15 +1,16 @@
 """Box-constrained natural-gradient paths: share ok, cost per path, box statistics, FMN.
 
 Models where the box (0, 1) binds: a tiny MLP and a tiny CNN trained on synthetic 8x8
-digit-like images (``tests/digits.py``: strokes on an exact-zero background) and CNN-A on
-CIFAR-10 (the mirror's ``cifar_cnn_a_adv.model``); and ResNet-20 on ``cifar10-exact``, where
+digit-like images (``tests/digits.py``: strokes on an exact-zero background) and the three
+CNN-A models on CIFAR-10 (``cnn-a-adv2``, ``cnn-a-adv4``, ``cnn-a-mix``); and ResNet-20 on ``cifar10-exact``, where
 the box does not bind. Per model: every (image, other class) path with and without
 ``box=(0, 1)``; statuses, Jacobian evaluations and seconds per path, share of coordinates at a
 bound at the end, active-set changes, the share ok among paths whose image FMN fools inside
 the box, and (``--margin``) the in-box margin estimate of ``box_margin`` next to the traced
 length and the lower bound.
 
-Usage: .venv/bin/python benchmarks/bench_box.py [--images 4] [--only digits-mlp,cnn-a] [--margin]
+Usage: .venv/bin/python benchmarks/bench_box.py [--images 4] [--only digits-mlp,cnn-a-adv2] [--margin]
+       [--out bench_box.json]
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from _common import (
     setup_env,
 )
 
+#: the CNN-A models of the mirror (``--only cnn-a`` is the first)
+CNN_A = ("cnn-a-adv2", "cnn-a-adv4", "cnn-a-mix")
+
 
 def workloads(only: set[str] | None, images: int) -> dict:
     """name -> (model, images (B, *S), labels (B,))."""
@@ -47,9 +51,11 @@ def workloads(only: set[str] | None, images: int) -> dict:
         out["digits-mlp"] = (digit_mlp(0), x, y)
     if only is None or "digits-cnn" in only:
         out["digits-cnn"] = (digit_cnn(0), x, y)
-    for name, registered in (("cnn-a", "cnn-a-adv2"), ("resnet20", "resnet20")):
-        if only is None or name in only:
-            out[name] = (load_model(registered), *first_images("cifar10-exact", images * 2))
+    for name in CNN_A:
+        if only is None or name in only or (name == CNN_A[0] and "cnn-a" in only):
+            out[name] = (load_model(name), *first_images("cifar10-exact", images * 2))
+    if only is None or "resnet20" in only:
+        out["resnet20"] = (load_model("resnet20"), *first_images("cifar10-exact", images * 2))
     return out
 
 
@@ -81,6 +87,11 @@ def bench(name, model, x, y, images: int, margin: bool) -> dict:
         if box is not None:
             row[tag]["bound_share_end"] = float(res.bound_share.mean())
             row[tag]["box_changes_per_path"] = float(res.box_changes.float().mean())
+            row[tag]["box_changes_median"] = float(res.box_changes.float().median())
+            budget = torch.tensor([st == "budget" for st in res.status])
+            # a path at the step budget that has not moved is the zero-length-step failure
+            row[tag]["budget_fr_lengths"] = [round(float(v), 4) for v in res.fr_length[budget]]
+            row[tag]["budget_steps"] = [int(v) for v in res.steps[budget]]
             boxed = res
         else:
             free = res
@@ -97,6 +108,7 @@ def bench(name, model, x, y, images: int, margin: bool) -> dict:
         with_adv = fooled[torch.searchsorted(torch.unique(img), img)]  # per path: its image fooled
         row["fmn_fooled_images"] = int(fooled.sum())
         row["box_ok_share_where_fmn_fooled"] = float(ok_b[with_adv].float().mean()) if with_adv.any() else None
+        row["box_not_ok_where_fmn_fooled"] = int((~ok_b & with_adv).sum())
     except ImportError:
         row["fmn_fooled_images"] = None
     if margin:
@@ -117,7 +129,10 @@ def bench(name, model, x, y, images: int, margin: bool) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--only", default=None, help="comma-separated: digits-mlp,digits-cnn,cnn-a,resnet20")
+    ap.add_argument(
+        "--only", default=None, help="comma-separated: digits-mlp,digits-cnn,cnn-a-adv2,cnn-a-adv4,cnn-a-mix,resnet20"
+    )
+    ap.add_argument("--out", default="bench_box.json", help="file name in benchmarks/results/")
     ap.add_argument("--margin", action="store_true", help="also the in-box margin estimate")
     add_thread_arg(ap)
     args = ap.parse_args(argv)
@@ -130,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
         rows.append(row)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_box.json").write_text(json.dumps(rows, indent=1))
+    (RESULTS / args.out).write_text(json.dumps(rows, indent=1))
     return 0
 
 

@@ -142,6 +142,20 @@ class ConvergedStepper(Stepper):
         #: (n,) paths in the fallback round of their step
         self.fallback = torch.zeros(len(net.state), dtype=torch.bool, device=net.state.x.device)
 
+    def _retry_sizes(
+        self,
+        idx: torch.Tensor,
+        pending: torch.Tensor,
+        h0: torch.Tensor,
+        hz0: torch.Tensor,
+        h: torch.Tensor,
+        hz: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """FR and logit steps (m,) the fallback round of paths idx (m,) starts from, given their
+        first sizes h0, hz0 and those the first round ended at, h, hz (rows ``pending`` (k,)
+        stalled): the first sizes (the round changes the line, not the size)."""
+        return h0.clone(), hz0.clone()
+
     def propose(self, idx: torch.Tensor) -> Iterator[Step]:
         st, o = self.net.state, self.opts
         s = self._start(idx)
@@ -151,11 +165,13 @@ class ConvergedStepper(Stepper):
         h0 = self._fr_step(s)
         hz0 = st.logit_step[idx].clone()
         pending = torch.arange(idx.numel(), device=idx.device)
+        h, hz = h0.clone(), hz0.clone()
         for fallback in range(2 if self.has_fallback else 1):
             # the fallback round retries a stalled step from its first size, aimed differently
             self.fallback[idx[pending]] = fallback == 1
-            h, hz = h0.clone(), hz0.clone()
-            st.logit_step[idx[pending]] = hz0[pending]
+            if fallback:
+                h, hz = self._retry_sizes(idx, pending, h0, hz0, h, hz)
+            st.logit_step[idx[pending]] = hz[pending]
             for _ in range(o.max_attempts):
                 if pending.numel() == 0:
                     break
@@ -224,7 +240,12 @@ class FisherStepper(ConvergedStepper):
         if not ok.all():
             idx, x, z, J = idx[ok], x[ok], z[ok], J[ok]
         p = self.net.probs(z, idx)
-        return ok, z, p, row_direction(self.opts, x, J, p, descent_gradient(self.net, idx, p))
+        return ok, z, p, self.solve_direction(idx, x, J, p)
+
+    def solve_direction(self, idx: torch.Tensor, x: torch.Tensor, J: torch.Tensor, p: torch.Tensor) -> Direction:
+        """The descent direction of the finite paths idx (k,) at x (k, *S) from their Jacobian
+        rows J (k, V, D) and probabilities p (k, V); the box stepper projects it."""
+        return row_direction(self.opts, x, J, p, descent_gradient(self.net, idx, p))
 
     def _never_held(self, s: Start) -> torch.Tensor:
         """(m,) paths whose box never held a coordinate (all of them without a box): there the
