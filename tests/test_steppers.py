@@ -20,6 +20,7 @@ from frmargin.paths.steppers import (
 )
 from frmargin.paths.tracer import ChunkTracer
 from frmargin.solve import fisher_weights
+from mirror import needs_mirror
 
 SECANT = 1e-12  # float64: the Broyden-updated J maps the move onto the logit change
 DENSE = 1e-8  # float64: a direction vs its dense D x D solve
@@ -212,3 +213,28 @@ def test_fisher_steps_aim_on_the_start_line():
     assert drift > 1e-8, "the accepted point did not drift: the test checks nothing"
     err = (p_target - p0[s.idx])[others].abs().max()
     assert err < 1e-12, f"target off the start line by {float(err):.3g} (the point drifted {float(drift):.3g})"
+
+
+@needs_mirror
+def test_long_steps_do_not_jump_onto_a_negligible_class():
+    """ResNet-20, official test images whose targets start at p ~ 1e-11: a long step on which a
+    third class jumps from p ~ 1e-8 to ~0.4 looked converged in the metric of the step's start
+    and made a false shield (first hit bird, FR lengths 1.74-1.96 where the flow's is pi/2).
+    Every accepted step now lands near its target, measured: the paths follow the flow."""
+    import frmargin
+    from frmargin.geometry import predicted_path
+    from frmargin.paths import trace_paths
+
+    model = frmargin.load_model("resnet20")
+    data = frmargin.load_dataset("cifar10")
+    cases = [(2113, 0, 1), (2113, 0, 9), (445, 7, 1)]
+    x = torch.stack([data.images[i] for i, _, _ in cases])
+    s, t = torch.tensor([c[1] for c in cases]), torch.tensor([c[2] for c in cases])
+    with torch.no_grad():
+        p = torch.softmax(model(x).double(), -1)
+    assert (p.argmax(-1) == s).all() and (p[torch.arange(3), t] < 1e-9).all()
+    res = trace_paths(model, x, s, t)
+    length, hit = predicted_path(p, s, t)
+    assert res.status == ["ok"] * 3 and torch.equal(hit, t)
+    assert torch.equal(res.first_hit, t), res.first_hit
+    assert_close(res.fr_length, length, 2e-3, 0, "FR length of the flow")
