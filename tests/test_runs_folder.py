@@ -167,3 +167,27 @@ def test_split_modes_of_a_single_mode_keeps_the_run(synthetic):
     run = folder.load_run(synthetic)
     (single,) = folder.split_modes(run)
     assert single.label == run.label and single.info["metric"] == "fisher"
+
+
+def test_each_session_records_its_code_and_a_resume_with_other_code_is_said(tmp_path, capsys):
+    """A resume after the code changed continues (the fingerprint cannot see code), but run.json
+    keeps each session's frmargin version and commit, and stderr says that the parts are mixed."""
+    from frmargin.runs import ownership
+    from frmargin.runs.config import RunConfig
+    from frmargin.runs.provenance import code_change, package_version, source_version
+
+    code = source_version()
+    assert code.startswith(package_version())
+    info = {"sessions": [{"status": "running", "frmargin": "0.0.1 (git abc1234)"}]}
+    ownership.start_session(tmp_path, info, RunConfig(), 1)
+    written = json.loads((tmp_path / "run.json").read_text())
+    assert [s["status"] for s in written["sessions"]] == ["killed", "running"]
+    assert written["sessions"][-1]["frmargin"] == code
+    err = capsys.readouterr().err
+    assert "0.0.1 (git abc1234)" in err and code in err and "warning" in err, err
+    same = tmp_path / "same"
+    same.mkdir()
+    ownership.start_session(same, {"sessions": [{"status": "complete", "frmargin": code}]}, RunConfig(), 1)
+    assert capsys.readouterr().err == "", "a resume with the same code says nothing"
+    assert code_change([{"frmargin": code}, {}], code) is None
+    assert code_change([{"frmargin": "a"}, {"frmargin": "b"}, {"frmargin": code}], code) == "a, b"

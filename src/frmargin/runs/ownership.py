@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..errors import FrmarginError
 from . import folder
 from .config import RunConfig, resume_mismatch
 from .lock import LOCK_FILE
+from .provenance import code_change, source_version
 
 __all__ = ["check_contents", "old_run_info", "prepare_folder", "start_session"]
 
@@ -79,6 +81,14 @@ def start_session(out: Path, info: dict, config: RunConfig, world: int) -> None:
     sessions = [
         {**s, "status": "killed"} if s.get("status") == "running" else s for s in info.get("sessions", [])
     ]  # we hold the lock, so a session still marked running was interrupted
+    code = source_version()
+    earlier = code_change(sessions, code)
+    if earlier is not None:
+        print(
+            f"frmargin: warning: {out} was traced so far by frmargin {earlier}; this session runs {code}: "
+            "its parts come from other code (rerun into a new --out for results of one version)",
+            file=sys.stderr,
+        )
     sessions.append(
         {
             "started": round(time.time(), 3),
@@ -86,6 +96,7 @@ def start_session(out: Path, info: dict, config: RunConfig, world: int) -> None:
             "host": platform.node(),
             "world_size": world,
             "batch_size": config.batch_size,
+            "frmargin": code,
             "status": "running",
         }
     )
