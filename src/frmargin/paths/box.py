@@ -23,7 +23,7 @@ import torch
 from ..geometry import fisher_rao_distance
 from ..solve import fisher_factor, fisher_lsq, fisher_weights
 from .base import Direction, damping, descent_gradient
-from .converged import LOOSE, THETA_LARGE, Attempt, FisherStepper, Found, Start
+from .converged import THETA_LARGE, Attempt, FisherStepper, Found, Start
 from .linalg import bmv, centred, rows_combination
 from .options import TracerOptions
 
@@ -217,6 +217,16 @@ class BoxFisherStepper(FisherStepper):
         go_on = self.cut[idx]
         return torch.where(go_on, h, h1), torch.where(go_on, hz, hz1)
 
+    def _landing_share(self, s: Start) -> torch.Tensor:
+        """A step the box touched (held or cut coordinates) lands within LOOSE x its tolerance
+        or its drift of its aim, no share of its length: the corrector judges its residual by the
+        correction it asks for, and with held coordinates a residual the free ones cannot reach
+        asks for almost none (measured on CNN-A: "converged" steps that moved p the wrong way by
+        1 FR, paths of length 10 ending far beyond the lower bound)."""
+        assert self.clamped is not None
+        share = super()._landing_share(s)
+        return torch.where(self._held_rows(s) | self.clamped, torch.zeros_like(share), share)
+
     def _held_rows(self, s: Start) -> torch.Tensor:
         assert s.direction.active is not None
         return s.direction.active.any(-1)
@@ -228,17 +238,12 @@ class BoxFisherStepper(FisherStepper):
         if self.cut is None:
             self.cut = torch.zeros(len(self.net.state), dtype=torch.bool, device=s.x.device)
         self.cut[s.idx] = watch
-        target, tol, _final, drift = super()._aim(s, h, hz)
+        target, _tol, _final, _drift = super()._aim(s, h, hz)
         p_target = target.exp()
         p_new = self.net.probs(torch.nan_to_num(a.z_new), s.idx)
         moved = fisher_rao_distance(s.p, p_new)
         # no step of a box path has zero length; one the box touched moves a share of its aim
         short = ~(moved > 0) | (watch & ~(moved >= MIN_PROGRESS * fisher_rao_distance(s.p, p_target)))
-        # ... and lands near its target, measured: the corrector judges its residual by the
-        # correction it asks for, and with held coordinates a residual the free ones cannot
-        # reach asks for almost none (measured on CNN-A: "converged" steps that moved p the
-        # wrong way by 1 FR, paths of length 10 ending far beyond the lower bound)
-        short |= watch & ~(fisher_rao_distance(p_new, p_target) <= torch.maximum(LOOSE * tol, drift))
         # the linear miss of a step the box touched measures the box's cut of the prediction
         # (held or newly bound coordinates), not the network's nonlinearity at this step size:
         # there the logit step follows the corrector's effort alone (``logit_step_scale``)

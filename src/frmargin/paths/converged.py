@@ -254,6 +254,11 @@ class FisherStepper(ConvergedStepper):
         rows J (k, V, D) and probabilities p (k, V); the box stepper projects it."""
         return row_direction(self.opts, x, J, p, descent_gradient(self.net, idx, p))
 
+    def _landing_share(self, s: Start) -> torch.Tensor:
+        """(m,) share of its own FR length within which a step of paths ``s`` must land of its
+        aim, beside LOOSE x its tolerance and its drift (LANDING; the box stepper tightens it)."""
+        return torch.full((s.idx.numel(),), LANDING, dtype=torch.float64, device=s.p.device)
+
     def _never_held(self, s: Start) -> torch.Tensor:
         """(m,) paths whose box never held a coordinate (all of them without a box): there the
         flow is the unconstrained one, and so is the step control."""
@@ -404,7 +409,9 @@ class FisherStepper(ConvergedStepper):
         # no accepted step has zero length (a path would spin in place)
         good &= fisher_rao_distance(s.p, p_new) > 0
         # ... and every accepted step lands near its target, measured (LANDING)
-        near = torch.maximum(torch.maximum(LOOSE * tol, drift), LANDING * fisher_rao_distance(s.p, p_target))
+        near = torch.maximum(
+            torch.maximum(LOOSE * tol, drift), self._landing_share(s) * fisher_rao_distance(s.p, p_target)
+        )
         good &= fisher_rao_distance(p_new, p_target) <= near
         return Attempt(x_new, z_new, good & ~nonfinite, nonfinite, theta, final, corrections)
 
