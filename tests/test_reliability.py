@@ -3,6 +3,7 @@ download caps, simplex checks of the closed forms and option validation before a
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -311,20 +312,26 @@ def _read_only(folder: Path, monkeypatch) -> None:
     monkeypatch.setattr(os, "open", refuse(os.open))
 
 
-@pytest.mark.parametrize("via", ["FRMARGIN_HOME", "HOME"])
-@pytest.mark.parametrize("problem", ["read-only", "a file"])
-def test_unusable_home_is_one_clear_error_naming_it(tmp_path, monkeypatch, via, problem):
-    h = _home_variants(tmp_path, monkeypatch, via)
+@contextlib.contextmanager
+def _unusable(h: Path, problem: str, monkeypatch):
+    """The home ``h`` made a file or read-only for the block (its mode restored after)."""
     if problem == "a file":
         h.write_text("not a folder")
     else:
         _read_only(h, monkeypatch)
     try:
-        with pytest.raises(AssetError) as err:
-            assets.download("http://127.0.0.1:9/b", assets.store_path(_blob()), _blob(), progress=False)
+        yield
     finally:
         if h.is_dir():
             h.chmod(0o755)
+
+
+@pytest.mark.parametrize("via", ["FRMARGIN_HOME", "HOME"])
+@pytest.mark.parametrize("problem", ["read-only", "a file"])
+def test_unusable_home_is_one_clear_error_naming_it(tmp_path, monkeypatch, via, problem):
+    h = _home_variants(tmp_path, monkeypatch, via)
+    with _unusable(h, problem, monkeypatch), pytest.raises(AssetError) as err:
+        assets.download("http://127.0.0.1:9/b", assets.store_path(_blob()), _blob(), progress=False)
     text = str(err.value)
     assert not isinstance(err.value, OSError)
     assert "frmargin home folder" in text and "FRMARGIN_HOME" in text, text
@@ -511,15 +518,7 @@ def test_every_writer_of_the_home_names_an_unusable_home(tmp_path, monkeypatch, 
     """The converted CIFAR-10 store and the ImageNet sample cache are written under the home:
     an unusable home is the same one clear AssetError as for downloads, before anything is written."""
     h = _home_variants(tmp_path, monkeypatch, "FRMARGIN_HOME")
-    if problem == "a file":
-        h.write_text("not a folder")
-    else:
-        _read_only(h, monkeypatch)
-    try:
-        with pytest.raises(AssetError) as err:
-            write(h)
-    finally:
-        if h.is_dir():
-            h.chmod(0o755)
+    with _unusable(h, problem, monkeypatch), pytest.raises(AssetError) as err:
+        write(h)
     text = str(err.value)
     assert "frmargin home folder" in text and "FRMARGIN_HOME" in text and str(h) in text, text
