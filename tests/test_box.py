@@ -146,8 +146,10 @@ def test_resnet20_paths_inside_the_box_are_the_free_ones():
     inner = ((flat.min(-1).values > 0.05) & (flat.max(-1).values < 0.95)).nonzero()[:1, 0]
     assert inner.numel() == 1
     x, s, t = all_pairs(model, images[inner])
-    free = trace_paths(model, x, s, t)
-    boxed = trace_paths(model, x, s, t, box=BOX)
+    # one path per batch: a path that fell back (and stopped aiming at its start line) follows
+    # the float rounding of its batch, which differs where another path's trial hit the box
+    free = trace_paths(model, x, s, t, batch_size=1)
+    boxed = trace_paths(model, x, s, t, box=BOX, batch_size=1)
     assert ((free.x_end >= 0) & (free.x_end <= 1)).all()
     for name in ("fr_length", "l2", "steps", "jacobian_evals", "first_hit", "x_end"):
         assert torch.equal(getattr(free, name), getattr(boxed, name)), name

@@ -238,3 +238,31 @@ def test_long_steps_do_not_jump_onto_a_negligible_class():
     assert res.status == ["ok"] * 3 and torch.equal(hit, t)
     assert torch.equal(res.first_hit, t), res.first_hit
     assert_close(res.fr_length, length, 2e-3, 0, "FR length of the flow")
+
+
+@needs_mirror
+def test_a_path_that_needed_the_fallback_stops_pulling_back_its_drift():
+    """CNN-A (PGD-trained), official image 1 (ship, p 0.89) toward class 5 (p 8e-5): after a
+    step that needed the fallback round, the anchored round failed on every later step (a
+    drift the network cannot pull back): 191 of 200 steps came from the fallback round, 397
+    Jacobians, the path ended at the budget at FR 1.12. A path that fell back once stops
+    aiming at the start line: it reaches the class change at the closed form's length."""
+    import frmargin
+    from frmargin.geometry import predicted_path
+    from frmargin.paths import trace_paths
+
+    try:
+        model = frmargin.load_model("cnn-a-adv2", progress=False)
+    except Exception:
+        pytest.skip("cnn-a-adv2 not in the mirror")
+    data = frmargin.load_dataset("cifar10", progress=False)
+    x, s, t = data.images[1:2], torch.tensor([8]), torch.tensor([5])
+    with torch.no_grad():
+        p = torch.softmax(model(x).double(), -1)
+    assert int(p.argmax()) == 8 and float(p[0, 5]) < 1e-4
+    res = trace_paths(model, x, s, t)
+    length, hit = predicted_path(p, s, t)
+    assert res.status == ["ok"], (res.status, res.fr_length)
+    assert torch.equal(res.first_hit, hit)
+    assert_close(res.fr_length, length, 2e-3, 0, "FR length of the flow")
+    assert float(res.jacobian_evals[0]) < 300

@@ -163,6 +163,9 @@ class ConvergedStepper(Stepper):
         stalled): the first sizes (the round changes the line, not the size)."""
         return h0.clone(), hz0.clone()
 
+    def _fell_back(self, idx: torch.Tensor) -> None:
+        """Paths idx (k,) had a step accepted in the fallback round (nothing to do here)."""
+
     def propose(self, idx: torch.Tensor) -> Iterator[Step]:
         st, o = self.net.state, self.opts
         s = self._start(idx)
@@ -190,6 +193,8 @@ class ConvergedStepper(Stepper):
                     scale = logit_step_scale(a.theta[a.good], corr)
                     st.logit_step[idx[acc]] = (hz[acc] * scale).clamp(max=MAX_LOGIT_SCALE * o.logit_step)
                     planned = None if a.planned is None else a.planned[a.good]
+                    if fallback:
+                        self._fell_back(idx[acc])
                     yield Step(idx[acc], s.x[acc], s.z[acc], a.x_new[a.good], a.z_new[a.good], h[acc], planned)
                 pending = pending[~a.good & ~a.nonfinite]
                 h[pending] = h[pending] / 2
@@ -239,6 +244,17 @@ class FisherStepper(ConvergedStepper):
         self.anchor = net.probs(st.z, torch.arange(len(st), device=st.z.device))
         #: (n,) paths that evaluated an extra Jacobian in their current step
         self.refreshed = torch.zeros(len(st), dtype=torch.bool, device=st.z.device)
+        #: (n,) paths no longer anchored on the start line: a step of theirs needed the fallback round
+        self.loose = torch.zeros(len(st), dtype=torch.bool, device=st.z.device)
+
+    def _fell_back(self, idx: torch.Tensor) -> None:
+        """A path whose step needed the fallback round stops aiming at the start line: there
+        the network cannot pull back the path's drift (measured on CNN-A: a drift of 0.003-0.09
+        FR whose pull-back moves p 10-100x further than asked, at every step size tried), so
+        each later step would spend its first round failing (``max_attempts`` tries and the
+        step's extra Jacobian) and its logit step would ratchet down (cnn-a-adv2: 191 of one
+        path's 200 steps were taken in the fallback round, and the path ended at the budget)."""
+        self.loose[idx] = True
 
     def direction(self, idx: torch.Tensor, x: torch.Tensor) -> Found:
         self.refreshed[idx] = False
@@ -283,7 +299,7 @@ class FisherStepper(ConvergedStepper):
         top, k = self.net.view.classes(s.idx, st.top[s.idx], st.target[s.idx])
         chase = st.chasing[s.idx]
         # where the box ever held a coordinate the projected flow turns: no fixed line to anchor on
-        allowed = ~chase & ~self.fallback[s.idx] & self._never_held(s)
+        allowed = ~chase & ~self.fallback[s.idx] & ~self.loose[s.idx] & self._never_held(s)
         line, _ = anchored_line(s.p, s.pdot, self.anchor[s.idx], top, k, allowed)
         t = line.step(h, hz)
         t_star = line.crossing(top)
