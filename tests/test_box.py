@@ -183,6 +183,45 @@ def test_cnn_a_box_steps_land_near_their_target():
     assert res.x_end.min() >= BOX[0] and res.x_end.max() <= BOX[1]
 
 
+@pytest.mark.slow
+@needs_mirror
+def test_box_touched_steps_land_within_their_tolerance(monkeypatch):
+    """A step the box touched (held or newly bound coordinates) is accepted only within LOOSE x
+    its tolerance (or its drift) of its aim, with no share of its own length as free steps get
+    (``BoxFisherStepper._landing_share``). CNN-A (mixed training), CIFAR-10 image 3 toward
+    class source + 3, where the box holds coordinates on ~100 accepted steps: with the free
+    steps' bound 3 of them land 1-3% beyond it."""
+    import frmargin
+    from frmargin.paths import converged as cv
+
+    try:
+        model = frmargin.load_model("cnn-a-mix", progress=False)
+    except Exception:
+        pytest.skip("cnn-a-mix not in the mirror")
+    ds = frmargin.load_dataset("cifar10-exact", progress=False)
+    x, y = ds.images[:16], ds.labels[:16]
+    with torch.no_grad():
+        good = (model(x).argmax(-1) == y).nonzero()[:, 0]
+    img = good[3:4]
+    seen, over = [], []
+    attempt = BoxFisherStepper.attempt
+
+    def checked(self, s, h, hz):
+        a = attempt(self, s, h, hz)
+        touched = a.good & (self._held_rows(s) | self.clamped)
+        target, tol, _final, drift = self._aim(s, h, hz)
+        miss = fisher_rao_distance(self.net.probs(torch.nan_to_num(a.z_new), s.idx), target.exp())
+        seen.append(int(touched.sum()))
+        over.extend(miss[touched & (miss > torch.maximum(cv.LOOSE * tol, drift) * (1 + 1e-9))].tolist())
+        return a
+
+    monkeypatch.setattr(BoxFisherStepper, "attempt", checked)
+    res = trace_paths(model, x[img], y[img], (y[img] + 3) % 10, box=BOX)
+    assert sum(seen) > 20, "the box touched too few accepted steps: the test checks nothing"
+    assert over == [], over
+    assert res.status == ["ok"]
+
+
 def test_registry_routes_the_box_to_the_projected_stepper():
     model = make_mlp(6, 4, 16, 2, seed=7, scale=2.0)
     x, s, t = all_pairs(model, make_inputs((6,), 1, seed=7))
