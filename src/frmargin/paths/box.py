@@ -217,6 +217,12 @@ class BoxFisherStepper(FisherStepper):
         go_on = self.cut[idx]
         return torch.where(go_on, h, h1), torch.where(go_on, hz, hz1)
 
+    def _second_round(self, idx: torch.Tensor) -> torch.Tensor:
+        """As ``FisherStepper``, and the paths the box touched in their last attempt, which go on
+        halving there (``_retry_sizes``)."""
+        assert self.cut is not None
+        return super()._second_round(idx) | self.cut[idx]
+
     def _landing_share(self, s: Start) -> torch.Tensor:
         """A step the box touched (held or cut coordinates) lands within LOOSE x its tolerance
         or its drift of its aim, no share of its length: the corrector judges its residual by the

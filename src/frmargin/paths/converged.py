@@ -163,6 +163,10 @@ class ConvergedStepper(Stepper):
         stalled): the first sizes (the round changes the line, not the size)."""
         return h0.clone(), hz0.clone()
 
+    def _second_round(self, idx: torch.Tensor) -> torch.Tensor:
+        """(m,) which of the stalled paths idx (m,) get the fallback round: all of them here."""
+        return torch.ones(idx.numel(), dtype=torch.bool, device=idx.device)
+
     def _fell_back(self, idx: torch.Tensor) -> None:
         """Paths idx (k,) had a step accepted in the fallback round (nothing to do here)."""
 
@@ -180,6 +184,9 @@ class ConvergedStepper(Stepper):
             # the fallback round retries a stalled step from its first size, aimed differently
             self.fallback[idx[pending]] = fallback == 1
             if fallback:
+                again = self._second_round(idx[pending])
+                st.finish(idx[pending[~again]], "stalled")
+                pending = pending[again]
                 h, hz = self._retry_sizes(idx, pending, h0, hz0, h, hz)
             st.logit_step[idx[pending]] = hz[pending]
             for _ in range(o.max_attempts):
@@ -246,6 +253,13 @@ class FisherStepper(ConvergedStepper):
         self.refreshed = torch.zeros(len(st), dtype=torch.bool, device=st.z.device)
         #: (n,) paths no longer anchored on the start line: a step of theirs needed the fallback round
         self.loose = torch.zeros(len(st), dtype=torch.bool, device=st.z.device)
+        #: (n,) paths whose last attempt aimed at the start line (``anchored_line``)
+        self.anchored = torch.zeros(len(st), dtype=torch.bool, device=st.z.device)
+
+    def _second_round(self, idx: torch.Tensor) -> torch.Tensor:
+        """Only paths whose first round aimed at the start line get the fallback round: for the
+        others it would retry the same line from the same sizes, without the extra Jacobian."""
+        return self.anchored[idx].clone()
 
     def _fell_back(self, idx: torch.Tensor) -> None:
         """A path whose step needed the fallback round stops aiming at the start line: there
@@ -300,7 +314,8 @@ class FisherStepper(ConvergedStepper):
         chase = st.chasing[s.idx]
         # where the box ever held a coordinate the projected flow turns: no fixed line to anchor on
         allowed = ~chase & ~self.fallback[s.idx] & ~self.loose[s.idx] & self._never_held(s)
-        line, _ = anchored_line(s.p, s.pdot, self.anchor[s.idx], top, k, allowed)
+        line, on = anchored_line(s.p, s.pdot, self.anchor[s.idx], top, k, allowed)
+        self.anchored[s.idx] = on
         t = line.step(h, hz)
         t_star = line.crossing(top)
         if chase.any():
