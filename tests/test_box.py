@@ -158,6 +158,22 @@ def test_resnet20_paths_inside_the_box_are_the_free_ones():
     assert (boxed.box_changes == 0).all() and (boxed.bound_share == 0).all()
 
 
+def _cnn_a_images(name: str):
+    """A CNN-A model of the mirror (skip when absent), the first 16 cifar10-exact images x (16,
+    3, 32, 32), their labels y (16,) and the indices (k,) of those it classifies correctly."""
+    import frmargin
+
+    try:
+        model = frmargin.load_model(name, progress=False)
+    except Exception:
+        pytest.skip(f"{name} not in the mirror")
+    ds = frmargin.load_dataset("cifar10-exact", progress=False)
+    x, y = ds.images[:16], ds.labels[:16]
+    with torch.no_grad():
+        good = (model(x).argmax(-1) == y).nonzero()[:, 0]
+    return model, x, y, good
+
+
 @pytest.mark.slow
 @needs_mirror
 def test_cnn_a_box_steps_land_near_their_target():
@@ -167,16 +183,7 @@ def test_cnn_a_box_steps_land_near_their_target():
     wrong way (these paths reached FR lengths of 10 to 13, above pi, the diameter of the
     simplex, ending ``ok`` or at the budget). Steps are judged where they land: the paths stay
     honest, their lengths below pi, whatever their status."""
-    import frmargin
-
-    try:
-        model = frmargin.load_model("cnn-a-adv4", progress=False)
-    except Exception:
-        pytest.skip("cnn-a-adv4 not in the mirror")
-    ds = frmargin.load_dataset("cifar10-exact", progress=False)
-    x, y = ds.images[:16], ds.labels[:16]
-    with torch.no_grad():
-        good = (model(x).argmax(-1) == y).nonzero()[:, 0]
+    model, x, y, good = _cnn_a_images("cnn-a-adv4")
     img = good[torch.tensor([3, 4])]  # the bench's paths 33 and 42 (targets source + 7)
     res = trace_paths(model, x[img], y[img], (y[img] + 7) % 10, box=BOX)
     assert (res.fr_length < torch.pi).all(), (res.status, res.fr_length)
@@ -191,17 +198,9 @@ def test_box_touched_steps_land_within_their_tolerance(monkeypatch):
     (``BoxFisherStepper._landing_share``). CNN-A (mixed training), CIFAR-10 image 3 toward
     class source + 3, where the box holds coordinates on ~100 accepted steps: with the free
     steps' bound 3 of them land 1-3% beyond it."""
-    import frmargin
     from frmargin.paths import converged as cv
 
-    try:
-        model = frmargin.load_model("cnn-a-mix", progress=False)
-    except Exception:
-        pytest.skip("cnn-a-mix not in the mirror")
-    ds = frmargin.load_dataset("cifar10-exact", progress=False)
-    x, y = ds.images[:16], ds.labels[:16]
-    with torch.no_grad():
-        good = (model(x).argmax(-1) == y).nonzero()[:, 0]
+    model, x, y, good = _cnn_a_images("cnn-a-mix")
     img = good[3:4]
     seen, over = [], []
     attempt = BoxFisherStepper.attempt
