@@ -254,8 +254,7 @@ def test_a_path_that_needed_the_fallback_stops_pulling_back_its_drift(monkeypatc
     round aims off the start line; an ``ok`` end is at the closed form."""
     import frmargin
     from frmargin.geometry import predicted_path
-    from frmargin.paths import converged
-    from frmargin.paths import trace_paths
+    from frmargin.paths import converged, trace_paths
 
     try:
         model = frmargin.load_model("cnn-a-adv2", progress=False)
@@ -279,7 +278,9 @@ def test_a_path_that_needed_the_fallback_stops_pulling_back_its_drift(monkeypatc
     fell_back = [i for i, (fb, _, good) in enumerate(log) if fb and good]
     assert fell_back, "no step of this path needed the fallback round: the test lost its subject"
     later = log[fell_back[0] + 1 :]
-    assert later and not any(anchored for _, anchored, _ in later), "a path that fell back aimed at the start line again"
+    assert later and not any(anchored for _, anchored, _ in later), (
+        "a path that fell back aimed at the start line again"
+    )
     assert float(res.jacobian_evals[0]) < 300
     if res.status == ["ok"]:
         length, hit = predicted_path(p, s, t)
