@@ -7,7 +7,8 @@ form (the natural-gradient flow's length: an accuracy check for ``--metric fishe
 between the metrics for ``euclidean``) and against the lower bound; the per-image FR margin (the
 smallest FR length of an image's ``ok`` paths) and margin / LB; the L2 distance at the change;
 Jacobian evaluations, forward passes and matvecs per path; the median confidence; the minimal
-L2 of each baseline (``baselines.parquet``) against the per-image minimum of the traced paths' L2;
+L2 of each baseline found in any of the runs (``baselines.parquet``) against the per-image minimum
+of each run's traced L2;
 and each session's frmargin version and peak RSS.
 
 Usage: .venv/bin/python benchmarks/run_summary.py RUN_DIR [RUN_DIR ...]
@@ -31,7 +32,13 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (c - h) / d, (c + h) / d
 
 
-def summary(run: Path) -> list[str]:
+def baselines(runs: list[Path]) -> pd.DataFrame | None:
+    """Every baseline part of the runs (image_index, attack, l2, status), or None."""
+    parts = [f for run in runs for f in sorted((run / "baselines.parquet").glob("*.parquet"))]
+    return pd.concat([pd.read_parquet(f) for f in parts]) if parts else None
+
+
+def summary(run: Path, base: pd.DataFrame | None) -> list[str]:
     d = pd.read_parquet(run / "paths.parquet")
     info = json.loads((run / "run.json").read_text())
     ok = d[d.status == "ok"]
@@ -57,17 +64,14 @@ def summary(run: Path) -> list[str]:
         f"forward passes mean {d.forward_evals.mean():.1f}, matvecs mean {d.matvecs.mean():.1f}",
         f"median confidence {d.groupby('image_index').confidence.first().median():.3f}",
     ]
-    parts = sorted((run / "baselines.parquet").glob("*.parquet"))
-    if parts:
-        b = pd.concat([pd.read_parquet(f) for f in parts])
+    if base is not None:
         traced = ok.groupby("image_index").l2.min()
-        for attack, g in b.groupby("attack") if "attack" in b else [("baseline", b)]:
-            col = "l2" if "l2" in g else next(c for c in g.columns if "l2" in c)
-            both = g.set_index("image_index")[col].dropna()
-            common = both.index.intersection(traced.index)
+        for attack, g in base[base.status == "ok"].groupby("attack"):
+            l2 = g.drop_duplicates("image_index").set_index("image_index").l2
+            common = l2.index.intersection(traced.index)
             out.append(
-                f"{attack}: {len(both)} images, median L2 {both.median():.4g}; traced per-image min L2 / "
-                f"{attack} median {(traced[common] / both[common]).median():.3f} ({len(common)} images)"
+                f"{attack}: {len(l2)} images, median L2 {l2.median():.4g}; this run's per-image min L2 / "
+                f"{attack}: median {(traced[common] / l2[common]).median():.3f} ({len(common)} images)"
             )
     for s in info.get("sessions", []):
         out.append(
@@ -79,8 +83,10 @@ def summary(run: Path) -> list[str]:
 def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit(__doc__)
-    for a in argv:
-        print("\n".join(summary(Path(a))))
+    runs = [Path(a) for a in argv]
+    base = baselines(runs)
+    for run in runs:
+        print("\n".join(summary(run, base)))
 
 
 if __name__ == "__main__":
