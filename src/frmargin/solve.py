@@ -21,6 +21,7 @@ __all__ = [
     "fisher_weights",
     "krylov_largest_eigenvalue",
     "largest_eigenvalue",
+    "largest_eigenvalue_factored",
     "resolve_damping",
 ]
 
@@ -39,6 +40,13 @@ def largest_eigenvalue(M: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     root = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(-1, -2)
     sym = root @ K @ root
     return torch.linalg.eigvalsh(0.5 * (sym + sym.transpose(-1, -2)))[:, -1].clamp_min(0)
+
+
+def largest_eigenvalue_factored(Lt: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """As ``largest_eigenvalue``, from the factor L^T of M = L L^T (``fisher_factor``): the
+    largest eigenvalue (B,) of L^T K L, without an eigendecomposition of M."""
+    A = Lt @ K @ Lt.transpose(-1, -2)
+    return torch.linalg.eigvalsh(0.5 * (A + A.transpose(-1, -2)))[:, -1].clamp_min(0)
 
 
 def resolve_damping(damping: float, damping_mode: str, lam_max: torch.Tensor) -> torch.Tensor:

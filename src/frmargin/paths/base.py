@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ..solve import fisher_factor, fisher_lsq, fisher_weights, resolve_damping
+from ..solve import fisher_factor, fisher_lsq, fisher_weights, largest_eigenvalue_factored, resolve_damping
 from .linalg import bmv, centred, rows_combination
 from .options import TracerOptions
 from .simplex_line import segment_length
@@ -83,16 +83,10 @@ def descent_gradient(net: Network, idx: torch.Tensor, p: torch.Tensor) -> torch.
     return a
 
 
-def largest_eigenvalue(factor: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-    """Largest eigenvalue (m,) of L^T K L (= of M K) for factor L^T (m, V, V), gram K (m, V, V)."""
-    A = factor @ gram @ factor.transpose(-1, -2)
-    return torch.linalg.eigvalsh(0.5 * (A + A.transpose(-1, -2)))[:, -1].clamp_min(0)
-
-
 def damping(opts: TracerOptions, factor: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
     """Absolute lam (m,) from the option: relative to the largest eigenvalue of L^T K L."""
     if opts.damping_mode == "relative":
-        lam_max = largest_eigenvalue(factor, gram)
+        lam_max = largest_eigenvalue_factored(factor, gram)
     else:
         lam_max = torch.zeros(factor.shape[0], dtype=torch.float64, device=factor.device)
     return resolve_damping(opts.damping, opts.damping_mode, lam_max)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 
 from ..geometry import fisher_rao_distance
-from ..solve import fisher_factor, fisher_lsq, fisher_weights
-from .base import Direction, damping, descent_gradient, largest_eigenvalue
+from ..solve import fisher_factor, fisher_lsq, fisher_weights, largest_eigenvalue_factored
+from .base import Direction, damping, descent_gradient
 from .converged import THETA_LARGE, Attempt, FisherStepper, Found, Start
 from .linalg import bmv, centred, rows_combination
 from .options import TracerOptions
@@ -70,7 +70,7 @@ def _solve(opts: TracerOptions, J: torch.Tensor, keep: torch.Tensor, Lt, p, a, f
     K = JF @ JF.transpose(-1, -2)
     lam = damping(opts, Lt, K)
     if floor and BOX_DAMPING > 0:
-        lam = torch.maximum(lam, BOX_DAMPING * largest_eigenvalue(Lt, K))
+        lam = torch.maximum(lam, BOX_DAMPING * largest_eigenvalue_factored(Lt, K))
     w = fisher_lsq(Lt, K, a / p.clamp_min(1e-300), lam) if opts.metric == "fisher" else a
     return -rows_combination(w, JF), w, K, lam, JF
 
