@@ -18,7 +18,7 @@ import torch
 from torch.func import jvp, vjp
 
 from ..geometry import fisher_rao_distance
-from ..solve import fisher_lsq, fisher_weights
+from ..solve import fisher_lsq, fisher_weights, largest_eigenvalue_factored
 from .base import Direction, Step, Stepper, descent_gradient, row_direction
 from .events import event_gap
 from .linalg import bmv, broyden_update, centred, frozen, log_probs, pair_gap, rows_combination
@@ -54,6 +54,16 @@ LANDING = 0.5
 #: a linear miss above this (the prediction more wrong than right) shrinks the logit step by
 #: THETA_TARGET / theta even when the corrector coped
 THETA_LARGE = 1.0
+#: Levenberg-Marquardt damping of a corrector that stopped contracting, as multiples of the
+#: largest eigenvalue of L^T K L: it starts at LM_START, grows by LM_GROW at each further
+#: divergence up to LM_MAX, then the step's extra Jacobian is evaluated. Where K = J J^T is
+#: ill-conditioned (CNN-A, adversarially trained: eigenvalues 4e-4 to 444) the minimum-norm
+#: correction moves x ~1,000 in L2 per unit FR, far outside the region where the network is
+#: near-linear (the logit gap changes 9x its prediction at 0.01 FR), while with 1e-4 x the
+#: largest eigenvalue it moves 63 and follows its prediction to 2%
+LM_START = 1e-6
+LM_GROW = 100.0
+LM_MAX = 1e-2
 
 
 @dataclass(frozen=True)
@@ -226,7 +236,7 @@ def logit_step_scale(theta: torch.Tensor, corrections: torch.Tensor | None) -> t
     changes), so shrinking toward it starves the path; what decides whether a step of this
     size works is whether the corrector, whose secant updates learn the kinks met, pulls the
     network onto the line in few forward passes. Steps it managed quickly grow the logit
-    step, slow ones shrink it; only a miss above THETA_LARGE still shrinks it by theta.
+    step, slow ones shrink it; only a slow step whose miss is above THETA_LARGE shrinks it by theta.
     """
     shrink = (THETA_TARGET / theta.clamp_min(1e-12)).clamp(0.3, 2.0)
     if corrections is None:
@@ -236,7 +246,12 @@ def logit_step_scale(theta: torch.Tensor, corrections: torch.Tensor | None) -> t
         torch.full_like(theta, GROW),
         torch.where(corrections > SLOW_CORRECTIONS, torch.full_like(theta, SLOW_SHRINK), torch.ones_like(theta)),
     )
-    return torch.where(theta > THETA_LARGE, torch.minimum(shrink, by_corrector), by_corrector)
+    # a step the corrector managed quickly grows whatever its miss: at a tiny logit step the miss
+    # is that of pulling back the drift (or float rounding) over a vanishing predicted change
+    # (theta ~1e10 seen), and shrinking by it ratchets the logit step to zero (cnn-a-adv4:
+    # paths at the budget with logit steps < 1e-3)
+    large = (theta > THETA_LARGE) & (corrections > FAST_CORRECTIONS)
+    return torch.where(large, torch.minimum(shrink, by_corrector), by_corrector)
 
 
 class FisherStepper(ConvergedStepper):
@@ -341,8 +356,12 @@ class FisherStepper(ConvergedStepper):
         """Corrections solve the damped Fisher least-squares problem for the remaining
         log-probability residual r: dx = J^T (M K + lam I)^{-1} M r, which with full-rank J
         reproduces r exactly (mod 1); after each correction a Broyden secant update makes J map
-        the move just made onto the logit change the network made (no extra passes). theta is
-        the relative miss of the first linear prediction of the logit gap."""
+        the move just made onto the logit change the network made (no extra passes). A
+        correction that stops contracting goes back to the best point and moves by the damped
+        solve with lam + mu (Levenberg-Marquardt, mu from LM_START to LM_MAX times the largest
+        eigenvalue of L^T K L) before the step's one extra Jacobian is evaluated; the residual's
+        size is always that of the undamped solve. theta is the relative miss of the first
+        linear prediction of the logit gap."""
         o, st, view = self.opts, self.net.state, self.net.view
         d, gidx, x = s.direction, s.idx, s.x
         Lt, K, lam, J64, M = d.factor, d.gram, d.damping, d.jacobian, d.weights
@@ -367,7 +386,11 @@ class FisherStepper(ConvergedStepper):
         x_best, z_best = x.clone(), s.z.clone()
         failed = torch.zeros_like(live)
         refreshed = torch.zeros_like(live)
+        # Levenberg-Marquardt damping (m,) of each row's corrections, beside the direction's lam
+        mu = torch.zeros(m, dtype=torch.float64, device=x.device)
+        lam_max = largest_eigenvalue_factored(Lt, K)
         for it in range(o.max_corrector + 1):
+            # the residual's size is that of the exact (undamped) correction
             w = fisher_lsq(Lt, K, r, lam)
             dz = centred(bmv(K, w), s.p)
             size = (dz * bmv(M, dz)).sum(-1).clamp_min(0).sqrt()
@@ -392,6 +415,16 @@ class FisherStepper(ConvergedStepper):
                 diverging = weak & (slow | (size >= size_prev))
                 slow = weak
                 fail = live & ~conv & (diverging | ~torch.isfinite(size) | (it == o.max_corrector))
+                damp = fail & diverging & torch.isfinite(size) & (it < o.max_corrector) & (mu < LM_MAX * lam_max)
+                if damp.any():
+                    # Levenberg-Marquardt: back to the best point, a shorter, damped correction
+                    rr = damp.nonzero()[:, 0]
+                    fail[rr] = False
+                    mu[rr] = torch.where(mu[rr] > 0, mu[rr] * LM_GROW, LM_START * lam_max[rr])
+                    x_new[rr], z_new[rr] = x_best[rr], z_best[rr]
+                    delta[rr] = (x_best[rr] - x[rr]).reshape(rr.numel(), -1).to(torch.float64)
+                    r[rr] = target[rr] - log_probs(view.reduce(z_best[rr], gidx[rr]))
+                    size[rr], slow[rr] = best[rr], False
                 fresh = fail & diverging & torch.isfinite(size) & ~refreshed & (it < o.max_corrector)
                 fresh &= ~self.refreshed[gidx]  # at most one extra Jacobian per step
                 fresh &= self._never_held(s)
@@ -417,6 +450,8 @@ class FisherStepper(ConvergedStepper):
                 break
             li = live.nonzero()[:, 0]
             corrections[li] += 1
+            if (mu > 0).any():
+                w = torch.where((mu > 0)[:, None], fisher_lsq(Lt, K, r, lam + mu), w)
             x_prev, z_prev = x_new.clone(), view.reduce(z_new, gidx).clone()
             # J^T w for every row (cheaper than gathering the live rows of J)
             delta[li] += rows_combination(w, J64)[li]
