@@ -347,7 +347,10 @@ class FisherStepper(ConvergedStepper):
         line, on = anchored_line(s.p, s.pdot, self.anchor[s.idx], top, k, allowed)
         self.anchored[s.idx] = on
         t = line.step(h, hz)
-        t_star = line.crossing(top)
+        # the lumped rest of a many-class view is no class: a tie with it changes nothing (where
+        # it outweighs the source, every step had been aimed at that "boundary" at t = 0 and
+        # crept by the overshoot: MobileNetV2 images with p_y 0.16-0.38, 199 Jacobians per path)
+        t_star = line.crossing(top, skip_last=self.net.view.lumped)
         if chase.any():
             t_star = torch.where(chase, line.overtake(k), t_star)
         final = t_star <= t

@@ -95,14 +95,20 @@ class SimplexLine:
         assert ok_lo is not None
         return torch.where(inside, hi, torch.where(ok_lo, log_lo.exp(), torch.zeros_like(hi)))
 
-    def crossing(self, top: torch.Tensor) -> torch.Tensor:
-        """First t > 0 where some class c != top ties with ``top`` (inf where none does), (m,)."""
+    def crossing(self, top: torch.Tensor, skip_last: bool = False) -> torch.Tensor:
+        """First t > 0 where some class c != top ties with ``top`` (inf where none does), (m,).
+
+        ``skip_last``: the last column is no class (the lumped rest of a ``LumpedView``, which
+        can hold more probability than ``top``: a tie with it is no class change)."""
         p, d = self.p, self.d
         pt = p.gather(1, top[:, None])
         dt = d.gather(1, top[:, None])
         closing = d - dt
         t = torch.where(closing > 0, (pt - p) / closing.clamp_min(1e-300), torch.full_like(p, float("inf")))
-        return t.scatter(1, top[:, None], float("inf")).clamp_min(0.0).min(-1).values
+        t = t.scatter(1, top[:, None], float("inf"))
+        if skip_last:
+            t[:, -1] = float("inf")
+        return t.clamp_min(0.0).min(-1).values
 
     def overtake(self, k: torch.Tensor) -> torch.Tensor:
         """Smallest t at which class k is at least every other class (inf if never), (m,)."""
