@@ -8,7 +8,9 @@ per path (mean, median, p95), the relative error of the FR length against the cl
 traced and predicted. Run it with ``PYTHONPATH`` pointing at two checkouts to compare code.
 
 Re-trace mode (``--run DIR``): the paths of a finished run whose first hit differs from the
-closed form's, traced again with this code.
+closed form's (paths that did not end ``ok`` have none), traced again with this code at the
+run's ``top_classes``, batch size and accuracy options; prints the run's and the re-trace's
+statuses, per image the source's confidence.
 
 Usage: .venv/bin/python benchmarks/bench_agreement.py [--model resnet20] [--start 2100] [--images 24]
        .venv/bin/python benchmarks/bench_agreement.py --run runs/fisher
@@ -65,12 +67,19 @@ def retrace(run: Path) -> str:
     model = cm.load_model(r.info["model"])
     data = frmargin.load_dataset(r.info["data"], progress=False)
     x = data.images[torch.as_tensor(off["image_index"].to_numpy().copy())]
+    config = r.info.get("config", {})
+    options = dict(config.get("accuracy") or {})
+    if config.get("max_steps") is not None:
+        options["max_steps"] = config["max_steps"]
     res = trace_paths(model, x, torch.as_tensor(off["source"].to_numpy().copy()),
-                      torch.as_tensor(off["target"].to_numpy().copy()))  # fmt: skip
+                      torch.as_tensor(off["target"].to_numpy().copy()), top_classes=r.info.get("top_classes"),
+                      batch_size=config.get("batch_size", 128), **options)  # fmt: skip
+    images = off.groupby("image_index")["confidence"].first().round(3).to_dict()
     agree = int((res.first_hit.numpy() == off["predicted_first_hit"].to_numpy()).sum())
     rel = (res.fr_length.numpy() - off["predicted_length"].to_numpy()) / off["predicted_length"].to_numpy()
     return (
-        f"{run}: {len(off)} paths disagree in the run; re-traced: first hit = closed form on {agree}, statuses "
+        f"{run}: {len(off)} paths disagree in the run (statuses {off['status'].value_counts().to_dict()}; "
+        f"images and confidence {images}); re-traced: first hit = closed form on {agree}, statuses "
         f"{pd.Series(res.status).value_counts().to_dict()}, |FR error| max {abs(rel).max():.2e}, "
         f"Jacobians/path {res.jacobian_evals.double().mean():.1f} (in the run {off['jacobian_evals'].mean():.1f})"
     )
