@@ -301,8 +301,9 @@ def test_levenberg_marquardt_corrections_carry_stiff_first_steps(monkeypatch):
     so ill-conditioned there (eigenvalues 7e-4 to 7e2) that the minimum-norm correction moves x
     ~2 in L2 for a step of 0.008 FR and misses its target by 15x the step; every correction
     diverged at every step size and both paths stalled at their first step. Damped corrections
-    from the best point (LM_START, growing to LM_MAX times the largest eigenvalue) stay where the
-    network is near-linear: both paths end at the closed form's first hit and length.
+    from the best point (LM_START, then LM_LEVELS levels growing by LM_GROW, times the largest
+    eigenvalue) stay where the network is near-linear: both paths end at the closed form's
+    first hit and length.
 
     The tolerance on the length is 5e-3: these paths creep (steps of ~0.005 FR, each landing
     within the absolute tolerance ``atol`` = 1e-3 of its target), and the sideways misses add
@@ -328,6 +329,6 @@ def test_levenberg_marquardt_corrections_carry_stiff_first_steps(monkeypatch):
         assert int(res.first_hit[0]) == int(hit[i])
         assert_close(res.fr_length, length[i : i + 1], 5e-3, 0, f"FR length of path {i}")
     # the subject: without the damped corrections both paths stall at their first step
-    monkeypatch.setattr(converged, "LM_MAX", 0.0)
+    monkeypatch.setattr(converged, "LM_LEVELS", 0)
     res = trace_paths(model, x, s, t)
     assert res.status == ["stalled", "stalled"], res.status

@@ -55,15 +55,17 @@ LANDING = 0.5
 #: THETA_TARGET / theta even when the corrector coped
 THETA_LARGE = 1.0
 #: Levenberg-Marquardt damping of a corrector that stopped contracting, as multiples of the
-#: largest eigenvalue of L^T K L: it starts at LM_START, grows by LM_GROW at each further
-#: divergence up to LM_MAX, then the step's extra Jacobian is evaluated. Where K = J J^T is
+#: largest eigenvalue of L^T K L: it starts at LM_START and grows by LM_GROW at each further
+#: divergence, LM_LEVELS levels in all (1e-6, 1e-4, 1e-2), then the step's extra Jacobian is
+#: evaluated. The levels are counted, not compared as floats: 1e-6 x 100 x 100 may round
+#: below 1e-2, and whether a fourth level followed depended on the batch. Where K = J J^T is
 #: ill-conditioned (CNN-A, adversarially trained: eigenvalues 4e-4 to 444) the minimum-norm
 #: correction moves x ~1,000 in L2 per unit FR, far outside the region where the network is
 #: near-linear (the logit gap changes 9x its prediction at 0.01 FR), while with 1e-4 x the
 #: largest eigenvalue it moves 63 and follows its prediction to 2%
 LM_START = 1e-6
 LM_GROW = 100.0
-LM_MAX = 1e-2
+LM_LEVELS = 3
 #: the last step's absolute tolerance is this share of ``atol``: the length ends where the
 #: last segment meets the boundary, so its landing miss is an error of the margin itself, and
 #: margins are as small as 0.003 FR between two near-tied classes (cnn-a-adv4: relative errors
@@ -280,16 +282,16 @@ class FisherStepper(ConvergedStepper):
         self.loose = torch.zeros(len(st), dtype=torch.bool, device=st.z.device)
         #: (n,) paths whose last attempt aimed at the start line (``anchored_line``)
         self.anchored = torch.zeros(len(st), dtype=torch.bool, device=st.z.device)
-        #: (n,) FR distance of each path's last step start from the line it aimed on
-        self.drift = torch.zeros(len(st), dtype=torch.float64, device=st.z.device)
 
     def _second_round(self, idx: torch.Tensor) -> torch.Tensor:
         """Only paths whose first round aimed at the start line from off it get the fallback
         round: for the others (paths no longer anchored, and a path's first step, which starts
         on its line) it would retry the same line from the same sizes, without the extra
         Jacobian (cnn-a-adv4: 6 attempts of 8 forward passes each that repeated the first
-        round's misses exactly)."""
-        return self.anchored[idx] & (self.drift[idx] > 0)
+        round's misses exactly). The first step is told by the count of accepted steps, not by
+        a zero drift: the start's probabilities from the chunk's first forward pass and from
+        its Jacobian evaluation may differ in the last bit, by batch."""
+        return self.anchored[idx] & (self.net.state.steps[idx] > 0)
 
     def _fell_back(self, idx: torch.Tensor) -> None:
         """A path whose step needed the fallback round stops aiming at the start line: there
@@ -373,8 +375,8 @@ class FisherStepper(ConvergedStepper):
         reproduces r exactly (mod 1); after each correction a Broyden secant update makes J map
         the move just made onto the logit change the network made (no extra passes). A
         correction that stops contracting goes back to the best point and moves by the damped
-        solve with lam + mu (Levenberg-Marquardt, mu from LM_START to LM_MAX times the largest
-        eigenvalue of L^T K L) before the step's one extra Jacobian is evaluated; the residual's
+        solve with lam + mu (Levenberg-Marquardt, mu from LM_START in LM_LEVELS levels times the
+        largest eigenvalue of L^T K L) before the step's one extra Jacobian is evaluated; the residual's
         size is always that of the undamped solve. theta is the relative miss of the first
         linear prediction of the logit gap."""
         o, st, view = self.opts, self.net.state, self.net.view
@@ -383,7 +385,6 @@ class FisherStepper(ConvergedStepper):
         assert Lt is not None and K is not None and lam is not None and J64 is not None
         top, k = view.classes(gidx, st.top[gidx], st.target[gidx])
         target, tol, final, drift = self._aim(s, h, hz)
-        self.drift[gidx] = drift
         p_target = target.exp()
         r = target - log_probs(view.reduce(s.z, gidx))
         r0_gap = pair_gap(r, top, k)
@@ -404,6 +405,7 @@ class FisherStepper(ConvergedStepper):
         refreshed = torch.zeros_like(live)
         # Levenberg-Marquardt damping (m,) of each row's corrections, beside the direction's lam
         mu = torch.zeros(m, dtype=torch.float64, device=x.device)
+        level = torch.zeros(m, dtype=torch.int64, device=x.device)
         lam_max = largest_eigenvalue_factored(Lt, K)
         for it in range(o.max_corrector + 1):
             # the residual's size is that of the exact (undamped) correction
@@ -431,12 +433,13 @@ class FisherStepper(ConvergedStepper):
                 diverging = weak & (slow | (size >= size_prev))
                 slow = weak
                 fail = live & ~conv & (diverging | ~torch.isfinite(size) | (it == o.max_corrector))
-                damp = fail & diverging & torch.isfinite(size) & (it < o.max_corrector) & (mu < LM_MAX * lam_max)
+                damp = fail & diverging & torch.isfinite(size) & (it < o.max_corrector) & (level < LM_LEVELS)
                 if damp.any():
                     # Levenberg-Marquardt: back to the best point, a shorter, damped correction
                     rr = damp.nonzero()[:, 0]
                     fail[rr] = False
-                    mu[rr] = torch.where(mu[rr] > 0, mu[rr] * LM_GROW, LM_START * lam_max[rr])
+                    mu[rr] = LM_START * LM_GROW ** level[rr].to(torch.float64) * lam_max[rr]
+                    level[rr] += 1
                     x_new[rr], z_new[rr] = x_best[rr], z_best[rr]
                     delta[rr] = (x_best[rr] - x[rr]).reshape(rr.numel(), -1).to(torch.float64)
                     r[rr] = target[rr] - log_probs(view.reduce(z_best[rr], gidx[rr]))
