@@ -403,8 +403,8 @@ class FisherStepper(ConvergedStepper):
         x_best, z_best = x.clone(), s.z.clone()
         failed = torch.zeros_like(live)
         refreshed = torch.zeros_like(live)
-        # Levenberg-Marquardt damping (m,) of each row's corrections, beside the direction's lam
-        mu = torch.zeros(m, dtype=torch.float64, device=x.device)
+        # Levenberg-Marquardt level (m,) of each row's corrections: 0 undamped, else damping
+        # LM_START x LM_GROW^(level - 1) x lam_max beside the direction's lam
         level = torch.zeros(m, dtype=torch.int64, device=x.device)
         lam_max = largest_eigenvalue_factored(Lt, K)
         for it in range(o.max_corrector + 1):
@@ -438,7 +438,6 @@ class FisherStepper(ConvergedStepper):
                     # Levenberg-Marquardt: back to the best point, a shorter, damped correction
                     rr = damp.nonzero()[:, 0]
                     fail[rr] = False
-                    mu[rr] = LM_START * LM_GROW ** level[rr].to(torch.float64) * lam_max[rr]
                     level[rr] += 1
                     x_new[rr], z_new[rr] = x_best[rr], z_best[rr]
                     delta[rr] = (x_best[rr] - x[rr]).reshape(rr.numel(), -1).to(torch.float64)
@@ -469,8 +468,10 @@ class FisherStepper(ConvergedStepper):
                 break
             li = live.nonzero()[:, 0]
             corrections[li] += 1
-            if (mu > 0).any():
-                w = torch.where((mu > 0)[:, None], fisher_lsq(Lt, K, r, lam + mu), w)
+            damped = level > 0
+            if damped.any():
+                mu = LM_START * LM_GROW ** (level - 1).clamp_min(0).to(torch.float64) * lam_max
+                w = torch.where(damped[:, None], fisher_lsq(Lt, K, r, lam + mu), w)
             x_prev, z_prev = x_new.clone(), view.reduce(z_new, gidx).clone()
             # J^T w for every row (cheaper than gathering the live rows of J)
             delta[li] += rows_combination(w, J64)[li]
