@@ -332,3 +332,31 @@ def test_levenberg_marquardt_corrections_carry_stiff_first_steps(monkeypatch):
     monkeypatch.setattr(converged, "LM_LEVELS", 0)
     res = trace_paths(model, x, s, t)
     assert res.status == ["stalled", "stalled"], res.status
+
+
+@needs_mirror
+def test_a_first_step_that_stalls_gets_no_fallback_round(monkeypatch):
+    """A path's first step starts on its line, so the fallback round would retry the first
+    round's line from its sizes: cnn-a-adv4, official image 1 toward class 5, without the
+    damped corrections, stalls at its first step after ``max_attempts`` attempts, not twice as
+    many (it had spent 6 more attempts of 8 forward passes repeating the first round's misses)."""
+    import frmargin
+    from frmargin.paths import ACCURACY_DEFAULTS, converged, trace_paths
+
+    try:
+        model = frmargin.load_model("cnn-a-adv4", progress=False)
+    except Exception:
+        pytest.skip("cnn-a-adv4 not in the mirror")
+    data = frmargin.load_dataset("cifar10", progress=False)
+    monkeypatch.setattr(converged, "LM_LEVELS", 0)
+    rounds: list[bool] = []  # per attempt: in the fallback round
+    attempt = converged.FisherStepper.attempt
+
+    def logged(self, start, h, hz):
+        rounds.append(bool(self.fallback[start.idx[0]]))
+        return attempt(self, start, h, hz)
+
+    monkeypatch.setattr(converged.FisherStepper, "attempt", logged)
+    res = trace_paths(model, data.images[1:2], torch.tensor([8]), torch.tensor([5]))
+    assert res.status == ["stalled"] and int(res.steps[0]) == 0, (res.status, res.steps)
+    assert len(rounds) == ACCURACY_DEFAULTS["max_attempts"] and not any(rounds), rounds
