@@ -14,7 +14,7 @@ from scipy.optimize import minimize
 from conftest import all_pairs, make_inputs, make_mlp
 from digits import digit_cnn, digit_mlp, digits
 from frmargin.fisher import logits_and_jacobian
-from frmargin.geometry import fisher_rao_distance
+from frmargin.geometry import fisher_rao_distance, margin_lower_bound
 from frmargin.paths import resolve_options, trace_paths
 from frmargin.paths.base import descent_gradient
 from frmargin.paths.box import BoxFisherStepper, bound_share, box_direction
@@ -196,8 +196,8 @@ def test_box_touched_steps_land_within_their_tolerance(monkeypatch):
     """A step the box touched (held or newly bound coordinates) is accepted only within LOOSE x
     its tolerance (or its drift) of its aim, with no share of its own length as free steps get
     (``BoxFisherStepper._landing_share``). CNN-A (mixed training), CIFAR-10 image 3 toward
-    class source + 3, where the box holds coordinates on ~100 accepted steps: with the free
-    steps' bound 3 of them land 1-3% beyond it."""
+    class source + 3, where the box holds coordinates on ~18 accepted steps (~100 with the
+    free-set damping floor at 1e-6): with the free steps' bound 2 of them land 1-3% beyond it."""
     from frmargin.paths import converged as cv
 
     model, x, y, good = _cnn_a_images("cnn-a-mix")
@@ -216,7 +216,7 @@ def test_box_touched_steps_land_within_their_tolerance(monkeypatch):
 
     monkeypatch.setattr(BoxFisherStepper, "attempt", checked)
     res = trace_paths(model, x[img], y[img], (y[img] + 3) % 10, box=BOX)
-    assert sum(seen) > 20, "the box touched too few accepted steps: the test checks nothing"
+    assert sum(seen) > 10, "the box touched too few accepted steps: the test checks nothing"
     assert over == [], over
     assert res.status == ["ok"]
 
@@ -232,3 +232,28 @@ def test_bound_share():
     x = torch.tensor([[0.0, 0.3, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
     assert bound_share(x, BOX).tolist() == [0.75, 0.0]
     assert bound_share(x, None).isnan().all()
+
+
+@pytest.mark.slow
+@needs_mirror
+def test_cnn_a_box_paths_that_crept_at_a_weak_damping_floor_reach_the_boundary():
+    """CNN-A (adversarially trained, 2/255), CIFAR-10 image 1 (class 8) toward classes 3 and 5
+    (the bench's paths 12 and 14): with the free-set damping floor at 1e-6 x lam_max both
+    crept to the step budget (10,000-16,000 active-set changes, ~50 pixels driven onto a bound
+    at each step, 199 Jacobians each); at BOX_DAMPING they end ok, inside the box, on the
+    boundary, above the lower bound."""
+    model, x, y, good = _cnn_a_images("cnn-a-adv2")
+    img = good[torch.tensor([1, 1])]
+    t = torch.tensor([3, 5])
+    res = trace_paths(model, x[img], y[img], t, box=BOX)
+    assert res.status == ["ok", "ok"], (res.status, res.steps, res.box_changes)
+    assert (res.box_changes > 0).all(), "the box must bind"
+    assert res.x_end.min() >= BOX[0] and res.x_end.max() <= BOX[1]
+    with torch.no_grad():
+        lb = margin_lower_bound(torch.softmax(model(x[img]).double(), -1), y[img])
+        z = model(res.x_end).double()
+    assert (res.fr_length >= lb).all() and (res.fr_length < torch.pi).all(), (res.fr_length, lb)
+    rows = torch.arange(2)
+    gap = z[rows, res.first_hit] - z[rows, y[img]]
+    assert (gap >= 0).all() and (gap <= TIE).all(), gap
+    assert (res.jacobian_evals < 100).all(), res.jacobian_evals
