@@ -10,7 +10,8 @@ the box, and (``--margin``) the in-box margin estimate of ``box_margin`` next to
 length and the lower bound.
 
 Usage: .venv/bin/python benchmarks/bench_box.py [--images 4] [--only digits-mlp,cnn-a-adv2] [--margin]
-       [--out bench_box.json]
+       [--out bench_box.json] [--floor 1e-6]
+       .venv/bin/python benchmarks/bench_box.py --compare BEFORE.json AFTER.json
 """
 
 from __future__ import annotations
@@ -92,6 +93,12 @@ def bench(name, model, x, y, images: int, margin: bool) -> dict:
             # a path at the step budget that has not moved is the zero-length-step failure
             row[tag]["budget_fr_lengths"] = [round(float(v), 4) for v in res.fr_length[budget]]
             row[tag]["budget_steps"] = [int(v) for v in res.steps[budget]]
+            # per path, for ``--compare``
+            row[tag]["per_path"] = {
+                "status": list(res.status),
+                "fr_length": res.fr_length.tolist(),
+                "first_hit": res.first_hit.tolist(),
+            }
             boxed = res
         else:
             free = res
@@ -126,6 +133,46 @@ def bench(name, model, x, y, images: int, margin: bool) -> dict:
     return row
 
 
+def compare(before: Path, after: Path) -> None:
+    """Per model, the box paths of two runs of this benchmark: ok counts, paths gained and lost,
+    and on the paths ok in both the relative change of the FR length and the first hits."""
+    rows_a = {r["model"]: r for r in json.loads(before.read_text())}
+    for rb in json.loads(after.read_text()):
+        ra = rows_a.get(rb["model"])
+        if ra is None or "per_path" not in ra["box"] or "per_path" not in rb["box"]:
+            continue
+        a, b = ra["box"]["per_path"], rb["box"]["per_path"]
+        ok_a = torch.tensor([st == "ok" for st in a["status"]])
+        ok_b = torch.tensor([st == "ok" for st in b["status"]])
+        both = ok_a & ok_b
+        rel = (
+            torch.tensor(b["fr_length"], dtype=torch.float64)[both]
+            / torch.tensor(a["fr_length"], dtype=torch.float64)[both]
+            - 1
+        )
+        same_hit = torch.tensor(a["first_hit"])[both] == torch.tensor(b["first_hit"])[both]
+        q = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+        lo, med, hi = rel.quantile(q).tolist() if both.any() else [float("nan")] * 3
+        print(
+            json.dumps(
+                {
+                    "model": rb["model"],
+                    "ok": [int(ok_a.sum()), int(ok_b.sum())],
+                    "gained": int((ok_b & ~ok_a).sum()),
+                    "lost": int((ok_a & ~ok_b).sum()),
+                    "fr_rel_change": {
+                        "p10": lo,
+                        "median": med,
+                        "p90": hi,
+                        "min": float(rel.min()),
+                        "max": float(rel.max()),
+                    },
+                    "first_hit_changed": int((~same_hit).sum()),
+                }
+            )
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=4)
@@ -134,8 +181,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default="bench_box.json", help="file name in benchmarks/results/")
     ap.add_argument("--margin", action="store_true", help="also the in-box margin estimate")
+    ap.add_argument(
+        "--floor", type=float, default=None, help="the free-set damping floor (paths/box.py BOX_DAMPING) to run at"
+    )
+    ap.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="compare two result files")
     add_thread_arg(ap)
     args = ap.parse_args(argv)
+    if args.compare:
+        compare(*args.compare)
+        return 0
+    if args.floor is not None:
+        from frmargin.paths import box
+
+        box.BOX_DAMPING = args.floor
     apply_threads(args.threads)
     setup_env()
     only = None if args.only is None else set(args.only.split(","))
