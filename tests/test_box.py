@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+import frmargin.paths.box as box_module
 from conftest import all_pairs, make_inputs, make_mlp
 from digits import digit_cnn, digit_mlp, digits
 from frmargin.fisher import logits_and_jacobian
@@ -257,3 +258,25 @@ def test_cnn_a_box_paths_that_crept_at_a_weak_damping_floor_reach_the_boundary()
     gap = z[rows, res.first_hit] - z[rows, y[img]]
     assert (gap >= 0).all() and (gap <= TIE).all(), gap
     assert (res.jacobian_evals < 100).all(), res.jacobian_evals
+
+
+@pytest.mark.slow
+@needs_mirror
+def test_a_creeping_box_path_gets_more_damping_and_reaches_the_boundary():
+    """CNN-A (2/255), CIFAR-10 image 2 (class 8) toward class 3 (the bench's path 21): at the
+    base floor (1e-4 x lam_max) it creeps to the step budget; with the floor growing 10x
+    after every 50 accepted steps (``ESCALATE``) it ends ok, inside the box, on the boundary,
+    above the lower bound and below pi."""
+    model, x, y, good = _cnn_a_images("cnn-a-adv2")
+    img = good[2:3]
+    t = torch.tensor([3])
+    res = trace_paths(model, x[img], y[img], t, box=BOX)
+    assert res.status == ["ok"], (res.status, res.steps, res.fr_length)
+    assert int(res.steps[0]) > box_module.ESCALATE_STEPS, "the path must take the escalated floor"
+    assert res.x_end.min() >= BOX[0] and res.x_end.max() <= BOX[1]
+    with torch.no_grad():
+        lb = margin_lower_bound(torch.softmax(model(x[img]).double(), -1), y[img])
+        z = model(res.x_end).double()
+    assert (res.fr_length >= lb).all() and (res.fr_length < torch.pi).all(), (res.fr_length, lb)
+    gap = z[0, res.first_hit[0]] - z[0, y[img][0]]
+    assert 0 <= gap <= TIE, gap
