@@ -280,3 +280,27 @@ def test_a_creeping_box_path_gets_more_damping_and_reaches_the_boundary():
     assert (res.fr_length >= lb).all() and (res.fr_length < torch.pi).all(), (res.fr_length, lb)
     gap = z[0, res.first_hit[0]] - z[0, y[img][0]]
     assert 0 <= gap <= TIE, gap
+
+
+@pytest.mark.slow
+@needs_mirror
+def test_a_stalled_box_path_is_retried_damped_and_reaches_the_boundary():
+    """CNN-A (4/255), CIFAR-10 image 6 (class 0) toward class 3 (the bench's path 56): its first
+    step stalls, free or in the box (the undamped direction's predictor misses 5x at every step
+    size tried, down to 0.019 FR); the box stepper retries it with a direction damped by
+    BOX_DAMPING x lam_max (``RESCUES``) and the path ends ok, inside the box, on the boundary,
+    above the lower bound and below pi."""
+    model, x, y, good = _cnn_a_images("cnn-a-adv4")
+    img = good[6:7]
+    t = torch.tensor([3])
+    free = trace_paths(model, x[img], y[img], t)
+    assert free.status == ["stalled"], "the case must stall without the retry"
+    res = trace_paths(model, x[img], y[img], t, box=BOX)
+    assert res.status == ["ok"], (res.status, res.steps, res.fr_length)
+    assert res.x_end.min() >= BOX[0] and res.x_end.max() <= BOX[1]
+    with torch.no_grad():
+        lb = margin_lower_bound(torch.softmax(model(x[img]).double(), -1), y[img])
+        z = model(res.x_end).double()
+    assert (res.fr_length >= lb).all() and (res.fr_length < torch.pi).all(), (res.fr_length, lb)
+    gap = z[0, res.first_hit[0]] - z[0, y[img][0]]
+    assert 0 <= gap <= TIE, gap

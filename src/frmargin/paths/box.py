@@ -56,6 +56,9 @@ BOX_DAMPING = 1e-4
 ESCALATE = 10.0
 ESCALATE_STEPS = 50
 ESCALATE_LEVELS = 2
+#: a box path whose step stalled is retried from the same point with its direction damped by
+#: at least BOX_DAMPING x 10^(k - 1) x the largest eigenvalue (free set or not), k = 1 .. RESCUES
+RESCUES = 2
 
 
 def at_bounds(x: torch.Tensor, box: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,8 +86,8 @@ def _solve(opts: TracerOptions, J: torch.Tensor, keep: torch.Tensor, Lt, p, a, f
     JF = J if bool(keep.all()) else J * keep[:, None, :]  # the very tensor: bit-identical solves
     K = JF @ JF.transpose(-1, -2)
     lam = damping(opts, Lt, K)
-    if floor is not None:
-        lam = torch.maximum(lam, floor * largest_eigenvalue_factored(Lt, K))
+    if floor is not None and bool((floor > 0).any()):
+        lam = torch.where(floor > 0, torch.maximum(lam, floor * largest_eigenvalue_factored(Lt, K)), lam)
     w = fisher_lsq(Lt, K, a / p.clamp_min(1e-300), lam) if opts.metric == "fisher" else a
     return -rows_combination(w, JF), w, K, lam, JF
 
@@ -98,13 +101,15 @@ def box_direction(
     M: torch.Tensor,
     Lt: torch.Tensor,
     floor: torch.Tensor | None = None,
+    free_floor: torch.Tensor | None = None,
 ) -> tuple[Direction, torch.Tensor]:
     """The projected descent direction at x (m, *S) in the box, and the ratio (m,) of its
     Fisher speed to the unconstrained direction's.
 
     J (m, V, D) float64 rows, p (m, V), a (m, V) the logit gradient, M and Lt the Fisher
     weights and factor of p; ``floor`` (m,) the damping floor of solves on a reduced free set
-    (BOX_DAMPING by default). Rows where no coordinate is held keep the unconstrained solve
+    (BOX_DAMPING by default), ``free_floor`` (m,) that of the unconstrained solve (none where
+    0 or None). Rows where no coordinate is held keep the unconstrained solve
     bit for bit. ``Direction.active`` (m, D) marks the held coordinates, whose Jacobian
     columns are zero in ``Direction.jacobian``.
     """
@@ -113,7 +118,7 @@ def box_direction(
         floor = torch.full((x.shape[0],), BOX_DAMPING, dtype=torch.float64, device=x.device)
     lo, hi = at_bounds(x, opts.box)
     free = torch.ones_like(lo)
-    v, w, K, lam, JF = _solve(opts, J, free, Lt, p, a)
+    v, w, K, lam, JF = _solve(opts, J, free, Lt, p, a, free_floor)
     zdot0 = centred(-bmv(K, w), p)
     speed0 = (zdot0 * bmv(M, zdot0)).sum(-1).clamp_min(0).sqrt()
     active = torch.zeros_like(lo)
@@ -173,6 +178,9 @@ class BoxFisherStepper(FisherStepper):
         self.turned: torch.Tensor | None = None  # (n,) paths whose active set just changed
         self.cut: torch.Tensor | None = None  # (n,) paths the box touched in their last attempt
         self._ratio = torch.ones(0, dtype=torch.float64)  # (k,) projected / free speed, last direction
+        st = net.state
+        #: (n,) how many times each path's stalled steps were retried damped (``_stalled``)
+        self.rescued = torch.zeros(len(st), dtype=torch.int64, device=st.x.device)
 
     def solve_direction(self, idx: torch.Tensor, x: torch.Tensor, J: torch.Tensor, p: torch.Tensor) -> Direction:
         """The projected direction (``box_direction``); books the active-set changes and keeps
@@ -181,8 +189,11 @@ class BoxFisherStepper(FisherStepper):
         a = descent_gradient(self.net, idx, p)
         level = (st.steps[idx] // ESCALATE_STEPS).clamp(max=ESCALATE_LEVELS).to(torch.float64)
         floor = BOX_DAMPING * ESCALATE**level
+        rescue = self.rescued[idx].to(torch.float64)
+        free_floor = torch.where(rescue > 0, BOX_DAMPING * 10.0 ** (rescue - 1), torch.zeros_like(rescue))
+        floor = torch.maximum(floor, free_floor)
         d, self._ratio = box_direction(
-            self.opts, x, J.to(torch.float64), p, a, fisher_weights(p), fisher_factor(p), floor
+            self.opts, x, J.to(torch.float64), p, a, fisher_weights(p), fisher_factor(p), floor, free_floor
         )
         assert d.active is not None
         if self.held is None:
@@ -208,6 +219,17 @@ class BoxFisherStepper(FisherStepper):
             keep = ~stationary
             z, p, d = z[keep], p[keep], d.take(keep)
         return ok, z, p, d
+
+    def _stalled(self, idx: torch.Tensor, hz0: torch.Tensor) -> None:
+        """A stalled path is retried from its point with a damped direction, RESCUES times at
+        most (``solve_direction``), its logit step back at its step's start; then it ends
+        ``stalled``. The stiff first steps of CNN-A (cnn-a-adv4: the undamped direction moves x
+        ~1,000 in L2 per unit FR, and its predictor misses 5x at every step size tried) follow
+        a direction damped by 1e-4 x lam_max to ~2%."""
+        again = self.rescued[idx] < RESCUES
+        super()._stalled(idx[~again], hz0[~again])
+        self.rescued[idx[again]] += 1
+        self.net.state.logit_step[idx[again]] = hz0[again]
 
     def _fr_step(self, s: Start) -> torch.Tensor:
         """As ``FisherStepper._fr_step``, except where the active set changed since the last

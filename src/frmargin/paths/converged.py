@@ -192,6 +192,11 @@ class ConvergedStepper(Stepper):
     def _fell_back(self, idx: torch.Tensor) -> None:
         """Paths idx (k,) had a step accepted in the fallback round (nothing to do here)."""
 
+    def _stalled(self, idx: torch.Tensor, hz0: torch.Tensor) -> None:
+        """No attempt of paths idx (k,) made progress; their step began at logit step hz0 (k,):
+        they end ``stalled`` (the box stepper may retry them with a damped direction)."""
+        self.net.state.finish(idx, "stalled")
+
     def propose(self, idx: torch.Tensor) -> Iterator[Step]:
         st, o = self.net.state, self.opts
         s = self._start(idx)
@@ -207,7 +212,7 @@ class ConvergedStepper(Stepper):
             self.fallback[idx[pending]] = fallback == 1
             if fallback:
                 again = self._second_round(idx[pending])
-                st.finish(idx[pending[~again]], "stalled")
+                self._stalled(idx[pending[~again]], hz0[pending[~again]])
                 pending = pending[again]
                 h, hz = self._retry_sizes(idx, pending, h0, hz0, h, hz)
             st.logit_step[idx[pending]] = hz[pending]
@@ -230,7 +235,7 @@ class ConvergedStepper(Stepper):
                 hz[pending] = hz[pending] / (3 if a.corrections is None else 2)
                 st.logit_step[idx[pending]] = hz[pending]
         self.fallback[idx] = False
-        st.finish(idx[pending], "stalled")
+        self._stalled(idx[pending], hz0[pending])
 
 
 def logit_step_scale(theta: torch.Tensor, corrections: torch.Tensor | None) -> torch.Tensor:
