@@ -182,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench_box.json", help="file name in benchmarks/results/")
     ap.add_argument("--margin", action="store_true", help="also the in-box margin estimate")
     ap.add_argument(
-        "--floor", type=float, default=None, help="the free-set damping floor (paths/box.py BOX_DAMPING) to run at"
+        "--floor",
+        type=float,
+        default=None,
+        help="the base free-set damping floor (paths/box.py BOX_DAMPING; it still grows on long paths)",
     )
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="compare two result files")
     add_thread_arg(ap)
