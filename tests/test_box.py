@@ -235,6 +235,20 @@ def test_bound_share():
     assert bound_share(x, None).isnan().all()
 
 
+def _ends_on_the_boundary_in_box(model, x0: torch.Tensor, source: torch.Tensor, res, rows: torch.Tensor) -> None:
+    """Every x_end of ``res`` inside the box; on the paths ``rows`` (k,) (ok ones) the logit of
+    the first hit at x_end within TIE above the source's, and LB <= FR length < pi."""
+    assert res.x_end.min() >= BOX[0] and res.x_end.max() <= BOX[1]
+    with torch.no_grad():
+        lb = margin_lower_bound(torch.softmax(model(x0[rows]).double(), -1), source[rows])
+        z = model(res.x_end[rows]).double()
+    k = torch.arange(rows.numel())
+    gap = z[k, res.first_hit[rows]] - z[k, source[rows]]
+    assert (gap >= 0).all() and (gap <= TIE).all(), gap.max()
+    fr = res.fr_length[rows]
+    assert (fr >= lb).all() and (fr < torch.pi).all(), (fr, lb)
+
+
 @pytest.mark.slow
 @needs_mirror
 def test_cnn_a_box_paths_that_crept_at_a_weak_damping_floor_reach_the_boundary():
@@ -249,14 +263,7 @@ def test_cnn_a_box_paths_that_crept_at_a_weak_damping_floor_reach_the_boundary()
     res = trace_paths(model, x[img], y[img], t, box=BOX)
     assert res.status == ["ok", "ok"], (res.status, res.steps, res.box_changes)
     assert (res.box_changes > 0).all(), "the box must bind"
-    assert res.x_end.min() >= BOX[0] and res.x_end.max() <= BOX[1]
-    with torch.no_grad():
-        lb = margin_lower_bound(torch.softmax(model(x[img]).double(), -1), y[img])
-        z = model(res.x_end).double()
-    assert (res.fr_length >= lb).all() and (res.fr_length < torch.pi).all(), (res.fr_length, lb)
-    rows = torch.arange(2)
-    gap = z[rows, res.first_hit] - z[rows, y[img]]
-    assert (gap >= 0).all() and (gap <= TIE).all(), gap
+    _ends_on_the_boundary_in_box(model, x[img], y[img], res, torch.arange(2))
     assert (res.jacobian_evals < 100).all(), res.jacobian_evals
 
 
@@ -273,13 +280,7 @@ def test_a_creeping_box_path_gets_more_damping_and_reaches_the_boundary():
     res = trace_paths(model, x[img], y[img], t, box=BOX)
     assert res.status == ["ok"], (res.status, res.steps, res.fr_length)
     assert int(res.steps[0]) > box_module.ESCALATE_STEPS, "the path must take the escalated floor"
-    assert res.x_end.min() >= BOX[0] and res.x_end.max() <= BOX[1]
-    with torch.no_grad():
-        lb = margin_lower_bound(torch.softmax(model(x[img]).double(), -1), y[img])
-        z = model(res.x_end).double()
-    assert (res.fr_length >= lb).all() and (res.fr_length < torch.pi).all(), (res.fr_length, lb)
-    gap = z[0, res.first_hit[0]] - z[0, y[img][0]]
-    assert 0 <= gap <= TIE, gap
+    _ends_on_the_boundary_in_box(model, x[img], y[img], res, torch.arange(1))
 
 
 @pytest.mark.slow
@@ -297,13 +298,7 @@ def test_a_stalled_box_path_is_retried_damped_and_reaches_the_boundary():
     assert free.status == ["stalled"], "the case must stall without the retry"
     res = trace_paths(model, x[img], y[img], t, box=BOX)
     assert res.status == ["ok"], (res.status, res.steps, res.fr_length)
-    assert res.x_end.min() >= BOX[0] and res.x_end.max() <= BOX[1]
-    with torch.no_grad():
-        lb = margin_lower_bound(torch.softmax(model(x[img]).double(), -1), y[img])
-        z = model(res.x_end).double()
-    assert (res.fr_length >= lb).all() and (res.fr_length < torch.pi).all(), (res.fr_length, lb)
-    gap = z[0, res.first_hit[0]] - z[0, y[img][0]]
-    assert 0 <= gap <= TIE, gap
+    _ends_on_the_boundary_in_box(model, x[img], y[img], res, torch.arange(1))
 
 
 @pytest.mark.slow
@@ -330,11 +325,6 @@ def test_cnn_a_box_paths_reach_the_boundary(name, n):
     assert fooled.any()
     assert ok[fooled].float().mean() >= OK_SHARE, res.status
     assert all(st != "budget" or float(length) > 0 for st, length in zip(res.status, res.fr_length))
-    assert res.x_end.min() >= BOX[0] and res.x_end.max() <= BOX[1]
-    with torch.no_grad():
-        z = model(res.x_end).double()
-    rows = torch.arange(len(s))[ok]
-    gap = z[rows, res.first_hit[rows]] - z[rows, s[rows]]
-    assert (gap >= 0).all() and (gap <= TIE).all(), gap.max()
+    _ends_on_the_boundary_in_box(model, xs, s, res, torch.arange(len(s))[ok])
     l2 = (res.x_end.double() - xs.double()).reshape(len(s), -1).norm(dim=-1)
     assert torch.allclose(res.l2, l2, rtol=1e-6, atol=0), (res.l2 - l2).abs().max()
