@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ..geometry import fisher_rao_distance
+from ..geometry import fr_distance
 from ..solve import fisher_factor, fisher_lsq, fisher_weights, largest_eigenvalue_factored
 from .base import Direction, damping, descent_gradient
 from .converged import THETA_LARGE, Attempt, FisherStepper, Found, Start
@@ -292,9 +292,9 @@ class BoxFisherStepper(FisherStepper):
         target, _tol, _final, _drift = super()._aim(s, h, hz)
         p_target = target.exp()
         p_new = self.net.probs(torch.nan_to_num(a.z_new), s.idx)
-        moved = fisher_rao_distance(s.p, p_new)
+        moved = fr_distance(s.p, p_new)
         # no step of a box path has zero length; one the box touched moves a share of its aim
-        short = ~(moved > 0) | (watch & ~(moved >= MIN_PROGRESS * fisher_rao_distance(s.p, p_target)))
+        short = ~(moved > 0) | (watch & ~(moved >= MIN_PROGRESS * fr_distance(s.p, p_target)))
         # the linear miss of a step the box touched measures the box's cut of the prediction
         # (held or newly bound coordinates), not the network's nonlinearity at this step size:
         # there the logit step follows the corrector's effort alone (``logit_step_scale``)

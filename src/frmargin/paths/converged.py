@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import jvp, vjp
 
-from ..geometry import fisher_rao_distance
+from ..geometry import fr_distance
 from ..solve import fisher_lsq, fisher_weights, largest_eigenvalue_factored
 from .base import Direction, Step, Stepper, descent_gradient, row_direction
 from .events import event_gap
@@ -371,8 +371,8 @@ class FisherStepper(ConvergedStepper):
         # on the line, where the length to the tie is measured (and its floor is FINAL_ATOL x atol)
         rel = torch.where(final, torch.full_like(h, min(o.rtol, o.overshoot / 4)), torch.full_like(h, o.rtol))
         floor = torch.where(final, torch.full_like(h, FINAL_ATOL * o.atol), torch.full_like(h, o.atol))
-        tol = torch.maximum(rel * fisher_rao_distance(s.p, p_target), floor)
-        return target, tol, final, fisher_rao_distance(s.p, line.p)
+        tol = torch.maximum(rel * fr_distance(s.p, p_target), floor)
+        return target, tol, final, fr_distance(s.p, line.p)
 
     def attempt(self, s: Start, h: torch.Tensor, hz: torch.Tensor) -> Attempt:
         """Corrections solve the damped Fisher least-squares problem for the remaining
@@ -427,7 +427,8 @@ class FisherStepper(ConvergedStepper):
             if it > 0:
                 better = live & (size < best)
                 best = torch.where(better, size, best)
-                x_best[better], z_best[better] = x_new[better], z_new[better]
+                x_best = torch.where(better.view(-1, *(1,) * (x.ndim - 1)), x_new, x_best)
+                z_best = torch.where(better[:, None], z_new, z_best)
                 conv = live & (size <= tol)
                 # every correction but the first must contract: the first only measures the
                 # step's nonlinearity, and its residual may exceed the step itself (a tiny
@@ -437,8 +438,9 @@ class FisherStepper(ConvergedStepper):
                 weak = (size > o.contraction * size_prev) & (it > 1)
                 diverging = weak & (slow | (size >= size_prev))
                 slow = weak
-                fail = live & ~conv & (diverging | ~torch.isfinite(size) | (it == o.max_corrector))
-                damp = fail & diverging & torch.isfinite(size) & (it < o.max_corrector) & (level < LM_LEVELS)
+                finite = torch.isfinite(size)
+                fail = live & ~conv & (diverging | ~finite | (it == o.max_corrector))
+                damp = fail & diverging & finite & (it < o.max_corrector) & (level < LM_LEVELS)
                 if damp.any():
                     # Levenberg-Marquardt: back to the best point, a shorter, damped correction
                     rr = damp.nonzero()[:, 0]
@@ -448,7 +450,7 @@ class FisherStepper(ConvergedStepper):
                     delta[rr] = (x_best[rr] - x[rr]).reshape(rr.numel(), -1).to(torch.float64)
                     r[rr] = target[rr] - log_probs(view.reduce(z_best[rr], gidx[rr]))
                     size[rr], slow[rr] = best[rr], False
-                fresh = fail & diverging & torch.isfinite(size) & ~refreshed & (it < o.max_corrector)
+                fresh = fail & diverging & finite & ~refreshed & (it < o.max_corrector)
                 fresh &= ~self.refreshed[gidx]  # at most one extra Jacobian per step
                 fresh &= self._never_held(s)
                 if fresh.any():
@@ -502,12 +504,10 @@ class FisherStepper(ConvergedStepper):
         good |= keep
         p_new = self.net.probs(torch.nan_to_num(z_new), gidx)
         # no accepted step has zero length (a path would spin in place)
-        good &= fisher_rao_distance(s.p, p_new) > 0
+        good &= fr_distance(s.p, p_new) > 0
         # ... and every accepted step lands near its target, measured (LANDING)
-        near = torch.maximum(
-            torch.maximum(LOOSE * tol, drift), self._landing_share(s) * fisher_rao_distance(s.p, p_target)
-        )
-        good &= fisher_rao_distance(p_new, p_target) <= near
+        near = torch.maximum(torch.maximum(LOOSE * tol, drift), self._landing_share(s) * fr_distance(s.p, p_target))
+        good &= fr_distance(p_new, p_target) <= near
         return Attempt(x_new, z_new, good & ~nonfinite, nonfinite, theta, final, corrections)
 
 
@@ -556,7 +556,7 @@ class EuclideanStepper(ConvergedStepper):
         z_new = self.net.forward(gidx, x_new)
         nonfinite = ~torch.isfinite(z_new).all(-1)
         z_safe = view.reduce(torch.nan_to_num(z_new), gidx).to(torch.float64)
-        moved = fisher_rao_distance(s.p, torch.softmax(z_safe, -1))
+        moved = fr_distance(s.p, torch.softmax(z_safe, -1))
         good = ~nonfinite & (moved <= 2 * h) & (moved > 0)
         predicted = tau * pair_gap(d.zdot, top, k)
         change = pair_gap(z_safe - view.reduce(z, gidx).to(torch.float64), top, k)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..geometry import fisher_rao_distance
+from ..geometry import fr_distance
 from .linalg import gap
 from .simplex_line import SimplexLine
 from .state import Network, PathState
@@ -70,9 +70,9 @@ def locate(
     side = torch.zeros_like(ga)
     xb, zb, za = xb.clone(), zb.clone(), za.clone()
     dx = xb - xa
-    width_tol = root_tol * fisher_rao_distance(pa, pb).clamp_min(1e-12)
+    width_tol = root_tol * fr_distance(pa, pb).clamp_min(1e-12)
     for _ in range(MAX_BRACKETS):
-        live = fisher_rao_distance(pa, pb) > width_tol
+        live = fr_distance(pa, pb) > width_tol
         if not live.any():
             break
         li = live.nonzero()[:, 0]

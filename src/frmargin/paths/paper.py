@@ -11,7 +11,7 @@ import torch
 from torch.func import vjp
 
 from ..fisher import DataFisher
-from ..geometry import fisher_rao_distance
+from ..geometry import fr_distance
 from ..solve import cg_solve, krylov_largest_eigenvalue, resolve_damping
 from .base import Step, Stepper, descent_gradient, row_direction
 
@@ -24,7 +24,7 @@ class PaperStepper(Stepper):
 
     def length(self, pa: torch.Tensor, pb: torch.Tensor) -> torch.Tensor:
         """The plain chord (the paper's path jumps), (m,)."""
-        return fisher_rao_distance(pa, pb)
+        return fr_distance(pa, pb)
 
     def _exact(self, idx: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         z, J = self.net.jacobian(idx, x)

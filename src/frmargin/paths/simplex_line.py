@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..geometry import fisher_rao_distance
+from ..geometry import fr_distance
 
 #: the step search brackets log t in [log t_max - LOG_SPAN, log t_max] (t from ~1e-100 t_max)
 LOG_SPAN = 230.0
@@ -50,14 +50,14 @@ class SimplexLine:
 
     def distance(self, t: torch.Tensor) -> torch.Tensor:
         """Fisher-Rao distance from p to the point at t, (m,)."""
-        return fisher_rao_distance(self.p, self.at(t))
+        return fr_distance(self.p, self.at(t))
 
     def _within(self, t: torch.Tensor, fr: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
         """distance(t) <= fr and logit_change(t) <= logit on a grid t (m, G) -> (m, G) bool."""
         q = self.at(t)
         p = self.p[:, None]
         change = (q.clamp_min(1e-300).log() - p.clamp_min(1e-300).log()).abs().amax(-1)
-        return (fisher_rao_distance(p, q) <= fr[:, None]) & (change <= logit[:, None])
+        return (fr_distance(p, q) <= fr[:, None]) & (change <= logit[:, None])
 
     def step(self, fr: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
         """Largest t <= t_max with distance(t) <= fr and logit_change(t) <= logit, (m,).
@@ -201,4 +201,4 @@ def segment_length(pa: torch.Tensor, pb: torch.Tensor, pieces: int = SEGMENT_PIE
     pts = pa[:, None, :] + t[None, :, None] * (pb - pa)[:, None, :]
     pts = pts.clamp_min(0.0)
     pts = pts / pts.sum(-1, keepdim=True)
-    return fisher_rao_distance(pts[:, :-1], pts[:, 1:]).sum(-1)
+    return fr_distance(pts[:, :-1], pts[:, 1:]).sum(-1)
