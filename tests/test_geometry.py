@@ -10,7 +10,7 @@ import torch
 import reference as ref
 from conftest import assert_close
 from frmargin.errors import FrmarginError
-from frmargin.geometry import fisher_rao_distance, margin_lower_bound, predicted_path
+from frmargin.geometry import fisher_rao_distance, fr_distance, margin_lower_bound, predicted_path
 
 EXACT = 1e-12  # closed form vs closed form in float64
 ARCCOS = 1e-9  # vs the arccos formula on well-separated points (arccos loses digits near 1)
@@ -59,6 +59,24 @@ def test_distance_axioms():
         EXACT,
         "d(e_i, e_j) = pi",
     )
+
+
+def test_unchecked_distance_is_the_checked_one_and_keeps_nans():
+    """The tracer's unchecked ``fr_distance`` gives the checked distance bit for bit, clamps
+    rounding below 0 as the check does, and lets a NaN through instead of raising."""
+    p, q = dirichlet(100, 10, 8, alpha=0.2), dirichlet(100, 10, 9)
+    assert torch.equal(fr_distance(p, q), fisher_rao_distance(p, q))
+    nudged = p.clone()
+    nudged[:, 1] += nudged[:, 0]
+    nudged[:, 0] = -1e-17  # an entry rounding to just below 0
+    assert torch.equal(fr_distance(nudged, q), fisher_rao_distance(nudged, q))
+    assert torch.isfinite(fr_distance(nudged, q)).all()
+    bad = p.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(FrmarginError):
+        fisher_rao_distance(bad, q)
+    d = fr_distance(bad, q)
+    assert torch.isnan(d[3]) and torch.isfinite(d[torch.arange(100) != 3]).all()
 
 
 # --------------------------------------------------------------------------- lower bound
