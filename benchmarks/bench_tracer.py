@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"[{NAME}] reference Jacobian: "
         + ", ".join(
-            f"B={r['batch']}: {r['jacobian_s']:.3f}s ({r['jacobian_in_forward_units']:.0f} fwd, loop {r['loop_of_C_backward_s']:.3f}s)"
+            f"B={r['batch']}: {r['jacobian_s']:.3f}s ({r['jacobian_in_forward_units']:.0f} fwd, loop {r['loop_of_C_backward_s']:.3f}s,"
+            f" C - 1 rows x{r['reference_row_over_full']:.2f})"
             for r in jac_cost.rows()
         ),
         flush=True,
@@ -296,7 +297,9 @@ def main(argv: list[str] | None = None) -> dict:
             + "; in forward units "
             + ", ".join(f"{r['jacobian_in_forward_units']:.0f}" for r in jr)
             + "; vmap / loop-of-C-backward time "
-            + ", ".join(f"{r['vmap_over_loop']:.2f}" for r in jr),
+            + ", ".join(f"{r['vmap_over_loop']:.2f}" for r in jr)
+            + "; the tracer's rows minus the last one (C - 1 backward passes) / all C rows "
+            + ", ".join(f"{r['reference_row_over_full']:.2f}" for r in jr),
         )
     )
     for r in rows:

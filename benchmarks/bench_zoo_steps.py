@@ -9,7 +9,8 @@ For each model, the first N correctly classified images of the official CIFAR-10
   passes per path (mean);
 - accuracy of the ``ok`` paths against the closed form ``predicted_path``: relative FR-length
   error (median, p90, max), first-hit agreement, share of lengths >= ``margin_lower_bound``;
-- wall seconds.
+- wall seconds, and their shares in Jacobian evaluations, forward passes and the rest (the
+  tracer's own work: issue 16 asks for the rest <= 15%).
 
 Issue 16's goals: >= 99.5% of paths ``ok`` on every model and Jacobians per path at p95 <= 3x
 the median.
@@ -44,9 +45,10 @@ def run_model(name: str, n: int, batch_size: int) -> dict:
     model = cm.load_model(name)
     x, y = cm.correct_images(model, "cifar10", n)
     X, source, target = cm.all_target_paths(x, y, 10)
-    t0 = time.perf_counter()
-    res = trace_paths(model, X, source, target, batch_size=batch_size)
-    wall = time.perf_counter() - t0
+    with cm.instrument() as rec:
+        t0 = time.perf_counter()
+        res = trace_paths(model, X, source, target, batch_size=batch_size)
+        wall = time.perf_counter() - t0
     with torch.no_grad():
         p = torch.softmax(model(X).double(), -1)
     length, hit = predicted_path(p, source, target)
@@ -76,6 +78,11 @@ def run_model(name: str, n: int, batch_size: int) -> dict:
         "first_hit_pct": 100.0 * float((res.first_hit.numpy()[ok] == hit.numpy()[ok]).mean()),
         "ge_lb_pct": 100.0 * float((fr[ok] >= lb.numpy()[ok] - 1e-9).mean()),
         "wall_s": wall,
+        # where the tracing time went: Jacobian evaluations, forward passes, the rest (issue 16:
+        # the rest <= 15%)
+        "share_jacobian": rec.jac_time / wall,
+        "share_forward": rec.fwd_time / wall,
+        "share_other": 1 - (rec.jac_time + rec.fwd_time) / wall,
     }
 
 
@@ -97,6 +104,9 @@ COLUMNS = [
     "first_hit_pct",
     "ge_lb_pct",
     "wall_s",
+    "share_jacobian",
+    "share_forward",
+    "share_other",
 ]
 
 
@@ -105,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--images", type=int, default=8, help="correctly classified images per model")
     ap.add_argument("--models", default=",".join(MODELS), help="comma list of model names")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--out", default=NAME, help=f"results file stem under benchmarks/results (default {NAME})")
     cm.add_thread_arg(ap)
     args = ap.parse_args(argv)
     cm.setup_env()
@@ -138,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     payload = {"device": info, "images": args.images, "models": rows, "summary": summary}
     print(md)
-    cm.save(NAME, payload, md)
+    cm.save(args.out, payload, md)
     return payload
 
 

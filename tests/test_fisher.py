@@ -159,3 +159,54 @@ def test_vmapped_jacobian_route_matches_the_dense_reference(name, dtype):
 def test_jacobian_route_is_checked():
     with pytest.raises(FrmarginError, match="route"):
         logits_and_jacobian(torch.nn.Linear(3, 2), torch.randn(1, 3), route="jacrev")
+
+
+@pytest.mark.parametrize("route", ["loop", "vmap"])
+@pytest.mark.parametrize("name, dtype", CASES, ids=IDS)
+def test_reference_row_jacobian_keeps_the_fisher(name, dtype, route):
+    """Rows minus a reference row (one backward pass fewer, the tracer's default): each row is
+    J_c - J_r against the float64 reference, row r is zero, and the Fisher information
+    J^T (diag p - p p^T) J is that of the full rows; also with a reduction."""
+    model, x, _ = build(name, dtype)
+    tol = TOL[dtype]
+    J = ref.jacobian(model, x)
+    C = J.shape[1]
+    with torch.no_grad():
+        p = torch.softmax(ref.as_double(model)(x.double()), -1)
+    M = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    dense = J.transpose(1, 2) @ M @ J
+    for r in (0, C - 1):
+        z, Jr = logits_and_jacobian(model, x, route=route, reference=r)
+        expected = J - J[:, r : r + 1]
+        assert Jr.shape == J.shape and Jr.is_contiguous()
+        assert torch.equal(Jr[:, r], torch.zeros_like(Jr[:, r]))
+        assert_close(Jr.double(), expected, tol, scaled(expected, tol), f"{name}: rows minus row {r}")
+        J64 = Jr.double()
+        fisher = J64.transpose(1, 2) @ M @ J64
+        assert_close(fisher, dense, tol, scaled(dense, tol), f"{name}: Fisher from rows minus row {r}")
+        assert torch.equal(z, logits_and_jacobian(model, x, route=route)[0])
+    _, Jr = logits_and_jacobian(model, x, reduce=lambda zz: zz[:, :3], route=route, reference=1)
+    expected = J[:, :3] - J[:, 1:2]
+    assert_close(Jr.double(), expected, tol, scaled(expected, tol), f"{name}: reduced rows minus row 1")
+
+
+def test_reference_row_counts_backward_passes_and_is_checked(monkeypatch):
+    """A reference row saves one backward pass; a reference outside the rows is refused by name."""
+    model, x, _ = build("mlp-D40-C10", torch.float64)
+    calls = []
+    grad = torch.autograd.grad
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    logits_and_jacobian(model, x, route="loop")
+    full = len(calls)
+    calls.clear()
+    logits_and_jacobian(model, x, route="loop", reference=9)
+    assert (full, len(calls)) == (10, 9)
+    monkeypatch.undo()
+    for bad in (10, -1):
+        with pytest.raises(FrmarginError, match="reference"):
+            logits_and_jacobian(model, x, reference=bad)

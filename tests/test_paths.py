@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import reference as ref
-from conftest import all_pairs, assert_close, make_inputs, make_linear, make_logistic, make_mlp, predictions
+from conftest import all_pairs, assert_close, make_cnn, make_inputs, make_linear, make_logistic, make_mlp, predictions
 from frmargin.errors import FrmarginError
 from frmargin.geometry import margin_lower_bound, predicted_path
 from frmargin.paths import ACCURACY_DEFAULTS, STATUSES, trace_paths
@@ -500,3 +500,59 @@ def test_invalid_arguments_name_the_argument(change, argument):
     with pytest.raises(ValueError, match=f"argument '{argument}'"):
         trace_paths(kwargs.pop("model"), kwargs.pop("x"), kwargs.pop("source"), kwargs.pop("target"), **kwargs)
     assert issubclass(FrmarginError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "family, kwargs",
+    [
+        ("mlp", {}),
+        ("mlp", {"metric": "euclidean"}),
+        ("mlp", {"top_classes": 3}),
+        ("mlp", {"method": "paper"}),
+        ("cnn", {}),
+        ("cnn", {"box": (-1.0, 1.0)}),
+    ],
+)
+def test_reference_row_jacobian_keeps_the_paths(family, kwargs, monkeypatch):
+    """The tracer's Jacobian rows minus the view's last row (``REFERENCE_ROW``: V - 1 backward
+    passes per evaluation instead of V) trace the same paths as the full rows, in float64:
+    same statuses, first hits and step counts, lengths and end points equal to rounding; on an
+    MLP and a CNN, for the Fisher flow, lumped classes, paper mode and a box. The Euclidean
+    flow evaluates no Jacobian rows (a vjp and a jvp per step) and is unchanged bit for bit."""
+    import frmargin.paths.state as state
+
+    if family == "mlp":
+        model, shape, C = make_mlp(20, 6, 24, 2, seed=21, scale=2.0), (20,), 6
+    else:
+        model, shape, C = make_cnn(1, 8, 5, seed=22), (1, 8, 8), 5
+    V = kwargs.get("top_classes", C - 1) + 1
+    x, s, t = all_pairs(model, make_inputs(shape, 3, seed=21).clamp(-1.0, 1.0))
+    backward: list[int] = []
+    jacobian = state.logits_and_jacobian
+
+    def counting(*args, **kw):
+        z, J = jacobian(*args, **kw)
+        assert J.shape[1] == V
+        backward.append(V - (kw.get("reference") is not None))
+        return z, J
+
+    monkeypatch.setattr(state, "logits_and_jacobian", counting)
+    monkeypatch.setattr(state, "REFERENCE_ROW", False)
+    full = trace_paths(model, x, s, t, **kwargs)
+    rows_full = sum(backward)
+    backward.clear()
+    monkeypatch.setattr(state, "REFERENCE_ROW", True)
+    short = trace_paths(model, x, s, t, **kwargs)
+    assert sum(backward) * V == rows_full * (V - 1)
+    assert short.status == full.status and "ok" in full.status, set(full.status)
+    assert torch.equal(short.first_hit, full.first_hit)
+    assert torch.equal(short.steps, full.steps)
+    if kwargs.get("metric") == "euclidean":
+        assert rows_full == 0
+        assert torch.equal(short.fr_length, full.fr_length) and torch.equal(short.x_end, full.x_end)
+        return
+    assert rows_full > 0
+    if "box" in kwargs:
+        assert (full.box_changes > 0).all(), "the box held no coordinate"
+    assert_close(short.fr_length, full.fr_length, 1e-9, 1e-12, f"{family} {kwargs}: FR length")
+    assert_close(short.x_end, full.x_end, 1e-7, 1e-9, f"{family} {kwargs}: x_end")

@@ -39,6 +39,7 @@ def logits_and_jacobian(
     x: torch.Tensor,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     route: str = "auto",
+    reference: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (B, C) and Jacobian rows (B, C, D): one forward pass and C backward passes
     through the same graph, one per one-hot cotangent (on CPU this beats vmapping the C
@@ -49,6 +50,11 @@ def logits_and_jacobian(
     With ``reduce`` (a differentiable map of the logits (B, C) -> (B, R)), the rows are those
     of the reduced logits: R backward passes; the logits returned are still the full ones.
 
+    With ``reference`` (a row index r), the rows are those of out - out[:, r]: row r is zero
+    and not evaluated, so one backward pass fewer. Everything the softmax of ``out`` determines
+    (its Fisher information J^T (diag p - p p^T) J, a natural-gradient direction J^T w with
+    sum(w) = 0) is unchanged: diag p - p p^T annihilates the constant row shift.
+
     Example:
         >>> z, J = logits_and_jacobian(torch.nn.Linear(4, 3), torch.randn(2, 4))
         >>> J.shape
@@ -57,25 +63,40 @@ def logits_and_jacobian(
     if route not in JACOBIAN_ROUTES:
         raise bad_argument("route", route, f"one of {JACOBIAN_ROUTES}")
     if route == "vmap" or (route == "auto" and x.is_cuda):
-        return _vmapped_jacobian(model, x, reduce)
+        return _vmapped_jacobian(model, x, reduce, reference)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         z = model(xg)
         out = z if reduce is None else reduce(z)
         R = out.shape[-1]
-        rows = [
-            torch.autograd.grad(out[:, c].sum(), xg, retain_graph=c < R - 1)[0].reshape(x.shape[0], -1)
-            for c in range(R)
-        ]
-    return z.detach(), torch.stack(rows, 1)
+        _check_reference(reference, R)
+        evaluated = [c for c in range(R) if c != reference]
+        rows = {
+            c: torch.autograd.grad(
+                (out[:, c] if reference is None else out[:, c] - out[:, reference]).sum(),
+                xg,
+                retain_graph=c != evaluated[-1],
+            )[0].reshape(x.shape[0], -1)
+            for c in evaluated
+        }
+        if reference is not None:
+            rows[reference] = torch.zeros_like(rows[evaluated[0]])
+    return z.detach(), torch.stack([rows[c] for c in range(R)], 1)
+
+
+def _check_reference(reference: int | None, R: int) -> None:
+    if reference is not None and not (0 <= reference < R and R >= 2):
+        raise bad_argument("reference", reference, f"a row index in [0, {R}) of at least 2 rows")
 
 
 def _vmapped_jacobian(
     model: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None,
+    reference: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``logits_and_jacobian`` by one vjp with its R one-hot cotangents vmapped."""
+    """``logits_and_jacobian`` by one vjp with its R one-hot cotangents vmapped (R - 1
+    cotangents e_c - e_r with a ``reference`` r, and a zero row r)."""
 
     def f(xx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         zz = model(xx)
@@ -84,10 +105,15 @@ def _vmapped_jacobian(
     with torch.enable_grad():
         out, pullback, z = vjp(f, x.detach(), has_aux=True)  # type: ignore[misc]
         R = out.shape[-1]
+        _check_reference(reference, R)
         eye = torch.eye(R, dtype=out.dtype, device=out.device)
-        cot = eye[:, None, :].expand(R, *out.shape)
+        if reference is not None:
+            eye = (eye - eye[reference])[[c for c in range(R) if c != reference]]
+        cot = eye[:, None, :].expand(eye.shape[0], *out.shape)
         (rows,) = torch.func.vmap(pullback)(cot)
-    J = rows.detach().reshape(R, x.shape[0], -1).transpose(0, 1)
+    J = rows.detach().reshape(eye.shape[0], x.shape[0], -1).transpose(0, 1)
+    if reference is not None:
+        J = torch.cat([J[:, :reference], torch.zeros_like(J[:, :1]), J[:, reference:]], 1)
     return z.detach(), J.contiguous()
 
 

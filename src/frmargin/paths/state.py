@@ -16,6 +16,14 @@ from .classes import FullView, LumpedView, class_view
 
 RUNNING = "running"
 
+#: whether the tracer's Jacobian rows are those of the logits minus the last one (V - 1
+#: backward passes instead of V; a zero last row). The tracer's every use of J is invariant
+#: under adding one row to all rows: the Fisher weights diag p - p p^T and the factor L^T
+#: annihilate constant logit shifts, directions are J^T w with sum(w) = 0, logit velocities
+#: are centred, and Broyden's update commutes with the shift (METHOD.md: the Fisher depends
+#: on the centred rows only).
+REFERENCE_ROW = True
+
 
 class PathState:
     """Every per-path quantity of a chunk; paths are finished (given a status) exactly once.
@@ -139,19 +147,22 @@ class Network:
         # targets start together and keep the same m most probable classes)
         key = torch.cat([flat, view.keep[gidx].to(flat.dtype)], 1) if isinstance(view, LumpedView) else flat
         uniq, inverse, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
+        # the rows of the view's logits minus its last one (``REFERENCE_ROW``): one backward
+        # pass fewer, and the tracer uses only what the softmax determines
+        ref = view.size - 1 if REFERENCE_ROW else None
         if uniq.shape[0] == x.shape[0]:
             counter[gidx] += 1
             if isinstance(view, LumpedView):
-                return logits_and_jacobian(self.model, x, reduce=lambda z: view.reduce(z, gidx))
-            return logits_and_jacobian(self.model, x)
+                return logits_and_jacobian(self.model, x, reduce=lambda z: view.reduce(z, gidx), reference=ref)
+            return logits_and_jacobian(self.model, x, reference=ref)
         n = x.shape[0]
         first = torch.full((uniq.shape[0],), n, dtype=torch.long, device=x.device)
         first = first.scatter_reduce(0, inverse, torch.arange(n, device=x.device), reduce="amin")
         if isinstance(view, LumpedView):
             rep = gidx[first]
-            z, J = logits_and_jacobian(self.model, x[first], reduce=lambda zz: view.reduce(zz, rep))
+            z, J = logits_and_jacobian(self.model, x[first], reduce=lambda zz: view.reduce(zz, rep), reference=ref)
         else:
-            z, J = logits_and_jacobian(self.model, x[first])
+            z, J = logits_and_jacobian(self.model, x[first], reference=ref)
         counter[gidx] += 1.0 / counts[inverse].to(counter.dtype)
         return z[inverse], J[inverse]
 
