@@ -10,7 +10,8 @@ For each model, the first N correctly classified images of the official CIFAR-10
 - accuracy of the ``ok`` paths against the closed form ``predicted_path``: relative FR-length
   error (median, p90, max), first-hit agreement, share of lengths >= ``margin_lower_bound``;
 - wall seconds, and their shares in Jacobian evaluations, forward passes and the rest (the
-  tracer's own work: issue 16 asks for the rest <= 15%).
+  tracer's own work: issue 16 asks for the rest <= 15%), and the share spent in iterations with
+  fewer than 16 paths still running (the tail of long paths).
 
 Issue 16's goals: >= 99.5% of paths ``ok`` on every model and Jacobians per path at p95 <= 3x
 the median.
@@ -35,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as cm
 
 NAME = "bench_zoo_steps"
+#: iterations with fewer paths running than this make the tail (``share_tail``)
+TAIL = 16
 MODELS = ("cnn-a-adv2", "cnn-a-adv4", "cnn-a-mix", "shufflenetv2-x0.5", "resnet20-b", "resnet20")
 
 
@@ -83,6 +86,8 @@ def run_model(name: str, n: int, batch_size: int) -> dict:
         "share_jacobian": rec.jac_time / wall,
         "share_forward": rec.fwd_time / wall,
         "share_other": 1 - (rec.jac_time + rec.fwd_time) / wall,
+        # the tail: tracer iterations with fewer than TAIL paths still running
+        "share_tail": sum(it["time"] for it in rec.steps if it["active"] < TAIL) / wall,
     }
 
 
@@ -107,6 +112,7 @@ COLUMNS = [
     "share_jacobian",
     "share_forward",
     "share_other",
+    "share_tail",
 ]
 
 
