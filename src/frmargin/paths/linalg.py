@@ -52,19 +52,6 @@ def frozen(x: torch.Tensor, v: torch.Tensor, box: tuple[float, float]) -> torch.
     return ((xf <= lo) & (v < 0)) | ((xf >= hi) & (v > 0))
 
 
-#: updates and combinations touch copies of the rows they need when fewer than 1 / COMPACT of
-#: the rows take part (each row's arithmetic is the same either way)
-COMPACT = 2
-
-
-def live_rows_combination(w: torch.Tensor, J: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """J^T w (k, D) of the rows ``rows`` (k,) int64 of J (m, V, D), w (m, V): from copies of
-    those rows when they are few, else of every row (cheaper than gathering most of J)."""
-    if rows.numel() * COMPACT < J.shape[0]:
-        return rows_combination(w[rows], J[rows])
-    return rows_combination(w, J)[rows]
-
-
 def broyden_update(J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> None:
     """Broyden's secant update of the corrector's Jacobian, in place, on the rows where ``rows``
     (m,) is True: J += (dz - J dx) dx^T / |dx|^2, with K = J J^T (m, V, V) kept in step by
@@ -75,18 +62,7 @@ def broyden_update(J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor, dx: tor
     s = dx.reshape(dx.shape[0], -1).to(torch.float64)
     ss = (s * s).sum(-1)
     upd = rows & (ss > 0) & torch.isfinite(dz).all(-1)
-    n_upd = int(upd.sum())
-    if n_upd == 0:
-        return
-    if n_upd < upd.numel() and n_upd * COMPACT < upd.numel():
-        # few rows to update (the corrector's last live rows): update copies of those rows only,
-        # instead of reading and writing all of J (m V D float64) with zero updates elsewhere
-        # (a batch of one row would take another matrix-vector kernel, rounding differently:
-        # a single row is updated beside a row that is not, as in the full batch)
-        sub = upd.nonzero()[:, 0] if n_upd > 1 else torch.cat([upd.nonzero()[:, 0], (~upd).nonzero()[:1, 0]])
-        Js_, Ks_ = J[sub], K[sub]
-        broyden_update(Js_, Ks_, upd[sub], dx[sub], dz[sub])
-        J[sub], K[sub] = Js_, Ks_
+    if not upd.any():
         return
     s = torch.where(upd[:, None], s, torch.zeros_like(s))
     Js = bmv(J, s)
