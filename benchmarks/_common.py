@@ -273,6 +273,8 @@ class JacobianCost:
         from frmargin.fisher import logits_and_jacobian
 
         sizes = sorted({1, *[2**i for i in range(1, 12) if 2**i < max_batch], max_batch})
+        with torch.no_grad():
+            C = int(model(images[:1]).shape[-1])
         self.table: dict[int, dict] = {}
         for b in sizes:
             x = images[torch.arange(b) % images.shape[0]].clone()
@@ -283,7 +285,6 @@ class JacobianCost:
                 f = timeit(lambda x=x: model(x), warmup=1, repeats=max(repeats, 5))
             loop = timeit(lambda x=x: _jacobian_loop(model, x), warmup=1, repeats=repeats)
             # the tracer's evaluation: the rows minus the last one, one backward pass fewer
-            C = self._classes(model, x)
             short = timeit(lambda x=x, r=C - 1: logits_and_jacobian(model, x, reference=r), warmup=1, repeats=repeats)
             self.table[b] = {
                 "jacobian_s": t["median"],
@@ -294,11 +295,6 @@ class JacobianCost:
         self.sizes = np.array(sizes, dtype=float)
         self.times = np.array([self.table[b]["jacobian_s"] for b in sizes])
         self.ftimes = np.array([self.table[b]["forward_s"] for b in sizes])
-
-    @staticmethod
-    def _classes(model, x: torch.Tensor) -> int:
-        with torch.no_grad():
-            return int(model(x[:1]).shape[-1])
 
     def __call__(self, b: float) -> float:
         return float(np.interp(b, self.sizes, self.times))

@@ -150,19 +150,19 @@ class Network:
         # the rows of the view's logits minus its last one (``REFERENCE_ROW``): one backward
         # pass fewer, and the tracer uses only what the softmax determines
         ref = view.size - 1 if REFERENCE_ROW else None
+
+        def rows(xs: torch.Tensor, owners: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            lumped = isinstance(view, LumpedView)
+            reduce = (lambda z: view.reduce(z, owners)) if lumped else None
+            return logits_and_jacobian(self.model, xs, reduce=reduce, reference=ref)
+
         if uniq.shape[0] == x.shape[0]:
             counter[gidx] += 1
-            if isinstance(view, LumpedView):
-                return logits_and_jacobian(self.model, x, reduce=lambda z: view.reduce(z, gidx), reference=ref)
-            return logits_and_jacobian(self.model, x, reference=ref)
+            return rows(x, gidx)
         n = x.shape[0]
         first = torch.full((uniq.shape[0],), n, dtype=torch.long, device=x.device)
         first = first.scatter_reduce(0, inverse, torch.arange(n, device=x.device), reduce="amin")
-        if isinstance(view, LumpedView):
-            rep = gidx[first]
-            z, J = logits_and_jacobian(self.model, x[first], reduce=lambda zz: view.reduce(zz, rep), reference=ref)
-        else:
-            z, J = logits_and_jacobian(self.model, x[first], reference=ref)
+        z, J = rows(x[first], gidx[first])
         counter[gidx] += 1.0 / counts[inverse].to(counter.dtype)
         return z[inverse], J[inverse]
 
