@@ -19,7 +19,7 @@ the median.
 Models and images come from the shared set-up of ``_common`` (``load_model``,
 ``correct_images``, ``all_target_paths``).
 
-Usage: .venv/bin/python benchmarks/bench_zoo_steps.py [--images 8] [--models cnn-a-adv2,resnet20]
+Usage: .venv/bin/python benchmarks/bench_zoo_steps.py [--images 8] [--models cnn-a-adv2,resnet20] [--max-steps 2000]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ TAIL = 16
 MODELS = ("cnn-a-adv2", "cnn-a-adv4", "cnn-a-mix", "shufflenetv2-x0.5", "resnet20-b", "resnet20")
 
 
-def run_model(name: str, n: int, batch_size: int) -> dict:
+def run_model(name: str, n: int, batch_size: int, max_steps: int | None = None) -> dict:
     from frmargin.geometry import margin_lower_bound, predicted_path
     from frmargin.paths import trace_paths
 
@@ -50,7 +50,7 @@ def run_model(name: str, n: int, batch_size: int) -> dict:
     X, source, target = cm.all_target_paths(x, y, 10)
     with cm.instrument() as rec:
         t0 = time.perf_counter()
-        res = trace_paths(model, X, source, target, batch_size=batch_size)
+        res = trace_paths(model, X, source, target, batch_size=batch_size, max_steps=max_steps)
         wall = time.perf_counter() - t0
     with torch.no_grad():
         p = torch.softmax(model(X).double(), -1)
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--images", type=int, default=8, help="correctly classified images per model")
     ap.add_argument("--models", default=",".join(MODELS), help="comma list of model names")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--max-steps", type=int, default=None, help="step budget per path (default: the tracer's, 200)")
     ap.add_argument("--out", default=NAME, help=f"results file stem under benchmarks/results (default {NAME})")
     cm.add_thread_arg(ap)
     args = ap.parse_args(argv)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for name in [m for m in args.models.split(",") if m]:
         try:
-            rows.append(run_model(name, args.images, args.batch_size))
+            rows.append(run_model(name, args.images, args.batch_size, args.max_steps))
         except Exception as err:  # a model missing from this install must not lose the others
             rows.append({"model": name, "status": f"unavailable: {type(err).__name__}: {str(err)[:120]}"})
         print(cm.markdown_table(rows[-1:], COLUMNS), flush=True)
@@ -138,7 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
         [
             "# Step control across the model zoo\n",
             f"Device: {cm.device_line(info)}\n",
-            f"{args.images} images x 9 targets per model, default options. Goals: ok >= 99.5%,"
+            f"{args.images} images x 9 targets per model, default options"
+            + ("" if args.max_steps is None else f" but max_steps={args.max_steps}")
+            + ". Goals: ok >= 99.5%,"
             " Jacobians per path p95 <= 3x median.\n",
             cm.markdown_table(rows, COLUMNS),
         ]
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         for r in rows
         if "ok_pct" in r
     ]
-    payload = {"device": info, "images": args.images, "models": rows, "summary": summary}
+    payload = {"device": info, "images": args.images, "max_steps": args.max_steps, "models": rows, "summary": summary}
     print(md)
     cm.save(args.out, payload, md)
     return payload
