@@ -199,7 +199,7 @@ def test_box_touched_steps_land_within_their_tolerance(monkeypatch):
     (``BoxFisherStepper._landing_share``). CNN-A (mixed training), CIFAR-10 image 3 toward
     class source + 3, where the box holds coordinates on ~18 accepted steps (~100 with the
     free-set damping floor at 1e-6): with the free steps' bound 2 of them land 1-3% beyond it."""
-    from frmargin.paths import converged as cv
+    from frmargin.paths import corrector
 
     model, x, y, good = _cnn_a_images("cnn-a-mix")
     img = good[3:4]
@@ -212,7 +212,7 @@ def test_box_touched_steps_land_within_their_tolerance(monkeypatch):
         target, tol, _final, drift = self._aim(s, h, hz)
         miss = fisher_rao_distance(self.net.probs(torch.nan_to_num(a.z_new), s.idx), target.exp())
         seen.append(int(touched.sum()))
-        over.extend(miss[touched & (miss > torch.maximum(cv.LOOSE * tol, drift) * (1 + 1e-9))].tolist())
+        over.extend(miss[touched & (miss > torch.maximum(corrector.LOOSE * tol, drift) * (1 + 1e-9))].tolist())
         return a
 
     monkeypatch.setattr(BoxFisherStepper, "attempt", checked)

@@ -261,7 +261,7 @@ def test_a_path_that_needed_the_fallback_stops_pulling_back_its_drift(monkeypatc
     two threads.)"""
     import frmargin
     from frmargin.geometry import predicted_path
-    from frmargin.paths import converged, trace_paths
+    from frmargin.paths import corrector, trace_paths
 
     try:
         model = frmargin.load_model("resnet20-b", progress=False)
@@ -273,14 +273,14 @@ def test_a_path_that_needed_the_fallback_stops_pulling_back_its_drift(monkeypatc
         p = torch.softmax(model(x).double(), -1)
     assert int(p.argmax()) == 6 and float(p[0, 9]) < 1e-6
     log: list[tuple[bool, bool, bool]] = []  # per attempt: fallback round, aimed at the start line, accepted
-    attempt = converged.FisherStepper.attempt
+    attempt = corrector.FisherStepper.attempt
 
     def logged(self, start, h, hz):
         a = attempt(self, start, h, hz)
         log.append((bool(self.fallback[0]), bool(self.anchored[0]), bool(a.good[0])))
         return a
 
-    monkeypatch.setattr(converged.FisherStepper, "attempt", logged)
+    monkeypatch.setattr(corrector.FisherStepper, "attempt", logged)
     res = trace_paths(model, x, s, t)
     fell_back = [i for i, (fb, _, good) in enumerate(log) if fb and good]
     assert fell_back, "no step of this path needed the fallback round: the test lost its subject"
@@ -310,7 +310,7 @@ def test_levenberg_marquardt_corrections_carry_stiff_first_steps(monkeypatch):
     length."""
     import frmargin
     from frmargin.geometry import predicted_path
-    from frmargin.paths import converged, trace_paths
+    from frmargin.paths import corrector, trace_paths
 
     try:
         model = frmargin.load_model("cnn-a-adv4", progress=False)
@@ -329,7 +329,7 @@ def test_levenberg_marquardt_corrections_carry_stiff_first_steps(monkeypatch):
         assert int(res.first_hit[0]) == int(hit[i])
         assert_close(res.fr_length, length[i : i + 1], 5e-3, 0, f"FR length of path {i}")
     # the subject: without the damped corrections both paths stall at their first step
-    monkeypatch.setattr(converged, "LM_LEVELS", 0)
+    monkeypatch.setattr(corrector, "LM_LEVELS", 0)
     res = trace_paths(model, x, s, t)
     assert res.status == ["stalled", "stalled"], res.status
 
@@ -341,22 +341,22 @@ def test_a_first_step_that_stalls_gets_no_fallback_round(monkeypatch):
     damped corrections, stalls at its first step after ``max_attempts`` attempts, not twice as
     many (it had spent 6 more attempts of 8 forward passes repeating the first round's misses)."""
     import frmargin
-    from frmargin.paths import ACCURACY_DEFAULTS, converged, trace_paths
+    from frmargin.paths import ACCURACY_DEFAULTS, corrector, trace_paths
 
     try:
         model = frmargin.load_model("cnn-a-adv4", progress=False)
     except Exception:
         pytest.skip("cnn-a-adv4 not in the mirror")
     data = frmargin.load_dataset("cifar10", progress=False)
-    monkeypatch.setattr(converged, "LM_LEVELS", 0)
+    monkeypatch.setattr(corrector, "LM_LEVELS", 0)
     rounds: list[bool] = []  # per attempt: in the fallback round
-    attempt = converged.FisherStepper.attempt
+    attempt = corrector.FisherStepper.attempt
 
     def logged(self, start, h, hz):
         rounds.append(bool(self.fallback[start.idx[0]]))
         return attempt(self, start, h, hz)
 
-    monkeypatch.setattr(converged.FisherStepper, "attempt", logged)
+    monkeypatch.setattr(corrector.FisherStepper, "attempt", logged)
     res = trace_paths(model, data.images[1:2], torch.tensor([8]), torch.tensor([5]))
     assert res.status == ["stalled"] and int(res.steps[0]) == 0, (res.status, res.steps)
     assert len(rounds) == ACCURACY_DEFAULTS["max_attempts"] and not any(rounds), rounds

@@ -23,7 +23,8 @@ import torch
 from ..geometry import fr_distance
 from ..solve import fisher_factor, fisher_lsq, fisher_weights, largest_eigenvalue_factored
 from .base import Direction, damping, descent_gradient
-from .converged import THETA_LARGE, Attempt, FisherStepper, Found, Start
+from .converged import THETA_LARGE, Attempt, Found, Start
+from .corrector import FisherStepper
 from .linalg import bmv, centred, rows_combination
 from .options import TracerOptions
 

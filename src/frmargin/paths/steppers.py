@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from .base import Direction, Step, Stepper, descent_gradient, row_direction
 from .box import BoxFisherStepper
-from .converged import EuclideanStepper, FisherStepper
+from .converged import EuclideanStepper
+from .corrector import FisherStepper
 from .options import TracerOptions
 from .paper import PaperStepper
 from .state import Network
