@@ -41,6 +41,8 @@ FIELDS = (
     "fr_length_target",
     "visited",
     "trajectory",
+    "bound_share",
+    "box_changes",
 )
 
 
@@ -126,13 +128,32 @@ def _mlp_cases() -> dict[str, tuple]:
     return {k: v for k, v in cases.items() if v is not None}
 
 
+def _acceptance_cases(name: str, images: int = 8) -> dict[str, tuple]:
+    """The refactoring acceptance set: the first ``images`` official test images (lossless split)
+    x every other class, at the default options: Fisher, Euclidean, paper mode and the box."""
+    import frmargin
+
+    model = frmargin.load_model(name, progress=False)
+    ds = frmargin.load_dataset("cifar10", progress=False)
+    x, s, t = _all_targets(model, ds.images[:images])
+    return {
+        f"accept-{name}/fisher": (model, x, s, t, {}),
+        f"accept-{name}/euclidean": (model, x, s, t, {"metric": "euclidean"}),
+        f"accept-{name}/paper": (model, x, s, t, {"method": "paper"}),
+        f"accept-{name}/fisher-box": (model, x, s, t, {"box": (0.0, 1.0)}),
+    }
+
+
 def cases(only: str | None) -> dict[str, tuple]:
-    """name -> (model, x, source, target, options) for the families asked for."""
+    """name -> (model, x, source, target, options) for the families asked for (``accept-NAME``:
+    the acceptance set of ``_acceptance_cases`` for zoo model NAME)."""
     families = ("mlp", "resnet20", "resnet2b-adv2") if only is None else tuple(only.split(","))
     out: dict[str, tuple] = {}
     for fam in families:
         if fam == "mlp":
             out.update(_mlp_cases())
+        elif fam.startswith("accept-"):
+            out.update(_acceptance_cases(fam.removeprefix("accept-")))
         else:
             out.update(_cifar_cases(fam, 3 if fam == "resnet20" else 2))
     return out
