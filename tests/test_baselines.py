@@ -26,7 +26,7 @@ DTYPES = [pytest.param(torch.float64, id="f64"), pytest.param(torch.float32, id=
 def linear_case(dtype: torch.dtype, seed: int = 0, D: int = 20, C: int = 5, B: int = 24):
     """z = W x + b with x ~ N(0, 1): model, x (B, D), y = the clean prediction."""
     g = torch.Generator().manual_seed(seed)
-    model = torch.nn.Linear(D, C).to(dtype)
+    model = torch.nn.Linear(D, C).to(dtype).eval()
     with torch.no_grad():
         model.weight.copy_(torch.randn(C, D, generator=g, dtype=dtype))
         model.bias.copy_(torch.randn(C, generator=g, dtype=dtype))
@@ -56,7 +56,7 @@ def small_cnn(seed: int = 0) -> torch.nn.Module:
         torch.nn.Tanh(),
         torch.nn.Flatten(),
         torch.nn.Linear(8 * 4 * 4, 10),
-    )
+    ).eval()
 
 
 def cnn_case(B: int = 16):
@@ -112,7 +112,7 @@ def test_linear_deepfool_is_near_exact_in_float64() -> None:
 
 def test_box_that_blocks_the_boundary_gives_failed() -> None:
     """Class 1 can only win outside the box: status 'failed', distance inf, never a number."""
-    model = torch.nn.Linear(2, 2).double()
+    model = torch.nn.Linear(2, 2).double().eval()
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64))
         model.bias.copy_(torch.tensor([2.0, 0.0], dtype=torch.float64))  # z1 > z0 needs x0 > 2
@@ -143,7 +143,7 @@ class ConstantLogits(torch.nn.Module):
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_zero_gradient_model_gives_failed(attack: str) -> None:
     x = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
-    res = min_l2_attack(ConstantLogits(), x, torch.zeros(3, dtype=torch.long), attack)
+    res = min_l2_attack(ConstantLogits().eval(), x, torch.zeros(3, dtype=torch.long), attack)
     assert res.status == ["failed"] * 3
     assert torch.isinf(res.distance).all() and torch.equal(res.x_adv, x)
 
@@ -199,10 +199,19 @@ def test_deterministic_and_batch_invariant() -> None:
 
 def test_model_state_is_restored() -> None:
     model, x, y = cnn_case(B=4)
-    model.train()
     min_l2_attack(model, x, y, "fmn")
-    assert model.training
+    assert not model.training
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("call", [min_l2_attack, min_l2_distance])
+def test_a_model_in_train_mode_is_refused_as_trace_paths_refuses_it(call) -> None:
+    """Results would depend on batch statistics: refused before any attack, naming the argument."""
+    model, x, y = cnn_case(B=4)
+    model.train()
+    with pytest.raises(FrmarginError, match=r"argument 'model'.*train mode.*eval mode"):
+        call(model, x, y, "fmn")
+    assert model.training, "the refusal leaves the model as it was"
 
 
 def test_empty_batch() -> None:

@@ -198,7 +198,7 @@ def test_shape_mismatch_exits_2_before_tracing(files, tmp_path, capsys, monkeypa
     def no_tracing(*a, **k):
         raise AssertionError("traced before the checks")
 
-    monkeypatch.setattr("frmargin.runs.experiment._trace_my_chunks", no_tracing)
+    monkeypatch.setattr("frmargin.runs.experiment.trace_my_chunks", no_tracing)
     rgb = np.random.default_rng(0).integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "rgb.npz", images=rgb, labels=np.arange(6) % 3)
     model = ["--model", "mymodels_byo:factory_cnn", "--weights", str(files["root"] / "cnn.pt")]

@@ -14,10 +14,9 @@ import torch
 from torch import nn
 
 import frmargin
-from frmargin.calibration import fit_temperature_logits, held_out_indices, mean_nll
 from frmargin.errors import FrmarginError
-from frmargin.models.temperature import Temperature
 from frmargin.runs.config import IDENTITY_FIELDS, RunConfig
+from frmargin.temperature import Temperature, fit_temperature_logits, held_out_indices, mean_nll
 from mirror import MIRROR, needs_mirror
 
 T_RTOL = 1e-6  # the fit's tolerance on T (the minimizer works to 1e-10 in log T)
@@ -104,7 +103,7 @@ def test_cli_run_refuses_bad_temperature(tmp_path):
 def test_auto_temperature_run_keeps_closed_form_agreement(tmp_path, monkeypatch):
     from frmargin.analysis import closed_form_agreement
     from frmargin.runs.experiment import run_experiment
-    from frmargin.runs.temperature import HELD_OUT_IMAGES
+    from frmargin.temperature import HELD_OUT_IMAGES
 
     monkeypatch.setenv("FRMARGIN_MIRROR", str(MIRROR))
     monkeypatch.setenv("FRMARGIN_HOME", str(tmp_path / "home"))

@@ -195,7 +195,7 @@ def test_main_with_debug_reraises_the_os_error(api_env, monkeypatch, tmp_path):
         with pytest.raises(OSError) as info:
             cli.main()
     finally:
-        cli._DEBUG["on"] = False
+        cli.DEBUG["on"] = False
     assert info.value.errno == errno.ENOSPC
 
 

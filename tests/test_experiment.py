@@ -8,6 +8,7 @@ set, else ``<repo>/../shared/assets``; the tests needing it are skipped when it 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import json
@@ -25,8 +26,10 @@ import pandas as pd
 import pytest
 
 from frmargin.errors import FrmarginError
+from frmargin.options import TraceOptions
 from frmargin.runs.config import RunConfig, fingerprint
-from frmargin.runs.experiment import run_experiment, select_images
+from frmargin.runs.experiment import run_experiment
+from frmargin.runs.targets import select_images
 from mirror import MIRROR, needs_mirror
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -63,7 +66,11 @@ def env(tmp_path_factory):
 
 
 def _config(images: int, **kw) -> RunConfig:
-    return RunConfig(images=images, data="cifar10-exact", chunk_images=1, **kw)
+    """A run configuration; keyword arguments that are tracing options go into ``trace``."""
+    fields = {f.name for f in dataclasses.fields(TraceOptions)}
+    trace = TraceOptions(**{k: v for k, v in kw.items() if k in fields})
+    rest = {k: v for k, v in kw.items() if k not in fields}
+    return RunConfig(images=images, data="cifar10-exact", chunk_images=1, trace=trace, **rest)
 
 
 def _comparable(paths: pd.DataFrame) -> pd.DataFrame:
@@ -157,9 +164,9 @@ def test_select_images_too_many_for_a_class_is_a_user_error():
 
 def test_top_classes_enters_the_fingerprint_only_when_set():
     assert "top_classes" not in RunConfig().identity(), "runs made before the option must keep their fingerprint"
-    assert RunConfig(top_classes=5).fingerprint() != RunConfig().fingerprint()
+    assert RunConfig(trace=TraceOptions(top_classes=5)).fingerprint() != RunConfig().fingerprint()
     with pytest.raises(FrmarginError, match="top_classes"):
-        RunConfig(top_classes=1).validate()
+        RunConfig(trace=TraceOptions(top_classes=1)).validate()
 
 
 @needs_mirror
@@ -168,7 +175,7 @@ def test_run_with_top_classes(env, tmp_path):
     and the lengths agree with the closed form (the coarse flow moves p on the same line)."""
     out = run_experiment(_config(2, top_classes=4), tmp_path / "run", progress=False)
     info = json.loads((out / "run.json").read_text())
-    assert info["top_classes"] == 4 and RunConfig.from_run_info(info).top_classes == 4
+    assert info["top_classes"] == 4 and RunConfig.from_run_info(info).trace.top_classes == 4
     paths = _read_paths(out)
     assert len(paths) == 9 * int(pd.read_parquet(out / "images.parquet")["correct"].sum()) > 0
     assert (paths["status"] == "ok").all(), paths["status"].value_counts().to_dict()

@@ -82,6 +82,19 @@ def test_unchecked_distance_is_the_checked_one_and_keeps_nans():
 # --------------------------------------------------------------------------- lower bound
 
 
+@pytest.mark.parametrize(
+    "p, q",
+    [
+        (torch.tensor([[0.5, 0.5]]), torch.tensor([[0.2, 0.3, 0.5]])),  # rows of different lengths
+        (torch.full((3, 2), 0.5), torch.full((2, 2), 0.5)),  # batches that do not broadcast
+    ],
+    ids=["classes", "batch"],
+)
+def test_distance_of_mismatched_shapes_is_an_argument_error(p, q):
+    with pytest.raises(FrmarginError, match=r"argument 'q'.*shape"):
+        fisher_rao_distance(p, q)
+
+
 def test_lower_bound_binary_closed_form():
     py = torch.linspace(0.5, 0.999, 50, dtype=torch.float64)
     p = torch.stack([1 - py, py], -1)

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from frmargin import assets, imagenet
-from frmargin.data import load_dataset
+from frmargin import assets
+from frmargin.data import imagenet, load_dataset
+from frmargin.data.imagenet import decode_image
 from frmargin.errors import AssetError
-from frmargin.imagenet import decode_image
 from mirror import REAL_MIRROR
 
 

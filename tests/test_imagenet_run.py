@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from frmargin.options import TraceOptions
 from frmargin.runs.config import RunConfig
 from frmargin.runs.experiment import run_experiment
 from frmargin.runs.targets import DEFAULT_TOP_CLASSES
@@ -45,9 +46,8 @@ def run5(tmp_path_factory) -> Path:
             model="mobilenetv2-imagenet",
             data="imagenet-sample",
             images=IMAGES,
-            batch_size=3,
             chunk_images=5,
-            top_classes=TOP_CLASSES,
+            trace=TraceOptions(batch_size=3, top_classes=TOP_CLASSES),
         )
         return run_experiment(config, tmp_path_factory.mktemp("run") / "run", progress=False)
 

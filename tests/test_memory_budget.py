@@ -7,6 +7,7 @@ import pytest
 
 from conftest import all_pairs, assert_close, make_cnn, make_inputs, make_mlp
 from frmargin.errors import FrmarginError
+from frmargin.options import cli_spelling, parse_memory_budget, spelled
 from frmargin.paths import api, trace_paths
 from frmargin.paths.api import paths_per_batch
 
@@ -19,13 +20,15 @@ FIELDS = ("fr_length", "l2", "linf", "steps", "first_hit", "forward_evals")
     ("value", "expected"), [("500MB", 5 * 10**8), ("4GB", 4 * 10**9), ("2GiB", 2**31), ("1.5kb", 1500), (64, 64)]
 )
 def test_parse_memory_budget(value, expected):
-    assert api.parse_memory_budget(value) == expected
+    assert parse_memory_budget(value) == expected
 
 
 @pytest.mark.parametrize("value", ["lots", "-1GB", "0", 0, "4XB", True])
 def test_parse_memory_budget_refuses_bad_values(value):
-    with pytest.raises(FrmarginError, match=r"'memory-budget'.*expected a positive size"):
-        api.parse_memory_budget(value)
+    with pytest.raises(FrmarginError, match=r"'memory_budget'.*expected a positive size"):
+        parse_memory_budget(value)
+    with pytest.raises(FrmarginError, match=r"'--memory-budget'.*expected a positive size"), spelled(cli_spelling):
+        parse_memory_budget(value)
 
 
 def _per_path_bytes(model, x, V):

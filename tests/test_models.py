@@ -12,7 +12,7 @@ import torch
 
 from conftest import assert_close
 from frmargin import assets
-from frmargin.cli_assets import accuracy_command
+from frmargin.cli.assets import accuracy_line
 from frmargin.data import load_dataset
 from frmargin.errors import AssetError, FrmarginError
 from frmargin.models import (
@@ -408,21 +408,21 @@ def test_accuracy_on_jpeg_copy_matches_the_table(mirror_home: Path, name: str) -
 
 @needs_mirror
 def test_accuracy_command_line(mirror_home: Path, capsys) -> None:
-    accuracy_command("resnet2b-adv2", "cifar10-exact", 40)
+    print("\n".join(accuracy_line("resnet2b-adv2", "cifar10-exact", 40)))
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
     assert out[0].startswith("resnet2b-adv2 on cifar10-exact (300 exact") and "top-1" in out[0]
     assert out[0].endswith("/40)")
-    accuracy_command("resnet2b-adv2", "cifar10-jpeg", 10)
+    print("\n".join(accuracy_line("resnet2b-adv2", "cifar10-jpeg", 10)))
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("CAVEAT:") and "JPEG" in out[0] and out[1].endswith("/10)")
 
 
 def test_accuracy_command_rejects_bad_input() -> None:
     with pytest.raises(FrmarginError, match="option '--model': got 'alexnet'"):
-        accuracy_command("alexnet", "cifar10-exact", None)
+        accuracy_line("alexnet", "cifar10-exact", None)
     with pytest.raises(FrmarginError, match="argument 'limit'"):
-        accuracy_command("resnet20", "cifar10-exact", 0)
+        accuracy_line("resnet20", "cifar10-exact", 0)
 
 
 def test_user_module_accuracy_helper() -> None:

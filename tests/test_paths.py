@@ -485,7 +485,7 @@ INVALID = [  # id, argument named in the message, change to the valid call
     ("metric", "metric", lambda a: {**a, "metric": "l2"}),
     ("until", "until", lambda a: {**a, "until": "forever"}),
     ("solver", "solver", lambda a: {**a, "solver": "lu"}),
-    ("accuracy-option", "accuracy option", lambda a: {**a, "etta": 0.1}),
+    ("unknown-option", "option", lambda a: {**a, "etta": 0.1}),
     ("x-outside-box", "x", lambda a: {**a, "x": a["x"] + 1.5, "box": (0.0, 1.0)}),
     ("box-order", "box", lambda a: {**a, "box": (1.0, 0.0)}),
     ("max-steps", "max_steps", lambda a: {**a, "max_steps": 0}),

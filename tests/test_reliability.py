@@ -4,7 +4,9 @@ download caps, simplex checks of the closed forms and option validation before a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.server
+import importlib.util
 import json
 import os
 import socket
@@ -17,6 +19,7 @@ import torch
 
 from frmargin import assets, geometry
 from frmargin.errors import AssetError, FrmarginError
+from frmargin.options import TraceOptions
 from frmargin.runs import folder
 from frmargin.runs.config import RunConfig, fingerprint, resume_mismatch
 from frmargin.runs.lock import LOCK_FILE, RunLock, lock_holder
@@ -53,7 +56,7 @@ def test_fingerprint_covers_weights_data_and_batch_size():
     base = fingerprint(c, {"sha256": "a"}, {"sha256": "b"})
     assert base != fingerprint(c, {"sha256": "a"}, {"sha256": "other"})
     assert base != fingerprint(c, {"sha256": "other"}, {"sha256": "b"})
-    assert base != fingerprint(RunConfig(images=4, batch_size=8), {"sha256": "a"}, {"sha256": "b"})
+    assert base != fingerprint(RunConfig(images=4, trace=TraceOptions(batch_size=8)), {"sha256": "a"}, {"sha256": "b"})
     assert base == fingerprint(RunConfig(images=4, baselines=("fmn",)), {"sha256": "a"}, {"sha256": "b"})
 
 
@@ -63,7 +66,7 @@ def test_legacy_run_json_resumes_when_nothing_changed_and_is_refused_otherwise()
               "model_identity": {"sha256": "m"}}  # fmt: skip
     assert resume_mismatch(legacy, c, {"sha256": "m"}, {"sha256": "d"}) is None
     assert "data content" in resume_mismatch(legacy, c, {"sha256": "m"}, {"sha256": "new"})
-    assert "batch-size" in resume_mismatch(legacy, RunConfig(images=4, batch_size=8), None, None)
+    assert "batch-size" in resume_mismatch(legacy, RunConfig(images=4, trace=TraceOptions(batch_size=8)), None, None)
 
 
 # --------------------------------------------------------------------- validation first (item 6)
@@ -71,16 +74,20 @@ def test_legacy_run_json_resumes_when_nothing_changed_and_is_refused_otherwise()
 
 @pytest.mark.parametrize(
     "change",
-    [{"max_steps": 0}, {"damping": -1.0}, {"damping": float("nan")}, {"accuracy": {"eta": float("nan")}},
-     {"accuracy": {"eta": -1.0}}, {"solver": "cg"}, {"damping_mode": "bogus"}, {"seed": -1},
+    [{"max_steps": 0}, {"damping": -1.0}, {"damping": float("nan")}, {"eta": float("nan")},
+     {"eta": -1.0}, {"solver": "cg"}, {"damping_mode": "bogus"}, {"seed": -1},
      {"device": "bogus"}, {"baselines": ("deepfol",)}, {"max_steps": True}],
 )  # fmt: skip
 def test_bad_options_are_refused_before_the_folder_is_touched(tmp_path, change):
+    from frmargin.options import TraceOptions
     from frmargin.runs.experiment import run_experiment
 
     out = tmp_path / "run"
+    tracing = {f.name for f in dataclasses.fields(TraceOptions)}
     with pytest.raises(FrmarginError):
-        run_experiment(RunConfig(images=2, data="cifar10-exact", **change), out, progress=False)
+        trace = TraceOptions(**{k: v for k, v in change.items() if k in tracing})
+        rest = {k: v for k, v in change.items() if k not in tracing}
+        run_experiment(RunConfig(images=2, data="cifar10-exact", trace=trace, **rest), out, progress=False)
     assert not out.exists()
 
 
@@ -478,6 +485,31 @@ def test_always_on_functional_dropout_and_probability_outputs_are_refused():
         min_l2_attack(Probs().eval(), x, y, attack="deepfool")
 
 
+def test_nan_logits_are_reported_as_non_finite_output_not_as_dropout():
+    """A model whose logits are NaN once blamed dropout ("outputs that change between identical
+    calls", since NaN != NaN); it is non-finite output, and every entry point says so."""
+    from frmargin import DataFisher, min_l2_attack, trace_paths
+
+    class NaNLogits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _cnn()
+
+        def forward(self, x):
+            return self.net(x) * float("nan")
+
+    model = NaNLogits().eval()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    y, t = torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.long)
+    calls = [lambda: trace_paths(model, x, y, t), lambda: DataFisher(model, x)]
+    if importlib.util.find_spec("foolbox") is not None:
+        calls.append(lambda: min_l2_attack(model, x, y, attack="deepfool"))
+    for call in calls:
+        with pytest.raises(FrmarginError, match=r"argument 'model'.*non-finite output") as err:
+            call()
+        assert "identical calls" not in str(err.value) and "dropout" not in str(err.value)
+
+
 def test_max_steps_true_is_not_a_step_budget():
     from frmargin.paths.options import resolve_options
 
@@ -507,7 +539,7 @@ def _write_official_store(h: Path) -> None:
 
 
 def _write_imagenet_cache(h: Path) -> None:
-    from frmargin import imagenet
+    from frmargin.data import imagenet
 
     imagenet._write_cache({"x": np.zeros(2, dtype=np.uint8)}, "k")
 

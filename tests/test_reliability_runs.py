@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from frmargin.errors import FrmarginError
+from frmargin.options import TraceOptions
 from frmargin.runs import folder
 from frmargin.runs.config import RunConfig
 from frmargin.runs.experiment import run_experiment
@@ -93,7 +94,7 @@ def test_damaged_and_foreign_parts_are_retraced_on_resume(env, exact, tmp_path):
     config = RunConfig(images=2, data=str(data), chunk_images=1)
     out = run_experiment(config, tmp_path / "run", progress=False)
     reference = pd.read_parquet(out / "paths.parquet").sort_values(["image_index", "target"]).reset_index(drop=True)
-    other = run_experiment(RunConfig(images=2, data=str(data), chunk_images=1, seed=0, damping=1e-12),
+    other = run_experiment(RunConfig(images=2, data=str(data), chunk_images=1, seed=0, trace=TraceOptions(damping=1e-12)),
                            tmp_path / "other", progress=False)  # fmt: skip
     folder.path_part(out, 1).write_bytes(folder.path_part(other, 1).read_bytes())  # another run's
     run = folder.load_run(out)

@@ -11,6 +11,7 @@ import pytest
 
 from frmargin import analysis, paper
 from frmargin.errors import FrmarginError
+from frmargin.options import TraceOptions
 from frmargin.report import build_report, load_run, report_command
 from synthetic_run import DATA_CAVEAT, write_synthetic_run
 
@@ -289,7 +290,9 @@ def _tiny_run(folder: Path, seed: int = 0, n_images: int = 8) -> tuple[Path, obj
 
     model = _tiny_model(seed)
     images = torch.rand((n_images, *TINY_SHAPE), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    config = RunConfig(model="tiny-mlp", data="tiny", images=n_images, dtype="float64", batch_size=16)
+    config = RunConfig(
+        model="tiny-mlp", data="tiny", images=n_images, dtype="float64", trace=TraceOptions(batch_size=16)
+    )
     with torch.no_grad():
         probs = torch.softmax(model(images), -1)
     pred = probs.argmax(-1)
@@ -297,7 +300,7 @@ def _tiny_run(folder: Path, seed: int = 0, n_images: int = 8) -> tuple[Path, obj
     target = torch.arange(len(TINY_CLASSES)).repeat(n_images)
     keep = target != pred[index]
     index, target = index[keep], target[keep]
-    result = trace_paths(model, images[index], pred[index], target, **config.trace_kwargs())
+    result = trace_paths(model, images[index], pred[index], target, config.trace)
     table = path_table(
         result,
         probs[index],
@@ -314,7 +317,7 @@ def _tiny_run(folder: Path, seed: int = 0, n_images: int = 8) -> tuple[Path, obj
         "class_names": TINY_CLASSES,
         "config": config.run_json_entries(),
         **{
-            k: getattr(config, k)
+            k: config.flat()[k]
             for k in ("images", "method", "metric", "until", "box", "seed", "damping_mode", "solver")
         },
         "status": "complete",

@@ -10,23 +10,24 @@ import sys
 import pytest
 
 from frmargin.errors import FrmarginError
+from frmargin.options import ACCURACY_FIELDS, TraceOptions, spelled
 from frmargin.runs.config import IDENTITY_FIELDS, TOP_LEVEL_FIELDS, RunConfig, cli_spelling
 
-#: fingerprints computed by the code before issue 11 (frmargin/experiment.py at 8635d98): run
+#: fingerprints computed by earlier versions of the code: run
 #: folders written then must still be recognized by --resume
 KNOWN_FINGERPRINTS = {
     "default": (RunConfig(), "b6573cb28e78ccad"),
     "cli-two-images": (RunConfig(images=2, data="cifar10-exact", chunk_images=1), "5065a372ca90d910"),
     "deepfool-baseline": (RunConfig(images=20, data="cifar10-exact", baselines=("deepfool",)), "3b96760cdefeaf80"),
     "euclidean-box": (
-        RunConfig(images=20, data="cifar10-exact", metric="euclidean", box=(0.0, 1.0)),
+        RunConfig(images=20, data="cifar10-exact", trace=TraceOptions(metric="euclidean", box=(0.0, 1.0))),
         "2c9fda82ea0bbe41",
     ),
     "paper-cg": (
-        RunConfig(method="paper", solver="cg", damping=1e-3, max_steps=50, accuracy={"cg_rtol": 1e-8}),
+        RunConfig(trace=TraceOptions(method="paper", solver="cg", damping=1e-3, max_steps=50, cg_rtol=1e-8)),
         "18f5d45845cd9d16",
     ),
-    "top-classes-float64": (RunConfig(top_classes=5, dtype="float64", seed=3), "7a214dd41202fb5c"),
+    "top-classes-float64": (RunConfig(dtype="float64", seed=3, trace=TraceOptions(top_classes=5)), "7a214dd41202fb5c"),
 }
 
 
@@ -38,7 +39,7 @@ def test_fingerprint_of_existing_configurations_is_unchanged(case):
 
 def test_fields_outside_the_identity_do_not_change_the_fingerprint():
     base = RunConfig()
-    for change in ({"batch_size": 7}, {"baselines": ("fmn",)}, {"device": "cuda:1"}):
+    for change in ({"trace": TraceOptions(batch_size=7)}, {"baselines": ("fmn",)}, {"device": "cuda:1"}):
         assert dataclasses.replace(base, **change).fingerprint() == base.fingerprint(), change
     for name in ("images", "seed", "chunk_images"):
         assert dataclasses.replace(base, **{name: 3}).fingerprint() != base.fingerprint(), name
@@ -48,8 +49,8 @@ def _old_run_info(config: RunConfig) -> dict:
     """run.json as the code before issue 11 wrote it: the full config plus top-level copies."""
     return {
         "fingerprint": config.fingerprint(),
-        "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
-        **{k: json.loads(json.dumps(getattr(config, k))) for k in TOP_LEVEL_FIELDS},
+        "config": json.loads(json.dumps(config.flat(), default=str)),
+        **{k: json.loads(json.dumps(config.flat()[k])) for k in TOP_LEVEL_FIELDS},
         "data": "cifar10-exact (resolved)",
         "data_requested": config.data,
         "damping": 1e-14,
@@ -60,7 +61,7 @@ def _old_run_info(config: RunConfig) -> dict:
 
 def _new_run_info(config: RunConfig) -> dict:
     info = {"fingerprint": config.fingerprint(), "config": config.run_json_entries(), "data_requested": config.data}
-    info.update({k: getattr(config, k) for k in TOP_LEVEL_FIELDS})
+    info.update({k: config.flat()[k] for k in TOP_LEVEL_FIELDS})
     info.update(data="cifar10-exact (resolved)", damping=1e-14, max_steps=200, accuracy=0.95)
     return json.loads(json.dumps(info, default=str))
 
@@ -74,39 +75,42 @@ def test_config_round_trips_through_run_json(case, layout):
 
 
 def test_run_json_stores_every_field_once():
-    config = RunConfig(top_classes=4, baselines=("deepfool",), accuracy={"eta": 0.3})
+    config = RunConfig(baselines=("deepfool",), trace=TraceOptions(top_classes=4, eta=0.3))
     entries = config.run_json_entries()
     assert not set(entries) & set(TOP_LEVEL_FIELDS), "a field at the top level is repeated in 'config'"
     assert "data" not in entries, "data is stored as data_requested"
     stored = set(entries) | set(TOP_LEVEL_FIELDS) | {"data"}
-    assert stored == {f.name for f in dataclasses.fields(RunConfig)}
+    assert stored == set(config.flat())
+    assert {f.name for f in dataclasses.fields(TraceOptions)} - set(ACCURACY_FIELDS) <= stored
     assert set(IDENTITY_FIELDS) <= stored
 
 
 def test_resolved_values_are_the_tracer_defaults():
-    assert RunConfig().resolved_damping() == 1e-14 and RunConfig(method="paper").resolved_damping() == 1e-3
-    assert RunConfig().resolved_max_steps() == 200 and RunConfig(max_steps=7).resolved_max_steps() == 7
-    options = RunConfig(accuracy={"eta": 0.25}).tracer_options()
+    assert TraceOptions().resolved_damping == 1e-14 and TraceOptions(method="paper").resolved_damping == 1e-3
+    assert TraceOptions().resolved_max_steps == 200 and TraceOptions(max_steps=7).resolved_max_steps == 7
+    options = RunConfig(trace=TraceOptions(eta=0.25)).trace.all_accuracy()
     assert options["eta"] == 0.25 and options["rtol"] == 0.02
 
 
 BAD_OPTIONS = {
     "images": ({"images": 0}, "'--images'"),
-    "batch-size": ({"batch_size": 0}, "'--batch-size'"),
     "chunk-images": ({"chunk_images": -1}, "'--chunk-images'"),
-    "method": ({"method": "fast"}, "'--method'"),
-    "metric": ({"metric": "l1"}, "'--metric'"),
-    "until": ({"until": "never"}, "'--until'"),
     "dtype": ({"dtype": "float16"}, "'--dtype'"),
-    "top-classes": ({"top_classes": 1}, "'--top-classes'"),
-    "accuracy-name": ({"accuracy": {"etaa": 1.0}}, "'accuracy option'"),
-    "accuracy-value": ({"accuracy": {"eta": -1.0}}, "'--eta'"),
-    "cg-with-converged": ({"solver": "cg"}, "'--solver'"),
-    "damping-mode": ({"damping_mode": "sideways"}, "'--damping-mode'"),
-    "damping": ({"damping": 0.0}, "'--damping'"),
     "seed": ({"seed": -1}, "'--seed'"),
     "device": ({"device": "bogus"}, "'--device'"),
     "model": ({"model": "resnt20"}, "'--model'.*did you mean 'resnet20'"),
+}
+BAD_TRACE_OPTIONS = {
+    "batch-size": ({"batch_size": 0}, "'--batch-size'"),
+    "method": ({"method": "fast"}, "'--method'"),
+    "metric": ({"metric": "l1"}, "'--metric'"),
+    "until": ({"until": "never"}, "'--until'"),
+    "top-classes": ({"top_classes": 1}, "'--top-classes'"),
+    "accuracy-name": ({"etaa": 1.0}, "'option'.*did you mean 'eta'"),
+    "accuracy-value": ({"eta": -1.0}, "'--eta'"),
+    "cg-with-converged": ({"solver": "cg"}, "'--solver'"),
+    "damping-mode": ({"damping_mode": "sideways"}, "'--damping-mode'"),
+    "damping": ({"damping": 0.0}, "'--damping'"),
 }
 
 
@@ -117,9 +121,18 @@ def test_validate_names_the_bad_option_as_the_cli_spells_it(case):
         RunConfig(**change).validate(spell=cli_spelling)
 
 
+@pytest.mark.parametrize("case", list(BAD_TRACE_OPTIONS))
+def test_trace_options_name_the_bad_option_as_the_cli_spells_it(case):
+    change, name = BAD_TRACE_OPTIONS[case]
+    with pytest.raises(FrmarginError, match=name), spelled(cli_spelling):
+        TraceOptions.build(None, **change)
+
+
 def test_validate_names_python_fields_by_default():
     with pytest.raises(FrmarginError, match="'batch_size'"):
-        RunConfig(batch_size=0).validate()
+        TraceOptions(batch_size=0)
+    with pytest.raises(FrmarginError, match="'chunk_images'"):
+        RunConfig(chunk_images=0).validate()
 
 
 def test_valid_configurations_pass():

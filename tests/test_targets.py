@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from frmargin.errors import FrmarginError
+from frmargin.options import TraceOptions
 from frmargin.runs.config import RunConfig
 from frmargin.runs.targets import (
     DEFAULT_TOP_CLASSES,
@@ -14,7 +15,6 @@ from frmargin.runs.targets import (
     choose_targets,
     parse_targets,
     select_images,
-    with_class_defaults,
 )
 
 
@@ -94,30 +94,32 @@ def test_list_skips_the_source():
 
 
 def test_with_class_defaults():
-    ten = with_class_defaults(RunConfig(), 10)
-    assert (ten.targets, ten.top_classes) == (None, None)
+    ten = RunConfig().with_class_defaults(10)
+    assert (ten.targets, ten.trace.top_classes) == (None, None)
     assert ten.fingerprint() == RunConfig().fingerprint(), "ten-class fingerprints do not change"
-    hundred = with_class_defaults(RunConfig(), 100)
-    assert (hundred.targets, hundred.top_classes) == ("top:9", None)
-    many = with_class_defaults(RunConfig(), 1000)
-    assert (many.targets, many.top_classes) == ("top:9", DEFAULT_TOP_CLASSES)
+    hundred = RunConfig().with_class_defaults(100)
+    assert (hundred.targets, hundred.trace.top_classes) == ("top:9", None)
+    many = RunConfig().with_class_defaults(1000)
+    assert (many.targets, many.trace.top_classes) == ("top:9", DEFAULT_TOP_CLASSES)
     assert "targets" in many.identity() and "top_classes" in many.identity()
     assert many.fingerprint() != RunConfig().fingerprint()
-    given = with_class_defaults(RunConfig(targets="random:3", top_classes=5), 1000)
-    assert (given.targets, given.top_classes) == ("random:3", 5)
+    given = RunConfig(targets="random:3", trace=TraceOptions(top_classes=5)).with_class_defaults(1000)
+    assert (given.targets, given.trace.top_classes) == ("random:3", 5)
     with pytest.raises(FrmarginError, match=r"'targets'.*K <= 9"):
-        with_class_defaults(RunConfig(targets="top:10"), 10)
+        RunConfig(targets="top:10").with_class_defaults(10)
     with pytest.raises(FrmarginError, match=r"'targets'.*class indices in 0..9"):
-        with_class_defaults(RunConfig(targets="1,12"), 10)
+        RunConfig(targets="1,12").with_class_defaults(10)
 
 
 def test_run_config_validates_targets_and_memory_budget_before_work():
     with pytest.raises(FrmarginError, match="'targets'"):
         RunConfig(targets="top:zero").validate()
-    with pytest.raises(FrmarginError, match="'memory-budget'"):
-        RunConfig(memory_budget="lots").validate()
-    RunConfig(targets="top:3", memory_budget="2GB").validate()
-    assert "memory_budget" not in RunConfig(memory_budget="2GB").identity(), "splitting does not change results"
+    with pytest.raises(FrmarginError, match="'memory_budget'"):
+        RunConfig(trace=TraceOptions(memory_budget="lots"))
+    RunConfig(targets="top:3", trace=TraceOptions(memory_budget="2GB")).validate()
+    assert "memory_budget" not in RunConfig(trace=TraceOptions(memory_budget="2GB")).identity(), (
+        "splitting does not change results"
+    )
 
 
 def test_selection_for_more_classes_than_images_draws_the_classes_by_seed():

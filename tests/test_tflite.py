@@ -14,7 +14,8 @@ import torch
 
 from conftest import assert_close
 from frmargin.errors import AssetError
-from frmargin.models.tflite import TFLiteGraph, TFLiteNet, read_tflite, same_padding
+from frmargin.models.tflite import TFLiteGraph, read_tflite, same_padding
+from frmargin.models.tflite_net import TFLiteNet
 from mirror import REAL_MIRROR
 
 tflite = pytest.importorskip("tflite")

@@ -1,4 +1,4 @@
-"""Tests of the 2-D toy problem, its model and the path-tracing demo (frmargin.toy)."""
+"""Tests of the 2-D toy problem, its model and the path-tracing demo (frmargin.demo.toy)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from matplotlib.image import imread
 
 from frmargin import FrmarginError
-from frmargin.toy import CSV_NAME, FIGURE_NAME, make_toy_problem, run_toy_demo, train_toy_model
+from frmargin.demo.toy import CSV_NAME, FIGURE_NAME, make_toy_problem, run_toy_demo, train_toy_model
 
 MIN_TRAIN_ACCURACY = 0.9
 #: share of paths per metric that must end with status "ok" in the tiny demo

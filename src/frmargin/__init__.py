@@ -34,7 +34,7 @@ _LAZY = {
     "RunConfig": ".runs.config",
     "run_experiment": ".runs.experiment",
     "build_report": ".report",
-    "fit_temperature": ".calibration",
+    "fit_temperature": ".temperature",
 }
 
 __all__ = ["AssetError", "FrmarginError", *_LAZY]

@@ -80,6 +80,14 @@ def fisher_rao_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """
     p = _check_simplex(torch.as_tensor(p).to(torch.float64), "p")
     q = _check_simplex(torch.as_tensor(q).to(torch.float64), "q")
+    if p.shape[-1] != q.shape[-1]:
+        raise bad_argument("q", f"shape {tuple(q.shape)}", f"the classes of p: rows of length {p.shape[-1]}")
+    try:
+        torch.broadcast_shapes(p.shape[:-1], q.shape[:-1])
+    except RuntimeError:
+        raise bad_argument(
+            "q", f"shape {tuple(q.shape)}", f"a batch shape broadcastable with p's {tuple(p.shape)}"
+        ) from None
     return fr_distance(p, q)
 
 

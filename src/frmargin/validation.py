@@ -140,6 +140,11 @@ def call_model(
             f"inputs the model accepts, batched and channels "
             f"first as (B, C, H, W) for image models (the model raised {type(error).__name__}: {first[:160]})",
         ) from None
+    if isinstance(z, torch.Tensor) and z.is_floating_point() and not bool(torch.isfinite(z).all()):
+        bad = int((~torch.isfinite(z)).sum())
+        raise bad_argument(
+            "model", f"non-finite output ({bad} of {z.numel()} entries NaN or inf) on x", "finite logits on every input"
+        )
     # a tolerance: GPU kernels may differ in the last bits between calls; dropout differs by O(z)
     same = [
         isinstance(r, torch.Tensor) and r.shape == z.shape and torch.allclose(r, z, rtol=1e-4, atol=1e-5)

@@ -202,7 +202,7 @@ _TABLE: tuple[Asset, ...] = (
 )
 
 _CORAL = "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/"
-_IMAGENET_ASSETS = (  # in the mirror's imagenet/ folder (alt_names); see frmargin.models.mobilenet, frmargin.imagenet
+_IMAGENET_ASSETS = (  # in the mirror's imagenet/ folder (alt_names); see frmargin.models.mobilenet, frmargin.data.imagenet
     Asset(
         name="mobilenetv2-imagenet",
         filename="mobilenet_v2_1.0_224_quant.tflite",

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..cifar10 import CIFAR10_CLASSES
 from ..errors import bad_argument
+from .classes import CIFAR10_CLASSES
 
 __all__ = ["CIFAR10_CLASSES", "JPEG_CAVEAT", "Dataset", "generic_class_names"]
 

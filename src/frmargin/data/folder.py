@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ def is_image_folder(root: Path) -> bool:
     return root.is_dir() and any(files for _, files in _class_files(root))
 
 
-def _read(path: Path, resize: tuple[int, int] | None):
+def _read(path: Path, resize: tuple[int, int] | None) -> Any:
     from PIL import Image
 
     try:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import FrmarginError
+from .wrappers import Normalized
 
 __all__ = ["InferenceGraph", "load_user_model", "parse_normalize"]
 
@@ -200,8 +201,6 @@ def load_user_model(
             "package.module:callable, path/to/file.py:callable, a TorchScript file or a .pt2 archive"
         )
     if normalize is not None:
-        from . import Normalized
-
         net = Normalized(net, *normalize).eval()
         facts["normalization"] = {"name": "user", "mean": list(normalize[0]), "std": list(normalize[1])}
     for p in net.parameters():  # not net.requires_grad_: ScriptModules refuse it

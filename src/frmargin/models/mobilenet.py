@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .. import assets
 from ..errors import AssetError, bad_argument
-from .tflite import TFLiteGraph, TFLiteNet, read_tflite
-
-if TYPE_CHECKING:
-    from . import Normalized
+from .tflite import TFLiteGraph, read_tflite
+from .tflite_net import TFLiteNet
+from .wrappers import Normalized
 
 __all__ = ["CAVEAT", "IMAGENET_MODELS", "DropFirstLogit", "imagenet_model_info", "load_imagenet_model"]
 
@@ -104,8 +102,6 @@ def build_imagenet_model(graph: TFLiteGraph) -> Normalized:
     The graph input real = scale * (255 x - zero_point) is ``(x - mean) / std`` with
     mean = zero_point / 255 and std = 1 / (255 scale).
     """
-    from . import Normalized  # here: the package imports this module
-
     if graph.input_quant is None:
         raise AssetError("TFLite graph: got a float input, expected a quantized (uint8) image input")
     scale, zero_point = graph.input_quant

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from frmargin.analysis import require_columns
-from frmargin.cifar10 import CIFAR10_CLASSES
+from frmargin.data.classes import CIFAR10_CLASSES
 
 # The paper's groups: "animal classes (bird, cat, dog, frog) are fragile, vehicles and ship robust";
 # its shields are "vehicle-style classes (truck, ship, airplane)". Automobile is a vehicle too.

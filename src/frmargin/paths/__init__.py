@@ -1,27 +1,26 @@
 """Natural-gradient paths from inputs toward target classes.
 
-``trace_paths`` and ``PathResult`` (``api``); option names, defaults and their one validator
-``resolve_options`` (``options``); the per-chunk loop (``tracer``) over a state (``state``),
-steppers (``steppers``: ``fisher``, ``euclidean``, ``paper``), class-change events (``events``),
-the class view (``classes``) and straight lines on the simplex (``simplex_line``).
+``trace_paths`` and ``PathResult`` (``api``), traced with one ``frmargin.options.TraceOptions``;
+its resolved view per chunk and the path statuses (``options``); the per-chunk loop (``tracer``)
+over a state (``state``), the steppers (``steppers``: the registry), class-change events
+(``events``), the class view (``classes``), straight lines on the simplex (``simplex_line``) and
+the in-box margin estimate (``box_margin``).
 """
 
 from __future__ import annotations
 
-from .api import PathResult, trace_paths
-from .options import (
+from ..options import (
     ACCURACY_DEFAULTS,
     DEFAULT_DAMPING,
     DEFAULT_MAX_STEPS,
     METHODS,
     METRICS,
     SOLVERS,
-    STATUSES,
     UNTIL,
-    TracerOptions,
-    resolve_box,
-    resolve_options,
+    TraceOptions,
 )
+from .api import PathResult, trace_paths
+from .options import STATUSES, TracerOptions, resolve_options
 
 __all__ = [
     "ACCURACY_DEFAULTS",
@@ -33,8 +32,8 @@ __all__ = [
     "STATUSES",
     "UNTIL",
     "PathResult",
+    "TraceOptions",
     "TracerOptions",
-    "resolve_box",
     "resolve_options",
     "trace_paths",
 ]

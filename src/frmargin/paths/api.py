@@ -1,5 +1,33 @@
 """Natural-gradient paths from inputs toward target classes: ``trace_paths`` and ``PathResult``.
 
+Methods (``TraceOptions.method``):
+
+- ``converged`` (default): the natural-gradient flow of L = log p_top - log p_target, integrated
+  by a predictor on the simplex (the flow's straight line in p, exact where the Jacobian is a
+  submersion) and a corrector that pulls the network onto it with forward passes only (the
+  step's Jacobian, refined by Broyden secant updates), steps of at most ``eta`` in Fisher-Rao
+  length. Length = sum of closed-form FR distances along the straight p-segments between
+  accepted points; the last step is aimed just past the boundary on the line and the length
+  ends where its segment meets the boundary (a change the line did not plan is located on the
+  input-space chord by regula falsi to ``root_tol``).
+- ``paper``: the paper's algorithm with its sign fixed: unit damped steps x <- x - v / sqrt(g^T v),
+  (G + lam I) v = g, solved exactly or by CG; ``steps`` is the paper's D_FR, ``fr_length`` the
+  true length of the same path.
+
+Metrics: ``fisher`` (natural gradient) or ``euclidean`` (plain gradient of the logit gap, same
+step control, FR length still recorded). ``until="target"`` continues past the first change,
+descending log p_top - log p_target, until the target is the argmax. ``box=(lo, hi)`` keeps x in
+the box by the projected natural-gradient flow of ``paths.box`` (an active set of coordinates held
+at a bound, the solve restricted to the free ones); a path at a KKT point of the box ends
+``box_stationary``; ``paths.box_margin`` estimates the true in-box margin of a traced path.
+``top_classes=m``: for models with many classes the geometry of each path uses only the m classes
+most probable at its start (source and target always among them) and one class lumping the rest
+(m + 1 Jacobian rows per step instead of C); the lumped model's Fisher information is at most the
+full one's and ``fr_length`` is measured on it, while class changes are read from all C logits.
+``memory_budget`` bounds the bytes one batch holds (V Jacobian rows of D values in the input's
+dtype plus a float64 copy, and the model's activations); batches shrink below ``batch_size`` to
+fit, and results do not depend on the split.
+
 Shapes: P paths, C classes, D = prod(input_shape).
 """
 
@@ -7,22 +35,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import pandas as pd
 import torch
 
 from ..errors import FrmarginError, bad_argument
+from ..options import TraceOptions, parse_memory_budget
 from ..validation import call_model, check_classes, check_images, check_logits, check_model
 from .box import bound_share
-from .options import resolve_box, resolve_options
+from .options import TracerOptions, check_box
 from .state import PathState
 from .tracer import ChunkTracer
 
-__all__ = ["PathResult", "default_memory_budget", "parse_memory_budget", "paths_per_batch", "trace_paths"]
+__all__ = ["PathResult", "default_memory_budget", "paths_per_batch", "trace_paths"]
 
 #: share of the free memory (available RAM, or free GPU memory) a batch may hold by default
 MEMORY_SHARE = {"cpu": 0.25, "cuda": 0.5}
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
 @dataclass(frozen=True)
@@ -100,68 +129,29 @@ def trace_paths(
     x: torch.Tensor,
     source: torch.Tensor,
     target: torch.Tensor,
+    options: TraceOptions | None = None,
     *,
-    method: str = "converged",
-    metric: str = "fisher",
-    damping: float | None = None,
-    damping_mode: str = "relative",
-    solver: str = "exact",
-    max_steps: int | None = None,
-    until: str = "first_flip",
-    box: tuple[float, float] | None = None,
-    batch_size: int = 128,
     record: bool = False,
-    top_classes: int | None = None,
     progress: Callable[[int], None] | None = None,
-    memory_budget: int | str | None = None,
-    **accuracy_options,
+    **overrides: Any,
 ) -> PathResult:
     """Trace paths from each x toward its target class until the predicted class changes.
 
-    Methods:
-        ``converged`` (default): the natural-gradient flow of L = log p_top - log p_target,
-        integrated by a predictor on the simplex (the flow's straight line in p, exact where
-        the Jacobian is a submersion) and a corrector that pulls the network onto it with
-        forward passes only (the step's Jacobian, refined by Broyden secant updates), steps of
-        at most ``eta`` in Fisher-Rao length. Length = sum of closed-form FR distances along
-        the straight p-segments between accepted points; the last step is aimed just past the
-        boundary on the line and the length ends where its segment meets the boundary (a change
-        the line did not plan is located on the input-space chord by regula falsi to
-        ``root_tol``).
-        ``paper``: the paper's algorithm with its sign fixed: unit damped steps
-        x <- x - v / sqrt(g^T v), (G + lam I) v = g, solved exactly or by CG; ``steps`` is the
-        paper's D_FR, ``fr_length`` the true length of the same path.
-    Metrics: ``fisher`` (natural gradient) or ``euclidean`` (plain gradient of the logit gap,
-    same step control, FR length still recorded).
-    ``until="target"`` continues past the first change, descending log p_top - log p_target,
-    until the target is the argmax. ``box=(lo, hi)`` keeps x in the box by the projected
-    natural-gradient flow of ``paths.box`` (an active set of coordinates held at a bound, the
-    solve restricted to the free ones); a path at a KKT point of the box ends
-    ``box_stationary``; ``paths.box_margin`` estimates the true in-box margin of a traced path.
+    How they are traced is ``options`` (a ``TraceOptions``; default: its defaults) with
+    ``overrides`` by field name (``trace_paths(model, x, s, t, max_steps=50)``): the method
+    (``converged``, the accurate default, or the paper's ``paper``), the metric (``fisher`` or
+    ``euclidean``), ``until``, a ``box``, ``top_classes``, the damping, the step budget, the
+    accuracy options, ``batch_size`` and ``memory_budget`` (see the module docstring and
+    ``TraceOptions``). Every option is checked before any work.
 
     Args:
         model: (B, *S) -> logits (B, C), in eval mode.
-        x: (P, *S) start points, float32 or float64.
+        x: (P, *S) start points, float32 or float64 (inside ``box`` when one is given).
         source, target: (P,) class indices, source = the argmax at x, target != source.
-        damping: lam; default 1e-14 (converged) or 1e-3 (paper), relative to the largest
-            eigenvalue of G unless ``damping_mode="absolute"``.
-        max_steps: budget of accepted steps per path (default 200 converged, 2000 paper).
-        batch_size: paths advanced together (bounds memory).
-        record: keep every accepted point in ``trajectory``.
-        top_classes: m: for models with many classes, the geometry of each path uses only the
-            m classes most probable at its start (source and target always among them) and
-            one class lumping the rest: m + 1 Jacobian rows per step instead of C. The lumped
-            model's Fisher information is at most the full one's, and ``fr_length`` is measured
-            on it; class changes are read from all C logits (a lumped class can be the first
-            hit). Needs ``until="first_flip"`` and ``solver="exact"``. None (default): every
-            class.
+        options: the tracing options; None: the defaults.
+        record: keep every accepted point in ``PathResult.trajectory``.
         progress: called with the number of paths finished after each batch.
-        memory_budget: bytes one batch may hold (an int, or "4GB", "500MB", "2GiB"): its paths'
-            Jacobian rows (V rows of D values, in the input's dtype and a float64 copy) and the
-            model's activations; batches are shrunk below ``batch_size`` to fit. None: a safe
-            share of the free memory (``MEMORY_SHARE``). Results do not depend on the split (see
-            tests/test_memory_budget.py).
-        **accuracy_options: see ``ACCURACY_DEFAULTS``.
+        **overrides: fields of ``TraceOptions`` replacing those of ``options``.
 
     Returns:
         PathResult with one entry per path.
@@ -170,31 +160,17 @@ def trace_paths(
         >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).eval()
         >>> x = torch.randn(4, 8)
         >>> y = model(x).argmax(-1)
-        >>> res = trace_paths(model, x, y, (y + 1) % 3)
+        >>> res = trace_paths(model, x, y, (y + 1) % 3, eta=0.3)
         >>> res.fr_length.shape
         torch.Size([4])
     """
+    opts = TraceOptions.build(options, **overrides)
     check_model(model)
     x = check_images(x, "x")
     P = x.shape[0]
     source = check_classes(source, P, None, "source").to(x.device)
     target = check_classes(target, P, None, "target").to(x.device)
-    box = resolve_box(box, x)
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise bad_argument("batch_size", batch_size, "an integer >= 1")
-    opts = resolve_options(
-        method=method,
-        metric=metric,
-        until=until,
-        solver=solver,
-        damping=damping,
-        damping_mode=damping_mode,
-        max_steps=max_steps,
-        box=box,
-        record=record,
-        top_classes=top_classes,
-        accuracy=accuracy_options,
-    )
+    check_box(opts.box, x)
     z0 = check_logits(call_model(model, x[:1]), 1)
     C = z0.shape[-1]
     check_classes(source, P, C, "source")
@@ -203,40 +179,15 @@ def trace_paths(
     if same.numel():
         raise bad_argument("target", f"target == source at path(s) {same.tolist()[:5]}", "target != source")
 
-    batch_size = paths_per_batch(model, x, opts.top_classes, C, batch_size, memory_budget)
+    batch_size = paths_per_batch(model, x, opts.top_classes, C, opts.batch_size, opts.memory_budget)
+    resolved = TracerOptions.of(opts, record)
     parts: list[PathState] = []
     for start in range(0, P, batch_size):
         sl = slice(start, start + batch_size)
-        parts.append(ChunkTracer(model, x[sl], source[sl], target[sl], opts).run())
+        parts.append(ChunkTracer(model, x[sl], source[sl], target[sl], resolved).run())
         if progress is not None:
             progress(min(start + batch_size, P))
     return _collect(parts, source, target, opts.box)
-
-
-def parse_memory_budget(value: int | str) -> int:
-    """Bytes from an int or a size such as "4GB", "500MB", "1.5GiB" (decimal and binary units).
-
-    Example:
-        >>> parse_memory_budget("500MB"), parse_memory_budget("2GiB"), parse_memory_budget(1024)
-        (500000000, 2147483648, 1024)
-    """
-    expected = "a positive size such as 4GB, 500MB, 2GiB or a number of bytes"
-    if isinstance(value, bool):
-        raise bad_argument("memory-budget", value, expected)
-    if isinstance(value, int):
-        if value < 1:
-            raise bad_argument("memory-budget", value, expected)
-        return value
-    text = str(value).strip().lower().replace(" ", "")
-    number = text.rstrip("kmgtib")
-    unit = text[len(number) :]
-    try:
-        size = float(number) * _UNITS[unit]
-    except (KeyError, ValueError):
-        raise bad_argument("memory-budget", value, expected) from None
-    if not size >= 1:
-        raise bad_argument("memory-budget", value, expected)
-    return int(size)
 
 
 def default_memory_budget(device: torch.device) -> int:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
@@ -38,8 +39,8 @@ def readable(function: _F) -> _F:
     """Draw ``function``'s figure with the ``READABLE`` font sizes."""
 
     @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        with matplotlib.rc_context(READABLE):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with matplotlib.rc_context(READABLE):  # type: ignore[arg-type]
             return function(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -52,7 +53,7 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def annotate(ax, values: np.ndarray, norm: Normalize, fmt: str, cmap_dark_low: bool = True) -> None:
+def annotate(ax: Axes, values: np.ndarray, norm: Normalize, fmt: str, cmap_dark_low: bool = True) -> None:
     """Write each cell's value, white on dark cells and black on light ones."""
     for (i, j), value in np.ndenumerate(values):
         if not np.isfinite(value):

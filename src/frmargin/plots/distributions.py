@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from frmargin.analysis import ranked_order
@@ -83,7 +84,7 @@ def plot_attack_effort(
     return base.save(fig, path)
 
 
-def _strip_points(ax, positions: np.ndarray, data: list[np.ndarray]) -> None:
+def _strip_points(ax: Axes, positions: np.ndarray, data: list[np.ndarray]) -> None:
     """Jittered points per box, subsampled beyond MAX_POINTS_PER_CLASS with a fixed seed."""
     rng = np.random.default_rng(0)
     for pos, values in zip(positions, data):
@@ -157,7 +158,7 @@ def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> 
     return base.save(fig, path)
 
 
-def _identity(ax, x: pd.Series, y: pd.Series) -> None:
+def _identity(ax: Axes, x: pd.Series, y: pd.Series) -> None:
     values = np.concatenate([np.asarray(x, float), np.asarray(y, float)])
     values = values[np.isfinite(values)]
     if values.size:

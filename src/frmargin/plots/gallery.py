@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from frmargin.plots import base
@@ -102,7 +103,7 @@ def plot_gallery(items: Sequence[GalleryPath], class_names: Sequence[str], path:
     return base.save(fig, path)
 
 
-def _probabilities(ax, item: GalleryPath, names: list[str]) -> None:
+def _probabilities(ax: Axes, item: GalleryPath, names: list[str]) -> None:
     lines = [(item.source, "source", OKABE_ITO[4], "-"), (item.target, "target", OKABE_ITO[5], "--")]
     if item.first_hit not in (item.source, item.target) and item.first_hit >= 0:
         lines.append((item.first_hit, "shield", OKABE_ITO[2], "-."))

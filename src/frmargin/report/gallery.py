@@ -109,7 +109,7 @@ def rebuild_from_registry(info: dict) -> tuple[Callable, Callable[[np.ndarray], 
 
     from frmargin.models import load_model
     from frmargin.runs.config import RunConfig
-    from frmargin.runs.experiment import resolve_data
+    from frmargin.runs.preflight import resolve_data
 
     config = RunConfig.from_run_info(info)
     dtype = getattr(torch, config.dtype)
@@ -132,11 +132,11 @@ def retrace(run: Run, selected: pd.DataFrame, rebuild: Rebuild) -> list[GalleryI
     from frmargin.runs.config import RunConfig
 
     model, images = rebuild(run.info)
-    kwargs = RunConfig.from_run_info(run.info).trace_kwargs()
+    options = RunConfig.from_run_info(run.info).trace
     x0 = images(selected["image_index"].to_numpy())
     source = torch.as_tensor(np.array(selected["source"], dtype=np.int64))
     target = torch.as_tensor(np.array(selected["target"], dtype=np.int64))
-    result = trace_paths(model, x0, source, target, **{**kwargs, "record": True})
+    result = trace_paths(model, x0, source, target, options, record=True)
     assert result.trajectory is not None
     items = []
     for i, row in enumerate(selected.itertuples(index=False)):

@@ -100,7 +100,7 @@ def _values(runs: dict[str, dict[str, Run]], metric: str, kind: str) -> pd.DataF
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
-def _interval_columns(table: pd.DataFrame, values: pd.DataFrame, column: str, n_boot: int, seed: int):
+def _interval_columns(table: pd.DataFrame, values: pd.DataFrame, column: str, n_boot: int, seed: int) -> pd.DataFrame:
     if values.empty:
         table[column] = table[f"{column}_lo"] = table[f"{column}_hi"] = np.nan
         return None

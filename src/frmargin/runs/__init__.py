@@ -29,9 +29,9 @@ _LAZY = {
     "split_modes": ".folder",
     "path_table": ".schema",
     "shielded": ".schema",
-    "resolve_data": ".experiment",
+    "resolve_data": ".preflight",
     "run_experiment": ".experiment",
-    "select_images": ".experiment",
+    "select_images": ".targets",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,7 +1,8 @@
 """``RunConfig``: everything that defines a run, its identity and fingerprint, and its checks.
 
-Importing this module imports neither torch nor pandas: the tracer's option names are read from
-``frmargin.paths`` only when a configuration is validated or resolved.
+Importing this module imports neither torch nor pandas. The tracing options are a nested
+``TraceOptions`` (``frmargin.options``); run.json and the fingerprint store them flat, as every
+run folder has (``RunConfig.flat``), so older run folders keep their fingerprints.
 
 Example:
     >>> config = RunConfig(images=20, data="cifar10-exact")
@@ -16,19 +17,21 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import bad_argument, did_you_mean
+from ..options import ACCURACY_FIELDS, TraceOptions, cli_spelling, spell, spelled
+from .targets import MANY_CLASSES, default_targets, default_top_classes, parse_targets
 
 __all__ = [
+    "ATTACK_NAMES",
     "FINGERPRINT_VERSION",
     "IDENTITY_FIELDS",
     "TOP_LEVEL_FIELDS",
     "RunConfig",
     "check_run_options",
     "check_temperature_option",
-    "check_tracer_options",
     "cli_spelling",
     "content_hash",
     "fingerprint",
@@ -96,6 +99,8 @@ TOP_LEVEL_FIELDS = (
 #: ``data`` is stored at the top level as ``data_requested`` (``data`` there is the dataset loaded)
 REQUESTED_DATA_KEY = "data_requested"
 DTYPES = ("float32", "float64")
+#: the minimal-L2 attacks ``baselines`` may name (``frmargin.baselines.ATTACKS``; a test keeps them equal)
+ATTACK_NAMES = ("deepfool", "fmn", "best")
 
 
 def content_hash(identity: Mapping[str, Any] | None) -> str | None:
@@ -147,8 +152,8 @@ def resume_mismatch(
         if old.get("fingerprint") != config.fingerprint():
             return f"other options (fingerprint {old.get('fingerprint')}, this run {config.fingerprint()})"
         old_batch = (old.get("config") or {}).get("batch_size")
-        if old_batch is not None and old_batch != config.batch_size:
-            return f"another --batch-size ({old_batch}, this run {config.batch_size}; it changes results)"
+        if old_batch is not None and old_batch != config.trace.batch_size:
+            return f"another --batch-size ({old_batch}, this run {config.trace.batch_size}; it changes results)"
     for what, option, new in (("model", "--model", model_identity), ("data", "--data", data_identity)):
         if new is None:
             continue
@@ -160,28 +165,25 @@ def resume_mismatch(
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a run. ``data="auto"`` takes the official CIFAR-10 test split
-    when it can be had and the JPEG copy otherwise (said in run.json and the report)."""
+    """Everything that defines a run: what is traced (model, data, images, targets, temperature)
+    and how (``trace``, the one ``TraceOptions`` of ``trace_paths`` and the command line).
+    ``data="auto"`` takes the official CIFAR-10 test split when it can be had and the JPEG copy
+    otherwise (said in run.json and the report).
+
+    Example:
+        >>> RunConfig(images=20, trace=TraceOptions(metric="euclidean")).trace.metric
+        'euclidean'
+    """
 
     model: str = "resnet20"
     data: str = "auto"
     images: int = 800
-    method: str = "converged"
-    metric: str = "fisher"
-    until: str = "first_flip"
-    box: tuple[float, float] | None = None
-    batch_size: int = 64
     seed: int = 0
-    damping: float | None = None
-    damping_mode: str = "relative"
-    solver: str = "exact"
-    max_steps: int | None = None
-    accuracy: dict = field(default_factory=dict)
+    trace: TraceOptions = field(default_factory=TraceOptions)
     baselines: tuple[str, ...] = ()
     chunk_images: int = 4
     dtype: str = "float32"
     device: str = "cpu"
-    top_classes: int | None = None
     weights: str | None = None
     weights_sha256: str | None = None
     normalize: str | None = None
@@ -190,54 +192,66 @@ class RunConfig:
     temperature: float | str = 1.0  # a number > 0, or "auto" (NLL-optimal on held-out images)
     #: target rule (runs/targets.py); None: ``all`` when C <= 10, ``top:9`` otherwise
     targets: str | None = None
-    #: bytes of Jacobian rows one batch may hold, e.g. "4GB" (paths.api); None: a safe share of memory
-    memory_budget: str | None = None
 
     def validate(self, spell: Callable[[str], str] | None = None) -> None:
         """Raise FrmarginError naming the first bad option (``spell``: how the caller writes an
-        option's name, e.g. ``cli_spelling`` for ``--max-steps``; default the field name).
+        option's name, e.g. ``cli_spelling`` for ``--images``; default the field name). The
+        tracing options were checked when ``trace`` was made.
 
         Example:
             >>> RunConfig(images=0).validate(spell=cli_spelling)  # doctest: +SKIP
             FrmarginError: argument '--images': got 0, expected a positive number of images
         """
-        spell = spell or _python_spelling
+        with spelled(spell or _python_spelling):
+            self._validate()
+
+    def _validate(self) -> None:
+        if not isinstance(self.trace, TraceOptions):
+            raise bad_argument("trace", type(self.trace).__name__, "a TraceOptions")
         if not _count(self.images, 1):
             raise bad_argument(spell("images"), self.images, "a positive number of images")
-        for name in ("batch_size", "chunk_images"):
-            if not _count(getattr(self, name), 1):
-                raise bad_argument(spell(name), getattr(self, name), "a positive integer")
+        if not _count(self.chunk_images, 1):
+            raise bad_argument(spell("chunk_images"), self.chunk_images, "a positive integer")
         if not (_count(self.seed, 0) and self.seed < 2**63):
             raise bad_argument(spell("seed"), self.seed, "an integer >= 0 (numpy seeds are non-negative)")
-        check_model_name(self.model, spell)
-        check_device(self.device, spell)
-        check_tracer_options(self, spell)
-        from ..baselines import ATTACKS
-
+        check_model_name(self.model)
+        check_device(self.device)
+        if self.dtype not in DTYPES:
+            raise bad_argument(spell("dtype"), self.dtype, "float32 or float64")
         for attack in self.baselines:
-            if attack not in ATTACKS:
+            if attack not in ATTACK_NAMES:
                 raise bad_argument(
                     spell("baselines"),
                     attack,
-                    f"comma-separated names from {', '.join(ATTACKS)}{did_you_mean(attack, ATTACKS)}",
+                    f"comma-separated names from {', '.join(ATTACK_NAMES)}{did_you_mean(attack, ATTACK_NAMES)}",
                 )
-        check_run_options(self, spell)
+        check_run_options(self)
         check_temperature_option(self.temperature)
         if self.targets is not None:
-            from .targets import parse_targets
-
             parse_targets(self.targets)
-        if self.memory_budget is not None:
-            from ..paths.api import parse_memory_budget
 
-            parse_memory_budget(self.memory_budget)
+    def flat(self) -> dict[str, Any]:
+        """Every field, the tracing options spread among them as run.json stores them (``accuracy``:
+        the accuracy options that differ from their defaults)."""
+        d = asdict(self)
+        trace = d.pop("trace")
+        accuracy = self.trace.accuracy()
+        for name in ACCURACY_FIELDS:
+            trace.pop(name)
+        return {**d, **trace, "accuracy": accuracy}
 
     def identity(self) -> dict:
         """The fields that change results, as a dict (``top_classes`` only when set, ``temperature``
-        only when != 1)."""
-        d = asdict(self)
+        only when != 1, a tracing option of ``TraceOptions`` not in ``IDENTITY_FIELDS`` only when
+        it differs from its default, the accuracy options in ``accuracy``)."""
+        d = self.flat()
         # an option left at its default is left out, so runs made before it existed keep their fingerprint
-        return {k: d[k] for k in IDENTITY_FIELDS if not (k in OPTIONAL_IDENTITY and _same(d[k], OPTIONAL_IDENTITY[k]))}
+        out = {k: d[k] for k in IDENTITY_FIELDS if not (k in OPTIONAL_IDENTITY and _same(d[k], OPTIONAL_IDENTITY[k]))}
+        # a tracing option added to TraceOptions later enters the identity by itself, when set
+        for f in fields(TraceOptions):
+            if f.metadata["group"] == "tracing" and f.name not in IDENTITY_FIELDS and not _same(d[f.name], f.default):
+                out[f.name] = d[f.name]
+        return out
 
     def fingerprint(self) -> str:
         """16 hex digits of the SHA-256 of the identity (fingerprint version 1: options only, no
@@ -246,48 +260,34 @@ class RunConfig:
 
     def options_fingerprint(self) -> str:
         """16 hex digits of the options that change results, batch size included (no content)."""
-        payload = {**self.identity(), "batch_size": self.batch_size}
+        payload = {**self.identity(), "batch_size": self.trace.batch_size}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def resolved_damping(self) -> float:
-        """The damping the tracer uses (its per-method default when ``damping`` is None)."""
-        from ..paths import DEFAULT_DAMPING
+    def with_class_defaults(self, n_classes: int) -> RunConfig:
+        """This configuration with the many-class defaults filled in for a model with ``n_classes``
+        classes, its target rule checked against C (before any work).
 
-        return DEFAULT_DAMPING[self.method] if self.damping is None else self.damping
+        ``targets`` becomes ``top:9`` when C > 10 and it was not given (it stays None, i.e. ``all``,
+        for C <= 10, so that the fingerprints of ten-class runs do not change); ``top_classes``
+        becomes 20 when C > 100 and it was not given. Both then enter run.json and the fingerprint.
 
-    def resolved_max_steps(self) -> int:
-        """The step budget the tracer uses (its per-method default when ``max_steps`` is None)."""
-        from ..paths import DEFAULT_MAX_STEPS
-
-        return DEFAULT_MAX_STEPS[self.method] if self.max_steps is None else self.max_steps
-
-    def tracer_options(self) -> dict:
-        """Every accuracy option of the tracer: its defaults, overridden by ``accuracy``."""
-        from ..paths import ACCURACY_DEFAULTS
-
-        return {**ACCURACY_DEFAULTS, **self.accuracy}
-
-    def trace_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``trace_paths`` for this run's paths."""
-        return {
-            "method": self.method,
-            "metric": self.metric,
-            "damping": self.damping,
-            "damping_mode": self.damping_mode,
-            "solver": self.solver,
-            "max_steps": self.max_steps,
-            "until": self.until,
-            "box": self.box,
-            "batch_size": self.batch_size,
-            "top_classes": self.top_classes,
-            "memory_budget": self.memory_budget,
-            **self.accuracy,
-        }
+        Example:
+            >>> c = RunConfig().with_class_defaults(1000)
+            >>> c.targets, c.trace.top_classes
+            ('top:9', 20)
+        """
+        targets = self.targets
+        if targets is None and n_classes > MANY_CLASSES:
+            targets = default_targets(n_classes)
+        if targets is not None:
+            parse_targets(targets).check(n_classes)
+        top = self.trace.top_classes if self.trace.top_classes is not None else default_top_classes(n_classes)
+        return replace(self, targets=targets, trace=self.trace.replace(top_classes=top))
 
     def run_json_entries(self) -> dict:
         """The ``config`` entry of run.json: the fields not stored at its top level."""
         stored_elsewhere = {*TOP_LEVEL_FIELDS, "data"}
-        return {k: v for k, v in asdict(self).items() if k not in stored_elsewhere}
+        return {k: v for k, v in self.flat().items() if k not in stored_elsewhere}
 
     @classmethod
     def from_run_info(cls, info: Mapping[str, Any]) -> RunConfig:
@@ -305,30 +305,25 @@ class RunConfig:
                 stored[name] = info[name]
         if "data" not in stored and REQUESTED_DATA_KEY in info:
             stored["data"] = info[REQUESTED_DATA_KEY]
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"trace"}
         values = {k: v for k, v in stored.items() if k in known}
-        for name in ("box", "input_range", "resize"):
+        for name in ("input_range", "resize"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
         if "baselines" in values:
             values["baselines"] = tuple(values["baselines"])
-        return cls(**values)
+        return cls(**values, trace=TraceOptions.from_mapping(stored))
 
 
 def _python_spelling(name: str) -> str:
     return name
 
 
-def cli_spelling(name: str) -> str:
-    """An option's name as ``frmargin run`` spells it: ``max_steps`` -> ``--max-steps``."""
-    return "--" + name.replace("_", "-")
-
-
 def _count(value: object, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
-def check_model_name(model: str, spell: Callable[[str], str] = _python_spelling) -> None:
+def check_model_name(model: str) -> None:
     """Refuse an unknown zoo name with a suggestion; names with ``:``, a path separator or a file
     suffix (user models, files) are left to the model loader."""
     if not isinstance(model, str) or not model:
@@ -343,7 +338,7 @@ def check_model_name(model: str, spell: Callable[[str], str] = _python_spelling)
         raise bad_argument(spell("model"), model, f"one of {', '.join(known)}{did_you_mean(model, known)}")
 
 
-def check_device(device: str, spell: Callable[[str], str] = _python_spelling) -> None:
+def check_device(device: str) -> None:
     """Refuse a device torch cannot parse, and CUDA where there is none (before any work)."""
     import torch
 
@@ -364,14 +359,13 @@ def _same(a: object, b: object) -> bool:
     return (tuple(a) if isinstance(a, (list, tuple)) else a) == b
 
 
-def check_run_options(config: RunConfig, spell: Callable[[str], str] | None = None) -> None:
+def check_run_options(config: RunConfig) -> None:
     """Raise FrmarginError naming the first bad option outside the tracer's (before any work):
     baselines, input range, box inside it, normalization, resize, weights checksum."""
-    spell = spell or _python_spelling
     if config.baselines:
-        from ..baselines import _foolbox
+        from ..baselines import require_foolbox
 
-        _foolbox()  # the attacks extra is missing: said now, not after every path is traced
+        require_foolbox()  # the attacks extra is missing: said now, not after every path is traced
     rng = config.input_range
     try:
         lo, hi = (float(v) for v in rng)
@@ -379,8 +373,9 @@ def check_run_options(config: RunConfig, spell: Callable[[str], str] | None = No
         raise bad_argument(spell("input_range"), rng, "LO,HI (e.g. 0,1)") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise bad_argument(spell("input_range"), rng, "finite LO < HI (e.g. 0,1)")
-    if config.box is not None and not (lo <= config.box[0] and config.box[1] <= hi):
-        raise bad_argument(spell("box"), config.box, f"a box inside the input range [{lo}, {hi}]")
+    box = config.trace.box
+    if box is not None and not (lo <= box[0] and box[1] <= hi):
+        raise bad_argument(spell("box"), box, f"a box inside the input range [{lo}, {hi}]")
     if config.normalize is not None:
         from ..models.custom import parse_normalize
 
@@ -400,44 +395,6 @@ def check_temperature_option(value: object) -> float | str:
     """``value`` when it is ``"auto"`` or a finite number > 0; else FrmarginError naming ``temperature``."""
     if value == "auto":
         return "auto"
-    from ..models.temperature import check_temperature
+    from ..temperature import check_temperature
 
-    return check_temperature(value)
-
-
-def check_tracer_options(config: RunConfig, spell: Callable[[str], str] = _python_spelling) -> None:
-    """Raise FrmarginError naming the first bad tracer option of ``config`` (before any work).
-
-    The one place where a run's tracer options are checked: the names the CLI uses first, then
-    everything ``trace_paths`` itself checks (accuracy option names and values, solver, damping).
-    """
-    from .. import paths
-
-    for name, allowed in (("method", paths.METHODS), ("metric", paths.METRICS), ("until", paths.UNTIL)):
-        if getattr(config, name) not in allowed:
-            raise bad_argument(
-                spell(name),
-                getattr(config, name),
-                f"one of {', '.join(allowed)}{did_you_mean(getattr(config, name), allowed)}",
-            )
-    if config.dtype not in DTYPES:
-        raise bad_argument(spell("dtype"), config.dtype, "float32 or float64")
-    top = config.top_classes
-    if top is not None and not _count(top, 2):
-        raise bad_argument(spell("top_classes"), top, "an integer >= 2 (source and target are always kept)")
-    # the tracer's own validator: the same checks as trace_paths, before anything is written
-    from ..paths.options import resolve_options
-
-    resolve_options(
-        method=config.method,
-        metric=config.metric,
-        until=config.until,
-        solver=config.solver,
-        damping=config.damping,
-        damping_mode=config.damping_mode,
-        max_steps=config.max_steps,
-        box=config.box,
-        top_classes=config.top_classes,
-        accuracy=dict(config.accuracy),
-        spell=spell,
-    )
+    return check_temperature(value, spell("temperature"))

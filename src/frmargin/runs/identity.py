@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ from torch import nn
 __all__ = ["data_identity", "model_identity", "structural_hash", "tensors_hash"]
 
 
-def _update(h, name: str, t: torch.Tensor) -> None:
+def _update(h: Any, name: str, t: torch.Tensor) -> None:
     t = t.detach().cpu().contiguous()
     h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
     h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")

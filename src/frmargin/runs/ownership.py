@@ -95,7 +95,7 @@ def start_session(out: Path, info: dict, config: RunConfig, world: int) -> None:
             "pid": os.getpid(),
             "host": platform.node(),
             "world_size": world,
-            "batch_size": config.batch_size,
+            "batch_size": config.trace.batch_size,
             "frmargin": code,
             "status": "running",
         }

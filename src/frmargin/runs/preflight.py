@@ -17,16 +17,30 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..data.dataset import Dataset, generic_class_names
-from ..errors import FrmarginError
+from ..data.load import load_dataset
+from ..errors import FrmarginError, bad_argument
+from ..temperature import HELD_OUT_IMAGES, Temperature, fit_summary, held_out_indices
+from . import folder
 from .config import RunConfig
 from .identity import data_identity, model_identity
+from .targets import select_images
 
-__all__ = ["CHANCE_FACTOR", "as_dataset", "chance_warning", "preflight", "resolve_inputs"]
+__all__ = [
+    "CHANCE_FACTOR",
+    "apply_temperature",
+    "as_dataset",
+    "chance_warning",
+    "preflight",
+    "resolve_data",
+    "resolve_inputs",
+    "run_temperature",
+]
 
 #: accuracy at or below CHANCE_FACTOR / C is reported as near chance
 CHANCE_FACTOR = 1.5
@@ -71,7 +85,6 @@ def resolve_inputs(
     the model (eval mode, frozen), its identity and the dataset (with its identity)."""
     from ..models import is_registered, load_model
     from ..models.custom import load_user_model, parse_normalize
-    from .experiment import resolve_data
 
     normalize = parse_normalize(config.normalize) if config.normalize is not None else None
     if model is not None:
@@ -100,6 +113,15 @@ def resolve_inputs(
     else:
         dataset = resolve_data(config.data, config.resize)
     return config, net, identity, dataset
+
+
+def resolve_data(name: str, resize: tuple[int, int] | None = None) -> Dataset:
+    """Load a dataset; ``auto`` = the official CIFAR-10 test split (tarball or lossless copy),
+    else the JPEG copy (said in run.json and the report)."""
+    try:
+        return load_dataset(name, resize=resize)
+    except FrmarginError as err:  # name the CLI option, keep the loader's detail and class
+        raise type(err)(f"option '--data': {err}") from None
 
 
 def preflight(
@@ -200,3 +222,57 @@ def chance_warning(accuracy: float, n_classes: int, n_images: int) -> str | None
         f"{n_classes} classes (<= {100 * CHANCE_FACTOR / n_classes:.1f}%): check the model, data and "
         "normalization (--normalize, --input-range)"
     )
+
+
+# the temperature of a run: 1, a given T, or ``auto`` (NLL-optimal on up to HELD_OUT_IMAGES test
+# images *not* in the run's selection, a fixed subset drawn with the run's seed). A resumed run
+# reuses the recorded T (no refit), so every chunk of a run sees the same model.
+
+
+def _recorded(out: Path) -> float | None:
+    """The temperature a run.json in ``out`` recorded (a resumed run), else None."""
+    info = folder.read_run_info(out) if (Path(out) / folder.RUN_FILE).exists() else None
+    value = info.get("temperature") if info else None
+    return float(value) if value is not None else None
+
+
+def run_temperature(model: nn.Module, data: Dataset, config: RunConfig, device: torch.device) -> dict:
+    """The run.json entries of the temperature: ``temperature`` (the T used) and, for ``auto``,
+    ``temperature_fit`` (NLL before/after, image count, seed) and ``temperature_images`` (the
+    held-out dataset indices)."""
+    if config.temperature != "auto":
+        return {"temperature": float(config.temperature)}
+    labels = data.labels.numpy()
+    selected = select_images(labels, config.images, len(data.class_names), config.seed)
+    held = held_out_indices(len(labels), selected, HELD_OUT_IMAGES, config.seed)
+    if held.size == 0:
+        raise bad_argument("temperature", "auto", "a dataset with images outside the run's selection to fit T on")
+    index = torch.as_tensor(held)
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    fit = fit_summary(model, data.images[index].to(device=device, dtype=dtype), data.labels[index].to(device))
+    return {
+        "temperature": fit.temperature,
+        "temperature_fit": {
+            **fit.as_dict(),
+            "requested": "auto",
+            "images": "test images outside the selection, a fixed subset drawn with the run's seed",
+            "seed": config.seed,
+        },
+        "temperature_images": held.tolist(),
+    }
+
+
+def apply_temperature(
+    model: nn.Module, data: Dataset, config: RunConfig, out: Path, device: torch.device
+) -> tuple[nn.Module, dict]:
+    """(the model to trace, the run.json entries): ``Temperature(model, T)`` when T != 1.
+
+    A run.json in ``out`` that already records a temperature (a resumed run) is reused.
+    """
+    recorded = _recorded(out)
+    if recorded is not None:
+        entries: dict = {"temperature": recorded}
+    else:
+        entries = run_temperature(model, data, config, device)
+    t = float(entries["temperature"])
+    return (model if t == 1.0 else Temperature(model, t)), entries

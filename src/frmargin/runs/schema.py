@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..cifar10 import CIFAR10_CLASSES
+from ..data.classes import CIFAR10_CLASSES
 
 if TYPE_CHECKING:
     import numpy as np

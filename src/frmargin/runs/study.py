@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ..errors import FrmarginError, bad_argument
+from ..options import ACCURACY_FIELDS, METRICS, TraceOptions
 from . import folder
 from .config import RunConfig, check_temperature_option
 
@@ -85,20 +86,31 @@ class StudyPlan:
     temperatures: tuple[float | str, ...] = (1.0,)
     data: str = "auto"
     seed: int = 0
-    batch_size: int = 64
     chunk_images: int = 4
     dtype: str = "float32"
     device: str = "cpu"
-    accuracy: dict = field(default_factory=dict)
+    #: how every run traces (its ``metric`` is set per run from ``metrics``)
+    trace: TraceOptions = field(default_factory=TraceOptions)
 
     def as_dict(self) -> dict:
         """JSON-friendly plan (study.json)."""
         return json.loads(json.dumps(asdict(self), default=str))
 
     def fingerprint(self) -> str:
-        """16 hex digits identifying the plan's results (device and batch size left out)."""
-        d = {k: v for k, v in self.as_dict().items() if k not in ("device", "batch_size")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        """16 hex digits identifying the plan's results (device, batch size and memory budget left
+        out; tracing options enter only where they differ from their defaults)."""
+        d = {k: v for k, v in self.as_dict().items() if k not in ("device", "trace")}
+        d["accuracy"] = self.trace.accuracy()
+        defaults = TraceOptions()
+        changed = {
+            f.name: getattr(self.trace, f.name)
+            for f in fields(TraceOptions)
+            if f.name not in (*ACCURACY_FIELDS, "metric", "batch_size", "memory_budget")
+            and getattr(self.trace, f.name) != getattr(defaults, f.name)
+        }
+        if changed:
+            d["trace"] = changed
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -137,8 +149,6 @@ def _unique(values: Sequence, option: str, allowed: Sequence | None = None) -> N
 
 def validate_plan(plan: StudyPlan, catalog: dict[str, dict]) -> None:
     """Raise FrmarginError naming the first bad option of ``plan`` (nothing is loaded or traced)."""
-    from ..paths import METRICS
-
     _unique(list(plan.models), "models", list(catalog))
     _unique(list(plan.metrics), "metrics", list(METRICS))
     _unique([temperature_label(t) for t in plan.temperatures], "temperature")
@@ -156,11 +166,10 @@ def study_runs(plan: StudyPlan, out: Path) -> list[StudyRun]:
         data=plan.data,
         images=plan.images,
         seed=plan.seed,
-        batch_size=plan.batch_size,
+        trace=plan.trace,
         chunk_images=plan.chunk_images,
         dtype=plan.dtype,
         device=plan.device,
-        accuracy=dict(plan.accuracy),
     )
     runs = []
     for model in plan.models:
@@ -170,7 +179,7 @@ def study_runs(plan: StudyPlan, out: Path) -> list[StudyRun]:
                 config = replace(
                     base,
                     model=model,
-                    metric=metric,
+                    trace=plan.trace.replace(metric=metric),
                     temperature=t,
                     baselines=tuple(plan.baselines) if i == 0 else (),
                 )

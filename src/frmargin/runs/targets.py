@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from .config import RunConfig
-
 __all__ = [
     "DEFAULT_TOP_CLASSES",
     "MANY_CLASSES",
@@ -46,7 +44,6 @@ __all__ = [
     "parse_targets",
     "select_images",
     "selection_rule",
-    "with_class_defaults",
 ]
 
 #: more classes than this: targets default to ``top:9``
@@ -195,28 +192,3 @@ def select_images(labels: np.ndarray, n: int, n_classes: int, seed: int) -> np.n
             )
         chosen.append(rng.permutation(pool)[: per[c]])
     return np.sort(np.concatenate(chosen))
-
-
-def with_class_defaults(config: RunConfig, n_classes: int) -> RunConfig:
-    """``config`` with the many-class defaults filled in for a model with ``n_classes`` classes,
-    its target rule checked against C (before any work).
-
-    ``targets`` becomes ``top:9`` when C > 10 and it was not given (it stays None, i.e. ``all``,
-    for C <= 10, so that the fingerprints of ten-class runs do not change); ``top_classes``
-    becomes 20 when C > 100 and it was not given. Both then enter run.json and the fingerprint.
-
-    Example:
-        >>> from frmargin.runs.config import RunConfig
-        >>> c = with_class_defaults(RunConfig(), 1000)
-        >>> c.targets, c.top_classes
-        ('top:9', 20)
-    """
-    from dataclasses import replace
-
-    targets = config.targets
-    if targets is None and n_classes > MANY_CLASSES:
-        targets = default_targets(n_classes)
-    if targets is not None:
-        parse_targets(targets).check(n_classes)
-    top = config.top_classes if config.top_classes is not None else default_top_classes(n_classes)
-    return replace(config, targets=targets, top_classes=top)

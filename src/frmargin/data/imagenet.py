@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import assets
-from .data import Dataset
-from .errors import AssetError
+from .. import assets
+from ..errors import AssetError
+from .dataset import Dataset
 
 __all__ = ["CAVEAT", "CROP_FRACTION", "SIZE", "decode_image", "load_imagenet_sample", "read_checksums"]
 

@@ -20,15 +20,17 @@ Shapes: B inputs, S the input shape of one sample, C classes.
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .errors import FrmarginError, bad_argument
+from ..errors import bad_argument
+from ..validation import call_model, check_logits, check_model
+from .common import clean_check, verify
+from .foolbox_attacks import foolbox_model, run_best, run_deepfool, run_fmn
 
 __all__ = ["ATTACKS", "DEFAULTS", "STATUSES", "MinL2Result", "min_l2_attack", "min_l2_distance"]
 
@@ -46,6 +48,15 @@ DEFAULTS: dict[str, Any] = {
     "fmn_min_stepsize": 0.01,  # idem, end of the cosine schedule
     "fmn_gamma": 0.05,  # initial relative epsilon update (foolbox default)
     "refine_steps": 20,  # bisection steps on the segment [x, x_adv]; 2^-20 relative precision
+}
+
+
+#: the attacks by the names users write: each runner takes (fmodel, model, x, y, opts) on correctly
+#: classified inputs and returns candidate points (B, *S), verified by ``min_l2_attack``
+ATTACKS: dict[str, Callable[..., torch.Tensor]] = {
+    "deepfool": run_deepfool,
+    "fmn": run_fmn,
+    "best": run_best,
 }
 
 
@@ -84,8 +95,9 @@ def min_l2_attack(
 ) -> MinL2Result:
     """Smallest L2 perturbation that changes the model's prediction away from ``y``.
 
-    The model returns logits (B, C); it is run in eval mode with its parameters frozen (both are
-    restored afterwards), on the device of ``x``.
+    The model returns logits (B, C) and must be in eval mode (as for ``trace_paths``: a module in
+    train mode is refused); its parameters are frozen during the attack and restored afterwards.
+    It runs on the device of ``x``.
 
     Args:
         model: classifier (an ``nn.Module`` or any callable), ``model(x)`` gives (B, C) logits.
@@ -120,15 +132,15 @@ def min_l2_attack(
         return MinL2Result(distance, status, x_adv, attack)
 
     with _attack_mode(model):
-        correct = _clean_check(model, x, y, opts["batch_size"])
-        fmodel = _foolbox_model(model, opts["bounds"], x.device)
+        correct = clean_check(model, x, y, opts["batch_size"])
+        fmodel = foolbox_model(model, opts["bounds"], x.device)
         for start in range(0, B, opts["batch_size"]):
             stop = min(start + opts["batch_size"], B)
             xb, yb, ok = x[start:stop], y[start:stop], correct[start:stop]
             if ok.any():
                 idx = ok.nonzero().squeeze(1)
                 cand = runner(fmodel, model, xb[idx], yb[idx], opts)
-                cand, found = _verify(model, xb[idx], yb[idx], cand, opts["bounds"])
+                cand, found = verify(model, xb[idx], yb[idx], cand, opts["bounds"])
                 d = (cand - xb[idx]).flatten(1).norm(dim=1)
                 rows = idx + start
                 found_rows = rows[found]
@@ -159,190 +171,6 @@ def min_l2_distance(
         torch.Size([5])
     """
     return min_l2_attack(model, x, y, attack, **options).distance
-
-
-# ---------------------------------------------------------------------------------------------
-# attacks: each runner takes (fmodel, model, x, y, opts) on correctly classified inputs and
-# returns candidate points (B, *S); verification happens in min_l2_attack.
-
-
-def _run_deepfool(fmodel: Any, model: torch.nn.Module, x, y, opts) -> torch.Tensor:
-    return _deepfool_points(fmodel, model, x, y, opts)[1]
-
-
-def _run_fmn(fmodel: Any, model: torch.nn.Module, x, y, opts) -> torch.Tensor:
-    return _fmn_from(fmodel, model, x, y, *_deepfool_points(fmodel, model, x, y, opts), opts)
-
-
-def _run_best(fmodel: Any, model: torch.nn.Module, x, y, opts) -> torch.Tensor:
-    raw, start = _deepfool_points(fmodel, model, x, y, opts)
-    out = _fmn_from(fmodel, model, x, y, raw, start, opts)
-    d_start = torch.where(_is_adv(model, start, y), _norms(start - x), math.inf)
-    d_out = torch.where(_is_adv(model, out, y), _norms(out - x), math.inf)
-    return torch.where(_kd(d_start < d_out, x.ndim), start, out)
-
-
-ATTACKS: dict[str, Callable[..., torch.Tensor]] = {
-    "deepfool": _run_deepfool,
-    "fmn": _run_fmn,
-    "best": _run_best,
-}
-
-
-def _deepfool_points(fmodel, model, x, y, opts) -> tuple[torch.Tensor, torch.Tensor]:
-    """(raw, refined): foolbox's DeepFool points (with overshoot) and their bisection refinement."""
-    fb = _foolbox()
-    attack = fb.attacks.L2DeepFoolAttack(
-        steps=opts["deepfool_steps"], candidates=opts["candidates"], overshoot=opts["overshoot"]
-    )
-    raw = attack.run(fmodel, x, fb.criteria.Misclassification(y))
-    return raw, _shrink(model, x, y, raw, opts)
-
-
-def _fmn_from(fmodel, model, x, y, raw, refined, opts) -> torch.Tensor:
-    """FMN started at the DeepFool points ``raw`` where they are adversarial, else from ``x``.
-
-    Step sizes are relative to each input's refined DeepFool distance (to the box size for
-    inputs started from ``x``). The refined points sit on the boundary to ~1e-6, so FMN starts
-    from the overshooting ``raw`` ones and does its own bisection first.
-    """
-    fb = _foolbox()
-    lo, hi = opts["bounds"]
-    kwargs = dict(
-        steps=opts["fmn_steps"],
-        max_stepsize=opts["fmn_max_stepsize"],
-        min_stepsize=opts["fmn_min_stepsize"],
-        gamma=opts["fmn_gamma"],
-    )
-    out = refined.clone()
-    started = _adversarial_subset(model, raw, y)
-    if len(started):
-        i = started
-        scale = _norms(refined[i] - x[i]).clamp_min(torch.finfo(x.dtype).tiny)
-        attack = _fixed_l2_fmn()(scale=scale, **kwargs)
-        crit = fb.criteria.Misclassification(y[i])
-        found = attack.run(fmodel, x[i], crit, starting_points=raw[i])
-        out[i] = _shrink(model, x[i], y[i], found, opts)
-    rest = torch.ones(len(y), dtype=torch.bool, device=x.device)
-    rest[started] = False
-    if rest.any():
-        i = rest.nonzero().squeeze(1)
-        scale = torch.full((len(i),), hi - lo, dtype=x.dtype, device=x.device)
-        attack = _fixed_l2_fmn()(scale=scale, **kwargs)
-        found = attack.run(fmodel, x[i], fb.criteria.Misclassification(y[i]))
-        out[i] = _shrink(model, x[i], y[i], found, opts)
-    return out
-
-
-def _adversarial_subset(model, points, y) -> torch.Tensor:
-    """Indices whose points are adversarial when evaluated together, exactly as FMN will check
-    them (it asserts that every starting point is adversarial; results can depend on batch size)."""
-    idx = torch.arange(len(y), device=y.device)
-    while len(idx):
-        adv = _is_adv(model, points[idx], y[idx])
-        if adv.all():
-            break
-        idx = idx[adv]
-    return idx
-
-
-_FIXED_FMN: type | None = None
-
-
-def _fixed_l2_fmn() -> type:
-    """foolbox's L2FMNAttack with a working L2 projection and per-input step sizes."""
-    global _FIXED_FMN
-    if _FIXED_FMN is not None:
-        return _FIXED_FMN
-    fb = _foolbox()
-    import eagerpy as ep
-    from foolbox.devutils import atleast_kd, flatten
-
-    class FixedL2FMN(fb.attacks.L2FMNAttack):  # type: ignore[name-defined]
-        def __init__(self, *, scale: torch.Tensor, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.scale = scale  # (B,) step size unit per input
-
-        def normalize(self, gradients):  # unit L2 gradient times the per-input scale
-            unit = super().normalize(gradients)
-            return unit * atleast_kd(ep.astensor(self.scale), unit.ndim)
-
-        def project(self, x, x0, epsilon):  # onto the L2 ball of radius epsilon around x0
-            delta = x - x0
-            norms = ep.maximum(flatten(delta).norms.l2(axis=-1), 1e-12)
-            factor = ep.minimum(1, epsilon / norms)
-            return x0 + delta * atleast_kd(factor, x.ndim)
-
-    _FIXED_FMN = FixedL2FMN
-    return FixedL2FMN
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-
-
-def _shrink(model, x, y, x_adv, opts) -> torch.Tensor:
-    """Bisection on t in [0, 1] for the smallest adversarial x + t (x_adv - x), per input.
-
-    Inputs whose ``x_adv`` is not adversarial come back unchanged (verification rejects them).
-    """
-    lo_b, hi_b = opts["bounds"]
-    adv = _is_adv(model, x_adv, y)
-    lo = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    hi = torch.ones_like(lo)
-    step = x_adv - x
-    for _ in range(opts["refine_steps"]):
-        mid = (lo + hi) / 2
-        m_adv = _is_adv(model, (x + _kd(mid, x.ndim) * step).clamp(lo_b, hi_b), y)
-        hi = torch.where(m_adv, mid, hi)
-        lo = torch.where(m_adv, lo, mid)
-    shrunk = (x + _kd(hi, x.ndim) * step).clamp(lo_b, hi_b)
-    keep = _kd(~adv | (hi == 1), x.ndim)
-    return torch.where(keep, x_adv, shrunk)
-
-
-def _verify(model, x, y, cand, bounds) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cand, found): found[i] iff cand[i] is finite, inside the box and adversarial."""
-    lo, hi = bounds
-    flat = cand.flatten(1)
-    inside = torch.isfinite(flat).all(1) & (flat >= lo).all(1) & (flat <= hi).all(1)
-    safe = torch.where(_kd(inside, cand.ndim), cand, x)
-    return safe, inside & _is_adv(model, safe, y)
-
-
-@torch.no_grad()
-def _is_adv(model, x, y) -> torch.Tensor:
-    return model(x).argmax(1) != y
-
-
-@torch.no_grad()
-def _clean_check(model, x, y, batch_size) -> torch.Tensor:
-    """(B,) bool: clean prediction equals the label; checks the logits shape and label range."""
-    correct = []
-    for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start : start + batch_size])
-        n = min(batch_size, x.shape[0] - start)
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != n:
-            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
-            raise bad_argument("model", f"output {got}", f"logits of shape ({n}, C)")
-        C = logits.shape[1]
-        if C < 2:
-            raise bad_argument("model", f"{C} output classes", "C >= 2")
-        yb = y[start : start + batch_size]
-        if ((yb < 0) | (yb >= C)).any():
-            raise bad_argument("y", yb.tolist()[:10], f"class indices in [0, {C})")
-        if not torch.isfinite(logits).all():
-            raise bad_argument("model", "non-finite logits on x", "finite logits")
-        correct.append(logits.argmax(1) == yb)
-    return torch.cat(correct)
-
-
-def _norms(d: torch.Tensor) -> torch.Tensor:
-    return d.flatten(1).norm(dim=1)
-
-
-def _kd(t: torch.Tensor, ndim: int) -> torch.Tensor:
-    return t.reshape(t.shape + (1,) * (ndim - t.ndim))
 
 
 def _get_runner(attack: str) -> Callable[..., torch.Tensor]:
@@ -389,7 +217,10 @@ class _CallableModel(torch.nn.Module):
         return self.fn(x)
 
 
-def _check_inputs(model, x, y, bounds) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+def _check_inputs(
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor], x: object, y: object, bounds: tuple[float, float]
+) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    check_model(model)  # a module in train mode is refused as trace_paths refuses it
     if not isinstance(model, torch.nn.Module):  # any callable trace_paths accepts
         if not callable(model):
             raise bad_argument("model", type(model).__name__, "an nn.Module or callable returning logits")
@@ -410,19 +241,15 @@ def _check_inputs(model, x, y, bounds) -> tuple[torch.nn.Module, torch.Tensor, t
         raise bad_argument("y", y.dtype, "integer class labels")
     if tuple(y.shape) != (x.shape[0],):
         raise bad_argument("y", tuple(y.shape), f"shape ({x.shape[0]},), one label per row of x")
-    from .validation import call_model, check_logits
-
     if x.shape[0]:
         check_logits(call_model(model, x[:1]), 1)  # same dtype/device, accepts x, logits not probabilities
     return model, x, y.long()
 
 
 @contextmanager
-def _attack_mode(model: torch.nn.Module):
-    """Eval mode and frozen parameters (foolbox's backward would fill their .grad)."""
-    was_training = model.training
+def _attack_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Frozen parameters (foolbox's backward would fill their .grad), restored afterwards."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
     for p, _ in flags:
         p.requires_grad_(False)
     try:
@@ -430,20 +257,3 @@ def _attack_mode(model: torch.nn.Module):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(was_training)
-
-
-def _foolbox_model(model, bounds, device) -> Any:
-    return _foolbox().PyTorchModel(model, bounds=bounds, device=device)
-
-
-def _foolbox() -> Any:
-    """Import foolbox (the ``attacks`` extra), silencing its scipy deprecation warning."""
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="foolbox")
-            warnings.filterwarnings("ignore", message=".*scipy.ndimage.filters.*")
-            import foolbox
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise FrmarginError("the L2 baselines need foolbox: pip install 'frmargin[attacks]'") from err
-    return foolbox

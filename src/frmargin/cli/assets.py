@@ -1,18 +1,17 @@
-"""Commands about assets: ``frmargin assets`` and ``frmargin accuracy``.
-
-Plain functions that print; the typer app in ``cli.py`` registers them.
-"""
+"""``frmargin assets`` and ``frmargin accuracy``: the asset store and a model's accuracy."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
-from . import assets
-from .errors import AssetError, bad_argument
-from .models import load_model, top1_correct
-from .runs.experiment import resolve_data
+import typer
 
-__all__ = ["accuracy_command", "accuracy_line", "assets_command", "assets_table"]
+from .. import assets as store
+from ..errors import AssetError, FrmarginError, bad_argument
+from .app import app
+
+__all__ = ["accuracy", "accuracy_line", "assets", "assets_table"]
 
 
 def _size(path: Path) -> str:
@@ -31,16 +30,16 @@ def assets_table(*, verify: bool = True) -> list[str]:
         >>> print("\\n".join(assets_table()))  # doctest: +SKIP
     """
     try:
-        mirror = assets.mirror_setting() or "(unset)"
+        mirror = store.mirror_setting() or "(unset)"
     except AssetError as e:
         mirror = f"(invalid: {e})"
-    lines = [f"home: {assets.home_dir()}", f"mirror ({assets.ENV_MIRROR}): {mirror}"]
+    lines = [f"home: {store.home_dir()}", f"mirror ({store.ENV_MIRROR}): {mirror}"]
     rows = [("asset", "kind", "state", "size", "where")]
-    for name in assets.ASSETS:
-        s = assets.asset_status(name, verify=verify)
+    for name in store.ASSETS:
+        s = store.asset_status(name, verify=verify)
         where = f"{s.origin}: {s.path}" if s.path is not None else s.origin
         rows.append((name, s.asset.kind, s.state, _size(s.path) if s.path else "-", where))
-    converted = assets.home_dir() / "data" / "cifar10-test.npz"
+    converted = store.home_dir() / "data" / "cifar10-test.npz"
     if converted.is_file():
         rows.append(("cifar10 (converted)", "data", "present", _size(converted), f"home: {converted}"))
     else:
@@ -51,13 +50,22 @@ def assets_table(*, verify: bool = True) -> list[str]:
     return lines
 
 
-def assets_command(verify: bool = True) -> None:
-    """Print every known asset with its state (verified, present, corrupt, missing) and origin."""
-    print("\n".join(assets_table(verify=verify)))
+@app.command()
+def assets(verify: bool = typer.Option(True, help="Verify checksums of present files.")) -> None:
+    """List every known weight and data file with its state."""
+    typer.echo("\n".join(assets_table(verify=verify)))
 
 
 def accuracy_line(model: str, data: str, limit: int | None = None) -> list[str]:
-    """Header lines (data caveat) and the result line of ``frmargin accuracy``."""
+    """Header lines (data caveat) and the result line of ``frmargin accuracy``.
+
+    Example:
+        >>> accuracy_line("resnet20", "cifar10-exact")  # doctest: +SKIP
+        ['resnet20 on cifar10-exact (300 exact ...): top-1 93.00% (279/300)']
+    """
+    from ..models import load_model, top1_correct
+    from ..runs.preflight import resolve_data
+
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise bad_argument("limit", limit, "a positive integer or None")
     net = load_model(model)
@@ -69,13 +77,13 @@ def accuracy_line(model: str, data: str, limit: int | None = None) -> list[str]:
     return lines
 
 
-def accuracy_command(model: str, data: str, limit: int | None = None) -> None:
-    """Print top-1 accuracy of a pretrained model on a dataset (first ``limit`` images).
-
-    ``data`` is one of ``cifar10``, ``cifar10-jpeg``, ``cifar10-exact`` or a path to an ``.npz``.
-
-    Example:
-        >>> accuracy_command("resnet20", "cifar10-exact")  # doctest: +SKIP
-        resnet20 on cifar10-exact (300 exact ...): top-1 93.00% (279/300)
-    """
-    print("\n".join(accuracy_line(model, data, limit)))
+@app.command()
+def accuracy(
+    model: str = typer.Option("resnet20", help="Model name."),
+    data: str = typer.Option("cifar10-exact", help="Dataset name or .npz path."),
+    limit: Optional[int] = typer.Option(None, help="Use the first N images."),
+) -> None:
+    """Top-1 accuracy of a model on a dataset, with the data source."""
+    if limit is not None and limit < 1:
+        raise FrmarginError(f"option '--limit': got {limit}, expected a positive number")
+    typer.echo("\n".join(accuracy_line(model, data, limit)))

@@ -37,10 +37,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import nn
 
-from .errors import bad_argument
-from .paths import trace_paths
-from .plots import DPI, OKABE_ITO
-from .runs.schema import path_table
+from ..errors import bad_argument
+from ..paths import PathResult, trace_paths
+from ..plots import DPI, OKABE_ITO
+from ..runs.schema import path_table
 
 __all__ = ["TOY_TRACE_OPTIONS", "ToyProblem", "make_toy_problem", "run_toy_demo", "train_toy_model"]
 
@@ -191,7 +191,15 @@ TOY_COLUMNS = (
 )  # fmt: skip
 
 
-def _path_frame(res, metric, point, source, target, x0, p0) -> pd.DataFrame:
+def _path_frame(
+    res: PathResult,
+    metric: str,
+    point: torch.Tensor,
+    source: torch.Tensor,
+    target: torch.Tensor,
+    x0: torch.Tensor,
+    p0: torch.Tensor,
+) -> pd.DataFrame:
     """The path table (``runs.schema``) restricted to the toy's columns, with coordinates;
     ``shielded`` is NA where the path did not change the class."""
     frame = path_table(res, p0, source, target, ids={"point": point.numpy()}, labels={"metric": metric})
@@ -212,7 +220,13 @@ def _rates(frame: pd.DataFrame) -> tuple[float, float]:
     return shield, agree
 
 
-def _plot(model, problem, frames, trajectories, path: Path) -> Path:
+def _plot(
+    model: nn.Module,
+    problem: ToyProblem,
+    frames: Mapping[str, pd.DataFrame],
+    trajectories: Mapping[str, list[np.ndarray]],
+    path: Path,
+) -> Path:
     C = problem.n_classes
     colours = [CLASS_COLOURS[c % len(CLASS_COLOURS)] for c in range(C)]
     X = problem.X.numpy()

@@ -1,12 +1,18 @@
-"""Temperature scaling: the temperature T that minimizes the mean NLL of softmax(z / T).
+"""Temperature: the scale of the logits that Fisher-Rao margins depend on.
 
-The logits are computed once (batched, no gradients); the fit is a 1-D bounded minimization of
-the mean negative log-likelihood over log T (scipy), in float64.
+FR margins depend on the logit scale: with logits z / T every closed form is evaluated at
+p(T) = softmax(z / T). This module holds everything about T: the check of a requested value
+(``check_temperature``), the NLL-optimal T of temperature scaling (``fit_temperature``: the logits
+are computed once, batched and without gradients, then a 1-D bounded minimization of the mean
+negative log-likelihood over log T in float64), the held-out images it is fitted on
+(``held_out_indices``), and the ``Temperature`` wrapper a run traces when T != 1, so that paths,
+closed forms and baselines all see p(T).
 
 Example:
-    >>> fit = fit_temperature(model, x, y)  # doctest: +SKIP
-    >>> fit  # doctest: +SKIP
-    1.63
+    >>> model = Temperature(nn.Linear(4, 3), 2.0)
+    >>> model(torch.ones(1, 4)).shape
+    torch.Size([1, 3])
+    >>> fit = fit_temperature(model, torch.randn(50, 4), torch.randint(0, 3, (50,)))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,7 +26,22 @@ from torch import nn
 
 from .errors import bad_argument
 
-__all__ = ["LOG_T_BOUNDS", "TemperatureFit", "fit_temperature", "fit_temperature_logits", "mean_nll"]
+__all__ = [
+    "HELD_OUT_IMAGES",
+    "LOG_T_BOUNDS",
+    "Temperature",
+    "TemperatureFit",
+    "check_temperature",
+    "fit_summary",
+    "fit_temperature",
+    "fit_temperature_logits",
+    "held_out_indices",
+    "mean_nll",
+]
+
+#: at most this many held-out images for ``--temperature auto``
+HELD_OUT_IMAGES = 2000
+
 
 #: the search interval of log T (T from 1e-3 to 1e3)
 LOG_T_BOUNDS = (-3 * math.log(10), 3 * math.log(10))
@@ -120,3 +141,30 @@ def held_out_indices(n_dataset: int, selected: np.ndarray, limit: int, seed: int
     pool = np.setdiff1d(np.arange(n_dataset), np.asarray(selected))
     rng = np.random.default_rng([seed, 7919])  # a stream of its own, independent of the selection's
     return np.sort(rng.permutation(pool)[:limit])
+
+
+def check_temperature(value: object, name: str = "temperature") -> float:
+    """``value`` as a float when it is a finite number > 0; else FrmarginError naming ``name``."""
+    try:
+        t = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise bad_argument(name, value, "a number > 0 or 'auto'") from None
+    if isinstance(value, bool) or not (math.isfinite(t) and t > 0):
+        raise bad_argument(name, value, "a finite number > 0 or 'auto'")
+    return t
+
+
+class Temperature(nn.Module):
+    """``net(x) / T`` for logits (B, C); in eval mode, parameters of ``net`` untouched."""
+
+    def __init__(self, net: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.net = net
+        self.temperature = check_temperature(temperature)
+        self.train(net.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) / self.temperature
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature:g}"
