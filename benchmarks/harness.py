@@ -29,6 +29,7 @@ import datetime
 import importlib
 import json
 import os
+import shlex
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -151,7 +152,7 @@ def command_line(bench: Benchmark, size: str, threads: int, sets: list[str]) -> 
         script = bench.script.relative_to(ROOT).as_posix()
     except ValueError:
         script = str(bench.script)
-    extra = "".join(f" --set {s}" for s in sets)
+    extra = "".join(f" --set {shlex.quote(s)}" for s in sets)
     return f"python {script} --size {size} --threads {threads}{extra}"
 
 
@@ -219,9 +220,13 @@ def parse_sets(bench: Benchmark, sets: list[str], ap: argparse.ArgumentParser) -
 
 
 def parser(bench: Benchmark) -> argparse.ArgumentParser:
+    module = sys.modules.get(bench.run.__module__)
+    doc = (module.__doc__ or "") if module else ""
     ap = argparse.ArgumentParser(
-        description=f"{bench.name}: {bench.title}",
-        epilog="Sizes: " + "; ".join(f"{s}: {dict(p)}" for s, p in bench.sizes.items()),
+        description=f"{bench.name}: {bench.title}\n\n{doc.strip()}",
+        epilog="sizes (--set NAME=VALUE overrides one):\n"
+        + "\n".join(f"  {s}: {dict(p)}" for s, p in bench.sizes.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--size", choices=list(bench.sizes), default="full", help="workload size (default full)")
     ap.add_argument(
@@ -238,6 +243,8 @@ def main(bench: Benchmark, argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads < 0:
         ap.error(f"--threads: got {args.threads}, expected a count >= 0 (0: torch's default)")
+    if args.out is not None and args.out.is_dir():
+        ap.error(f"--out: {args.out} is a folder; expected the path of the result file (e.g. {args.out}/x.json)")
     params = {**bench.sizes[args.size], **parse_sets(bench, args.set, ap)}
     import torch
 
