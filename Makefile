@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SHARED_ASSETS := $(abspath ../shared/assets)
 export FRMARGIN_MIRROR ?= $(if $(wildcard $(SHARED_ASSETS)/README.md),$(SHARED_ASSETS),)
 
-.PHONY: install demo test test-fast lint bench clean browser
+.PHONY: install demo test test-fast lint bench bench-smoke clean browser
 
 $(BIN)/frmargin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,13 @@ lint: install
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
+# every benchmark at the size of the published figures (see benchmarks/README.md), one thread
 bench: install
-	$(BIN)/python benchmarks/run_all.py --threads 1
+	$(BIN)/python benchmarks/run_all.py --size full --threads 1
+
+# every benchmark at its smoke size (seconds each): checks that they run
+bench-smoke: install
+	$(BIN)/python benchmarks/run_all.py --size smoke --threads 1
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -1,97 +1,81 @@
-"""Shared helpers of the benchmarks: device record, timing, tracer instrumentation, workloads, output.
+"""Shared helpers of the benchmarks: timing, workloads, tracer instrumentation.
 
 Every benchmark reports cost in machine-independent units (Jacobian evaluations, forward passes,
 Fisher matvecs, or a time divided by the time of one reference operation measured on the same
 machine in the same process) next to wall seconds. Timings take a warm-up call, then ``repeats``
 calls, and report the median.
 
-Nothing here changes the package: the tracer is instrumented by wrapping methods of
-``frmargin.paths.tracer.ChunkTracer.advance``, ``frmargin.paths.state.Network.forward`` (and the
-module-level ``logits_and_jacobian`` that ``Network.jacobian`` calls) for the
-duration of a ``with`` block, then restored.
+Nothing here changes the package. The few names inside ``frmargin`` that the benchmarks reach
+(the tracer's iteration, the network's forward pass and Jacobian call, the box's damping floor,
+the accuracy defaults) are looked up in one section, "package internals", so that a refactor of
+``frmargin.paths`` is one edit here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import platform
+import importlib.util
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_MIRROR = "/work/shared/assets"
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 
-def setup_env() -> None:
-    """Point the asset store at the shared mirror unless the caller chose one."""
-    if "FRMARGIN_MIRROR" not in os.environ and Path(DEFAULT_MIRROR).is_dir():
-        os.environ["FRMARGIN_MIRROR"] = DEFAULT_MIRROR
+# ------------------------------------------------------------------------ package internals
+def instrumented() -> dict[str, tuple[object, str]]:
+    """The (owner, attribute) pairs ``instrument`` wraps: one tracer iteration
+    (``ChunkTracer.advance``), one forward pass (``Network.forward``) and the
+    ``logits_and_jacobian`` that ``Network.jacobian`` calls (a global of its module)."""
+    import frmargin.paths.state as state
+    import frmargin.paths.tracer as tracer
 
-
-#: torch intra-op threads used by default. On a shared CPU (other processes busy on every core),
-#: more than one thread makes every parallel region wait for descheduled threads: measured here
-#: at load average 6 on 2 CPUs, one ResNet-20 forward pass of 1 image took 0.30 s with 2 threads
-#: and 0.002 s with 1 thread. Pass --threads 0 to keep torch's default.
-DEFAULT_THREADS = 1
-
-
-def add_thread_arg(ap) -> None:
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=DEFAULT_THREADS,
-        help=f"torch intra-op threads (default {DEFAULT_THREADS}; 0 = torch default)",
-    )
-
-
-def apply_threads(n: int) -> None:
-    if n and n > 0:
-        torch.set_num_threads(n)
-
-
-def device_info() -> dict:
-    """CPU model, cores, torch threads, load average, versions: stored with every result."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = (float("nan"),) * 3
     return {
-        "cpu": cpu,
-        "cpus_visible": os.cpu_count(),
-        "cpus_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cuda": torch.cuda.is_available(),
-        "loadavg_1_5_15": [round(v, 2) for v in load],
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "advance": (tracer.ChunkTracer, "advance"),
+        "forward": (state.Network, "forward"),
+        "jacobian": (state, "logits_and_jacobian"),
     }
 
 
-def device_line(info: dict) -> str:
-    return (
-        f"{info['cpu']}, {info['cpus_affinity']} CPUs usable, torch {info['torch']} with "
-        f"{info['torch_threads']} threads, load average {info['loadavg_1_5_15']} at {info['time']}"
-    )
+def set_box_damping(floor: float) -> None:
+    """Set the base damping floor of the box's projected direction (``frmargin.paths.box``)."""
+    from frmargin.paths import box
+
+    box.BOX_DAMPING = floor
 
 
+def accuracy_defaults() -> dict:
+    """The tracer's default accuracy options (``eta``, ``logit_step``, ...)."""
+    from frmargin.paths.options import ACCURACY_DEFAULTS
+
+    return dict(ACCURACY_DEFAULTS)
+
+
+def box_margin():
+    """The in-box margin estimate ``frmargin.paths.box_margin.box_margin``."""
+    from frmargin.paths.box_margin import box_margin as estimate
+
+    return estimate
+
+
+def tests_helper(name: str) -> ModuleType:
+    """A helper module of the test suite (``tests/<name>.py``, e.g. the synthetic digits),
+    loaded from its file."""
+    spec = importlib.util.spec_from_file_location(f"tests_{name}", TESTS / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no test helper {name!r} in {TESTS}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------ timing
 def timeit(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 3) -> dict:
     """Median, min and all wall times (s) of ``fn()`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
@@ -110,21 +94,35 @@ def quantile(values, q: float) -> float:
     return float(np.quantile(arr, q)) if arr.size else float("nan")
 
 
+def statuses(status) -> str:
+    """Status counts as text, e.g. ``"budget=1 ok=8"`` (sorted by status)."""
+    status = list(status)
+    return " ".join(f"{s}={status.count(s)}" for s in sorted(set(status)))
+
+
+def names(text: str) -> list[str]:
+    """A comma list as a list (empty items dropped)."""
+    return [v for v in str(text).split(",") if v]
+
+
+def numbers(text, kind: type = int) -> list:
+    """A comma list of numbers (a single number is a list of one)."""
+    return [kind(v) for v in names(str(text))]
+
+
 # ------------------------------------------------------------------------ workloads
 def load_model(name: str = "resnet20"):
     """A registered model (CIFAR zoo or ImageNet) from the asset store, frozen, eval mode."""
-    setup_env()
-    from frmargin.models import load_model as load
+    import frmargin
 
-    return load(name, progress=False).eval()
+    return frmargin.load_model(name, progress=False).eval()
 
 
 def first_images(data: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` images of the dataset ``data``: x (n, 3, H, W) in [0, 1], labels y (n,)."""
-    setup_env()
-    from frmargin.data import load_dataset
+    import frmargin
 
-    ds = load_dataset(data, progress=False)
+    ds = frmargin.load_dataset(data, progress=False)
     return ds.images[:n], ds.labels[:n]
 
 
@@ -139,10 +137,9 @@ def correct_subset(model, x: torch.Tensor, y: torch.Tensor, n: int):
 
 def correct_images(model, data: str, n: int, offset: int = 0):
     """The first ``n`` correctly classified images of ``data`` from ``offset``: x (n, 3, 32, 32), y (n,)."""
-    setup_env()
-    from frmargin.data import load_dataset
+    import frmargin
 
-    ds = load_dataset(data, progress=False)
+    ds = frmargin.load_dataset(data, progress=False)
     xs, ys = [], []
     start = offset
     while sum(len(y) for y in ys) < n and start < len(ds.labels):
@@ -197,15 +194,11 @@ class Trace:
 
 @contextlib.contextmanager
 def instrument():
-    """Record tracer iterations, Jacobian and forward calls while the block runs."""
-    import frmargin.paths.state as state_module
-    from frmargin.paths.state import Network
-    from frmargin.paths.tracer import ChunkTracer
-
+    """Record tracer iterations, Jacobian and forward calls while the block runs (the methods of
+    ``instrumented()`` are wrapped for its duration, then restored)."""
+    targets = instrumented()
     rec = Trace()
-    orig_jac = state_module.logits_and_jacobian
-    orig_fwd = Network.forward
-    orig_advance = ChunkTracer.advance
+    orig_advance, orig_fwd, orig_jac = (getattr(*targets[k]) for k in ("advance", "forward", "jacobian"))
 
     def jac(model, x, **kwargs):
         t0 = time.perf_counter()
@@ -243,15 +236,14 @@ def instrument():
         cur["accepted"] = int(self.state.steps.sum()) - before
         rec.steps.append(cur)
 
-    state_module.logits_and_jacobian = jac
-    Network.forward = fwd  # type: ignore[method-assign]
-    ChunkTracer.advance = advance  # type: ignore[method-assign]
+    wrappers = {"advance": advance, "forward": fwd, "jacobian": jac}
+    for k, (owner, attr) in targets.items():
+        setattr(owner, attr, wrappers[k])
     try:
         yield rec
     finally:
-        state_module.logits_and_jacobian = orig_jac
-        Network.forward = orig_fwd  # type: ignore[method-assign]
-        ChunkTracer.advance = orig_advance  # type: ignore[method-assign]
+        for k, orig in (("advance", orig_advance), ("forward", orig_fwd), ("jacobian", orig_jac)):
+            setattr(*targets[k], orig)
 
 
 def _jacobian_loop(model, x):
@@ -350,64 +342,3 @@ def overhead(rec: Trace, jac_cost: JacobianCost) -> dict:
         else float("nan"),
         "mean_jacobian_batch": statistics.mean(s["jac_batch"] for s in steps) if steps else float("nan"),
     }
-
-
-# ------------------------------------------------------------------------ output
-def _fmt(v) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if v != v:
-            return "nan"
-        a = abs(v)
-        if a == 0:
-            return "0"
-        if a >= 1e4 or a < 1e-3:
-            return f"{v:.3g}"
-        return f"{v:.4g}"
-    return str(v)
-
-
-def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    if not rows:
-        return "(no rows)\n"
-    columns = columns or list(rows[0])
-    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        out.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
-    return "\n".join(out) + "\n"
-
-
-def save(name: str, payload: dict, markdown: str) -> Path:
-    """Write results/<name>.json and results/<name>.md; returns the markdown path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_json_default))
-    md = RESULTS / f"{name}.md"
-    md.write_text(markdown)
-    return md
-
-
-def publish(name: str, payload: dict, markdown: str, line: str | None = None) -> Path:
-    """``save``, then print the markdown (or the one ``line``) and where the results went."""
-    path = save(name, payload, markdown)
-    if line is None:
-        print(markdown, flush=True)
-        print(f"[{name}] wrote {path}", flush=True)
-    else:
-        print(f"[{name}] {line}; wrote {path}", flush=True)
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    return str(o)
-
-
-def figure(name: str, quantity: str, value, unit: str, note: str = "") -> dict:
-    """One line of the summary table."""
-    return {"benchmark": name, "quantity": quantity, "value": value, "unit": unit, "note": note}

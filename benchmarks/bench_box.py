@@ -1,113 +1,141 @@
 """Box-constrained natural-gradient paths: share ok, cost per path, box statistics, FMN.
 
 Models where the box (0, 1) binds: a tiny MLP and a tiny CNN trained on synthetic 8x8
-digit-like images (``tests/digits.py``: strokes on an exact-zero background) and the three
-CNN-A models on CIFAR-10 (``cnn-a-adv2``, ``cnn-a-adv4``, ``cnn-a-mix``); and ResNet-20 on ``cifar10-exact``, where
-the box does not bind. Per model: every (image, other class) path with and without
-``box=(0, 1)``; statuses, Jacobian evaluations and seconds per path, share of coordinates at a
-bound at the end, active-set changes, the share ok among paths whose image FMN fools inside
-the box, and (``--margin``) the in-box margin estimate of ``box_margin`` next to the traced
-length and the lower bound.
-
-Usage: .venv/bin/python benchmarks/bench_box.py [--images 4] [--only digits-mlp,cnn-a-adv2] [--margin]
-       [--out bench_box.json] [--floor 1e-6]
-       .venv/bin/python benchmarks/bench_box.py --compare BEFORE.json AFTER.json
+digit-like images (the test suite's ``tests/digits.py``: strokes on an exact-zero background,
+76% exact zeros) and the three CNN-A models on CIFAR-10 (``cnn-a-adv2``, ``cnn-a-adv4``,
+``cnn-a-mix``); and ResNet-20 on ``cifar10-exact``, where the box barely binds. Per model: every
+(image, other class) path of the first ``images`` correctly classified images, with and without
+``box=(0, 1)``; statuses, Jacobian evaluations, forward passes and seconds per path, the share of
+coordinates at a bound at the end, active-set changes per path, the paths at the step budget (and
+those that never moved: the zero-length-step failure); the relative FR difference box vs free on
+paths ok in both and the share of identical lengths; FMN (``min_l2_attack(..., "fmn",
+bounds=(0, 1))``) per image and the share of box paths ok among images FMN fools inside the box;
+with ``margin`` the in-box margin estimate (``box_margin``) next to the traced length and the
+lower bound, and its cost per path. ``floor`` (not None) sets the base damping floor of the
+projected direction.
 """
 
 from __future__ import annotations
 
-import argparse
-import collections
-import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import _common as cm
+from harness import Context, benchmark, main
 
-from _common import (
-    RESULTS,
-    add_thread_arg,
-    apply_threads,
-    correct_subset,
-    first_images,
-    load_model,
-    other_class_paths,
-    setup_env,
-)
-
-#: the CNN-A models of the mirror (``--only cnn-a`` is the first)
+#: the CNN-A models of the mirror
 CNN_A = ("cnn-a-adv2", "cnn-a-adv4", "cnn-a-mix")
+MODELS = ("digits-mlp", "digits-cnn", *CNN_A, "resnet20")
+SIDE = {
+    "status": "",
+    "ok_share": "share",
+    "s_per_path": "s",
+    "jacobians_per_path": "Jacobian evaluations",
+    "forward_per_path": "forward passes",
+    "mean_fr_length": "FR length",
+}
 
 
-def workloads(only: set[str] | None, images: int) -> dict:
-    """name -> (model, images (B, *S), labels (B,))."""
-    from digits import digit_cnn, digit_mlp, digits
+@benchmark(
+    name="box",
+    title="Box-constrained paths: share ok, cost per path, box statistics, against FMN in the box",
+    units={
+        "model": "",
+        "paths": "count",
+        "images": "count",
+        **{f"free_{k}": u for k, u in SIDE.items()},
+        **{f"box_{k}": u for k, u in SIDE.items()},
+        "box_bound_share_end": "share",
+        "box_changes_per_path": "active-set changes",
+        "box_changes_median": "active-set changes",
+        "box_budget_paths": "paths",
+        "box_budget_unmoved": "paths",
+        "box_vs_free_fr_rel_median": "relative",
+        "box_vs_free_fr_rel_max": "relative",
+        "identical_paths_share": "share",
+        "fmn_fooled_images": "images",
+        "box_ok_share_where_fmn_fooled": "share",
+        "box_not_ok_where_fmn_fooled": "paths",
+        "margin_s_per_path": "s",
+        "margin_mean_traced": "FR length",
+        "margin_mean_estimate": "FR length",
+        "margin_mean_lower_bound": "FR length",
+        "margin_share_below_traced": "share",
+    },
+    key=("model",),
+    sizes={
+        "smoke": {"images": 1, "models": "digits-mlp", "margin": True, "floor": None},
+        "small": {"images": 2, "models": "digits-mlp,digits-cnn,cnn-a-adv2,resnet20", "margin": False, "floor": None},
+        "full": {"images": 4, "models": ",".join(MODELS), "margin": True, "floor": None},
+    },
+)
+def box(ctx: Context) -> list[dict]:
+    p = ctx.params
+    chosen = cm.names(p.models)
+    unknown = [m for m in chosen if m not in MODELS]
+    if unknown:
+        raise SystemExit(f"--set models: unknown {unknown}, expected among {MODELS}")
+    if p.floor is not None:
+        cm.set_box_damping(float(p.floor))
+    rows = []
+    for name in chosen:
+        model, x, y = workload(name, p.images)
+        rows.append(bench(name, model, x, y, p.images, p.margin))
+        print(f"[box] {name}: box {rows[-1]['box_status']}, free {rows[-1]['free_status']}", flush=True)
+    return rows
 
-    out = {}
-    x, y = digits(max(images, 8) * 2, seed=123)
-    if only is None or "digits-mlp" in only:
-        out["digits-mlp"] = (digit_mlp(0), x, y)
-    if only is None or "digits-cnn" in only:
-        out["digits-cnn"] = (digit_cnn(0), x, y)
-    for name in CNN_A:
-        if only is None or name in only or (name == CNN_A[0] and "cnn-a" in only):
-            out[name] = (load_model(name), *first_images("cifar10-exact", images * 2))
-    if only is None or "resnet20" in only:
-        out["resnet20"] = (load_model("resnet20"), *first_images("cifar10-exact", images * 2))
-    return out
+
+def workload(name: str, images: int):
+    """(model, images (B, *S), labels (B,)) of one model name."""
+    if name.startswith("digits-"):
+        digits = cm.tests_helper("digits")
+        x, y = digits.digits(max(images, 8) * 2, seed=123)
+        return (digits.digit_mlp(0) if name == "digits-mlp" else digits.digit_cnn(0)), x, y
+    return (cm.load_model(name), *cm.first_images("cifar10-exact", images * 2))
 
 
-def all_pairs(model, x: torch.Tensor, y: torch.Tensor, images: int):
-    """Correctly classified images (first ``images``), each paired with every other class."""
-    xi, yi, p = correct_subset(model, x, y, images)
-    img, src, tgt = other_class_paths(yi, p.shape[-1])
-    return xi, yi, img, xi[img], src, tgt
+def trace(model, xs, s, t, box) -> tuple[dict, object]:
+    """One side's row entries (free or box) and its PathResult."""
+    from frmargin import trace_paths
+
+    t0 = time.perf_counter()
+    res = trace_paths(model, xs, s, t, box=box, batch_size=64)
+    dt = time.perf_counter() - t0
+    row = {
+        "status": cm.statuses(res.status),
+        "ok_share": sum(st == "ok" for st in res.status) / len(res),
+        "s_per_path": dt / len(res),
+        "jacobians_per_path": float(res.jacobian_evals.mean()),
+        "forward_per_path": float(res.forward_evals.float().mean()),
+        "mean_fr_length": float(res.fr_length.mean()),
+    }
+    if box is not None:
+        budget = torch.tensor([st == "budget" for st in res.status])
+        row["bound_share_end"] = float(res.bound_share.mean())
+        row["changes_per_path"] = float(res.box_changes.float().mean())
+        row["changes_median"] = float(res.box_changes.float().median())
+        row["budget_paths"] = int(budget.sum())
+        # a path at the step budget that has not moved is the zero-length-step failure
+        row["budget_unmoved"] = int((res.fr_length[budget] == 0).sum())
+    return row, res
 
 
 def bench(name, model, x, y, images: int, margin: bool) -> dict:
     import frmargin
-    from frmargin.paths import trace_paths
 
-    xi, yi, img, xs, s, t = all_pairs(model, x, y, images)
+    xi, yi, probs = cm.correct_subset(model, x, y, images)
+    img, s, t = cm.other_class_paths(yi, probs.shape[-1])
+    xs = xi[img]
     row: dict = {"model": name, "paths": int(s.numel()), "images": int(xi.shape[0])}
-    for tag, box in (("free", None), ("box", (0.0, 1.0))):
-        t0 = time.perf_counter()
-        res = trace_paths(model, xs, s, t, box=box, batch_size=64)
-        dt = time.perf_counter() - t0
-        row[tag] = {
-            "status": dict(collections.Counter(res.status)),
-            "ok_share": sum(st == "ok" for st in res.status) / len(res),
-            "s_per_path": dt / len(res),
-            "jacobians_per_path": float(res.jacobian_evals.mean()),
-            "forward_per_path": float(res.forward_evals.float().mean()),
-            "mean_fr_length": float(res.fr_length.mean()),
-        }
-        if box is not None:
-            row[tag]["bound_share_end"] = float(res.bound_share.mean())
-            row[tag]["box_changes_per_path"] = float(res.box_changes.float().mean())
-            row[tag]["box_changes_median"] = float(res.box_changes.float().median())
-            budget = torch.tensor([st == "budget" for st in res.status])
-            # a path at the step budget that has not moved is the zero-length-step failure
-            row[tag]["budget_fr_lengths"] = [round(float(v), 4) for v in res.fr_length[budget]]
-            row[tag]["budget_steps"] = [int(v) for v in res.steps[budget]]
-            # per path, for ``--compare``
-            row[tag]["per_path"] = {
-                "status": list(res.status),
-                "fr_length": res.fr_length.tolist(),
-                "first_hit": res.first_hit.tolist(),
-            }
-            boxed = res
-        else:
-            free = res
+    free_row, free = trace(model, xs, s, t, None)
+    box_row, boxed = trace(model, xs, s, t, (0.0, 1.0))
+    row |= {f"free_{k}": v for k, v in free_row.items()} | {f"box_{k}": v for k, v in box_row.items()}
     ok_b = torch.tensor([st == "ok" for st in boxed.status])
-    ok_f = torch.tensor([st == "ok" for st in free.status])
-    both = ok_b & ok_f
+    both = ok_b & torch.tensor([st == "ok" for st in free.status])
     rel = (boxed.fr_length[both] - free.fr_length[both]) / free.fr_length[both]
-    row["box_vs_free_fr_rel_median"] = float(rel.median()) if both.any() else float("nan")
-    row["box_vs_free_fr_rel_max"] = float(rel.abs().max()) if both.any() else float("nan")
+    row["box_vs_free_fr_rel_median"] = float(rel.median()) if both.any() else None
+    row["box_vs_free_fr_rel_max"] = float(rel.abs().max()) if both.any() else None
     row["identical_paths_share"] = float(((boxed.fr_length == free.fr_length) & both).float().mean())
     try:
         fmn = frmargin.min_l2_attack(model, xi, yi, "fmn", bounds=(0, 1))
@@ -119,96 +147,15 @@ def bench(name, model, x, y, images: int, margin: bool) -> dict:
     except ImportError:
         row["fmn_fooled_images"] = None
     if margin:
-        from frmargin.paths.box_margin import box_margin
-
         t0 = time.perf_counter()
-        est = box_margin(model, xs[ok_b], s[ok_b], boxed.x_end[ok_b], boxed.fr_length[ok_b], (0.0, 1.0))
-        row["margin"] = {
-            "s_per_path": (time.perf_counter() - t0) / max(int(ok_b.sum()), 1),
-            "mean_traced": float(boxed.fr_length[ok_b].mean()),
-            "mean_estimate": float(est.length.mean()),
-            "mean_lower_bound": float(est.lower_bound.mean()),
-            "share_below_traced": float((est.length < boxed.fr_length[ok_b] - 1e-9).float().mean()),
-        }
+        est = cm.box_margin()(model, xs[ok_b], s[ok_b], boxed.x_end[ok_b], boxed.fr_length[ok_b], (0.0, 1.0))
+        row["margin_s_per_path"] = (time.perf_counter() - t0) / max(int(ok_b.sum()), 1)
+        row["margin_mean_traced"] = float(boxed.fr_length[ok_b].mean())
+        row["margin_mean_estimate"] = float(est.length.mean())
+        row["margin_mean_lower_bound"] = float(est.lower_bound.mean())
+        row["margin_share_below_traced"] = float((est.length < boxed.fr_length[ok_b] - 1e-9).float().mean())
     return row
 
 
-def compare(before: Path, after: Path) -> None:
-    """Per model, the box paths of two runs of this benchmark: ok counts, paths gained and lost,
-    and on the paths ok in both the relative change of the FR length and the first hits."""
-    rows_a = {r["model"]: r for r in json.loads(before.read_text())}
-    for rb in json.loads(after.read_text()):
-        ra = rows_a.get(rb["model"])
-        if ra is None or "per_path" not in ra["box"] or "per_path" not in rb["box"]:
-            continue
-        a, b = ra["box"]["per_path"], rb["box"]["per_path"]
-        ok_a = torch.tensor([st == "ok" for st in a["status"]])
-        ok_b = torch.tensor([st == "ok" for st in b["status"]])
-        both = ok_a & ok_b
-        rel = (
-            torch.tensor(b["fr_length"], dtype=torch.float64)[both]
-            / torch.tensor(a["fr_length"], dtype=torch.float64)[both]
-            - 1
-        )
-        same_hit = torch.tensor(a["first_hit"])[both] == torch.tensor(b["first_hit"])[both]
-        q = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
-        lo, med, hi = rel.quantile(q).tolist() if both.any() else [float("nan")] * 3
-        print(
-            json.dumps(
-                {
-                    "model": rb["model"],
-                    "ok": [int(ok_a.sum()), int(ok_b.sum())],
-                    "gained": int((ok_b & ~ok_a).sum()),
-                    "lost": int((ok_a & ~ok_b).sum()),
-                    "fr_rel_change": {
-                        "p10": lo,
-                        "median": med,
-                        "p90": hi,
-                        "min": float(rel.min()),
-                        "max": float(rel.max()),
-                    },
-                    "first_hit_changed": int((~same_hit).sum()),
-                }
-            )
-        )
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=4)
-    ap.add_argument(
-        "--only", default=None, help="comma-separated: digits-mlp,digits-cnn,cnn-a-adv2,cnn-a-adv4,cnn-a-mix,resnet20"
-    )
-    ap.add_argument("--out", default="bench_box.json", help="file name in benchmarks/results/")
-    ap.add_argument("--margin", action="store_true", help="also the in-box margin estimate")
-    ap.add_argument(
-        "--floor",
-        type=float,
-        default=None,
-        help="the base free-set damping floor (paths/box.py BOX_DAMPING; it still grows on long paths)",
-    )
-    ap.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="compare two result files")
-    add_thread_arg(ap)
-    args = ap.parse_args(argv)
-    if args.compare:
-        compare(*args.compare)
-        return 0
-    if args.floor is not None:
-        from frmargin.paths import box
-
-        box.BOX_DAMPING = args.floor
-    apply_threads(args.threads)
-    setup_env()
-    only = None if args.only is None else set(args.only.split(","))
-    rows = []
-    for name, (model, x, y) in workloads(only, args.images).items():
-        row = bench(name, model, x, y, args.images, args.margin)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / args.out).write_text(json.dumps(rows, indent=1))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main(box))

@@ -1,119 +1,98 @@
 """Closed-form margins for a whole dataset vs one inference pass over it.
 
 On ``cifar10-jpeg`` (10,000 images) with ResNet-20:
-- inference: logits of every image (batches of ``--batch``, no_grad);
+- inference: logits of every image (batches of ``batch``, no_grad);
 - closed form: from those logits, softmax (float64), ``predicted_path`` for the 9 targets of
   every image (90,000 paths: length and first hit) and ``margin_lower_bound`` per image.
-Both timed after a warm-up (one inference batch; one closed-form call), median of ``--repeats``. Reported: both times, the closed form in
-units of one inference pass, and (inference + closed form) / inference, which must stay close
-to 1: the closed-form predictions cost far less than the forward passes they need.
-
-Usage: .venv/bin/python benchmarks/bench_closed_form.py [--images 10000] [--repeats 3]
+Both timed after a warm-up (one inference batch; one closed-form call), median of ``repeats``.
+Reported: both times, the closed form in units of one inference pass, and (inference + closed
+form) / inference, which must stay close to 1: the closed-form predictions cost far less than
+the forward passes they need.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as cm
+from harness import Context, benchmark, main
 
-NAME = "bench_closed_form"
 
+@benchmark(
+    name="closed_form",
+    title="Closed-form margins of a whole dataset against one inference pass over it (ResNet-20)",
+    units={
+        "data": "",
+        "images": "count",
+        "predicted_paths": "paths",
+        "inference_s": "s",
+        "inference_min_s": "s",
+        "closed_form_s": "s",
+        "closed_form_min_s": "s",
+        "closed_form_in_inference_passes": "inference passes",
+        "total_over_inference": "ratio",
+        "inference_us_per_image": "us",
+        "closed_form_us_per_image": "us",
+        "lower_bound_gap_median": "relative",
+        "shielded_share": "share",
+    },
+    key=("data", "images"),
+    sizes={
+        "smoke": {"data": "cifar10-jpeg", "images": 200, "batch": 100, "repeats": 1},
+        "small": {"data": "cifar10-jpeg", "images": 2000, "batch": 500, "repeats": 2},
+        "full": {"data": "cifar10-jpeg", "images": 10000, "batch": 500, "repeats": 3},
+    },
+)
+def closed_form(ctx: Context) -> list[dict]:
+    from frmargin import load_dataset, margin_lower_bound, predicted_path
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="cifar10-jpeg")
-    ap.add_argument("--images", type=int, default=10000, help="first N images (default all 10,000)")
-    ap.add_argument("--batch", type=int, default=500, help="inference batch size")
-    ap.add_argument("--repeats", type=int, default=3)
-    cm.add_thread_arg(ap)
-    args = ap.parse_args(argv)
-    cm.apply_threads(args.threads)
-    cm.setup_env()
-    from frmargin.data import load_dataset
-    from frmargin.geometry import margin_lower_bound, predicted_path
-
-    info = cm.device_info()
+    p = ctx.params
     model = cm.load_model()
-    ds = load_dataset(args.data, progress=False)
-    x = ds.images[: args.images]
+    x = load_dataset(p.data, progress=False).images[: p.images]
     N = x.shape[0]
-    print(f"[{NAME}] {N} images of {args.data}; device: {cm.device_line(info)}", flush=True)
 
     def infer():
         with torch.no_grad():
-            return torch.cat([model(x[i : i + args.batch]) for i in range(0, N, args.batch)])
+            return torch.cat([model(x[i : i + p.batch]) for i in range(0, N, p.batch)])
 
     def closed(z):
-        p = torch.softmax(z.to(torch.float64), -1)
-        C = p.shape[-1]
-        y = p.argmax(-1)
+        probs = torch.softmax(z.to(torch.float64), -1)
+        C = probs.shape[-1]
+        y = probs.argmax(-1)
         k = torch.arange(C).expand(N, C)
         k = k[k != y[:, None]].reshape(N, C - 1)  # the C - 1 other classes of every image
-        length, hit = predicted_path(p.repeat_interleave(C - 1, 0), y.repeat_interleave(C - 1), k.reshape(-1))
-        lb = margin_lower_bound(p, y)
+        length, hit = predicted_path(probs.repeat_interleave(C - 1, 0), y.repeat_interleave(C - 1), k.reshape(-1))
+        lb = margin_lower_bound(probs, y)
         return length.view(N, C - 1), hit.view(N, C - 1), lb
 
     with torch.no_grad():
-        model(x[: args.batch])  # warm-up: one batch
-    t_inf = cm.timeit(infer, warmup=0, repeats=args.repeats)
+        model(x[: p.batch])  # warm-up: one batch
+    t_inf = cm.timeit(infer, warmup=0, repeats=p.repeats)
     z = infer()
-    t_cf = cm.timeit(lambda: closed(z), warmup=1, repeats=args.repeats)
+    t_cf = cm.timeit(lambda: closed(z), warmup=1, repeats=p.repeats)
     length, hit, lb = closed(z)
     # sanity: min over targets of the predicted length equals the lower bound (METHOD.md 4)
     gap = float(((length.min(-1).values - lb).abs() / lb.clamp_min(1e-12)).median())
-    shielded = float(
-        (hit != torch.stack([torch.tensor([c for c in range(10) if c != int(s)]) for s in z.argmax(-1)]))
-        .double()
-        .mean()
-    )
-    ratio = (t_inf["median"] + t_cf["median"]) / t_inf["median"]
-    rows = [
-        {"quantity": "inference pass (all images)", "value": t_inf["median"], "unit": "s", "min_s": t_inf["min"]},
+    others = torch.stack([torch.tensor([c for c in range(10) if c != int(s)]) for s in z.argmax(-1)])
+    shielded = float((hit != others).double().mean())
+    return [
         {
-            "quantity": "closed form (softmax + predicted_path x9 + lower bound)",
-            "value": t_cf["median"],
-            "unit": "s",
-            "min_s": t_cf["min"],
-        },
-        {"quantity": "closed form / inference", "value": t_cf["median"] / t_inf["median"], "unit": "inference passes"},
-        {"quantity": "(inference + closed form) / inference", "value": ratio, "unit": "ratio"},
-        {"quantity": "closed form per image", "value": t_cf["median"] / N * 1e6, "unit": "us"},
-        {"quantity": "inference per image", "value": t_inf["median"] / N * 1e6, "unit": "us"},
-        {"quantity": "predicted paths", "value": N * 9, "unit": "paths"},
-        {"quantity": "median of abs(min over targets of predicted length - LB) / LB", "value": gap, "unit": "1"},
-        {"quantity": "share of predicted paths shielded", "value": shielded, "unit": "share"},
+            "data": p.data,
+            "images": N,
+            "predicted_paths": N * 9,
+            "inference_s": t_inf["median"],
+            "inference_min_s": t_inf["min"],
+            "closed_form_s": t_cf["median"],
+            "closed_form_min_s": t_cf["min"],
+            "closed_form_in_inference_passes": t_cf["median"] / t_inf["median"],
+            "total_over_inference": (t_inf["median"] + t_cf["median"]) / t_inf["median"],
+            "inference_us_per_image": t_inf["median"] / N * 1e6,
+            "closed_form_us_per_image": t_cf["median"] / N * 1e6,
+            "lower_bound_gap_median": gap,
+            "shielded_share": shielded,
+        }
     ]
-    md = "\n".join(
-        [
-            f"# {NAME}: closed-form margins vs inference ({args.data}, ResNet-20)\n",
-            f"Device: {cm.device_line(info)}\n",
-            f"{N} images, inference batch {args.batch}; median of {args.repeats} after a warm-up.\n",
-            cm.markdown_table(rows),
-        ]
-    )
-    payload = {"device": info, "args": vars(args), "rows": rows, "inference": t_inf, "closed_form": t_cf}
-    cm.publish(
-        NAME, payload, md, f"inference {t_inf['median']:.2f} s, closed form {t_cf['median']:.4f} s, ratio {ratio:.4f}"
-    )
-    payload["summary"] = [
-        cm.figure(NAME, f"inference pass, {N} images", t_inf["median"], "s"),
-        cm.figure(
-            NAME,
-            f"closed-form margins, {N} images x 9 targets",
-            t_cf["median"],
-            "s",
-            f"{t_cf['median'] / t_inf['median']:.4f} inference passes",
-        ),
-        cm.figure(NAME, "(inference + closed form) / inference", ratio, "ratio", "must be <= 1 + small"),
-    ]
-    return payload
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(closed_form))

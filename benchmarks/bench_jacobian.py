@@ -11,34 +11,42 @@ with a small perturbation where the batch is larger), the median wall time of:
 - ``forward``: one forward pass of the batch.
 
 Ratios are taken within a model and batch, so they hold on a shared CPU better than the seconds.
-
-Usage: .venv/bin/python benchmarks/bench_jacobian.py [--models resnet20,cnn-a-mix] [--batch-sizes 16,64]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as cm
+from harness import Context, benchmark, main
 
-NAME = "bench_jacobian"
 
-COLUMNS = [
-    "model",
-    "batch",
-    "forward_s",
-    "full_s",
-    "reference_s",
-    "vmap_s",
-    "full_in_forwards",
-    "reference_over_full",
-    "vmap_over_full",
-]
+@benchmark(
+    name="jacobian",
+    title="What one batched Jacobian evaluation costs, per route (all C rows, C - 1 rows, vmap)",
+    units={
+        "model": "",
+        "batch": "count",
+        "forward_s": "s",
+        "full_s": "s",
+        "reference_s": "s",
+        "vmap_s": "s",
+        "full_in_forwards": "forward passes",
+        "reference_over_full": "ratio",
+        "vmap_over_full": "ratio",
+    },
+    key=("model", "batch"),
+    sizes={
+        "smoke": {"models": "resnet20", "batch_sizes": "2", "repeats": 1},
+        "small": {"models": "resnet20,cnn-a-mix", "batch_sizes": "16", "repeats": 3},
+        "full": {"models": "resnet20,cnn-a-mix,shufflenetv2-x0.5", "batch_sizes": "16,64", "repeats": 5},
+    },
+)
+def jacobian(ctx: Context) -> list[dict]:
+    rows: list[dict] = []
+    for name in cm.names(ctx.params.models):
+        rows += run_model(name, cm.numbers(ctx.params.batch_sizes), ctx.params.repeats)
+    return rows
 
 
 def run_model(name: str, sizes: list[int], repeats: int) -> list[dict]:
@@ -73,39 +81,9 @@ def run_model(name: str, sizes: list[int], repeats: int) -> list[dict]:
                 "vmap_over_full": vm / full,
             }
         )
-        print(cm.markdown_table(rows[-1:], COLUMNS), flush=True)
+        print(f"[jacobian] {name} B={b}: full {full:.4f} s, C - 1 rows x{ref / full:.2f}, vmap x{vm / full:.2f}")
     return rows
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="resnet20,cnn-a-mix,shufflenetv2-x0.5")
-    ap.add_argument("--batch-sizes", default="16,64")
-    ap.add_argument("--repeats", type=int, default=5)
-    cm.add_thread_arg(ap)
-    args = ap.parse_args(argv)
-    cm.setup_env()
-    cm.apply_threads(args.threads)
-    sizes = [int(b) for b in args.batch_sizes.split(",") if b]
-    rows: list[dict] = []
-    for name in [m for m in args.models.split(",") if m]:
-        rows += run_model(name, sizes, args.repeats)
-    info = cm.device_info()
-    md = "\n".join(
-        [
-            "# One batched Jacobian evaluation, per route\n",
-            f"Device: {cm.device_line(info)}\n",
-            cm.markdown_table(rows, COLUMNS),
-        ]
-    )
-    summary = [
-        cm.figure(NAME, f"{r['model']} B={r['batch']}: C - 1 rows / C rows", f"{r['reference_over_full']:.3f}", "")
-        for r in rows
-    ]
-    payload = {"device": info, "rows": rows, "summary": summary}
-    cm.publish(NAME, payload, md)
-    return payload
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(jacobian))

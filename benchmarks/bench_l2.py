@@ -4,37 +4,66 @@ The FR length of a natural-gradient path is fixed by the p-space flow (the close
 holds); the L2 distance ||x_end - x0|| at the class change depends on the input-space path,
 which the predictor-corrector follows only within the row space of J at each step's start.
 For each model, the first N correctly classified official test images are traced to all 9
-other classes with a tight reference (``eta=0.02, logit_step=0.05`` by default, up to 5,000
-steps) and with the default step sizes scaled by 1, 1/2, 1/4, 1/8 (``eta`` and ``logit_step``
-together). Per setting, on the paths ``ok`` in both: relative L2 difference to the reference
-(median and p90 of its absolute value, mean signed bias), FR-length difference (median),
-first-hit agreement, and Jacobian evaluations per path (mean).
-
-Usage: .venv/bin/python benchmarks/bench_l2.py [--images 4] [--models resnet20,cnn-a-mix]
-       [--reference 0.02,0.05] [--threads 1]
+other classes with a tight reference (``reference`` = "eta,logit_step", "0.02,0.05" at the full
+size, up to 5,000 steps) and with the default step sizes scaled by each of ``scales`` (1, 1/2,
+1/4, 1/8: ``eta`` and ``logit_step`` together). Per setting, on the paths ``ok`` in both:
+relative L2 difference to the reference (median and p90 of its absolute value, mean signed
+bias), FR-length difference (median), first-hit agreement, and Jacobian evaluations per path.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as cm
+from harness import Context, benchmark, main
 
-NAME = "bench_l2"
-SCALES = (1.0, 0.5, 0.25, 0.125)
+#: the parameters of the full size (the published figures); the smaller sizes change a few
+FULL = {"images": 4, "models": "resnet20,cnn-a-mix", "reference": "0.02,0.05", "scales": "1,0.5,0.25,0.125",
+        "batch_size": 64}  # fmt: skip
 
 
-def run_model(name: str, n: int, reference: tuple[float, float], batch_size: int) -> list[dict]:
-    from frmargin.paths import trace_paths
-    from frmargin.paths.options import ACCURACY_DEFAULTS as DEFAULTS
+@benchmark(
+    name="l2",
+    title="How converged is the L2 distance at the class change? Step sizes against a tight reference trace",
+    units={
+        "model": "",
+        "setting": "",
+        "paths": "count",
+        "ok": "paths",
+        "compared": "paths",
+        "l2_rel_median": "relative",
+        "l2_rel_p90": "relative",
+        "l2_rel_bias": "relative",
+        "fr_abs_median": "FR length",
+        "first_hit_agree": "share",
+        "jacobians_per_path": "Jacobian evaluations",
+        "wall_s": "s",
+    },
+    key=("model", "setting"),
+    sizes={
+        "smoke": FULL | {"images": 1, "models": "resnet20", "reference": "0.2,0.5", "scales": "1"},
+        "small": FULL | {"images": 2},
+        "full": FULL,
+    },
+)
+def l2(ctx: Context) -> list[dict]:
+    p = ctx.params
+    reference = tuple(cm.numbers(p.reference, float))
+    if len(reference) != 2:
+        raise SystemExit(f"--set reference: got {p.reference!r}, expected eta,logit_step")
+    rows = []
+    for name in cm.names(p.models):
+        rows += run_model(name, p.images, reference, cm.numbers(p.scales, float), p.batch_size)
+    return rows
 
+
+def run_model(name: str, n: int, reference: tuple, scales: list[float], batch_size: int) -> list[dict]:
+    from frmargin import trace_paths
+
+    defaults = cm.accuracy_defaults()
     model = cm.load_model(name)
     x, y = cm.correct_images(model, "cifar10", n)
     X, source, target = cm.all_target_paths(x, y, 10)
@@ -53,8 +82,8 @@ def run_model(name: str, n: int, reference: tuple[float, float], batch_size: int
         }
     ]
     ok_ref = torch.tensor([st == "ok" for st in ref.status])
-    for scale in SCALES:
-        eta, logit_step = DEFAULTS["eta"] * scale, DEFAULTS["logit_step"] * scale
+    for scale in scales:
+        eta, logit_step = defaults["eta"] * scale, defaults["logit_step"] * scale
         t0 = time.perf_counter()
         res = trace_paths(model, X, source, target, eta=eta, logit_step=logit_step, batch_size=batch_size)
         wall = time.perf_counter() - t0
@@ -76,30 +105,9 @@ def run_model(name: str, n: int, reference: tuple[float, float], batch_size: int
                 "wall_s": wall,
             }
         )
+        print(f"[l2] {name} {rows[-1]['setting']}: L2 rel. median {rows[-1]['l2_rel_median']:.2e}", flush=True)
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=4, help="correctly classified images (9 paths each)")
-    ap.add_argument("--models", default="resnet20,cnn-a-mix")
-    ap.add_argument("--reference", default="0.02,0.05", help="eta,logit_step of the tight trace")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--out", default="bench_l2.json", help="file name in benchmarks/results/")
-    cm.add_thread_arg(ap)
-    args = ap.parse_args(argv)
-    cm.apply_threads(args.threads)
-    cm.setup_env()
-    eta_ref, step_ref = (float(v) for v in args.reference.split(","))
-    rows = []
-    for name in args.models.split(","):
-        for row in run_model(name, args.images, (eta_ref, step_ref), args.batch_size):
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    cm.RESULTS.mkdir(exist_ok=True)
-    (cm.RESULTS / args.out).write_text(json.dumps(rows, indent=1))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main(l2))

@@ -6,24 +6,60 @@ For every method: wall seconds, the same time in units of one batched logit Jaco
 images (measured in this process: warm-up, then the median of 3), the median L2 distance at the
 class change (frmargin: over the 9 paths of an image, the smallest) and the success rate. The
 frmargin rows trace all 9 targets of each image; the attacks look for the nearest change.
-
-Usage: .venv/bin/python benchmarks/bench_peers.py [--images 16] [--model resnet20]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as cm
+from harness import Context, Output, benchmark, main
 
-NAME = "bench_peers"
+
+@benchmark(
+    name="peers",
+    title="frmargin against foolbox DeepFool and FMN (and torchattacks DeepFool) on the same images and threads",
+    units={
+        "method": "",
+        "wall_s": "s",
+        "jacobian_units": "Jacobian evaluations",
+        "ratio_to_deepfool": "ratio",
+        "median_l2": "L2",
+        "success_pct": "%",
+        "paths_ok_pct": "%",
+        "jacobians_per_path": "Jacobian evaluations",
+        "note": "",
+    },
+    key=("method",),
+    sizes={
+        "smoke": {"images": 1, "model": "resnet20", "paper": False},
+        "small": {"images": 4, "model": "resnet20", "paper": False},
+        "full": {"images": 16, "model": "resnet20", "paper": True},
+    },
+)
+def peers(ctx: Context) -> Output:
+    p = ctx.params
+    model = cm.load_model(p.model)
+    x, y = cm.correct_images(model, "cifar10", p.images)
+    unit = jacobian_unit(model, x)
+    rows = [frmargin_row(model, x, y, "frmargin converged")]
+    if p.paper:
+        rows.append(frmargin_row(model, x, y, "frmargin paper (CG)", method="paper", solver="cg"))
+    rows += [attack_row(model, x, y, "deepfool"), attack_row(model, x, y, "fmn"), torchattacks_row(model, x, y)]
+    deepfool = next(r["wall_s"] for r in rows if r["method"] == "foolbox deepfool")
+    for r in rows:
+        if "wall_s" in r:
+            r["jacobian_units"] = r["wall_s"] / unit
+            r["ratio_to_deepfool"] = r["wall_s"] / deepfool
+    notes = (
+        f"Model {p.model}, {len(y)} correctly classified official test images; Jacobian unit = one batched logit "
+        f"Jacobian of the {len(y)} images = {unit:.4f} s. frmargin traces all 9 targets of each image (median_l2: "
+        "the smallest per image); the attacks look for the nearest change."
+    )
+    return Output(rows, notes)
 
 
 def jacobian_unit(model, x: torch.Tensor) -> float:
@@ -34,7 +70,7 @@ def jacobian_unit(model, x: torch.Tensor) -> float:
 
 
 def frmargin_row(model, x, y, label: str, **kwargs) -> dict:
-    from frmargin.paths import trace_paths
+    from frmargin import trace_paths
 
     X, source, target = cm.all_target_paths(x, y, 10)
     t0 = time.perf_counter()
@@ -54,7 +90,7 @@ def frmargin_row(model, x, y, label: str, **kwargs) -> dict:
 
 
 def attack_row(model, x, y, attack: str) -> dict:
-    from frmargin.baselines import min_l2_attack
+    from frmargin import min_l2_attack
 
     t0 = time.perf_counter()
     res = min_l2_attack(model, x, y, attack)
@@ -89,59 +125,5 @@ def torchattacks_row(model, x, y) -> dict:
     }
 
 
-COLUMNS = [
-    "method",
-    "wall_s",
-    "jacobian_units",
-    "ratio_to_deepfool",
-    "median_l2",
-    "success_pct",
-    "paths_ok_pct",
-    "jacobians_per_path",
-    "note",
-]
-
-
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=16)
-    ap.add_argument("--model", default="resnet20")
-    ap.add_argument("--no-paper", action="store_true", help="skip paper mode (CG; slow)")
-    cm.add_thread_arg(ap)
-    args = ap.parse_args(argv)
-    cm.setup_env()
-    cm.apply_threads(args.threads)
-    model = cm.load_model(args.model)
-    x, y = cm.correct_images(model, "cifar10", args.images)
-    unit = jacobian_unit(model, x)
-    rows = [frmargin_row(model, x, y, "frmargin converged")]
-    if not args.no_paper:
-        rows.append(frmargin_row(model, x, y, "frmargin paper (CG)", method="paper", solver="cg"))
-    rows += [attack_row(model, x, y, "deepfool"), attack_row(model, x, y, "fmn"), torchattacks_row(model, x, y)]
-    deepfool = next(r["wall_s"] for r in rows if r["method"] == "foolbox deepfool")
-    for r in rows:
-        if "wall_s" in r:
-            r["jacobian_units"] = r["wall_s"] / unit
-            r["ratio_to_deepfool"] = r["wall_s"] / deepfool
-    info = cm.device_info()
-    md = "\n".join(
-        [
-            "# frmargin and its peers, same images and threads\n",
-            f"Device: {cm.device_line(info)}\n",
-            f"Model {args.model}, {len(y)} correctly classified official test images; unit = one batched"
-            f" logit Jacobian of the {len(y)} images = {unit:.4f} s.\n",
-            cm.markdown_table(rows, COLUMNS),
-        ]
-    )
-    conv = rows[0]
-    summary = [
-        cm.figure(NAME, "frmargin (9 targets) / foolbox DeepFool time", conv["ratio_to_deepfool"], "x", "goal <= 4"),
-    ]
-    payload = {"device": info, "model": args.model, "images": len(y), "unit_s": unit, "rows": rows, "summary": summary}
-    print(md)
-    cm.save(NAME, payload, md)
-    return payload
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(peers))

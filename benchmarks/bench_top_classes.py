@@ -17,24 +17,18 @@ them, and one class lumping the rest). Reported per m:
   and the relative error of each trace against the closed form ``predicted_path`` (exact for the
   unconstrained natural-gradient flow with a full-rank Jacobian; the full trace's own error
   shows how well 1000 nearly dependent Jacobian rows are handled).
-
-Usage: .venv/bin/python benchmarks/bench_top_classes.py [--inputs 4] [--m 5,20,100]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as cm
+from harness import Context, Output, benchmark, main
 
-NAME = "bench_top_classes"
 D = 3 * 32 * 32
 RANKS = (1, 4, 49)  # targets: the 2nd, 5th and 50th most probable classes
 
@@ -50,23 +44,38 @@ def build(C: int, H: int, scale: float) -> torch.nn.Module:
     return m.eval()
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from frmargin.geometry import predicted_path
-    from frmargin.paths import trace_paths
+@benchmark(
+    name="top_classes",
+    title="Many classes: tracing with the top-m classes kept (m + 1 Jacobian rows) against every class",
+    units={
+        "top_classes": "classes",
+        "jacobian_rows": "count",
+        "paths_ok": "paths",
+        "wall_s_per_path": "s",
+        "time_vs_full": "ratio",
+        "jacobian_evals_per_path": "Jacobian evaluations",
+        "fr_length_vs_full_median": "relative",
+        "fr_length_vs_full_max": "relative",
+        "l2_ratio_to_full_median": "ratio",
+        "first_hit_agrees_with_full": "share",
+        "rel_err_vs_closed_form_median": "relative",
+        "rel_err_vs_closed_form_max": "relative",
+    },
+    key=("top_classes",),
+    sizes={
+        "smoke": {"inputs": 1, "classes": 50, "hidden": 64, "scale": 40.0, "m": "5"},
+        "small": {"inputs": 3, "classes": 1000, "hidden": 1024, "scale": 40.0, "m": "5,20,100"},
+        "full": {"inputs": 4, "classes": 1000, "hidden": 1024, "scale": 40.0, "m": "5,20,100"},
+    },
+    needs_assets=False,
+)
+def top_classes(ctx: Context) -> Output:
+    from frmargin import predicted_path, trace_paths
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--inputs", type=int, default=4, help="start points (3 paths each)")
-    ap.add_argument("--classes", type=int, default=1000)
-    ap.add_argument("--hidden", type=int, default=1024)
-    ap.add_argument("--scale", type=float, default=40.0, help="multiplies the last layer (confidence)")
-    ap.add_argument("--m", default="5,20,100", help="comma list of kept classes")
-    cm.add_thread_arg(ap)
-    args = ap.parse_args(argv)
-    cm.apply_threads(args.threads)
-    info = cm.device_info()
-    C = args.classes
-    model = build(C, args.hidden, args.scale)
-    x = torch.rand(args.inputs, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    p = ctx.params
+    C = p.classes
+    model = build(C, p.hidden, p.scale)
+    x = torch.rand(p.inputs, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         p0 = torch.softmax(model(x).double(), -1)
     image, source, target = cm.ranked_target_paths(p0, RANKS)
@@ -74,19 +83,14 @@ def main(argv: list[str] | None = None) -> dict:
     P = X.shape[0]
     pred_len, _ = predicted_path(p_rep, source, target)
     top_p = p0.max(-1).values
-    print(
-        f"[{NAME}] C={C}, H={args.hidden}, {P} paths, median top p {top_p.median():.2f}; "
-        f"device: {cm.device_line(info)}",
-        flush=True,
-    )
 
     trace_paths(model, X[:1], source[:1], target[:1], max_steps=1)  # warm-up
     runs = {}
-    for m in [None] + [int(v) for v in args.m.split(",") if v]:
+    for m in [None, *cm.numbers(p.m)]:
         t0 = time.perf_counter()
         res = trace_paths(model, X, source, target, top_classes=m)
         runs[m] = (res, time.perf_counter() - t0)
-        print(f"[{NAME}] top_classes={m}: {runs[m][1]:.1f} s, statuses {sorted(set(res.status))}", flush=True)
+        print(f"[top_classes] top_classes={m}: {runs[m][1]:.1f} s, statuses {cm.statuses(res.status)}", flush=True)
 
     full, t_full = runs[None]
     ok_full = torch.tensor([s == "ok" for s in full.status])
@@ -112,45 +116,14 @@ def main(argv: list[str] | None = None) -> dict:
                 "rel_err_vs_closed_form_max": float(err.max()) if err.size else float("nan"),
             }
         )
-    md = "\n".join(
-        [
-            f"# {NAME}: top-m classes kept, the rest lumped, vs every class (C = {C})\n",
-            f"Device: {cm.device_line(info)}\n",
-            f"Model: Flatten -> Linear({D}, {args.hidden}) -> Tanh -> Linear({args.hidden}, {C}) x {args.scale:g}, random "
-            f"weights; median top probability {top_p.median():.2f}. {P} paths from {args.inputs} inputs to the classes "
-            f"ranked {[r + 1 for r in RANKS]}. Differences are relative to the trace with every class; the closed form "
-            "is `predicted_path`.\n",
-            cm.markdown_table(rows),
-        ]
+    notes = (
+        f"Model: Flatten -> Linear({D}, {p.hidden}) -> Tanh -> Linear({p.hidden}, {C}) x {p.scale:g}, random weights; "
+        f"median top probability {top_p.median():.2f}. {P} paths from {p.inputs} inputs to the classes ranked "
+        f"{[r + 1 for r in RANKS]}. Differences are relative to the trace with every class; the closed form is "
+        "predicted_path."
     )
-    payload = {"device": info, "args": vars(args), "rows": rows}
-    cm.publish(NAME, payload, md)
-    full_row = rows[0]
-    payload["summary"] = [
-        cm.figure(
-            NAME,
-            f"trace with every class, C={C}",
-            t_full / P,
-            "s/path",
-            f"FR length vs closed form {full_row['rel_err_vs_closed_form_median']:.1e} (median) / "
-            f"{full_row['rel_err_vs_closed_form_max']:.1e} (max)",
-        ),
-    ] + [
-        cm.figure(
-            NAME,
-            f"top_classes={r['top_classes']}, C={C}",
-            r["wall_s_per_path"],
-            "s/path",
-            f"{r['time_vs_full']:.3f} of the full time; FR length vs closed form {r['rel_err_vs_closed_form_median']:.1e} "
-            f"(median) / {r['rel_err_vs_closed_form_max']:.1e} (max), vs the full trace {r['fr_length_vs_full_median']:.1e} "
-            f"(median); L2 at the change {r['l2_ratio_to_full_median']:.2f} x the full trace's (median); first hit "
-            f"agrees on {r['first_hit_agrees_with_full']:.0%}",
-        )
-        for r in rows
-        if r["top_classes"] != "all"
-    ]
-    return payload
+    return Output(rows, notes)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(top_classes))

@@ -24,8 +24,8 @@ for B in (16, 64, 256):
         print(f"B={B} route={route} {(time.perf_counter() - t0) / 5 * 1e3:.2f} ms per Jacobian")
 PY
 # 2. throughput vs batch size, 3. step control across the zoo, 4. peers (same images)
-timeout 120 "$PY" benchmarks/bench_throughput.py --batch-sizes 16,64,256 --steps 5 || echo "throughput failed"
-timeout 120 "$PY" benchmarks/bench_zoo_steps.py --images 8 || echo "zoo failed"
-timeout 90 "$PY" benchmarks/bench_peers.py --images 16 --no-paper || echo "peers failed"
+timeout 120 "$PY" benchmarks/bench_throughput.py --size full --set batch_sizes=16,64,256 --out "$OUT/throughput.json" || echo "throughput failed"
+timeout 120 "$PY" benchmarks/bench_zoo_steps.py --size full --out "$OUT/zoo_steps.json" || echo "zoo failed"
+timeout 90 "$PY" benchmarks/bench_peers.py --size full --set paper=False --out "$OUT/peers.json" || echo "peers failed"
 # 5. a small full run (official split when installed) with its report
 timeout 60 .venv/bin/frmargin run --images 40 --device cuda --out "$OUT/gpu_run" --no-progress || echo "run failed"
