@@ -52,7 +52,7 @@ def set_box_damping(floor: float) -> None:
 
 def accuracy_defaults() -> dict:
     """The tracer's default accuracy options (``eta``, ``logit_step``, ...)."""
-    from frmargin.paths.options import ACCURACY_DEFAULTS
+    from frmargin.options import ACCURACY_DEFAULTS
 
     return dict(ACCURACY_DEFAULTS)
 
