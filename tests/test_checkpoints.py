@@ -19,6 +19,7 @@ import torch
 
 from frmargin.errors import FrmarginError
 from frmargin.models.checkpoints import load_weights, read_weights
+from frmargin.runs.identity import structural_hash
 from user_models import MODULE, bars_data, cuda_tagged, frmargin, train, write_user_files
 
 FAMILIES = ("cnn", "mlp")
@@ -195,6 +196,9 @@ def test_another_architecture_is_one_error_naming_missing_and_unexpected(user, t
     assert f"{len(cnn_names)} missing ({', '.join(cnn_names[:5])}" in text, text
     assert f"{len(mlp_names)} unexpected ({', '.join(mlp_names[:5])}" in text, text
     assert f"(+{len(mlp_names) - 5} more)" in text and "'state_dict'" in text and "\n" not in text
+    torch.save({"student": user["nets"]["mlp"].state_dict(), "teacher": [user["nets"]["mlp"].state_dict()]}, path)
+    with pytest.raises(FrmarginError, match=r"state dicts in the file: 'student', 'teacher/0' \(--weights-key"):
+        load_weights(_fresh(user, "cnn"), path)
 
 
 def test_another_width_names_the_shapes(user, tmp_path):
@@ -248,6 +252,8 @@ def test_the_trial_runs_with_weights_alone(user, tmp_path, capsys):
     layout = info["model_identity"]["weights_layout"]
     assert layout == {"format": "torch.save", "key": "state_dict/0", "prefixes_stripped": [], "tensors": 9,
                       "saved_on": ["cuda:0"], "map_location": "cpu"}  # fmt: skip
+    # the weights' hash is the module's own (as before the output reading existed), so older runs resume
+    assert info["model_identity"]["structural_hash"] == structural_hash(user["nets"]["cnn"])
     x, y = bars_data(root)
     images = pd.read_parquet(out / "images.parquet")
     index = torch.tensor(images["image_index"].to_numpy())

@@ -41,7 +41,7 @@ def user(tmp_path_factory) -> Iterator[dict]:
     torch.save(trained.state_dict(), root / "cnn.pt")
     nets = {}
     for kind in KINDS:
-        nets[kind] = getattr(module, kind)().eval()
+        nets[kind] = getattr(module, kind)().eval().requires_grad_(False)
         nets[kind].load_state_dict(trained.state_dict())
     x, y = bars_data(root)
     yield {"root": root, "module": module, "nets": nets, "x": x, "y": y}
@@ -183,10 +183,11 @@ def test_outputs_without_logits_exit_2_before_any_work(user, tmp_path, capsys):
 
 def _numbers(out: str) -> tuple[int, int, float, float]:
     top1 = re.search(r"top-1 [\d.]+% \((\d+)/(\d+)\)", out)
-    median = re.search(r"median confidence ([\d.]+)", out)
+    median = re.search(r"median confidence (1 - )?([\d.e+-]+) ", out)
     temperature = re.search(r"temperature ([\d.e+-]+): NLL-optimal on these (\d+) images", out)
     assert top1 and median and temperature, out
-    return int(top1.group(1)), int(top1.group(2)), float(median.group(1)), float(temperature.group(1))
+    confidence = 1 - float(median.group(2)) if median.group(1) else float(median.group(2))
+    return int(top1.group(1)), int(top1.group(2)), confidence, float(temperature.group(1))
 
 
 @pytest.mark.parametrize("kind", ["plain", "dict_out", "normalize"])

@@ -233,10 +233,11 @@ def find_state_dict(content: object, net: nn.Module, shown: str, key: str | None
         )
     best = max(found, key=lambda f: len(set(f[1]) & set(expected)))
     stripped = f", prefixes stripped: {' '.join(best[2])}" if best[2] else ""
+    others = f"; state dicts in the file: {listed} (--weights-key KEY chooses one)" if len(found) > 1 else ""
     raise FrmarginError(
         f"option '--weights': {shown!r} does not fit the model: the state dict at {_where(best[0])}{stripped} "
-        f"({len(best[1])} tensors, the model has {len(expected)}): {_mismatch(best[1], expected)}; "
-        f"state dicts in the file: {listed} (--weights-key KEY chooses one); check --model"
+        f"({len(best[1])} tensors, the model has {len(expected)}): {_mismatch(best[1], expected)}{others}; "
+        "check --model and --weights"
     )
 
 

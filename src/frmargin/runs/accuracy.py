@@ -52,11 +52,16 @@ class AccuracySummary:
         fit = self.fit
         return [
             *self.top1_lines(),
-            f"median confidence {self.median_confidence:.4f} (largest softmax probability, T = 1)",
+            f"median confidence {_confidence(self.median_confidence)} (largest softmax probability, T = 1)",
             f"temperature {fit.temperature:.4g}: NLL-optimal on these {fit.n_images} images (mean NLL "
-            f"{fit.nll_before:.4f} at T = 1, {fit.nll_after:.4f} at T); frmargin run --temperature auto fits it "
+            f"{fit.nll_before:.4g} at T = 1, {fit.nll_after:.4g} at T); frmargin run --temperature auto fits it "
             "on held-out images",
         ]
+
+
+def _confidence(p: float) -> str:
+    """A probability with 4 decimals, or as ``1 - eps`` when it would print as 1.0000."""
+    return f"{p:.4f}" if p < 0.99995 else f"1 - {1 - p:.2g}"
 
 
 def model_accuracy(config: RunConfig, limit: int | None = None) -> AccuracySummary:

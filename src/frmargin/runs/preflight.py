@@ -266,7 +266,8 @@ def _record_output(model: nn.Module, config: RunConfig, identity: dict | None) -
     chosen = f"--output {config.output}" if config.output is not None else "automatically"
     if identity is not None:
         identity["output"] = {"logits": model.read, "chosen": chosen}
-    _note(f"the logits of {config.model} are read from {model.read} ({chosen}; --output chooses another)")
+    how = f"chosen with {chosen}" if config.output is not None else "found automatically; --output chooses another"
+    _note(f"the logits of {config.model} are read from {model.read} ({how})")
 
 
 def _declared_shape(identity: dict) -> tuple[int, ...] | None:
