@@ -35,8 +35,8 @@ test-fast: install
 	FRMARGIN_MIRROR= FRMARGIN_TEST_MIRROR=off $(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks docs
-	$(BIN)/ruff format --check src tests benchmarks docs
+	$(BIN)/ruff check src tests benchmarks docs/_hooks docs/results
+	$(BIN)/ruff format --check src tests benchmarks docs/_hooks docs/results
 	$(BIN)/mypy
 
 # the documentation site (docs/, mkdocs.yml) into site/; --strict fails on broken links and references
