@@ -41,10 +41,10 @@ lint: install
 
 # the documentation site (docs/, mkdocs.yml) into site/; --strict fails on broken links and references
 docs: install
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 serve-docs: install
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py --threads 1
