@@ -328,6 +328,36 @@ def test_the_committed_result_files_load_and_are_small():
         hook.load_benchmark(path)
 
 
+class _Page:
+    """What ``on_page_markdown`` reads of an mkdocs page."""
+
+    class file:
+        src_uri = "results.md"
+
+
+def test_a_study_table_is_shown_only_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    hook = load_hook("data_pages")
+    monkeypatch.setenv(hook.RESULTS_ENV, str(tmp_path))
+    page = "# Results\n\n<!-- results:study -->\n"
+    assert hook.on_page_markdown(page, _Page, None, None).strip() == "# Results"
+    table = DOCS / "results" / "data" / "resnet20-cifar10" / "study_table.csv"
+    (tmp_path / "study_table.csv").write_text(table.read_text())
+    with pytest.raises(hook.ResultFileError):  # a table without its provenance is refused
+        hook.on_page_markdown(page, _Page, None, None)
+    provenance = {
+        "commands": ["frmargin study --models a,b --out runs/study"],
+        "date": "2026-12-08T00:00:00+00:00",
+        "frmargin": "0.2.0",
+        "machine": {"cpu": "test CPU", "cores": 2},
+    }
+    (tmp_path / "study_provenance.json").write_text(json.dumps(provenance))
+    text = hook.on_page_markdown(page, _Page, None, None)
+    row = pd.read_csv(table).iloc[0]
+    assert "## A study across models" in text and "frmargin study --models a,b" in text
+    assert hook.fmt(float(row["euclid_shielded_pct"])) in text and "Euclidean shielded %" in text
+    assert "![" in text  # its figure
+
+
 def test_the_readme_results_table_is_generated_from_the_result_files(tmp_path: Path):
     hook = load_hook("data_pages")
     assert hook.rewrite_readme(README, check=True), (

@@ -7,9 +7,11 @@ machine and package version; figures are drawn with matplotlib at build time (ne
   rendered generically where the benchmarks page has ``<!-- benchmarks -->``.
 - ``docs/results/data/<set>/provenance.json`` with the CSV tables it lists: one measurement
   set, rendered where the results page has ``<!-- results:<set> -->``.
-- ``docs/results/data/study_table.csv`` (with ``study.json`` beside it for the provenance):
-  a study across models, rendered where the results page has ``<!-- results:study -->``, and
-  only when present.
+- a study across models (``frmargin study``): the set ``docs/results/data/study/`` written by
+  ``python docs/results/collect.py study --study STUDY_DIR --command "frmargin study ..."``, or
+  a bare ``docs/results/data/study_table.csv`` with ``study_provenance.json`` beside it; rendered
+  where the results page has ``<!-- results:study -->``, and only when present (default tables
+  and figure unless its provenance lists its own).
 
 ``python docs/_hooks/data_pages.py --readme README.md`` rewrites the README's results table
 (between ``<!-- results-table:start -->`` and ``<!-- results-table:end -->``) from the same
@@ -274,9 +276,13 @@ def load_result_set(folder: Path) -> dict:
     record = json.loads(path.read_text())
     if record.get("schema") != RESULTS_SCHEMA:
         raise ResultFileError(f"{path}: expected schema {RESULTS_SCHEMA}")
-    for key in ("title", "commands", "date", "frmargin", "machine", "tables"):
+    for key in ("commands", "date", "frmargin", "machine"):
         if key not in record:
             raise ResultFileError(f"{path}: missing {key!r}")
+    if not record.get("tables") and (folder / "study_table.csv").is_file():  # a study collected as it is
+        record["tables"], record["figures"] = STUDY_TABLES, record.get("figures") or STUDY_FIGURES
+    if not record.get("tables"):
+        raise ResultFileError(f"{path}: lists no tables")
     record["frames"] = {}
     for item in [*record["tables"], *record.get("figures", []), *record.get("readme", [])]:
         file = folder / item["file"]
@@ -299,20 +305,65 @@ def result_sets() -> dict[str, dict]:
     return sets
 
 
+#: how a study table is shown when its provenance says nothing else
+STUDY_TABLES = [
+    {
+        "file": "study_table.csv",
+        "title": "Margins and shielding per model",
+        "intervals": True,
+        "columns": {
+            "run": "model",
+            "training": "training",
+            "accuracy": "accuracy",
+            "temperature": "T",
+            "fr_margin": "mean per-image FR margin",
+            "ng_shielded_pct": "natural-gradient shielded %",
+            "ng_predicted_shielded_pct": "closed-form prediction %",
+            "euclid_shielded_pct": "Euclidean shielded %",
+            "median_l2": "median minimal L2",
+            "spearman_fr_l2": "Spearman, FR margin vs minimal L2",
+        },
+        "caption": "Intervals: 95% bootstrap over one resample of the images shared by all models.",
+    },
+    {
+        "file": "study_table.csv",
+        "title": "Accuracy and cost per model",
+        "columns": {
+            "run": "model",
+            "rel_error_median": "median relative error vs closed form",
+            "first_hit_agreement": "first hit = closed form",
+            "jacobians_per_path": "Jacobian evaluations per path",
+            "seconds_per_path": "tracing seconds per path",
+        },
+    },
+]
+STUDY_FIGURES = [
+    {
+        "kind": "bar",
+        "file": "study_table.csv",
+        "x": "run",
+        "y": ["fr_margin", "ng_shielded_pct", "euclid_shielded_pct"],
+        "title": "Per model: mean per-image FR margin and shielded paths by metric",
+    }
+]
+
+
 def study_set(folder: Path) -> dict:
-    """The study table written by ``frmargin study`` (``study.json`` beside it: the provenance)."""
-    info = json.loads((folder / "study.json").read_text()) if (folder / "study.json").is_file() else {}
+    """A study table written by ``frmargin study`` placed at the top of the results folder, with
+    its provenance in ``study_provenance.json`` beside it (the keys of a result set's
+    provenance; ``collect.py study --study STUDY_DIR`` writes a complete set folder instead)."""
+    path = folder / "study_provenance.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
     missing = [k for k in ("commands", "date", "frmargin", "machine") if k not in info]
     if missing:
-        raise ResultFileError(f"{folder / 'study.json'}: missing {missing} (the study table needs its provenance)")
+        raise ResultFileError(f"{path}: missing {missing} (a study table is shown with its provenance)")
     frame = pd.read_csv(folder / "study_table.csv")
-    table = {"file": "study_table.csv", "title": info.get("table_title", "Study across models")}
     return {
         **info,
-        "title": info.get("title", "A study across models"),
-        "tables": [table],
+        "title": info.get("title") or "A study across models",
+        "tables": info.get("tables") or STUDY_TABLES,
+        "figures": info.get("figures") or STUDY_FIGURES,
         "frames": {"study_table.csv": frame},
-        "figures": info.get("figures", []),
         "name": "study",
     }
 
@@ -434,7 +485,9 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # mkdocs hook
                 return ""  # the study table is shown once it is there
             if name not in sets:
                 raise ResultFileError(f"{page.file.src_uri}: no result set {name!r} in {results_dir()}")
-            return result_markdown(sets[name], f"results/{FIGURE_DIR}")
+            block = result_markdown(sets[name], f"results/{FIGURE_DIR}")
+            # the study has no prose of its own on the page: it brings its heading
+            return f"## {sets[name]['title']}\n\n{block}" if name == "study" else block
 
         markdown = RESULT_MARKER.sub(block, markdown)
     return markdown
