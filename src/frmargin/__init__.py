@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import AssetError, FrmarginError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "DataFisher": ".fisher",

@@ -1,4 +1,4 @@
-"""The paper's stepper: unit damped natural-gradient steps (METHOD.md section 2, errata fixed).
+"""The paper's stepper: unit damped natural-gradient steps (docs/method.md, errata fixed).
 
 Shapes: m paths, C classes, *S the input shape, D = prod(S).
 """
