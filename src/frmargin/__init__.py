@@ -25,6 +25,7 @@ _LAZY = {
     "margin_lower_bound": ".geometry",
     "predicted_path": ".geometry",
     "PathResult": ".paths",
+    "TraceOptions": ".options",
     "trace_paths": ".paths",
     "load_model": ".models",
     "list_models": ".models",
