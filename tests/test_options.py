@@ -11,12 +11,10 @@ from frmargin.paths import (
     DEFAULT_DAMPING,
     DEFAULT_MAX_STEPS,
     METHODS,
-    METRICS,
     resolve_box,
     resolve_options,
     trace_paths,
 )
-from frmargin.paths.steppers import STEPPERS
 
 
 def cli(name: str) -> str:
@@ -35,16 +33,6 @@ def test_explicit_values_are_kept():
     o = resolve_options(damping=2, max_steps=7, box=(0, 1), record=1, accuracy={"eta": 0.1, "max_attempts": 3})
     assert (o.damping, o.max_steps, o.box, o.record, o.eta, o.max_attempts) == (2.0, 7, (0.0, 1.0), True, 0.1, 3)
     assert isinstance(o.damping, float)
-
-
-@pytest.mark.parametrize(
-    "method, metric, stepper",
-    [("converged", "fisher", "fisher"), ("converged", "euclidean", "euclidean"), ("paper", "fisher", "paper")],
-)
-def test_every_option_combination_has_a_registered_stepper(method, metric, stepper):
-    assert resolve_options(method=method, metric=metric).stepper == stepper
-    assert stepper in STEPPERS
-    assert {resolve_options(method=m, metric=e).stepper for m in METHODS for e in METRICS} <= set(STEPPERS)
 
 
 INVALID = [

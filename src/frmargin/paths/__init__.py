@@ -2,8 +2,10 @@
 
 ``trace_paths`` and ``PathResult`` (``api``); option names, defaults and their one validator
 ``resolve_options`` (``options``); the per-chunk loop (``tracer``) over a state (``state``),
-steppers (``steppers``: ``fisher``, ``euclidean``, ``paper``), class-change events (``events``),
-the class view (``classes``) and straight lines on the simplex (``simplex_line``).
+steppers (the registry ``steppers``, keyed by method: ``converged``, composed of the step-size
+control ``step_control``, the ``directions``, the step attempts ``predictor_corrector`` (with its
+``correction``) and ``euclidean``, and the projection ``box``; and ``paper``), class-change events
+(``events``), the class view (``classes``) and straight lines on the simplex (``simplex_line``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ import torch
 from . import events
 from .options import TracerOptions
 from .state import Network, PathState
-from .steppers import Step, Stepper, make_stepper
+from .step_types import Step, Stepper
+from .steppers import make_stepper
 
 
 class ChunkTracer:
