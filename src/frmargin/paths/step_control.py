@@ -127,7 +127,7 @@ class StepControl(Stepper):
         hz0 = st.logit_step[idx].clone()
         pending = torch.arange(idx.numel(), device=idx.device)
         h, hz = h0.clone(), hz0.clone()
-        #: (m,) the paths the box touched in their last attempt
+        # (m,) the paths the box touched in their last attempt
         touched = torch.zeros(idx.numel(), dtype=torch.bool, device=idx.device)
         for retry in (False, True):
             if retry:
