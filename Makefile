@@ -1,4 +1,4 @@
-# Set-up and entry points. `make demo` runs the main job, `make test` the tests.
+# Set-up and entry points. `make demo` runs the main job, `make test` the tests, `make docs` the site.
 # On machines with a local CPU wheel of torch, TORCH_SPEC pins it so set-up is fast;
 # elsewhere override it (e.g. `make TORCH_SPEC=torch test`) or install torch first.
 PYTHON ?= python3
@@ -8,13 +8,13 @@ BIN := $(VENV)/bin
 SHARED_ASSETS := $(abspath ../shared/assets)
 export FRMARGIN_MIRROR ?= $(if $(wildcard $(SHARED_ASSETS)/README.md),$(SHARED_ASSETS),)
 
-.PHONY: install demo test test-fast lint bench bench-smoke clean browser
+.PHONY: install demo test test-fast lint bench bench-smoke clean browser docs serve-docs
 
 $(BIN)/frmargin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,attacks,imagenet,models]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,attacks,imagenet,docs,models]"
 	touch $@
 
 install: $(BIN)/frmargin
@@ -35,9 +35,16 @@ test-fast: install
 	FRMARGIN_MIRROR= FRMARGIN_TEST_MIRROR=off $(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/_hooks docs/results
+	$(BIN)/ruff format --check src tests benchmarks docs/_hooks docs/results
 	$(BIN)/mypy
+
+# the documentation site (docs/, mkdocs.yml) into site/; --strict fails on broken links and references
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+serve-docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 # every benchmark at the size of the published figures (see benchmarks/README.md), one thread
 bench: install
@@ -48,4 +55,4 @@ bench-smoke: install
 	$(BIN)/python benchmarks/run_all.py --size smoke --threads 1
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build dist site src/*.egg-info

@@ -71,7 +71,7 @@ def closed_form(ctx: Context) -> list[dict]:
     z = infer()
     t_cf = cm.timeit(lambda: closed(z), warmup=1, repeats=p.repeats)
     length, hit, lb = closed(z)
-    # sanity: min over targets of the predicted length equals the lower bound (METHOD.md 4)
+    # sanity: min over targets of the predicted length equals the lower bound (docs/method.md)
     gap = float(((length.min(-1).values - lb).abs() / lb.clamp_min(1e-12)).median())
     others = torch.stack([torch.tensor([c for c in range(10) if c != int(s)]) for s in z.argmax(-1)])
     shielded = float((hit != others).double().mean())

@@ -40,7 +40,7 @@ SETTINGS = {
     "logit_step=2": {"logit_step": 2.0},
     "logit_step=8": {"logit_step": 8.0},
 }
-#: an optional tight reference (METHOD.md's measurement used eta 0.1)
+#: an optional tight reference (the method notes' measurement used eta 0.1)
 EXTRA = {"eta=0.1": {"eta": 0.1}, "eta=0.1,rtol=0.005": {"eta": 0.1, "rtol": 0.005}}
 #: the tight trace the L2 distances are compared with
 REFERENCE = {"eta": 0.1, "logit_step": 0.25, "rtol": 0.005, "atol": 1e-4, "max_steps": 5000}

@@ -1,6 +1,6 @@
 """A synthetic run folder with plausible values, for tests of the analysis and report layers.
 
-Softmax outputs are drawn per image; the paths follow the closed forms of METHOD.md 4: the path
+Softmax outputs are drawn per image; the paths follow the closed forms of docs/method.md: the path
 toward k is shielded by the largest c with p_c > (p_y + p_k) / 2, and its length is the exact
 natural-gradient flow length. Vehicle classes get larger logit gaps (robust) and are more often the
 runner-up (shields), so the paper's claims 1 to 3 hold; baseline L2 grows with the FR margin, so
@@ -30,13 +30,13 @@ DATA_CAVEAT = "data: JPEG (quality ~75) copy of the CIFAR-10 test split, not the
 
 
 def lower_bound(p: np.ndarray, y: int) -> float:
-    """Simplex lower bound LB of METHOD 4a."""
+    """Simplex lower bound LB (docs/method.md)."""
     runner_up = np.max(np.delete(p, y))
     return 2 * math.asin((math.sqrt(p[y]) - math.sqrt(runner_up)) / math.sqrt(2))
 
 
 def predicted_path(p: np.ndarray, y: int, k: int) -> tuple[float, int]:
-    """Closed-form NG length and first class hit of the path from y toward k (METHOD 4b)."""
+    """Closed-form NG length and first class hit of the path from y toward k (docs/method.md, the exact flow)."""
     py, pk = p[y], p[k]
     r = math.sqrt(py + pk)
     theta0 = math.atan2(math.sqrt(py), math.sqrt(pk))

@@ -20,7 +20,7 @@ from frmargin.temperature import Temperature, fit_temperature_logits, held_out_i
 from mirror import MIRROR, needs_mirror
 
 T_RTOL = 1e-6  # the fit's tolerance on T (the minimizer works to 1e-10 in log T)
-CLOSED_FORM_MEDIAN = 0.01  # default accuracy of the converged mode (README benchmarks: < 1% / < 3%)
+CLOSED_FORM_MEDIAN = 0.01  # default accuracy of the converged mode (benchmarks: < 1% / < 3%)
 CLOSED_FORM_P90 = 0.03
 
 

@@ -14,7 +14,7 @@ import pytest
 import frmargin
 
 PUBLIC = (
-    "trace_paths", "DataFisher", "PathResult", "margin_lower_bound", "fisher_rao_distance", "predicted_path",
+    "trace_paths", "TraceOptions", "DataFisher", "PathResult", "margin_lower_bound", "fisher_rao_distance", "predicted_path",
     "load_model", "load_dataset", "RunConfig", "run_experiment", "build_report", "min_l2_distance",
     "min_l2_attack", "FrmarginError", "AssetError", "logits_of",
 )  # fmt: skip

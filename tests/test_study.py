@@ -152,7 +152,7 @@ def mirror_env(tmp_path, monkeypatch):
 
 def _closed_form_shielded_pct(model_name: str, run_dir: Path) -> float:
     """% of (correct image, target) pairs with p_c > (p_y + p_k) / 2 for some c, from the model's
-    own softmax outputs (METHOD 4b), over the targets of the run's successful paths."""
+    own softmax outputs (the exact flow), over the targets of the run's successful paths."""
     import frmargin
 
     paths = pd.read_parquet(run_dir / "paths.parquet")

@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import AssetError, FrmarginError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "DataFisher": ".fisher",
@@ -25,6 +25,7 @@ _LAZY = {
     "margin_lower_bound": ".geometry",
     "predicted_path": ".geometry",
     "PathResult": ".paths",
+    "TraceOptions": ".options",
     "trace_paths": ".paths",
     "load_model": ".models",
     "list_models": ".models",

@@ -1,4 +1,4 @@
-"""Closed forms on the probability simplex with the Fisher-Rao metric (METHOD.md section 4).
+"""Closed forms on the probability simplex with the Fisher-Rao metric (docs/method.md, closed forms).
 
 All functions take probabilities ``p`` of shape (B, C) (rows on the simplex) and are
 vectorized over the leading batch axis. Computations run in float64 and the results come
@@ -106,7 +106,7 @@ def fr_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def margin_lower_bound(p: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
-    """Simplex lower bound on the FR margin (METHOD.md 4a).
+    """Simplex lower bound on the FR margin (docs/method.md, the lower bound).
 
     LB(p) = 2 arcsin((sqrt(p_y) - sqrt(p_(2))) / sqrt(2)), p_(2) the largest probability of
     the other classes; 0 where ``source`` is not the argmax.

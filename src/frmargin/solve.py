@@ -1,4 +1,4 @@
-"""Damped solves with the data-space Fisher G = J^T M J (METHOD.md section 1).
+"""Damped solves with the data-space Fisher G = J^T M J (docs/method.md, the data-space Fisher).
 
 Shapes: B batch, C classes, D input dimensions. Small C x C algebra runs in float64.
 """

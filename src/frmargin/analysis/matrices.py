@@ -129,7 +129,7 @@ def status_counts(paths: pd.DataFrame) -> pd.DataFrame:
 
 
 def closed_form_agreement(paths: pd.DataFrame) -> pd.DataFrame:
-    """How well the closed forms of METHOD 4 predict the traced paths.
+    """How well the closed forms (docs/method.md) predict the traced paths.
 
     Rows (``quantity``, ``value``, ``n``, ``definition``), all over successful paths:
     ``rel_error_median`` and ``rel_error_p90``: quantiles of |fr_length - predicted_length| /

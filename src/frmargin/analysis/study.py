@@ -47,7 +47,7 @@ STUDY_VERDICT_COLUMNS = (
 
 
 def predicted_shielded(paths: pd.DataFrame) -> np.ndarray:
-    """(P,) closed-form prediction of METHOD 4b: the exact NG flow toward the target is intercepted
+    """(P,) closed-form prediction of the exact flow (docs/method.md): the exact NG flow toward the target is intercepted
     (``predicted_first_hit`` is another class), from the softmax output at the start."""
     p = prepare_paths(paths)
     hit = p["predicted_first_hit"].to_numpy()

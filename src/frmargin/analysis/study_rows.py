@@ -25,7 +25,7 @@ STUDY_ROW_COLUMNS: tuple[tuple[str, str], ...] = (
     ("temperature", "T dividing the logits (fitted on held-out test images for auto)"),
     ("fr_margin", "mean per-image FR margin (min over targets of natural-gradient path length)"),
     ("ng_shielded_pct", "% of successful natural-gradient paths whose first hit is not the target"),
-    ("ng_predicted_shielded_pct", "closed-form prediction of the same rate from the softmax outputs (METHOD 4b)"),
+    ("ng_predicted_shielded_pct", "closed-form prediction of the same rate from the softmax outputs (exact flow)"),
     ("euclid_shielded_pct", "% of successful Euclidean (plain-gradient) paths that are shielded"),
     ("median_l2", "median minimal L2 distance (best attack; finite values) in [0, 1] pixel units"),
     ("spearman_fr_l2", "Spearman correlation of per-image FR margin and minimal L2"),

@@ -1,7 +1,7 @@
 """A 2-D toy classifier with more classes than input dimensions, and a path-tracing demo.
 
 In two input dimensions with C > 3 classes the logit Jacobian J (C x 2) has rank 2 < C - 1, so
-the natural-gradient flow cannot move p along the straight simplex line of METHOD.md 4b: which
+the natural-gradient flow cannot move p along the straight simplex line of the exact flow (docs/method.md): which
 class a path meets first is decided by the geometry of the decision regions, not by the softmax
 output alone. The toy puts C - 1 Gaussian blobs on a ring around one central blob, so that the
 central class is surrounded and paths between opposite ring classes must cross a neighbour.
@@ -323,7 +323,7 @@ def run_toy_demo(
     From each of ``n_points`` correctly classified training points (classes in turn), one path
     toward every other class per metric, recorded. Writes ``toy_paths.csv`` (one row per path:
     point, source, target, metric, first_hit, shielded, fr_length, l2, status, steps,
-    lower_bound, the closed-form predicted_first_hit / predicted_length of METHOD.md 4b, start
+    lower_bound, the closed-form predicted_first_hit / predicted_length of the exact flow, start
     and end coordinates) and ``toy_paths.png`` (Fisher | Euclidean panels over the decision
     regions).
 

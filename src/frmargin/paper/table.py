@@ -32,7 +32,7 @@ LITERATURE_TIERS: tuple[tuple[str, ...], ...] = (
 LITERATURE_ORDER: tuple[str, ...] = tuple(c for tier in LITERATURE_TIERS for c in tier)
 
 # The paper's table (ResNet, 800 CIFAR-10 test images, 3,659 successful paths). Its Shielding %
-# column sums to 316% and its rank does not follow its mean FR margin (METHOD.md section 2).
+# column sums to 316% and its rank does not follow its mean FR margin (docs/method.md, the paper's errata).
 PAPER_TABLE = pd.DataFrame(
     {
         "name": list(CIFAR10_CLASSES),

@@ -1,7 +1,7 @@
 """Straight lines on the probability simplex: the predictor of the converged tracer.
 
 Where the Jacobian is a submersion, the natural-gradient flow of log p_y - log p_k moves p
-along a straight line (p_y falls, p_k rises, the rest stay; METHOD.md 4b), so the tracer
+along a straight line (p_y falls, p_k rises, the rest stay; docs/method.md, the exact flow), so the tracer
 predicts its next point on the line p + t d through the current p along the current p-space
 velocity d, at a chosen Fisher-Rao distance, and lets a corrector pull the network onto it.
 Shapes: (m, C) float64 rows.
@@ -151,7 +151,7 @@ def anchored_line(
 
     Where pdot is the exact flow's direction (full-rank Jacobian: p_top falls, p_k rises, the
     rest stay), the flow never leaves the line through the start point p0 (m, V) along
-    e_k - e_top (METHOD.md 4b): the line is then anchored there, at the projection of p onto it,
+    e_k - e_top (docs/method.md, the exact flow): the line is then anchored there, at the projection of p onto it,
     so the corrector pulls back what earlier steps drifted off (across activation-pattern
     changes the corrector's residuals are random; on a line through the current p they would
     add up along the path). Elsewhere (rank-deficient Jacobian, box) it is the line through p

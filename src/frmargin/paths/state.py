@@ -20,7 +20,7 @@ RUNNING = "running"
 #: backward passes instead of V; a zero last row). The tracer's every use of J is invariant
 #: under adding one row to all rows: the Fisher weights diag p - p p^T and the factor L^T
 #: annihilate constant logit shifts, directions are J^T w with sum(w) = 0, logit velocities
-#: are centred, and Broyden's update commutes with the shift (METHOD.md: the Fisher depends
+#: are centred, and Broyden's update commutes with the shift (docs/method.md: the Fisher depends
 #: on the centred rows only).
 REFERENCE_ROW = True
 

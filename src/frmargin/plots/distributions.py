@@ -131,7 +131,7 @@ def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> 
         left.legend(loc="upper left")
     else:
         left.text(0.5, 0.5, "no closed-form predictions in this run", ha="center", transform=left.transAxes)
-    left.set_xlabel("closed-form NG length (METHOD 4b)")
+    left.set_xlabel("closed-form NG length (exact flow)")
     left.set_ylabel("traced FR length")
     left.set_title("Traced vs closed-form length, per path", fontsize=10)
     im = bounds
@@ -149,7 +149,7 @@ def plot_closed_form(points: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> 
         right.legend(loc="upper left")
     else:
         right.text(0.5, 0.5, "no lower bounds in this run", ha="center", transform=right.transAxes)
-    right.set_xlabel("simplex lower bound LB (METHOD 4a)")
+    right.set_xlabel("simplex lower bound LB")
     right.set_ylabel("per-image margin (min over targets of traced length)")
     right.set_title("Per-image margin vs lower bound", fontsize=10)
     for ax in (left, right):

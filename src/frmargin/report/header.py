@@ -70,7 +70,7 @@ def caveats(run: Run) -> list[str]:
             "method 'paper' follows the paper's algorithm (with the sign erratum fixed): "
             "`fr_length` is the chord-sum FR length of the traced path, while the paper's "
             "own D_FR is the step count (`mean steps`), which depends on the damping and the "
-            "step size, not only on the model (METHOD.md section 2, erratum 2)."
+            "step size, not only on the model (documentation: Method, the paper's errata)."
         )
     if info.get("metric") == "euclidean":
         out.append(

@@ -162,7 +162,7 @@ def single_report(
     rankings_section(doc, result)
     doc.heading("Closed forms versus traced paths")
     doc.text(
-        "How well the softmax-only closed forms of METHOD.md section 4 predict the traced paths "
+        "How well the softmax-only closed forms (documentation: Method, closed forms on the simplex) predict the traced paths "
         "(successful paths). Large errors point to box constraints, damping, step size or "
         "rank-deficient Jacobians."
     )

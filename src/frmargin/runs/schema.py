@@ -1,6 +1,6 @@
 """The per-path table: one row per traced path, built in one place for the runner and the toy.
 
-Columns (README "Outputs"): the caller's id columns (``image_index`` in a run, ``point`` in the
+Columns (docs/guide/outputs.md): the caller's id columns (``image_index`` in a run, ``point`` in the
 toy), ``source``, ``target``, the caller's label columns (``method``, ``metric``), every scalar
 field of ``PathResult`` (``PathResult.to_frame``), then ``shielded``, ``predicted_length``,
 ``predicted_first_hit``, ``lower_bound`` and ``confidence``. With a box: ``bound_share`` and

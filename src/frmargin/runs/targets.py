@@ -11,7 +11,7 @@ Target rules (``--targets``), applied per image to the probabilities p0 at its s
 
 Each path records ``target_rank``: the rank of its target among the other classes by p0 (1 =
 the most probable other class). Defaults: ``all`` when C <= 10, ``top:9`` otherwise;
-``top_classes`` 20 when C > 100 (``DEFAULT_TOP_CLASSES``; see the README's ImageNet results).
+``top_classes`` 20 when C > 100 (``DEFAULT_TOP_CLASSES``; see docs/design.md, many classes).
 
 Importing this module imports neither torch nor numpy.
 
