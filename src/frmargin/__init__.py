@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "DataFisher": ".fisher",
+    "fisher_spectrum": ".spectrum",
     "fisher_rao_distance": ".geometry",
     "margin_lower_bound": ".geometry",
     "predicted_path": ".geometry",
