@@ -285,3 +285,12 @@ def test_resnet20_cifar10_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert torch.isfinite(res.distance[ok]).all()
     assert 0.01 < res.distance[ok].median() < 2.0
     assert_verified(model, x, y, res)
+
+
+def test_run_configuration_names_every_attack() -> None:
+    """``RunConfig`` and ``frmargin study`` accept exactly the registered attacks."""
+    from frmargin.runs.config import ATTACK_NAMES
+    from frmargin.runs.study import BASELINE_NAMES
+
+    assert set(ATTACK_NAMES) == set(ATTACKS) == set(BASELINE_NAMES)
+    assert set(MINIMIZING) < set(ATTACKS)

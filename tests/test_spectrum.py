@@ -51,7 +51,9 @@ def assert_eigenpairs(values, vectors, G, what: str, tol: float = EIG_TOL) -> No
     ev, V = dense_top(G, K)
     scale = ev[:, :1]
     assert_close(values, ev, 0.0, tol * float(scale.max()), f"{what}: eigenvalues")
-    assert_close(flat @ flat.transpose(-1, -2), torch.eye(K, dtype=torch.float64).expand(B, K, K), 0, tol, f"{what}: V V^T")
+    assert_close(
+        flat @ flat.transpose(-1, -2), torch.eye(K, dtype=torch.float64).expand(B, K, K), 0, tol, f"{what}: V V^T"
+    )
     residual = (G @ flat.transpose(-1, -2)).transpose(-1, -2) - values[..., None] * flat
     assert float((residual.norm(dim=-1) / scale).max()) <= tol, f"{what}: |G v - lam v| / lam_1"
     full, _ = torch.linalg.eigh(0.5 * (G + G.transpose(-1, -2)))
@@ -63,7 +65,9 @@ def assert_eigenpairs(values, vectors, G, what: str, tol: float = EIG_TOL) -> No
             if float(gaps.min()) > ISOLATED * float(scale[b]):
                 sign = torch.sign((flat[b, i] * V[b, i]).sum())
                 err = float((flat[b, i] - sign * V[b, i]).norm())
-                assert err <= VEC_TOL * tol / EIG_TOL, f"{what}: image {b} eigenvector {i} differs from the dense one by {err:.3g}"
+                assert err <= VEC_TOL * tol / EIG_TOL, (
+                    f"{what}: image {b} eigenvector {i} differs from the dense one by {err:.3g}"
+                )
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -104,8 +108,7 @@ def test_repeated_eigenvalues() -> None:
     assert_close(values, torch.full((1, 3), 0.25, dtype=torch.float64), 0, 1e-14, "uniform: eigenvalues")
     G = ref.fisher(model, x)
     assert_eigenpairs(values, vectors, G, "uniform")
-    ev, V = torch.linalg.eigh(G)
-    dense = V[0, :, -3:]
+    dense = torch.linalg.eigh(G).eigenvectors[0, :, -3:]
     flat = vectors.reshape(3, -1).T
     assert_close(flat @ flat.T, dense @ dense.T, 0, EIG_TOL, "uniform: eigenspace projector")
 
@@ -142,7 +145,7 @@ def test_orientation_lowers_the_predicted_class() -> None:
     """v . grad log p_top(x) <= 0 for every returned vector (strictly, on these generic inputs)."""
     for name in ("mlp-D40-C10", "cnn-3x8x8-C6-bn"):
         model, x = build(name)
-        values, vectors = fisher_spectrum(model, x, k=4)
+        vectors = fisher_spectrum(model, x, k=4).vectors
         xg = x.clone().requires_grad_(True)
         logp = torch.log_softmax(model(xg), -1)
         top = logp.detach().argmax(-1)
@@ -212,20 +215,24 @@ def _bad_cases():
     nan[1, 3] = float("nan")
     trained = make_mlp(16, 5, 24, 2, seed=1).train()
     soft = nn.Sequential(make_mlp(16, 5, 24, 2, seed=1), nn.Softmax(-1)).eval()
-    return model, x, {
-        "k=0": (dict(k=0), r"argument 'k'.*got 0.*\[1, 4\]"),
-        "k=C": (dict(k=5), r"argument 'k'.*got 5.*\[1, 4\]"),
-        "k bool": (dict(k=True), r"argument 'k'"),
-        "k float": (dict(k=1.5), r"argument 'k'"),
-        "k > top_classes": (dict(k=3, top_classes=2), r"argument 'k'.*\[1, 2\].*top_classes=2"),
-        "top_classes=1": (dict(top_classes=1), r"argument 'top_classes'"),
-        "route": (dict(route="fast"), r"argument 'route'"),
-        "train mode": (dict(model=trained), r"argument 'model'.*train mode"),
-        "probabilities": (dict(model=soft), r"argument 'model'.*probabilities"),
-        "non-finite x": (dict(x=nan), r"argument 'x'.*NaN"),
-        "integer x": (dict(x=x.long()), r"argument 'x'.*dtype"),
-        "dtype mismatch": (dict(x=x.float()), r"argument 'x'.*dtype"),
-    }
+    return (
+        model,
+        x,
+        {
+            "k=0": (dict(k=0), r"argument 'k'.*got 0.*\[1, 4\]"),
+            "k=C": (dict(k=5), r"argument 'k'.*got 5.*\[1, 4\]"),
+            "k bool": (dict(k=True), r"argument 'k'"),
+            "k float": (dict(k=1.5), r"argument 'k'"),
+            "k > top_classes": (dict(k=3, top_classes=2), r"argument 'k'.*\[1, 2\].*top_classes=2"),
+            "top_classes=1": (dict(top_classes=1), r"argument 'top_classes'"),
+            "route": (dict(route="fast"), r"argument 'route'"),
+            "train mode": (dict(model=trained), r"argument 'model'.*train mode"),
+            "probabilities": (dict(model=soft), r"argument 'model'.*probabilities"),
+            "non-finite x": (dict(x=nan), r"argument 'x'.*NaN"),
+            "integer x": (dict(x=x.long()), r"argument 'x'.*dtype"),
+            "dtype mismatch": (dict(x=x.float()), r"argument 'x'.*dtype"),
+        },
+    )
 
 
 @pytest.mark.parametrize("case", list(_bad_cases()[2]))

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from .api import ATTACKS, DEFAULTS, MINIMIZING, STATUSES, MinL2Result, min_l2_attack, min_l2_distance
 from .foolbox_attacks import require_foolbox
-from .spectral import top_eigenvalue
+from .spectral import SPECTRAL_ATTACKS, spectral_scores, top_eigenvalue
 
 __all__ = [
     "ATTACKS",
     "DEFAULTS",
     "MINIMIZING",
+    "SPECTRAL_ATTACKS",
     "STATUSES",
     "MinL2Result",
     "min_l2_attack",
     "min_l2_distance",
     "require_foolbox",
+    "spectral_scores",
     "top_eigenvalue",
 ]

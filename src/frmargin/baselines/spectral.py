@@ -30,7 +30,22 @@ import torch
 from ..spectrum import compute_spectrum
 from .common import Model, adversarial, kd, norms
 
-__all__ = ["TSSA_FIRST_SHARE", "run_ossa", "run_random", "run_tssa", "smallest_budget", "top_eigenvalue"]
+__all__ = [
+    "SPECTRAL_ATTACKS",
+    "TSSA_FIRST_SHARE",
+    "run_ossa",
+    "run_random",
+    "run_tssa",
+    "seeded_directions",
+    "smallest_budget",
+    "spectral_scores",
+    "top_eigenvalue",
+    "tssa_point",
+]
+
+#: the attacks along the top eigenvector: with one among a run's baselines, every attack's rows carry
+#: the top eigenvalue at the image and at its adversarial point
+SPECTRAL_ATTACKS = ("ossa", "tssa")
 
 #: share of the budget TSSA spends on its first eigenvector step (CurvNetAttack: 0.6)
 TSSA_FIRST_SHARE = 0.6
@@ -49,28 +64,52 @@ def run_random(fmodel: Any, model: Model, x: torch.Tensor, y: torch.Tensor, opts
 
 
 def run_tssa(fmodel: Any, model: Model, x: torch.Tensor, y: torch.Tensor, opts: dict[str, Any]) -> torch.Tensor:
-    lo, hi = opts["bounds"]
     v1 = compute_spectrum(model, x, 1, opts["top_classes"]).vectors[:, 0].to(x.dtype)
 
     def point(idx: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        x0, first = x[idx], kd(TSSA_FIRST_SHARE * t, x.ndim) * v1[idx]
-        plus, minus = (x0 + first).clamp(lo, hi), (x0 - first).clamp(lo, hi)
-        with torch.no_grad():
-            p_plus = torch.softmax(model(plus).to(torch.float64), -1).gather(1, y[idx, None])[:, 0]
-            p_minus = torch.softmax(model(minus).to(torch.float64), -1).gather(1, y[idx, None])[:, 0]
-        x1 = torch.where(kd(p_minus < p_plus, x.ndim), minus, plus)
-        v2 = compute_spectrum(model, x1, 1, opts["top_classes"]).vectors[:, 0].to(x.dtype)
-        align = torch.where(((x1 - x0) * v2).flatten(1).sum(1) < 0, -1.0, 1.0).to(x.dtype)
-        second = kd((1 - TSSA_FIRST_SHARE) * t * align, x.ndim) * v2
-        return (x1 + second).clamp(lo, hi)
+        return tssa_point(model, x[idx], y[idx], v1[idx], t, opts)
 
     return smallest_budget(model, x, y, point, opts)
 
 
+def tssa_point(
+    model: Model, x: torch.Tensor, y: torch.Tensor, v1: torch.Tensor, t: torch.Tensor, opts: dict[str, Any]
+) -> torch.Tensor:
+    """(B, *S) TSSA's point at budgets t (B,) from x with its top eigenvectors v1 (B, *S).
+
+    x_1 = clip(x +- 0.6 t v1), the sign giving the lower probability of y; then
+    clip(x_1 + s 0.4 t v_1(x_1)), s making the second step's direction agree with x_1 - x.
+    """
+    lo, hi = opts["bounds"]
+    first = kd(TSSA_FIRST_SHARE * t, x.ndim) * v1
+    plus, minus = (x + first).clamp(lo, hi), (x - first).clamp(lo, hi)
+    with torch.no_grad():
+        p_plus = torch.softmax(model(plus).to(torch.float64), -1).gather(1, y[:, None])[:, 0]
+        p_minus = torch.softmax(model(minus).to(torch.float64), -1).gather(1, y[:, None])[:, 0]
+    x1 = torch.where(kd(p_minus < p_plus, x.ndim), minus, plus)
+    v2 = compute_spectrum(model, x1, 1, opts["top_classes"]).vectors[:, 0].to(x.dtype)
+    align = torch.where(((x1 - x) * v2).flatten(1).sum(1) < 0, -1.0, 1.0).to(x.dtype)
+    second = kd((1 - TSSA_FIRST_SHARE) * t * align, x.ndim) * v2
+    return (x1 + second).clamp(lo, hi)
+
+
 def top_eigenvalue(model: Model, x: torch.Tensor, top_classes: int | None = None, batch_size: int = 64) -> torch.Tensor:
     """(B,) float64 largest eigenvalue of G_x (``spectrum.compute_spectrum``), ``batch_size`` at a time."""
-    parts = [compute_spectrum(model, x[i : i + batch_size], 1, top_classes).values[:, 0] for i in range(0, len(x), batch_size)]
+    parts = [
+        compute_spectrum(model, x[i : i + batch_size], 1, top_classes).values[:, 0]
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
+def spectral_scores(model: Model, x: torch.Tensor, result: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) float64 top eigenvalues of G at x and at ``result.x_adv`` (a ``MinL2Result``; NaN where
+    its status is not "ok")."""
+    ok = torch.tensor([s == "ok" for s in result.status], device=x.device)
+    adv = torch.full((x.shape[0],), math.nan, dtype=torch.float64, device=x.device)
+    if ok.any():
+        adv[ok] = top_eigenvalue(model, result.x_adv[ok]).to(adv.device)
+    return top_eigenvalue(model, x).to(adv.device), adv
 
 
 def seeded_directions(x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +136,9 @@ def _two_sided(model: Model, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, 
     return torch.where(kd(d[B:] < d[:B], x.ndim), found[B:], found[:B])
 
 
-def smallest_budget(model: Model, x: torch.Tensor, y: torch.Tensor, point: PointFn, opts: dict[str, Any]) -> torch.Tensor:
+def smallest_budget(
+    model: Model, x: torch.Tensor, y: torch.Tensor, point: PointFn, opts: dict[str, Any]
+) -> torch.Tensor:
     """(B, *S) the adversarial point at the smallest budget found per input (x where none is).
 
     Budgets t_j = T 2^(j - L + 1), j = 0 .. L - 1 (L = ``line_levels``, T the box diameter
