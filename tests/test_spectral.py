@@ -147,3 +147,34 @@ def test_resnet20_ossa_never_below_fmn(tmp_path: Path, monkeypatch: pytest.Monke
     assert both.sum() >= 5
     assert (ossa.distance[both] >= fmn.distance[both] * (1 - FMN_TOLERANCE)).all()
     assert (ossa.backward_passes[both] == 10).all()
+
+
+def test_a_run_records_evaluations_and_lambda_1_and_reads_parts_of_both_kinds(tmp_path: Path) -> None:
+    """A run with deepfool, resumed with ossa added: every row counts its model evaluations; the
+    ossa rows carry lambda_1 (fisher_spectrum's at the image) and lambda_1 at the attack's point;
+    the deepfool parts written before have neither, and the table holds the union of columns."""
+    from conftest import make_cnn
+    from frmargin import RunConfig, run_experiment
+    from frmargin.runs.folder import load_run
+
+    model = make_cnn(1, 8, 3, seed=2, dtype=torch.float32, scale=0.3)
+    x = torch.rand(60, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    assert torch.bincount(y, minlength=3).min() >= 2
+    config = RunConfig(images=6, chunk_images=3, baselines=("deepfool",), input_range=(0.0, 1.0))
+    out = run_experiment(config, tmp_path / "run", model=model, data=(x, y), progress=False)
+    config = RunConfig(images=6, chunk_images=3, baselines=("deepfool", "ossa"), input_range=(0.0, 1.0))
+    run_experiment(config, out, model=model, data=(x, y), resume=True, progress=False)
+    b = load_run(out).baselines
+    assert sorted(set(b["attack"])) == ["deepfool", "ossa"] and len(b) == 12
+    assert (b["forward_passes"] >= 1).all() and b["backward_passes"].notna().all()
+    ossa, deepfool = b[b["attack"] == "ossa"], b[b["attack"] == "deepfool"]
+    assert deepfool["lambda_1"].isna().all() and ossa["lambda_1"].notna().all()
+    images = load_run(out).images.set_index("image_index")
+    xs = x[torch.as_tensor(images.index.to_numpy().copy())]
+    expected = dict(zip(images.index, fisher_spectrum(model, xs, 1).values[:, 0].tolist()))
+    got = dict(zip(ossa["image_index"], ossa["lambda_1"]))
+    assert got == pytest.approx({i: expected[i] for i in got}, rel=1e-6)
+    fooled = ossa["status"] == "ok"
+    assert (ossa.loc[fooled, "lambda_1_adv"] > 0).all() and ossa.loc[~fooled, "lambda_1_adv"].isna().all()
