@@ -15,6 +15,7 @@ pytest.importorskip("foolbox")
 
 from conftest import make_logistic, make_mlp
 from frmargin import fisher_spectrum
+from frmargin.analysis import FMN_TOLERANCE
 from frmargin.baselines import DEFAULTS, min_l2_attack
 from frmargin.baselines.spectral import TSSA_FIRST_SHARE, seeded_directions, tssa_point
 from mirror import REAL_MIRROR
@@ -22,7 +23,6 @@ from test_baselines import WIDE_BOUNDS, linear_case
 
 BISECTION = 2.0 ** -(DEFAULTS["refine_steps"] - 1)  # relative width left of a ratio-2 interval
 BELOW = 1e-9  # float64: never below the exact value
-FMN_TOLERANCE = 1e-3  # foolbox FMN's last relative epsilon update (gamma anneals to 0.001)
 
 
 def exact_along(model: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
