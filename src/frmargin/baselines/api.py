@@ -89,7 +89,8 @@ class MinL2Result:
         attack: the attack name.
         forward_passes: (B,) float64 model evaluations per input (rows through the model).
         backward_passes: (B,) float64 backward passes per input (through its logits; a Jacobian
-            of C rows counts C).
+            of C rows counts C; those inside torch.func transforms, as the vmapped Jacobian rows
+            on CUDA, are not seen).
     """
 
     distance: torch.Tensor
