@@ -38,7 +38,9 @@ def run(
     out: Path = typer.Option(Path("runs/latest"), help="Output folder."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
     seed: int = typer.Option(0, help="Seed of the image selection."),
-    baselines: str = typer.Option("", help="Comma-separated min-L2 attacks, e.g. deepfool,fmn."),
+    baselines: str = typer.Option(
+        "", help="Comma-separated min-L2 attacks among deepfool, fmn, best, ossa, tssa, random, e.g. deepfool,fmn."
+    ),
     chunk_images: int = typer.Option(4, help="Images per results chunk (checkpoint granularity)."),
     dtype: str = typer.Option("float32", help="float32 or float64."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..baselines import min_l2_attack
+from ..baselines import SPECTRAL_ATTACKS, min_l2_attack, spectral_scores
 from ..data.dataset import Dataset
 from ..geometry import margin_lower_bound
 from ..paths import PathResult, trace_paths
@@ -165,7 +165,9 @@ def _progress_bar(total: int, done: int, show: bool) -> Any:
 
 
 def run_baselines(model: nn.Module, selection: Selection, config: RunConfig, out: Path, rank: int, world: int) -> None:
-    """The minimal-L2 attacks of ``config.baselines`` on this rank's chunks of correct images."""
+    """The minimal-L2 attacks of ``config.baselines`` on this rank's chunks of correct images: per
+    image and attack its L2 distance, status and model evaluations, and with a spectral attack
+    among the baselines the top eigenvalue of G_x at the image and at the attack's point."""
     if rank == 0:
         (out / folder.BASELINES_DIR).mkdir(exist_ok=True)
     barrier(world)
@@ -184,6 +186,11 @@ def run_baselines(model: nn.Module, selection: Selection, config: RunConfig, out
                     "attack": attack,
                     "l2": res.distance.cpu().numpy(),
                     "status": list(res.status),
+                    "forward_passes": res.forward_passes.numpy(),
+                    "backward_passes": res.backward_passes.numpy(),
                 }
             )
+            if any(a in SPECTRAL_ATTACKS for a in config.baselines):  # the top eigenvalue at x and at x_adv
+                clean, adv = spectral_scores(model, selection.x[rows], res)
+                frame["lambda_1"], frame["lambda_1_adv"] = clean.cpu().numpy(), adv.cpu().numpy()
             folder.write_parquet(frame, part)

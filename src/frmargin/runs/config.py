@@ -74,7 +74,7 @@ TOP_LEVEL_FIELDS = (
 REQUESTED_DATA_KEY = "data_requested"
 DTYPES = ("float32", "float64")
 #: the minimal-L2 attacks ``baselines`` may name (``frmargin.baselines.ATTACKS``; a test keeps them equal)
-ATTACK_NAMES = ("deepfool", "fmn", "best")
+ATTACK_NAMES = ("deepfool", "fmn", "best", "ossa", "tssa", "random")
 
 
 def content_hash(identity: Mapping[str, Any] | None) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import FrmarginError, bad_argument
 from ..options import ACCURACY_FIELDS, METRICS, TraceOptions
 from . import folder
-from .config import RunConfig, check_temperature_option
+from .config import ATTACK_NAMES, RunConfig, check_temperature_option
 
 __all__ = [
     "STUDY_FILE",
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 STUDY_FILE = "study.json"
-BASELINE_NAMES = ("deepfool", "fmn", "best")
+BASELINE_NAMES = ATTACK_NAMES
 
 
 def known_models() -> dict[str, dict]:
