@@ -3,7 +3,8 @@
 G_x (D x D) has rank at most C - 1. With M = diag(p) - p p^T = L L^T (``solve.fisher_factor``
 gives L^T), A = L^T J is C x D, G_x = A^T A, and S = A A^T = L^T J J^T L (C x C) has the same
 nonzero eigenvalues; an eigenvector u of S with eigenvalue lam > 0 gives the unit eigenvector
-v = A^T u / sqrt(lam) of G_x (METHOD.md section 7, where M^{1/2} stands for any such factor).
+v = A^T u / sqrt(lam) of G_x (the documentation's method page, "The Fisher spectrum"; M^{1/2}
+stands for any such factor).
 One Jacobian per input, and no D x D matrix: an ImageNet input's G_x would hold 2.3e10 entries.
 
 Shapes: B inputs, S the shape of one input, D = prod(S), C classes (V of the lumped view,

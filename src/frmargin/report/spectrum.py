@@ -37,7 +37,7 @@ def spectrum_section(doc: Document, result: RunAnalysis, out: Path) -> None:
     doc.heading("Fisher spectrum: spectral attacks and the top eigenvalue")
     doc.text(
         "lambda_1 is the largest eigenvalue of the data-space Fisher G_x = J^T (diag p - p p^T) J at "
-        "each image, exact from the C x C matrix of METHOD.md section 7 (one Jacobian, no D x D "
+        'each image, exact from a C x C matrix (the method page, "The Fisher spectrum"; one Jacobian, no D x D '
         "matrix). `ossa` steps along +-v_1, its eigenvector; `tssa` spends 60% of the budget along "
         "v_1 and 40% along v_1 at the intermediate point; `random` steps along a random direction; "
         "each is the smallest budget that changes the class, by a scan and a bisection, clipped to "
