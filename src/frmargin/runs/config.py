@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import bad_argument, did_you_mean
 from ..options import ACCURACY_FIELDS, TraceOptions, cli_spelling, spell, spelled
+from .box_estimate import parse_box_margin
 from .targets import MANY_CLASSES, default_targets, default_top_classes, parse_targets
 
 __all__ = [
@@ -68,6 +69,7 @@ IDENTITY_FIELDS = (
     "resize",
     "temperature",
     "targets",
+    "box_margin",
 )
 #: identity fields left out of the fingerprint at their default, so older runs keep theirs
 OPTIONAL_IDENTITY = {
@@ -79,6 +81,7 @@ OPTIONAL_IDENTITY = {
     "resize": None,
     "temperature": 1.0,
     "targets": None,
+    "box_margin": "all",
 }
 #: fields that run.json stores verbatim at its top level (the readers' keys); the other fields go
 #: into its ``config`` entry, so that every field is stored once
@@ -165,10 +168,9 @@ def resume_mismatch(
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a run: what is traced (model, data, images, targets, temperature)
-    and how (``trace``, the one ``TraceOptions`` of ``trace_paths`` and the command line).
-    ``data="auto"`` takes the official CIFAR-10 test split when it can be had and the JPEG copy
-    otherwise (said in run.json and the report).
+    """Everything that defines a run: what is traced (model, data, images, targets, temperature) and
+    how (``trace``, the one ``TraceOptions`` of ``trace_paths`` and the command line). ``data="auto"``
+    takes the official CIFAR-10 test split when it can be had and the JPEG copy otherwise (said in run.json).
 
     Example:
         >>> RunConfig(images=20, trace=TraceOptions(metric="euclidean")).trace.metric
@@ -192,6 +194,7 @@ class RunConfig:
     temperature: float | str = 1.0  # a number > 0, or "auto" (NLL-optimal on held-out images)
     #: target rule (runs/targets.py); None: ``all`` when C <= 10, ``top:9`` otherwise
     targets: str | None = None
+    box_margin: str = "all"  # which box paths get the in-box margin estimate (runs/box_estimate.py)
 
     def validate(self, spell: Callable[[str], str] | None = None) -> None:
         """Raise FrmarginError naming the first bad option (``spell``: how the caller writes an
@@ -202,7 +205,7 @@ class RunConfig:
             >>> RunConfig(images=0).validate(spell=cli_spelling)  # doctest: +SKIP
             FrmarginError: argument '--images': got 0, expected a positive number of images
         """
-        with spelled(spell or _python_spelling):
+        with spelled(spell or str):
             self._validate()
 
     def _validate(self) -> None:
@@ -315,10 +318,6 @@ class RunConfig:
         return cls(**values, trace=TraceOptions.from_mapping(stored))
 
 
-def _python_spelling(name: str) -> str:
-    return name
-
-
 def _count(value: object, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
@@ -360,8 +359,8 @@ def _same(a: object, b: object) -> bool:
 
 
 def check_run_options(config: RunConfig) -> None:
-    """Raise FrmarginError naming the first bad option outside the tracer's (before any work):
-    baselines, input range, box inside it, normalization, resize, weights checksum."""
+    """Raise FrmarginError naming the first bad option outside the tracer's (before any work): baselines,
+    input range, box inside it, the box margin estimate, normalization, resize, weights checksum."""
     if config.baselines:
         from ..baselines import require_foolbox
 
@@ -376,6 +375,7 @@ def check_run_options(config: RunConfig) -> None:
     box = config.trace.box
     if box is not None and not (lo <= box[0] and box[1] <= hi):
         raise bad_argument(spell("box"), box, f"a box inside the input range [{lo}, {hi}]")
+    parse_box_margin(config.box_margin)  # all, none or candidates:FACTOR
     if config.normalize is not None:
         from ..models.custom import parse_normalize
 
