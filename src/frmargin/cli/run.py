@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -140,14 +139,13 @@ def study(
         data=data,
         seed=seed,
         chunk_images=chunk_images,
-        device=device,
+        device=resolve_device(device),
         trace=trace,
         box_margin=box_margin,
         closed_form=closed_form,
     )
     validate_plan(plan, known_models(), cli_spelling)  # before any model or data is loaded
     set_threads(threads)
-    plan = replace(plan, device=resolve_device(device))
     run_study(plan, out, progress=progress, spell=cli_spelling)
     if int(os.environ.get("RANK", "0")) == 0:
         from ..report.study import study_report

@@ -27,7 +27,8 @@ from frmargin.report.format import format_cell, format_interval
 from frmargin.report.render import write_document
 from frmargin.report.study_figures import margin_distributions, shielding_bars
 from frmargin.runs.folder import Run, load_run
-from frmargin.runs.study import read_study, temperature_label
+from frmargin.runs.study import temperature_label
+from frmargin.runs.study_session import read_study
 
 __all__ = ["StudyAnalysis", "analyze_study", "study_report"]
 
@@ -75,10 +76,11 @@ def _load(study: dict, study_dir: Path) -> dict[str, dict[str, Run]]:
     """Run key -> metric -> loaded run, for the finished runs of the study."""
     out: dict[str, dict[str, Run]] = {}
     for entry in study["runs"]:
-        if entry.get("status") != "complete":
+        kind = entry.get("kind", entry["metric"])
+        if entry.get("status") != "complete" or kind not in ("fisher", "euclidean"):
             continue
         key = Path(entry["folder"]).parent.name
-        out.setdefault(key, {})[entry["metric"]] = load_run(run_folder(study_dir, entry))
+        out.setdefault(key, {})[kind] = load_run(run_folder(study_dir, entry))
     return out
 
 
