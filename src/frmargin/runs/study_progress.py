@@ -90,6 +90,7 @@ class StudyProgress:
         self.cache: dict = {}
         self.bar: Any = None
         self.tty = False
+        self._timing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -101,7 +102,7 @@ class StudyProgress:
         self.tty = tty = sys.stderr.isatty()
         done = paths_done(self.runs, self.cache)
         self.bar = tqdm(total=max(paths_total(self.runs), done), initial=done, unit="path", desc="study",
-                        dynamic_ncols=True, mininterval=1.0 if tty else 60.0, smoothing=0.05)  # fmt: skip
+                        dynamic_ncols=True, mininterval=1.0 if tty else 60.0, smoothing=0)  # fmt: skip
         self._thread = threading.Thread(target=self._poll, name="frmargin-study-progress", daemon=True)
         self._thread.start()
         return self
@@ -122,11 +123,19 @@ class StudyProgress:
         elif self.tty:  # the clock moves on (a log gets a line per mininterval only)
             self.bar.refresh()
 
-    def stage(self, text: str) -> None:
-        """Name what runs now (the closed-form passes, a run's folder) in the bar."""
-        if self.bar is not None:
-            self.bar.set_description_str(f"study {text}")
-            self.refresh(recount=True)
+    def stage(self, text: str, tracing: bool = True) -> None:
+        """Name what runs now (the closed-form passes, a run's folder) in the bar. The rate and
+        the time left count from the first traced run of this session (the mean rate so far)."""
+        if self.bar is None:
+            return
+        self.bar.set_description_str(f"study {text}")
+        if tracing and not self._timing:
+            self._timing = True
+            done = paths_done(self.runs, self.cache)
+            self.bar.reset(total=max(paths_total(self.runs), done))
+            self.bar.initial = self.bar.n = done
+            self.bar.refresh()
+        self.refresh(recount=True)
 
     def note(self, text: str) -> None:
         """A line in the log (above the bar when there is one)."""

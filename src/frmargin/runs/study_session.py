@@ -135,7 +135,7 @@ def run_study(
             for i, run in enumerate(runs):
                 if status[i] == "complete":
                     continue
-                display.stage(f"{run.key}/{run.kind}")
+                display.stage(f"{run.key}/{run.kind}", tracing=run.traces)
                 if rank == 0:
                     status[i] = "running"
                     _write_progress(plan, out, runs, status, catalog)
