@@ -25,8 +25,8 @@ from frmargin.analysis.study_checks import box_rows, shielding_differences
 from frmargin.analysis.study_closed import closed_form_summary, image_table, logits_of
 from frmargin.analysis.study_rows import beyond_values, margin_values, model_summary, shielding_values
 from frmargin.errors import FrmarginError
-from frmargin.runs.closed_form import read_closed_form
-from frmargin.runs.folder import Run, load_run
+from frmargin.runs.closed_form import INFO_FILE, read_closed_form
+from frmargin.runs.folder import Run, load_run, read_json
 from frmargin.runs.study import CLOSED_FORM, temperature_label
 from frmargin.runs.study_session import read_study
 
@@ -116,9 +116,8 @@ def _values(
             odds = _log_odds(closed.get(model), t)
             if len(odds):
                 out["beyond"].append(_labelled(beyond_values(run.paths, run.images, odds), run, key))
-            if key == keys["one"]:
-                out["shielded"].append(_labelled(shielding_values(run.paths), run, key))
-                out["predicted"].append(_labelled(shielding_values(run.paths, predicted=True), run, key))
+            out["shielded"].append(_labelled(shielding_values(run.paths), run, key))
+            out["predicted"].append(_labelled(shielding_values(run.paths, predicted=True), run, key))
         euclid = runs.get((keys["one"], "euclidean"))
         if euclid is not None:
             out["euclid"].append(_labelled(shielding_values(euclid.paths), euclid, keys["one"]))
@@ -183,6 +182,10 @@ def _run_rows(study: dict, study_dir: Path, runs: dict) -> pd.DataFrame:
         run = runs.get((folder.parent.name, _kind(entry)))
         info = run.info if run is not None else {}
         timing = info.get("timing") or {}
+        if _kind(entry) == CLOSED_FORM and (folder / INFO_FILE).is_file():
+            info = read_json(folder / INFO_FILE)
+            timing = {"total": info.get("seconds")}
+            info = {"images": info.get("n_images")}
         rows.append({"model": entry["model"], "run": f"{folder.parent.name}/{folder.name}", "kind": _kind(entry),
                      "temperature": info.get("temperature", temperature_label(entry.get("temperature", 1.0))),
                      "status": entry.get("status"), "images": info.get("images"), "correct": info.get("n_correct"),
@@ -242,10 +245,15 @@ def analyze_study(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Stu
             _put(row, column, cis[what], key)
         for column, value in row.items():
             table.loc[i, column] = value
+    first = {k["one"] for k in models.values()}  # the checks compare at the first temperature
+
+    def at_first(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["run"].isin(first)]
+
     verdicts = pd.concat(
         [study_verdicts(_groups(study, models), stats) if stats else None,
-         shielding_differences(values["shielded"], values["predicted"], "closed", n_boot, seed),
-         shielding_differences(values["euclid"], values["shielded"], "euclidean", n_boot, seed),
+         shielding_differences(at_first(values["shielded"]), at_first(values["predicted"]), "closed", n_boot, seed),
+         shielding_differences(values["euclid"], at_first(values["shielded"]), "euclidean", n_boot, seed),
          box_rows({m: r for m, r in zip(table["model"], table.to_dict("records")) if r.get("box_images", 0) > 0})],
         ignore_index=True,
     )  # fmt: skip
