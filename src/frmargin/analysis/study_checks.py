@@ -25,7 +25,7 @@ import pandas as pd
 from frmargin.analysis.study import STUDY_VERDICT_COLUMNS, contrast, paired_ratios
 from frmargin.analysis.study_box import BOX_RAISE, BOX_SHARE
 
-__all__ = ["CLOSED_FORM_QUESTION", "EUCLIDEAN_QUESTION", "BOX_QUESTION", "box_rows", "shielding_differences"]
+__all__ = ["BOX_QUESTION", "CLOSED_FORM_QUESTION", "EUCLIDEAN_QUESTION", "box_rows", "shielding_differences"]
 
 CLOSED_FORM_QUESTION = "Is natural-gradient shielding the closed form's on every model?"
 EUCLIDEAN_QUESTION = "How much more often are Euclidean paths shielded?"

@@ -126,11 +126,11 @@ class StudyPlan:
         """16 hex digits identifying the plan's results (device, batch size and memory budget left
         out; tracing options, and the plan's fields in ``LATER_FIELDS``, enter only where they
         differ from their defaults, so a field added later keeps existing studies resumable)."""
-        defaults = {f.name: f.default for f in fields(self) if f.name in LATER_FIELDS}
+        later = {f.name: f.default for f in fields(self) if f.name in LATER_FIELDS}
         d = {
             k: v
             for k, v in self.as_dict().items()
-            if k not in ("device", "trace") and not (k in defaults and getattr(self, k) == defaults[k])
+            if k not in ("device", "trace") and not (k in later and getattr(self, k) == later[k])
         }
         d["accuracy"] = self.trace.accuracy()
         defaults = TraceOptions()

@@ -27,7 +27,7 @@ from .lock import RunLock
 from .study import STUDY_FILE, StudyPlan, StudyRun, known_models, study_runs, validate_plan
 from .study_progress import StudyProgress
 
-__all__ = ["read_study", "run_finished", "run_study"]
+__all__ = ["pending_runs", "read_study", "run_finished", "run_study"]
 
 
 def run_finished(run: StudyRun) -> bool:
@@ -58,6 +58,15 @@ def read_study(out: Path) -> dict:
     if not path.exists():
         raise FrmarginError(f"argument 'study_dir': {str(out)!r} has no {STUDY_FILE}, expected a study folder")
     return folder.read_json(path)
+
+
+def pending_runs(study: dict) -> list[str]:
+    """``KEY/KIND`` of every run of a study.json that is not finished."""
+    return [
+        f"{Path(e['folder']).parent.name}/{Path(e['folder']).name}"
+        for e in study["runs"]
+        if e.get("status") != "complete"
+    ]
 
 
 def _check_folder(plan: StudyPlan, out: Path) -> None:
@@ -121,13 +130,15 @@ def run_study(
     rank, world = rank_and_world()
     lock = RunLock(out)
     status: dict[int, str] = {}
+    message: str | None = None
     error: FrmarginError | None = None
     if rank == 0:
         try:
             status = _start(plan, out, runs, catalog, lock)
         except FrmarginError as err:
             error = err
-    status, message = broadcast_object((status, None if error is None else str(error)), world)  # type: ignore[misc]
+    decided = broadcast_object((status, None if error is None else str(error)), world)
+    status, message = decided  # type: ignore[misc]
     if message is not None:
         raise error if error is not None else FrmarginError(message)
     try:
