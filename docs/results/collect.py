@@ -12,7 +12,9 @@ writes ``docs/results/data/SET/``:
   (its bound LB and, over its ``ok`` paths, the least traced length and the least in-box margin
   estimate: the per-image comparison the report's box table averages per class), and
   ``box_models.csv``, per run the images, paths and the spread of estimate / LB over images;
-- with ``--study``: the study's ``study_table.csv`` and ``study_verdicts.csv``;
+- with ``--study``: the tables of the study's report (``study_table.csv`` per model,
+  ``study_runs.csv`` per run, ``study_verdicts.csv``, ``study_box.csv`` per image of the box runs,
+  ``study_margins.csv``), and its wall time and processes in the provenance;
 - ``provenance.json``: the commands, the date, machine, versions and device from the runs'
   ``run.json``. Titles, column labels and figures are added to it by hand (see
   ``docs/_hooks/data_pages.py``); collecting again keeps them.
@@ -35,8 +37,8 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 REPORT_TABLES = ("class_table.csv", "class_tables.csv", "claims.csv", "image_margins.csv")
-STUDY_TABLES = ("study_table.csv", "study_verdicts.csv")
-PRESENTATION = ("title", "tables", "figures", "readme")
+STUDY_TABLES = ("study_table.csv", "study_runs.csv", "study_verdicts.csv", "study_box.csv", "study_margins.csv")
+PRESENTATION = ("title", "tables", "figures", "readme", "intro", "order")
 
 
 def _pair(text: str) -> tuple[str, Path]:
@@ -94,6 +96,16 @@ def box_models(images: pd.DataFrame) -> pd.DataFrame:
             "images_within_1pct": ratio.apply(lambda r: int((r <= 1.01).sum())),
         }
     ).reset_index()
+
+
+def study_time(study: Path) -> dict:
+    """The wall time of a study's finished runs (their sessions, one after the other) and of its
+    closed-form passes, and the processes (torchrun ranks) that ran them."""
+    infos = [json.loads(p.read_text()) for p in study.glob("*/*/run.json")]
+    closed = [json.loads(p.read_text()) for p in study.glob("*/closed-form/closed_form.json")]
+    seconds = sum((i.get("timing") or {}).get("total", 0.0) for i in infos) + sum(c.get("seconds", 0.0) for c in closed)
+    worlds = sorted({s.get("world_size", 1) for i in infos for s in i.get("sessions", [])})
+    return {"wall_seconds": round(seconds, 1), "processes": worlds}
 
 
 def provenance(run_dirs: list[Path], commands: list[str], previous: dict) -> dict:
@@ -160,6 +172,8 @@ def main(argv: list[str] | None = None) -> Path:
                 shutil.copyfile(args.study / table, out / table)
         run_dirs += sorted(p.parent for p in args.study.glob("*/*/run.json"))
     record = provenance(run_dirs, args.command, previous)
+    if args.study is not None:
+        record.update(study_time(args.study))
     (out / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
     return out
 
