@@ -19,7 +19,7 @@ from frmargin.errors import FrmarginError
 from frmargin.options import TraceOptions
 from frmargin.runs import study as study_mod
 from frmargin.runs.study import StudyPlan, parse_list, parse_temperatures
-from frmargin.runs.study_session import run_study
+from frmargin.runs.study_runner import run_study
 from mirror import MIRROR, needs_mirror
 
 SHIELD_ATOL_PATHS = 1  # NG shielded % may differ from the closed form by at most this many paths
@@ -34,7 +34,7 @@ def no_tracing(monkeypatch):
         raise AssertionError("tracing started before the input was checked")
 
     monkeypatch.setattr("frmargin.runs.experiment.run_experiment", fail)
-    monkeypatch.setattr("frmargin.runs.study_session.run_closed_form", fail)
+    monkeypatch.setattr("frmargin.runs.study_runner.run_closed_form", fail)
 
 
 @pytest.mark.parametrize(

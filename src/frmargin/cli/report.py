@@ -46,7 +46,7 @@ def _study_report(directory: Path, out: Optional[Path]) -> None:
             "(a study report is written into its study folder)"
         )
     from ..report.study import study_report
-    from ..runs.study_session import pending_runs, read_study
+    from ..runs.study_runner import pending_runs, read_study
 
     pending = pending_runs(read_study(directory))
     if pending:

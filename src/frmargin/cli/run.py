@@ -128,7 +128,7 @@ def study(
     chunks of every run are shared over the ranks."""
     from ..runs.config import cli_spelling
     from ..runs.study import StudyPlan, known_models, parse_list, parse_temperatures, validate_plan
-    from ..runs.study_session import run_study
+    from ..runs.study_runner import run_study
 
     plan = StudyPlan(
         models=parse_list(models, "models"),

@@ -28,7 +28,7 @@ from frmargin.errors import FrmarginError
 from frmargin.runs.closed_form import INFO_FILE, read_closed_form
 from frmargin.runs.folder import Run, load_run, read_json
 from frmargin.runs.study import CLOSED_FORM, temperature_label
-from frmargin.runs.study_session import read_study
+from frmargin.runs.study_runner import read_study
 
 __all__ = ["StudyAnalysis", "analyze_study", "run_folder"]
 

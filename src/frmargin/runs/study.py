@@ -14,7 +14,7 @@ A study runs every model on the same stratified images. Per model (``study_runs`
 
 A run kind is a name in ``RUN_KINDS`` with a folder ``DIR/<model>[-T<temp>]/<kind>``; a new kind
 (e.g. a perturbation model) is one more entry in ``study_runs``. Everything is validated before
-any model is loaded (``validate_plan``); ``runs.study_session.run_study`` runs the plan.
+any model is loaded (``validate_plan``); ``runs.study_runner.run_study`` runs the plan.
 
 Example:
     >>> plan = StudyPlan(models=("cnn-a-adv2", "resnet20-b"), images=10)

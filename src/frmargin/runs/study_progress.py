@@ -125,7 +125,7 @@ class StudyProgress:
 
     def stage(self, text: str, tracing: bool = True) -> None:
         """Name what runs now (the closed-form passes, a run's folder) in the bar. The rate and
-        the time left count from the first traced run of this session (the mean rate so far)."""
+        the time left count from the first traced run since the command started (the mean rate)."""
         if self.bar is None:
             return
         self.bar.set_description_str(f"study {text}")
