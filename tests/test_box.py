@@ -17,9 +17,9 @@ from digits import digit_cnn, digit_mlp, digits
 from frmargin.fisher import logits_and_jacobian
 from frmargin.geometry import fisher_rao_distance, margin_lower_bound
 from frmargin.paths import resolve_options, trace_paths
-from frmargin.paths.base import descent_gradient
-from frmargin.paths.box import BoxFisherStepper, bound_share, box_direction
-from frmargin.paths.steppers import STEPPERS
+from frmargin.paths.box import Box, bound_share, box_direction
+from frmargin.paths.directions import descent_gradient
+from frmargin.paths.predictor_corrector import PredictorCorrector
 from frmargin.paths.tracer import ChunkTracer
 from frmargin.solve import fisher_factor, fisher_weights
 from mirror import needs_mirror
@@ -196,37 +196,38 @@ def test_cnn_a_box_steps_land_near_their_target():
 def test_box_touched_steps_land_within_their_tolerance(monkeypatch):
     """A step the box touched (held or newly bound coordinates) is accepted only within LOOSE x
     its tolerance (or its drift) of its aim, with no share of its own length as free steps get
-    (``BoxFisherStepper._landing_share``). CNN-A (mixed training), CIFAR-10 image 3 toward
+    (``predictor_corrector.LANDING``). CNN-A (mixed training), CIFAR-10 image 3 toward
     class source + 3, where the box holds coordinates on ~18 accepted steps (~100 with the
     free-set damping floor at 1e-6): with the free steps' bound 2 of them land 1-3% beyond it."""
-    from frmargin.paths import corrector
+    from frmargin.paths import correction
 
     model, x, y, good = _cnn_a_images("cnn-a-mix")
     img = good[3:4]
     seen, over = [], []
-    attempt = BoxFisherStepper.attempt
+    attempt = PredictorCorrector.__call__
 
-    def checked(self, s, h, hz):
-        a = attempt(self, s, h, hz)
-        touched = a.good & (self._held_rows(s) | self.clamped)
-        target, tol, _final, drift = self._aim(s, h, hz)
+    def checked(self, s, h, hz, retry):
+        a = attempt(self, s, h, hz, retry)
+        touched = a.good & a.touched
+        target, tol, _final, drift = self.aim(s, h, hz, retry)
         miss = fisher_rao_distance(self.net.probs(torch.nan_to_num(a.z_new), s.idx), target.exp())
         seen.append(int(touched.sum()))
-        over.extend(miss[touched & (miss > torch.maximum(corrector.LOOSE * tol, drift) * (1 + 1e-9))].tolist())
+        over.extend(miss[touched & (miss > torch.maximum(correction.LOOSE * tol, drift) * (1 + 1e-9))].tolist())
         return a
 
-    monkeypatch.setattr(BoxFisherStepper, "attempt", checked)
+    monkeypatch.setattr(PredictorCorrector, "__call__", checked)
     res = trace_paths(model, x[img], y[img], (y[img] + 3) % 10, box=BOX)
     assert sum(seen) > 10, "the box touched too few accepted steps: the test checks nothing"
     assert over == [], over
     assert res.status == ["ok"]
 
 
-def test_registry_routes_the_box_to_the_projected_stepper():
+def test_registry_gives_the_fisher_steps_the_box_projection():
     model = make_mlp(6, 4, 16, 2, seed=7, scale=2.0)
     x, s, t = all_pairs(model, make_inputs((6,), 1, seed=7))
-    assert STEPPERS["fisher-box"] is BoxFisherStepper
-    assert type(ChunkTracer(model, x, s, t, resolve_options(box=(-5, 5))).stepper) is BoxFisherStepper
+    stepper = ChunkTracer(model, x, s, t, resolve_options(box=(-5, 5))).stepper
+    assert type(stepper.projection) is Box
+    assert stepper.direction.projection is stepper.attempt.projection is stepper.projection
 
 
 def test_bound_share():

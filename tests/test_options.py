@@ -18,7 +18,6 @@ from frmargin.options import (
     DEFAULT_DAMPING,
     DEFAULT_MAX_STEPS,
     METHODS,
-    METRICS,
     TraceOptions,
     cli_spelling,
     parse_box,
@@ -26,7 +25,6 @@ from frmargin.options import (
 )
 from frmargin.paths import resolve_options, trace_paths
 from frmargin.paths.options import check_box
-from frmargin.paths.steppers import STEPPERS
 from frmargin.runs.config import RunConfig
 
 
@@ -61,16 +59,6 @@ def test_accuracy_lists_the_changed_options_only():
     assert TraceOptions().accuracy() == {}
     assert TraceOptions(eta=0.3, rtol=0.02).accuracy() == {"eta": 0.3}
     assert set(TraceOptions().all_accuracy()) == set(ACCURACY_FIELDS)
-
-
-@pytest.mark.parametrize(
-    "method, metric, stepper",
-    [("converged", "fisher", "fisher"), ("converged", "euclidean", "euclidean"), ("paper", "fisher", "paper")],
-)
-def test_every_option_combination_has_a_registered_stepper(method, metric, stepper):
-    assert resolve_options(method=method, metric=metric).stepper == stepper
-    assert stepper in STEPPERS
-    assert {resolve_options(method=m, metric=e).stepper for m in METHODS for e in METRICS} <= set(STEPPERS)
 
 
 INVALID = [

@@ -17,7 +17,11 @@ from conftest import all_pairs, assert_close, make_cnn, make_inputs, make_linear
 from frmargin.errors import FrmarginError
 from frmargin.geometry import margin_lower_bound, predicted_path
 from frmargin.paths import ACCURACY_DEFAULTS, STATUSES, trace_paths
-from frmargin.paths.steppers import STEPPERS, EuclideanStepper, descent_gradient, row_direction
+from frmargin.paths.box import projected_row_direction
+from frmargin.paths.directions import descent_gradient, row_direction
+from frmargin.paths.euclidean import LinearStep
+from frmargin.paths.step_control import StepControl
+from frmargin.paths.steppers import STEPPERS
 
 BINARY = 1e-3  # traced vs 2 asin(sqrt p_y) - pi/2 (default accuracy)
 MEDIAN = 1e-2  # median relative error vs the predicted NG path (default accuracy)
@@ -208,14 +212,19 @@ def test_euclidean_direction_from_vjp_and_jvp_matches_the_jacobian_rows(box, mon
     fast = trace_paths(model, x, s, t, metric="euclidean", box=box)
     assert (fast.jacobian_evals == 0).all() and (fast.matvecs == fast.steps).all()
 
-    class WithRows(EuclideanStepper):
-        def direction(self, idx, xx):
-            z, J = self.net.jacobian(idx, xx)
-            p = self.net.probs(z, idx)
-            ok = torch.ones(idx.shape[0], dtype=torch.bool)
-            return ok, z, p, row_direction(self.opts, xx, J, p, descent_gradient(self.net, idx, p))
+    def with_rows(net, opts):
+        """The Euclidean steps with the direction from the Jacobian rows instead."""
 
-    monkeypatch.setitem(STEPPERS, "euclidean", WithRows)
+        def rows(idx, xx):
+            z, J = net.jacobian(idx, xx)
+            p = net.probs(z, idx)
+            a = descent_gradient(net, idx, p)
+            d = row_direction(opts, J, p, a) if box is None else projected_row_direction(opts, xx, J, p, a)
+            return torch.ones(idx.shape[0], dtype=torch.bool), z, p, d
+
+        return StepControl(net, opts, rows, LinearStep(net, opts))
+
+    monkeypatch.setitem(STEPPERS, "converged", with_rows)
     rows = trace_paths(model, x, s, t, metric="euclidean", box=box)
     assert (rows.jacobian_evals > 0).all(), "the Jacobian-rows stepper was not used"
     assert fast.status == rows.status and torch.equal(fast.first_hit, rows.first_hit)

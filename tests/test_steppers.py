@@ -7,17 +7,15 @@ import torch
 
 from conftest import all_pairs, assert_close, make_inputs, make_mlp
 from frmargin.geometry import fisher_rao_distance
-from frmargin.paths import resolve_options
+from frmargin.paths import METHODS, METRICS, resolve_options
+from frmargin.paths.box import Box, projected_row_direction
+from frmargin.paths.directions import FreeSpace, GradientDirection, RowDirection, descent_gradient, row_direction
+from frmargin.paths.euclidean import LinearStep
 from frmargin.paths.linalg import broyden_update, frozen
-from frmargin.paths.steppers import (
-    STEPPERS,
-    BoxFisherStepper,
-    EuclideanStepper,
-    FisherStepper,
-    PaperStepper,
-    descent_gradient,
-    row_direction,
-)
+from frmargin.paths.paper import PaperStepper
+from frmargin.paths.predictor_corrector import PredictorCorrector, StartLines
+from frmargin.paths.step_control import StepControl
+from frmargin.paths.steppers import STEPPERS, converged
 from frmargin.paths.tracer import ChunkTracer
 from frmargin.solve import fisher_weights
 from mirror import needs_mirror
@@ -44,20 +42,29 @@ def dense(model, x, source, target):
     return G, (a[:, None, :] @ J)[:, 0], J
 
 
-def test_registry_names_the_four_steppers():
-    assert {
-        "fisher": FisherStepper,
-        "fisher-box": BoxFisherStepper,
-        "euclidean": EuclideanStepper,
-        "paper": PaperStepper,
-    } == STEPPERS
-    for opts, cls in (
-        ({}, FisherStepper),
-        ({"box": (-5.0, 5.0)}, BoxFisherStepper),
-        ({"metric": "euclidean"}, EuclideanStepper),
-        ({"method": "paper"}, PaperStepper),
-    ):
-        assert type(tracer(**opts)[1].stepper) is cls
+def test_registry_is_keyed_by_the_methods_users_write():
+    assert {"converged": converged, "paper": PaperStepper} == STEPPERS
+    assert set(METHODS) == set(STEPPERS)
+    assert type(tracer(method="paper")[1].stepper) is PaperStepper
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("box", [None, (-5.0, 5.0)], ids=["free", "box"])
+def test_converged_stepper_is_composed_from_its_parts(metric, box):
+    """Fisher: rows solved by the projection (free space or the box, the same object the
+    corrector binds with and the step control rescues with), the predictor-corrector, the start
+    lines as its fallback round. Euclidean: the vjp/jvp direction and linear steps, nothing else."""
+    stepper = tracer(metric=metric, box=box)[1].stepper
+    assert type(stepper) is StepControl
+    if metric == "euclidean":
+        assert type(stepper.direction) is GradientDirection and type(stepper.attempt) is LinearStep
+        assert stepper.fallback is None and stepper.projection is None
+        return
+    projection = stepper.projection
+    assert type(projection) is (FreeSpace if box is None else Box)
+    assert type(stepper.direction) is RowDirection and stepper.direction.projection is projection
+    assert type(stepper.attempt) is PredictorCorrector and stepper.attempt.projection is projection
+    assert type(stepper.fallback) is StartLines and stepper.attempt.lines is stepper.fallback
 
 
 @pytest.mark.parametrize("mode, lam", [("absolute", 1e-3), ("absolute", 1.0)])
@@ -67,7 +74,7 @@ def test_natural_gradient_direction_solves_the_damped_dense_system(mode, lam):
     idx = torch.arange(len(st))
     z, J = net.jacobian(idx, st.x)
     p = net.probs(z, idx)
-    d = row_direction(tr.opts, st.x, J, p, descent_gradient(net, idx, p))
+    d = row_direction(tr.opts, J, p, descent_gradient(net, idx, p))
     G, g, _ = dense(model, st.x, st.source, st.target)
     lhs = (G @ d.v[:, :, None])[:, :, 0] + lam * d.v
     assert_close(lhs, -g, DENSE, DENSE * g.abs().max().item(), f"(G + lam I) v = -g, lam {lam}")
@@ -84,8 +91,8 @@ def test_box_freezes_the_coordinates_pushed_outward():
     idx = torch.arange(len(st))
     z, J = net.jacobian(idx, st.x)
     p = net.probs(z, idx)
-    free = row_direction(resolve_options(), st.x, J, p, descent_gradient(net, idx, p))
-    boxed = row_direction(tr.opts, st.x, J, p, descent_gradient(net, idx, p))
+    free = row_direction(resolve_options(), J, p, descent_gradient(net, idx, p))
+    boxed = projected_row_direction(tr.opts, st.x, J, p, descent_gradient(net, idx, p))
     pushed = frozen(st.x, free.v, (-0.5, 0.5))
     assert pushed.any() and (free.v[pushed] != 0).all(), "the case must push out of the box"
     # the projected direction (an active set; test_box checks it against the dense QP) is
@@ -103,7 +110,8 @@ def test_euclidean_direction_from_vjp_and_jvp_matches_the_rows(box):
     ok, _z, p, d = tr.stepper.direction(idx, st.x)
     assert ok.all() and (st.matvecs == 1).all() and (st.jacobian_evals == 0).all()
     _, J = net.jacobian(idx, st.x)
-    rows = row_direction(tr.opts, st.x, J, p, descent_gradient(net, idx, p))
+    a = descent_gradient(net, idx, p)
+    rows = row_direction(tr.opts, J, p, a) if box is None else projected_row_direction(tr.opts, st.x, J, p, a)
     assert_close(d.v, rows.v, ROUTES, ROUTES, "Euclidean v")
     assert_close(d.zdot, rows.zdot, ROUTES, ROUTES, "Euclidean logit velocity")
 
@@ -170,7 +178,7 @@ def test_broyden_update_is_a_secant_update():
 
 
 def test_logit_step_scale_is_a_trust_region_for_fisher_steps():
-    from frmargin.paths import converged as cv
+    from frmargin.paths import step_control as cv
 
     theta = torch.tensor([0.05, 0.5, 0.9, 0.5, 0.5, 3.0, 1e10, 3.0, 3.0], dtype=torch.float64)
     fast, medium, slow = cv.FAST_CORRECTIONS, cv.FAST_CORRECTIONS + 1, cv.SLOW_CORRECTIONS + 1
@@ -207,9 +215,9 @@ def test_fisher_steps_aim_on_the_start_line():
     live = st.active.nonzero()[:, 0]
     assert live.numel() > 0
     stepper = tr.stepper
-    s = stepper._start(live)
+    s = stepper.start(live)
     assert s is not None
-    aim = stepper._aim(s, st.fr_step[s.idx], st.logit_step[s.idx])
+    aim = stepper.attempt.aim(s, st.fr_step[s.idx], st.logit_step[s.idx], False)
     p_target = aim[0].exp()
     others = torch.ones_like(p_target, dtype=torch.bool)
     others[torch.arange(len(s.idx)), st.source[s.idx]] = False
@@ -261,7 +269,7 @@ def test_a_path_that_needed_the_fallback_stops_pulling_back_its_drift(monkeypatc
     two threads.)"""
     import frmargin
     from frmargin.geometry import predicted_path
-    from frmargin.paths import corrector, trace_paths
+    from frmargin.paths import trace_paths
 
     try:
         model = frmargin.load_model("resnet20-b", progress=False)
@@ -273,14 +281,14 @@ def test_a_path_that_needed_the_fallback_stops_pulling_back_its_drift(monkeypatc
         p = torch.softmax(model(x).double(), -1)
     assert int(p.argmax()) == 6 and float(p[0, 9]) < 1e-6
     log: list[tuple[bool, bool, bool]] = []  # per attempt: fallback round, aimed at the start line, accepted
-    attempt = corrector.FisherStepper.attempt
+    attempt = PredictorCorrector.__call__
 
-    def logged(self, start, h, hz):
-        a = attempt(self, start, h, hz)
-        log.append((bool(self.fallback[0]), bool(self.anchored[0]), bool(a.good[0])))
+    def logged(self, start, h, hz, retry):
+        a = attempt(self, start, h, hz, retry)
+        log.append((retry, bool(self.lines.anchored[0]), bool(a.good[0])))
         return a
 
-    monkeypatch.setattr(corrector.FisherStepper, "attempt", logged)
+    monkeypatch.setattr(PredictorCorrector, "__call__", logged)
     res = trace_paths(model, x, s, t)
     fell_back = [i for i, (fb, _, good) in enumerate(log) if fb and good]
     assert fell_back, "no step of this path needed the fallback round: the test lost its subject"
@@ -310,7 +318,7 @@ def test_levenberg_marquardt_corrections_carry_stiff_first_steps(monkeypatch):
     length."""
     import frmargin
     from frmargin.geometry import predicted_path
-    from frmargin.paths import corrector, trace_paths
+    from frmargin.paths import correction, trace_paths
 
     try:
         model = frmargin.load_model("cnn-a-adv4", progress=False)
@@ -329,7 +337,7 @@ def test_levenberg_marquardt_corrections_carry_stiff_first_steps(monkeypatch):
         assert int(res.first_hit[0]) == int(hit[i])
         assert_close(res.fr_length, length[i : i + 1], 5e-3, 0, f"FR length of path {i}")
     # the subject: without the damped corrections both paths stall at their first step
-    monkeypatch.setattr(corrector, "LM_LEVELS", 0)
+    monkeypatch.setattr(correction, "LM_LEVELS", 0)
     res = trace_paths(model, x, s, t)
     assert res.status == ["stalled", "stalled"], res.status
 
@@ -341,22 +349,22 @@ def test_a_first_step_that_stalls_gets_no_fallback_round(monkeypatch):
     damped corrections, stalls at its first step after ``max_attempts`` attempts, not twice as
     many (it had spent 6 more attempts of 8 forward passes repeating the first round's misses)."""
     import frmargin
-    from frmargin.paths import ACCURACY_DEFAULTS, corrector, trace_paths
+    from frmargin.paths import ACCURACY_DEFAULTS, correction, trace_paths
 
     try:
         model = frmargin.load_model("cnn-a-adv4", progress=False)
     except Exception:
         pytest.skip("cnn-a-adv4 not in the mirror")
     data = frmargin.load_dataset("cifar10", progress=False)
-    monkeypatch.setattr(corrector, "LM_LEVELS", 0)
+    monkeypatch.setattr(correction, "LM_LEVELS", 0)
     rounds: list[bool] = []  # per attempt: in the fallback round
-    attempt = corrector.FisherStepper.attempt
+    attempt = PredictorCorrector.__call__
 
-    def logged(self, start, h, hz):
-        rounds.append(bool(self.fallback[start.idx[0]]))
-        return attempt(self, start, h, hz)
+    def logged(self, start, h, hz, retry):
+        rounds.append(retry)
+        return attempt(self, start, h, hz, retry)
 
-    monkeypatch.setattr(corrector.FisherStepper, "attempt", logged)
+    monkeypatch.setattr(PredictorCorrector, "__call__", logged)
     res = trace_paths(model, data.images[1:2], torch.tensor([8]), torch.tensor([5]))
     assert res.status == ["stalled"] and int(res.steps[0]) == 0, (res.status, res.steps)
     assert len(rounds) == ACCURACY_DEFAULTS["max_attempts"] and not any(rounds), rounds

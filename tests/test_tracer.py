@@ -12,7 +12,8 @@ import torch
 from conftest import assert_close, make_logistic
 from frmargin.geometry import fisher_rao_distance
 from frmargin.paths import STATUSES, resolve_options, trace_paths
-from frmargin.paths.steppers import STEPPERS, Step, Stepper
+from frmargin.paths.step_types import Step, Stepper
+from frmargin.paths.steppers import STEPPERS
 from frmargin.paths.tracer import ChunkTracer
 
 ARCCOS = 1e-6  # a sum of chords from arccos near 1
@@ -50,7 +51,7 @@ def closed_form(model, x, y):
 
 
 def with_stepper(monkeypatch, cls):
-    monkeypatch.setitem(STEPPERS, "fisher", cls)
+    monkeypatch.setitem(STEPPERS, "converged", cls)
 
 
 def test_budget_stops_and_keeps_the_chained_length(monkeypatch):

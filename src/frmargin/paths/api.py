@@ -44,7 +44,7 @@ from ..errors import FrmarginError, bad_argument
 from ..options import TraceOptions, parse_memory_budget
 from ..validation import call_model, check_classes, check_images, check_logits, check_model
 from .box import bound_share
-from .options import TracerOptions, check_box
+from .options import ResolvedOptions, check_box
 from .state import PathState
 from .tracer import ChunkTracer
 
@@ -180,7 +180,7 @@ def trace_paths(
         raise bad_argument("target", f"target == source at path(s) {same.tolist()[:5]}", "target != source")
 
     batch_size = paths_per_batch(model, x, opts.top_classes, C, opts.batch_size, opts.memory_budget)
-    resolved = TracerOptions.of(opts, record)
+    resolved = ResolvedOptions.of(opts, record)
     parts: list[PathState] = []
     for start in range(0, P, batch_size):
         sl = slice(start, start + batch_size)
@@ -215,7 +215,7 @@ def _activation_bytes(model: Callable[[torch.Tensor], torch.Tensor], x1: torch.T
     output alone for a model that is not an ``nn.Module``."""
     total = [0]
 
-    def hook(_module, _inputs, output) -> None:
+    def hook(_module: object, _inputs: object, output: object) -> None:
         if isinstance(output, torch.Tensor):
             total[0] += output.numel() * output.element_size()
 

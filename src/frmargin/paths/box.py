@@ -1,5 +1,5 @@
-"""Natural-gradient paths inside a box: the projected direction (an active set) and the
-predictor-corrector that keeps to it.
+"""Natural-gradient paths inside a box: the projected direction (an active set), and ``Box``,
+the projection strategy the Fisher steps are given in a box.
 
 The projected natural-gradient direction at x in the box [lo, hi]^D solves the quadratic
 program
@@ -13,31 +13,34 @@ coordinate at a bound that v pushes outward is added; a held coordinate whose mu
 mu_i = J_i^T (a - M K_F w) (the QP gradient there) has the sign that lets v move it inward is
 released. The direction is zero exactly when x is a KKT point of the box (``box_stationary``).
 
+The ``Box`` also keeps what the box changes in the Fisher steps: the damping floor of a
+reduced free set and its escalation along long paths, the damped retry of a stalled path, and
+the coordinates a correction drives onto a bound (held for the rest of the step). How the
+step control and the corrector treat a step the box touched is in ``step_control`` and
+``predictor_corrector``.
+
 Shapes: m paths, V classes of the view, *S the input shape, D = prod(S); float64 algebra.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from ..geometry import fr_distance
 from ..solve import fisher_factor, fisher_lsq, fisher_weights, largest_eigenvalue_factored
-from .base import Direction, damping, descent_gradient
-from .converged import THETA_LARGE, Attempt, Found, Start
-from .corrector import FisherStepper
+from .directions import damping, descent_gradient
 from .linalg import bmv, centred, rows_combination
-from .options import TracerOptions
+from .options import ResolvedOptions
+from .state import Network
+from .step_types import Direction
 
-__all__ = ["BOX_STATIONARY", "BoxFisherStepper", "bound_share", "box_direction"]
+__all__ = ["BOX_STATIONARY", "Box", "bound_share", "box_direction", "projected_row_direction"]
 
 #: active-set iterations of the projected direction (each one a V x V solve per path)
 MAX_ACTIVE_ITERATIONS = 12
 #: a projected Fisher speed below this fraction of the unconstrained one is a KKT point
 BOX_STATIONARY = 1e-9
-#: in the box a step must move p by at least this fraction of its aim (FR): a correction cut
-#: by the box may "converge" within ``atol`` without moving (the zero-length steps of issue 14)
-MIN_PROGRESS = 0.05
-DEBUG = False
 #: in the box, solves on a reduced free set keep lam >= this fraction of the largest eigenvalue
 #: of G_F: with few free coordinates G_F is near-singular and the undamped direction asks for
 #: huge input moves that no step can follow (measured on 8x8 digits: 1e-8 and below leave
@@ -81,7 +84,15 @@ def bound_share(x: torch.Tensor, box: tuple[float, float] | None) -> torch.Tenso
     return (lo | hi).to(torch.float64).mean(-1)
 
 
-def _solve(opts: TracerOptions, J: torch.Tensor, keep: torch.Tensor, Lt, p, a, floor: torch.Tensor | None = None):
+def _solve(
+    opts: ResolvedOptions,
+    J: torch.Tensor,
+    keep: torch.Tensor,
+    Lt: torch.Tensor,
+    p: torch.Tensor,
+    a: torch.Tensor,
+    floor: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """v, w, K_F, lam, J_F for the free coordinates ``keep`` (m, D) of J (m, V, D); with
     ``floor`` (m,), lam >= floor times the largest eigenvalue of G_F."""
     JF = J if bool(keep.all()) else J * keep[:, None, :]  # the very tensor: bit-identical solves
@@ -94,7 +105,7 @@ def _solve(opts: TracerOptions, J: torch.Tensor, keep: torch.Tensor, Lt, p, a, f
 
 
 def box_direction(
-    opts: TracerOptions,
+    opts: ResolvedOptions,
     x: torch.Tensor,
     J: torch.Tensor,
     p: torch.Tensor,
@@ -123,7 +134,7 @@ def box_direction(
     zdot0 = centred(-bmv(K, w), p)
     speed0 = (zdot0 * bmv(M, zdot0)).sum(-1).clamp_min(0).sqrt()
     active = torch.zeros_like(lo)
-    for it in range(MAX_ACTIVE_ITERATIONS):
+    for _ in range(MAX_ACTIVE_ITERATIONS):
         push = ~active & ((lo & (v < 0)) | (hi & (v > 0)))
         # the QP gradient on the held coordinates, with the original columns of J: J_i^T (a -
         # M K_F w) = lam J_i^T w (exactly; the difference form cancels catastrophically when lam
@@ -133,8 +144,6 @@ def box_direction(
         change = (push | release).any(-1)
         if not change.any():
             break
-        if DEBUG:
-            print("it", it, "push", int(push.sum()), "release", int(release.sum()))
         active = torch.where(change[:, None], (active | push) & ~release, active)
         v2, w2, K2, lam2, JF2 = _solve(
             opts, J[change], ~active[change], Lt[change], p[change], a[change], floor[change]
@@ -144,8 +153,6 @@ def box_direction(
     # a cycling active set (rare): hold what still points out, so the direction is feasible
     out = (lo & (v < 0)) | (hi & (v > 0))
     if out.any():
-        if DEBUG:
-            print("fallback", int(out.sum()))
         active = active | out
         v = torch.where(out, torch.zeros_like(v), v)
         JF = JF * (~out)[:, None, :]
@@ -160,32 +167,43 @@ def box_direction(
     return d, ratio
 
 
-class BoxFisherStepper(FisherStepper):
-    """The predictor-corrector of ``FisherStepper`` with the projected direction.
+def projected_row_direction(
+    opts: ResolvedOptions, x: torch.Tensor, J: torch.Tensor, p: torch.Tensor, a: torch.Tensor
+) -> Direction:
+    """``directions.row_direction`` in the box ``opts.box``: the projected direction at x
+    (m, *S) from Jacobian rows J (m, V, D), p (m, V), a (m, V), at the base damping floor
+    BOX_DAMPING (the paper stepper's direction in a box)."""
+    return box_direction(opts, x, J.to(torch.float64), p, a, fisher_weights(p), fisher_factor(p))[0]
 
-    Differences, all confined to paths the box touches: a path at a KKT point of the box
-    (projected speed ~ 0, the class unchanged) ends ``box_stationary``; a coordinate that a
-    correction drives onto a bound is held there for the rest of the step (its column of the
-    corrector's Jacobian zeroed, the remaining coordinates make up for it); a step of such a
-    path must move p by at least ``MIN_PROGRESS`` of its aim in FR length, so no accepted step
-    has zero length; the damping floor of a reduced free set grows with the path's steps
-    (``ESCALATE``). Active-set changes are counted in ``state.box_changes``.
+
+class Box:
+    """The ``Projection`` of the Fisher steps in the box ``opts.box``.
+
+    The direction is the projected one (``box_direction``), its damping floor on a reduced free
+    set growing with the path's steps (``ESCALATE``) and with its rescues; a path at a KKT point
+    of the box (projected speed ~ 0, the class unchanged) ends ``box_stationary``; a stalled
+    path is retried from its point with a damped direction (``RESCUES``); a coordinate that a
+    correction drives onto a bound is held there for the rest of the step (``bind``).
+    Active-set changes are counted in ``state.box_changes``.
     """
 
-    def __init__(self, net, opts: TracerOptions) -> None:
-        super().__init__(net, opts)
-        self.held: torch.Tensor | None = None  # (n, D) active set of the last direction
-        self.clamped: torch.Tensor | None = None  # (m,) rows of the running attempt the box cut
-        self.turned: torch.Tensor | None = None  # (n,) paths whose active set just changed
-        self.cut: torch.Tensor | None = None  # (n,) paths the box touched in their last attempt
-        self._ratio = torch.ones(0, dtype=torch.float64)  # (k,) projected / free speed, last direction
+    def __init__(self, net: Network, opts: ResolvedOptions) -> None:
+        assert opts.box is not None
+        self.net = net
+        self.opts = opts
+        self.box: tuple[float, float] = opts.box
+        #: (n, D) active set of each path's last direction
+        self.held: torch.Tensor | None = None
         st = net.state
-        #: (n,) how many times each path's stalled steps were retried damped (``_stalled``)
+        #: (n,) how many times each path's stalled steps were retried damped (``rescue``)
         self.rescued = torch.zeros(len(st), dtype=torch.int64, device=st.x.device)
 
-    def solve_direction(self, idx: torch.Tensor, x: torch.Tensor, J: torch.Tensor, p: torch.Tensor) -> Direction:
-        """The projected direction (``box_direction``); books the active-set changes and keeps
-        the ratio of projected to unconstrained speed for ``direction``."""
+    def direction(
+        self, idx: torch.Tensor, x: torch.Tensor, J: torch.Tensor, p: torch.Tensor
+    ) -> tuple[Direction, torch.Tensor | None]:
+        """The projected direction (``box_direction``; with nothing held the unconstrained one
+        bit for bit), its active-set changes booked; paths at a KKT point of the box end
+        ``box_stationary`` and are returned."""
         st = self.net.state
         a = descent_gradient(self.net, idx, p)
         level = (st.steps[idx] // ESCALATE_STEPS).clamp(max=ESCALATE_LEVELS).to(torch.float64)
@@ -193,7 +211,7 @@ class BoxFisherStepper(FisherStepper):
         rescue = self.rescued[idx].to(torch.float64)
         free_floor = torch.where(rescue > 0, BOX_DAMPING * 10.0 ** (rescue - 1), torch.zeros_like(rescue))
         floor = torch.maximum(floor, free_floor)
-        d, self._ratio = box_direction(
+        d, ratio = box_direction(
             self.opts, x, J.to(torch.float64), p, a, fisher_weights(p), fisher_factor(p), floor, free_floor
         )
         assert d.active is not None
@@ -201,117 +219,29 @@ class BoxFisherStepper(FisherStepper):
             self.held = torch.zeros(len(st), d.active.shape[-1], dtype=torch.bool, device=x.device)
         changes = (self.held[idx] != d.active).sum(-1)
         st.box_changes[idx] += changes
-        self.turned = torch.zeros(len(st), dtype=torch.bool, device=x.device)
-        self.turned[idx] = changes > 0
         self.held[idx] = d.active
-        return d
-
-    def direction(self, idx: torch.Tensor, x: torch.Tensor) -> Found:
-        """``FisherStepper.direction`` (the same code path: with nothing held the projected
-        direction is the unconstrained one bit for bit); paths at a KKT point of the box end
-        ``box_stationary`` (returned not ok, with their status already given)."""
-        ok, z, p, d = super().direction(idx, x)
-        assert d.active is not None
-        stationary = d.active.any(-1) & (self._ratio <= BOX_STATIONARY)
+        stationary = d.active.any(-1) & (ratio <= BOX_STATIONARY)
         if stationary.any():
-            self.net.state.finish(idx[ok][stationary], "box_stationary")
-            ok = ok.clone()
-            ok[ok.nonzero()[:, 0][stationary]] = False
-            keep = ~stationary
-            z, p, d = z[keep], p[keep], d.take(keep)
-        return ok, z, p, d
+            st.finish(idx[stationary], "box_stationary")
+        return replace(d, turned=changes > 0), stationary
 
-    def _stalled(self, idx: torch.Tensor, hz0: torch.Tensor) -> None:
+    def rescue(self, idx: torch.Tensor) -> torch.Tensor:
         """A stalled path is retried from its point with a damped direction, RESCUES times at
-        most (``solve_direction``), its logit step back at its step's start; then it ends
-        ``stalled``. The stiff first steps of CNN-A (cnn-a-adv4: the undamped direction moves x
-        ~1,000 in L2 per unit FR, and its predictor misses 5x at every step size tried) follow
-        a direction damped by 1e-4 x lam_max to ~2%."""
+        most (``direction``); then it ends ``stalled``. The stiff first steps of CNN-A
+        (cnn-a-adv4: the undamped direction moves x ~1,000 in L2 per unit FR, and its predictor
+        misses 5x at every step size tried) follow a direction damped by 1e-4 x lam_max to ~2%."""
         again = self.rescued[idx] < RESCUES
-        super()._stalled(idx[~again], hz0[~again])
         self.rescued[idx[again]] += 1
-        self.net.state.logit_step[idx[again]] = hz0[again]
-
-    def _fr_step(self, s: Start) -> torch.Tensor:
-        """As ``FisherStepper._fr_step``, except where the active set changed since the last
-        step: the projected flow has a kink there, which is not a local error of the straight
-        predictor, so the FR step is kept (a step that then fails is halved as usual)."""
-        st = self.net.state
-        h_prev = st.fr_step[s.idx].clone()
-        h = super()._fr_step(s)
-        if self.turned is None:
-            return h
-        kink = self.turned[s.idx] & st.has_prev[s.idx]
-        return torch.where(kink, torch.maximum(h, h_prev), h)
-
-    def _retry_sizes(
-        self,
-        idx: torch.Tensor,
-        pending: torch.Tensor,
-        h0: torch.Tensor,
-        hz0: torch.Tensor,
-        h: torch.Tensor,
-        hz: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """As ``FisherStepper``, except for paths the box touched in their last attempt (held or
-        cut coordinates): on them the fallback line is the first round's line (never anchored),
-        so repeating its sizes repeats its failures; they go on halving instead. Measured on
-        CNN-A: a natural-gradient direction needing an L-inf move of ~10 per unit FR length,
-        whose steps down to h0 / 32 all leave the region where the network is near-linear."""
-        h1, hz1 = super()._retry_sizes(idx, pending, h0, hz0, h, hz)
-        assert self.cut is not None
-        go_on = self.cut[idx]
-        return torch.where(go_on, h, h1), torch.where(go_on, hz, hz1)
-
-    def _second_round(self, idx: torch.Tensor) -> torch.Tensor:
-        """As ``FisherStepper``, and the paths the box touched in their last attempt, which go on
-        halving there (``_retry_sizes``)."""
-        assert self.cut is not None
-        return super()._second_round(idx) | self.cut[idx]
-
-    def _landing_share(self, s: Start) -> torch.Tensor:
-        """A step the box touched (held or cut coordinates) lands within LOOSE x its tolerance
-        or its drift of its aim, no share of its length: the corrector judges its residual by the
-        correction it asks for, and with held coordinates a residual the free ones cannot reach
-        asks for almost none (measured on CNN-A: "converged" steps that moved p the wrong way by
-        1 FR, paths of length 10 ending far beyond the lower bound)."""
-        assert self.clamped is not None
-        share = super()._landing_share(s)
-        return torch.where(self._held_rows(s) | self.clamped, torch.zeros_like(share), share)
-
-    def _held_rows(self, s: Start) -> torch.Tensor:
-        assert s.direction.active is not None
-        return s.direction.active.any(-1)
-
-    def attempt(self, s: Start, h: torch.Tensor, hz: torch.Tensor) -> Attempt:
-        self.clamped = torch.zeros(s.idx.numel(), dtype=torch.bool, device=s.x.device)
-        a = super().attempt(s, h, hz)
-        watch = self._held_rows(s) | self.clamped
-        if self.cut is None:
-            self.cut = torch.zeros(len(self.net.state), dtype=torch.bool, device=s.x.device)
-        self.cut[s.idx] = watch
-        target, _tol, _final, _drift = super()._aim(s, h, hz)
-        p_target = target.exp()
-        p_new = self.net.probs(torch.nan_to_num(a.z_new), s.idx)
-        moved = fr_distance(s.p, p_new)
-        # no step of a box path has zero length; one the box touched moves a share of its aim
-        short = ~(moved > 0) | (watch & ~(moved >= MIN_PROGRESS * fr_distance(s.p, p_target)))
-        # the linear miss of a step the box touched measures the box's cut of the prediction
-        # (held or newly bound coordinates), not the network's nonlinearity at this step size:
-        # there the logit step follows the corrector's effort alone (``logit_step_scale``)
-        theta = torch.where(watch, a.theta.clamp(max=THETA_LARGE), a.theta)
-        return Attempt(a.x_new, a.z_new, a.good & ~short, a.nonfinite, theta, a.planned, a.corrections)
+        return again
 
     def bind(self, x_new: torch.Tensor, J: torch.Tensor, K: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
         """Hold the coordinates of x_new (m, *S) that a correction drove onto a bound: zero
         their columns of the corrector's J (m, V, D) and update K = J J^T, on ``rows`` (m,)."""
-        assert self.opts.box is not None and self.clamped is not None
-        lo, hi = at_bounds(x_new, self.opts.box)
+        lo, hi = at_bounds(x_new, self.box)
         hit = (lo | hi) & (J != 0).any(1) & rows[:, None]
         r = hit.any(-1)
         if not r.any():
             return None
-        self.clamped |= r
         J[r] = J[r] * (~hit[r])[:, None, :]
         K[r] = J[r] @ J[r].transpose(-1, -2)
         return r

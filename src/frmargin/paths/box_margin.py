@@ -98,7 +98,9 @@ def measure(
     return length, pts[rows, first]
 
 
-def _check(x0: torch.Tensor, source: torch.Tensor, x_end: torch.Tensor, traced: torch.Tensor, box) -> None:
+def _check(
+    x0: torch.Tensor, source: torch.Tensor, x_end: torch.Tensor, traced: torch.Tensor, box: tuple[float, float]
+) -> None:
     P = x0.shape[0]
     if x_end.shape != x0.shape:
         raise bad_argument("x_end", f"shape {tuple(x_end.shape)}", f"the shape of x0, {tuple(x0.shape)}")
@@ -204,7 +206,7 @@ def _scaled_step(opt: torch.optim.Adam, path: torch.Tensor, scale: torch.Tensor)
         path.copy_(before + (path - before) * scale.view(shape).to(path.dtype))
 
 
-def _end_normal(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _end_normal(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Gradient (P, *S) of the logit gap z_y - max_{c != y} z_c at x (P, *S)."""
     with torch.enable_grad():
         xx = x.detach().clone().requires_grad_(True)
@@ -213,7 +215,9 @@ def _end_normal(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return xx.grad
 
 
-def _onto_boundary(model, x: torch.Tensor, y: torch.Tensor, box: tuple[float, float]) -> torch.Tensor:
+def _onto_boundary(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, box: tuple[float, float]
+) -> torch.Tensor:
     """x (P, *S) moved onto the boundary gap = 0 by Newton steps along the gap gradient
     restricted to the coordinates that can move inside the box."""
     lo, hi = box

@@ -44,6 +44,11 @@ def centred(dz: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return dz - dz.gather(1, p.argmax(-1, keepdim=True))
 
 
+def into_box(x: torch.Tensor, box: tuple[float, float] | None) -> torch.Tensor:
+    """x clamped to the box (lo, hi), or x itself without a box."""
+    return x if box is None else x.clamp(*box)
+
+
 def frozen(x: torch.Tensor, v: torch.Tensor, box: tuple[float, float]) -> torch.Tensor:
     """Coordinates (m, D) of x (m, *S) at a bound of the box that the direction v (m, D)
     pushes outward."""

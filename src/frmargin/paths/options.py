@@ -1,4 +1,4 @@
-"""The options one chunk of paths is traced with: ``TracerOptions``, the steppers' resolved view of
+"""The options one chunk of paths is traced with: ``ResolvedOptions``, the steppers' resolved view of
 the user's ``frmargin.options.TraceOptions`` (method defaults filled in, the box checked against
 the inputs), and the path statuses.
 
@@ -18,13 +18,13 @@ import torch
 from ..errors import bad_argument
 from ..options import TraceOptions
 
-__all__ = ["STATUSES", "TracerOptions", "check_box", "resolve_options"]
+__all__ = ["STATUSES", "ResolvedOptions", "check_box", "resolve_options"]
 
 STATUSES = ("ok", "budget", "stalled", "box_stationary", "nonfinite", "misclassified")
 
 
 @dataclass(frozen=True)
-class TracerOptions:
+class ResolvedOptions:
     """The resolved options of one ``trace_paths`` call: every field of ``TraceOptions`` with the
     method's defaults filled in (``damping``, ``max_steps``), plus ``record``."""
 
@@ -51,7 +51,7 @@ class TracerOptions:
     top_classes: int | None = None
 
     @classmethod
-    def of(cls, options: TraceOptions, record: bool = False) -> TracerOptions:
+    def of(cls, options: TraceOptions, record: bool = False) -> ResolvedOptions:
         """The resolved view of ``options``."""
         return cls(
             method=options.method,
@@ -66,14 +66,6 @@ class TracerOptions:
             top_classes=options.top_classes,
             **options.all_accuracy(),
         )
-
-    @property
-    def stepper(self) -> str:
-        """Key of the stepper in ``steppers.STEPPERS``: ``paper``, ``fisher``, ``fisher-box``
-        (the Fisher metric in a box) or ``euclidean``."""
-        if self.method == "paper":
-            return "paper"
-        return "fisher-box" if self.metric == "fisher" and self.box is not None else self.metric
 
     @property
     def until_target(self) -> bool:
@@ -91,7 +83,7 @@ def check_box(box: tuple[float, float] | None, x: torch.Tensor) -> None:
 
 def resolve_options(
     *, record: bool = False, accuracy: Mapping[str, Any] | None = None, **options: Any
-) -> TracerOptions:
+) -> ResolvedOptions:
     """The resolved view of ``TraceOptions(**options, **accuracy)`` (for tests and tools that
     drive a ``ChunkTracer`` directly).
 
@@ -99,4 +91,4 @@ def resolve_options(
         >>> resolve_options(max_steps=7, accuracy={"eta": 0.1}).eta
         0.1
     """
-    return TracerOptions.of(TraceOptions.build(None, **options, **dict(accuracy or {})), record)
+    return ResolvedOptions.of(TraceOptions.build(None, **options, **dict(accuracy or {})), record)

@@ -13,7 +13,10 @@ from torch.func import vjp
 from ..fisher import DataFisher
 from ..geometry import fr_distance
 from ..solve import cg_solve, krylov_largest_eigenvalue, resolve_damping
-from .base import Step, Stepper, descent_gradient, row_direction
+from .box import projected_row_direction
+from .directions import descent_gradient, row_direction
+from .linalg import into_box
+from .step_types import Step, Stepper
 
 
 class PaperStepper(Stepper):
@@ -27,16 +30,23 @@ class PaperStepper(Stepper):
         return fr_distance(pa, pb)
 
     def _exact(self, idx: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """z, v = (G + lam I)^{-1} g, g^T v and the finite mask, from the Jacobian rows (the
+        projected direction in a box)."""
         z, J = self.net.jacobian(idx, x)
         ok = torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
         p = self.net.probs(z, idx)
         a = descent_gradient(self.net, idx, p)
-        d = row_direction(self.opts, x, J, p, a)
+        d = (
+            row_direction(self.opts, J, p, a)
+            if self.opts.box is None
+            else projected_row_direction(self.opts, x, J, p, a)
+        )
         v = -d.v  # (G + lam I)^{-1} g with g = J^T a
         gv = (a * -d.zdot).sum(-1)
         return z, v, gv, ok
 
     def _cg(self, idx: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """As ``_exact``, by CG on Fisher products (no Jacobian rows)."""
         o, net = self.opts, self.net
         z, pullback = vjp(net.model, x)  # type: ignore[misc]
         a = descent_gradient(net, idx, torch.softmax(z.detach().to(torch.float64), -1))
@@ -71,7 +81,7 @@ class PaperStepper(Stepper):
             return
         idx, v, gv, x, z = idx[ok], v[ok], gv[ok], x[ok], z[ok]
         delta = (v / gv.sqrt()[:, None]).to(x.dtype).reshape(x.shape)
-        x_new = self.clamp(x - delta)
+        x_new = into_box(x - delta, self.opts.box)
         z_new = self.net.forward(idx, x_new)
         good = torch.isfinite(z_new).all(-1)
         st.finish(idx[~good], "nonfinite")

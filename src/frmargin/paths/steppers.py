@@ -1,45 +1,60 @@
-"""The stepper registry: ``TracerOptions.stepper`` -> the class that proposes the steps.
+"""The stepper registry: the ``method`` a user writes -> the factory of its stepper.
 
-As torchdiffeq's ``SOLVERS``: ``fisher`` (converged, predictor-corrector on the simplex
-line), ``fisher-box`` (the same in a box, with the projected direction of ``box``),
-``euclidean`` (converged, plain gradient steps) and ``paper`` (the paper's unit damped
-natural-gradient steps). A stepper's ``propose(idx)`` yields ``Step``s for the tracer to
-accept and never books them; it finishes the paths it cannot move (``nonfinite``, ``stalled``)
-and keeps its step-size control in the state.
+As torchdiffeq's ``SOLVERS``: ``STEPPERS[opts.method](net, opts)`` builds the stepper of a
+chunk of paths. ``converged`` composes the converged stepper from parts with one job each
+(``step_types`` holds their protocols):
+
+- step-size control: ``step_control.StepControl`` (both metrics);
+- direction: ``directions.RowDirection`` (Fisher: Jacobian rows solved by the projection) or
+  ``directions.GradientDirection`` (Euclidean: one vjp and one jvp);
+- step attempt: ``predictor_corrector.PredictorCorrector`` (Fisher) or ``euclidean.LinearStep``;
+- fallback round: ``predictor_corrector.StartLines`` (Fisher) or none;
+- projection: ``directions.FreeSpace`` or, in a box, ``box.Box`` (Fisher); the Euclidean steps
+  freeze the coordinates a bound stops and clamp their steps instead.
+
+``paper`` is the paper's unit damped natural-gradient step (``paper.PaperStepper``).
+
+How to add a stepper: write a ``step_types.Stepper`` (``propose(idx)`` yields ``Step``s for
+the tracer to book and never books them; it finishes the paths it cannot move) or compose one
+from the parts above, and register a factory ``(net, opts) -> Stepper`` here under the method
+name users write (the name must also be one of ``options.METHODS``). A new direction, step
+attempt or projection implements its protocol in ``step_types`` and is wired in ``converged``.
 """
 
 from __future__ import annotations
 
-from .base import Direction, Step, Stepper, descent_gradient, row_direction
-from .box import BoxFisherStepper
-from .converged import EuclideanStepper
-from .corrector import FisherStepper
-from .options import TracerOptions
+from collections.abc import Callable
+
+from .box import Box
+from .directions import FreeSpace, GradientDirection, RowDirection
+from .euclidean import LinearStep
+from .options import ResolvedOptions
 from .paper import PaperStepper
+from .predictor_corrector import PredictorCorrector, StartLines
 from .state import Network
+from .step_control import StepControl
+from .step_types import Projection, Stepper
 
-__all__ = [
-    "STEPPERS",
-    "BoxFisherStepper",
-    "Direction",
-    "EuclideanStepper",
-    "FisherStepper",
-    "PaperStepper",
-    "Step",
-    "Stepper",
-    "descent_gradient",
-    "make_stepper",
-    "row_direction",
-]
+__all__ = ["STEPPERS", "converged", "make_stepper"]
 
-STEPPERS: dict[str, type[Stepper]] = {
-    "fisher": FisherStepper,
-    "fisher-box": BoxFisherStepper,
-    "euclidean": EuclideanStepper,
+
+def converged(net: Network, opts: ResolvedOptions) -> Stepper:
+    """The converged stepper of ``opts.metric``: Fisher steps (predictor-corrector, in the box
+    ``opts.box`` through the ``Box`` projection) or Euclidean ones (linear gradient steps)."""
+    if opts.metric == "euclidean":
+        return StepControl(net, opts, GradientDirection(net, opts), LinearStep(net, opts))
+    projection: Projection = FreeSpace(net, opts) if opts.box is None else Box(net, opts)
+    lines = StartLines(net)
+    attempt = PredictorCorrector(net, opts, projection, lines)
+    return StepControl(net, opts, RowDirection(net, projection), attempt, fallback=lines, projection=projection)
+
+
+STEPPERS: dict[str, Callable[[Network, ResolvedOptions], Stepper]] = {
+    "converged": converged,
     "paper": PaperStepper,
 }
 
 
-def make_stepper(net: Network, opts: TracerOptions) -> Stepper:
-    """The stepper ``STEPPERS[opts.stepper]`` for the paths of ``net``."""
-    return STEPPERS[opts.stepper](net, opts)
+def make_stepper(net: Network, opts: ResolvedOptions) -> Stepper:
+    """The stepper ``STEPPERS[opts.method]`` for the paths of ``net``."""
+    return STEPPERS[opts.method](net, opts)

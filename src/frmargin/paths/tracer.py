@@ -15,9 +15,10 @@ from collections.abc import Callable
 import torch
 
 from . import events
-from .options import TracerOptions
+from .options import ResolvedOptions
 from .state import Network, PathState
-from .steppers import Step, Stepper, make_stepper
+from .step_types import Step, Stepper
+from .steppers import make_stepper
 
 
 class ChunkTracer:
@@ -29,7 +30,7 @@ class ChunkTracer:
         x: torch.Tensor,
         source: torch.Tensor,
         target: torch.Tensor,
-        opts: TracerOptions,
+        opts: ResolvedOptions,
     ) -> None:
         self.opts = opts
         self.state = st = PathState(x, source, target, opts.record)
