@@ -150,3 +150,20 @@ def test_progress_counts_the_parts_on_disk(tmp_path):
     assert paths_done(runs) == 36
     assert paths_total(runs) == 9 * 4 + 9 * 6
     assert Path(traced[1].folder).name == "euclidean"
+
+
+def test_box_images_say_whether_the_free_flow_reaches_lb():
+    from frmargin.analysis.study_box import free_flow_explains
+
+    free = pd.DataFrame({"image_index": [1, 1, 2, 2, 3, 3], "status": ["ok", "ok", "stalled", "ok", "ok", "ok"],
+                         "fr_length": [1.001, 1.3, 0.0, 0.31, 0.45, 0.5], "target_rank": [1, 2, 1, 2, 1, 2]})  # fmt: skip
+    images = box_images(_box_paths(), free).set_index("image_index")
+    assert images.loc[1, "free_over_lb"] == pytest.approx(1.001) and images.loc[1, "free_runner_up"] == "ok"
+    assert images.loc[2, "free_runner_up"] == "stalled"
+    assert images.loc[3, "free_over_lb"] == pytest.approx(0.45 / 0.4)
+    # image 1 reaches LB without the box; image 2's flow toward the runner-up stalled; image 3's free
+    # flow is 12.5% above LB
+    assert free_flow_explains(images).tolist() == [False, True, True]
+    summary = box_summary(images.reset_index())
+    assert summary["box_above_free_too"] == 1  # image 3 is above 1.01 in the box, and so is its free flow
+    assert not free_flow_explains(box_images(_box_paths())).any(), "without free paths nothing is explained"

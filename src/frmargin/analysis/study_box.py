@@ -22,7 +22,7 @@ from scipy import stats
 from frmargin.analysis.inputs import require_columns
 from frmargin.analysis.matrices import LB_ATOL, LB_RTOL
 
-__all__ = ["BOX_RAISE", "BOX_SHARE", "box_images", "box_summary", "candidate_check"]
+__all__ = ["BOX_RAISE", "BOX_SHARE", "box_images", "box_summary", "candidate_check", "free_flow_explains"]
 
 #: an image whose in-box margin estimate exceeds LB by more than this is moved by the box
 BOX_RAISE = 0.01
@@ -30,10 +30,16 @@ BOX_RAISE = 0.01
 BOX_SHARE = 0.05
 
 
-def box_images(paths: pd.DataFrame) -> pd.DataFrame:
+def box_images(paths: pd.DataFrame, free: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per image with an ``ok`` path: ``source``, ``lower_bound``, ``ok_paths``,
     ``estimated_paths`` (paths with an estimate), ``binds`` (paths whose flow held a coordinate),
-    ``traced``, ``estimate``, ``traced_over_lb``, ``estimate_over_lb``."""
+    ``traced``, ``estimate``, ``traced_over_lb``, ``estimate_over_lb``.
+
+    With ``free``, the same images' unconstrained natural-gradient paths: ``free_over_lb`` (their
+    least successful length over LB) and ``free_runner_up`` (the status of the free path toward
+    the most probable other class, ``target_rank`` 1), which say whether the flow reaches LB
+    without the box.
+    """
     require_columns(paths, "paths", ("image_index", "source", "status", "fr_length", "lower_bound"))
     df = paths.copy()
     if "box_margin" not in df:
@@ -53,7 +59,22 @@ def box_images(paths: pd.DataFrame) -> pd.DataFrame:
     )
     images["traced_over_lb"] = images["traced"] / images["lower_bound"]
     images["estimate_over_lb"] = images["estimate"] / images["lower_bound"]
+    if free is not None:
+        ok = free[free["status"] == "ok"].groupby("image_index")["fr_length"].min()
+        images["free_over_lb"] = ok.reindex(images.index) / images["lower_bound"]
+        if "target_rank" in free:
+            runner_up = free[free["target_rank"] == 1].drop_duplicates("image_index").set_index("image_index")
+            images["free_runner_up"] = runner_up["status"].reindex(images.index)
     return images.reset_index()
+
+
+def free_flow_explains(images: pd.DataFrame) -> pd.Series:
+    """(images,) bool: the unconstrained flow does not reach LB either (its least length exceeds LB
+    by more than ``BOX_RAISE``, or its path toward the runner-up class did not end ``ok``), so an
+    excess over LB there is not the box's."""
+    free = images.get("free_over_lb", pd.Series(np.nan, index=images.index))
+    runner = images.get("free_runner_up", pd.Series("ok", index=images.index))
+    return (free > 1 + BOX_RAISE) | (runner.notna() & (runner != "ok"))
 
 
 def box_summary(images: pd.DataFrame) -> dict:
@@ -77,6 +98,7 @@ def box_summary(images: pd.DataFrame) -> dict:
         "box_share_above_hi": float(high),
         "box_images_below_lb": int(below.sum()),
         "box_estimated_images": int((images["estimated_paths"] > 0).sum()),
+        "box_above_free_too": int((free_flow_explains(images) & (images["estimate_over_lb"] > 1 + BOX_RAISE)).sum()),
     }
 
 

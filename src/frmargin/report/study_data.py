@@ -169,7 +169,7 @@ def _model_rows(study: dict, models: dict, runs: dict, closed: dict, n_boot: int
             row.update(model_summary(fisher.paths if fisher else None, base.images, baselines, base.info, n_boot, seed))
         box = runs.get((keys["one"], "box"))
         if box is not None:
-            row.update(box_summary(box_images(box.paths)))
+            row.update(box_summary(box_images(box.paths, fisher.paths if fisher is not None else None)))
             row["box_seconds_per_path"] = float((box.info.get("timing") or {}).get("per_path", np.nan))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -257,7 +257,11 @@ def analyze_study(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Stu
          box_rows({m: r for m, r in zip(table["model"], table.to_dict("records")) if r.get("box_images", 0) > 0})],
         ignore_index=True,
     )  # fmt: skip
-    box = [box_images(r.paths).assign(model=k) for (k, kind), r in runs.items() if kind == "box"]
+    box = [
+        box_images(r.paths, runs[(k, "fisher")].paths if (k, "fisher") in runs else None).assign(model=k)
+        for (k, kind), r in runs.items()
+        if kind == "box"
+    ]
     margin = values["margin"]
     counts = margin.groupby(["run", "label"]).size()
     return StudyAnalysis(
