@@ -182,3 +182,23 @@ def test_a_temperature_changes_euclidean_paths_no_more_than_the_step_control(mod
     # a direction that depended on T would meet other classes first on many paths
     hot = _euclidean(net, x, y, target, opts.replace(metric="fisher"))
     assert _differences(one, ok, *hot)[1] > 10
+
+
+def test_the_box_diagnosis_flow_realizes_lb_on_an_affine_model():
+    """``docs/results/box_diagnosis.py`` integrates the closed form's flow by exact steps: where the
+    logits are affine in the input (a constant Jacobian of rank C - 1), its length is LB."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "docs" / "results" / "box_diagnosis.py"
+    spec = importlib.util.spec_from_file_location("box_diagnosis", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3 * 4 * 4, 5).double()
+    x0 = torch.rand(3, 4, 4, dtype=torch.float64) * 0.2 + 0.4
+    flat = torch.nn.Sequential(torch.nn.Flatten(), model)
+    found = module.exact_flow(flat, x0)
+    assert found["flow_over_lb"] == pytest.approx(1.0, abs=5e-3)
+    assert found["flow_min_conditioning"] > 1e-3
