@@ -115,7 +115,10 @@ def study_report(out: Path, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Path
     out = Path(out)
     result = analyze_study(out, n_boot=n_boot, seed=seed)
     for name, frame in zip(STUDY_FILES, (result.table, result.runs, result.verdicts, result.box, result.deciles)):
-        frame.to_csv(out / name, index=False, float_format="%.6g")
+        # the per-model and verdict tables in full precision; the per-image and per-run ones in 6 digits
+        frame.to_csv(
+            out / name, index=False, float_format=None if name in ("study_table.csv", "study_verdicts.csv") else "%.6g"
+        )
     doc = Document(f"frmargin study: {len(result.table)} models")
     pending = result.runs[result.runs["status"] != "complete"]
     if len(pending):
