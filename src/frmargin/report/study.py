@@ -55,8 +55,7 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
             "FR margin, fitted T": iv("fr_margin_fitted", 3),
             "beyond top-two log-odds": iv("fr_margin_beyond", 4),
             "in-box / LB (median, max)": [
-                f"{format_cell(a, 4)}, {format_cell(b, 4)}"
-                for a, b in zip(col("box_ratio_median"), col("box_ratio_max"))
+                f"{a}, {b}" for a, b in zip(col("box_ratio_median", 4), col("box_ratio_max", 4))
             ]
             if "box_ratio_median" in table
             else ["–"] * len(table),
