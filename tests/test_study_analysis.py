@@ -81,6 +81,7 @@ def test_box_images_take_the_least_estimate_over_ok_paths():
     assert summary["box_ratio_max"] == pytest.approx(1.2) and summary["box_ratio_median"] == pytest.approx(1.01)
     assert summary["box_share_above_lo"] < 1 / 3 < summary["box_share_above_hi"]
     assert summary["box_images_below_lb"] == 0 and summary["box_estimated_images"] == 2
+    assert summary["box_ratio_median_lo"] <= summary["box_ratio_median"] <= summary["box_ratio_median_hi"]
     below = box_summary(box_images(_box_paths().assign(box_margin=[0.9, *[np.nan] * 6])))
     assert below["box_images_below_lb"] == 1, "an estimate below LB is counted (it should never happen)"
 

@@ -19,10 +19,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from frmargin.analysis.bootstrap import ClusterBootstrap, scalar_interval
 from frmargin.analysis.inputs import require_columns
 from frmargin.analysis.matrices import LB_ATOL, LB_RTOL
 
-__all__ = ["BOX_RAISE", "BOX_SHARE", "box_images", "box_summary", "candidate_check", "free_flow_explains"]
+__all__ = [
+    "BOX_RAISE",
+    "BOX_SHARE",
+    "box_images",
+    "box_summary",
+    "candidate_check",
+    "free_flow_explains",
+    "median_interval",
+]
 
 #: an image whose in-box margin estimate exceeds LB by more than this is moved by the box
 BOX_RAISE = 0.01
@@ -77,7 +86,24 @@ def free_flow_explains(images: pd.DataFrame) -> pd.Series:
     return (free > 1 + BOX_RAISE) | (runner.notna() & (runner != "ok"))
 
 
-def box_summary(images: pd.DataFrame) -> dict:
+def median_interval(values: np.ndarray, strata: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the median of ``values`` (finite ones), resampling them within ``strata``
+    (the images' classes), as the study's other intervals do.
+
+    Example:
+        >>> lo, hi = median_interval(np.arange(40.0), np.arange(40) % 4, n_boot=200)
+        >>> bool(lo < 19.5 < hi)
+        True
+    """
+    values, strata = np.asarray(values, float), np.asarray(strata)
+    keep = np.isfinite(values)
+    if keep.sum() < 2:
+        return np.nan, np.nan
+    draw = ClusterBootstrap.draw(strata[keep], n_boot, seed)
+    return scalar_interval(np.median(values[keep][draw.indices], axis=1))
+
+
+def box_summary(images: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
     """Per model: images, the least, median and largest estimate / LB, the images above
     1 + ``BOX_RAISE`` (count, share and its 95% Wilson interval), and the images below LB beyond the
     tolerance of a traced length (there should be none)."""
@@ -91,6 +117,12 @@ def box_summary(images: pd.DataFrame) -> dict:
         "box_images": n,
         "box_ratio_min": float(ratio.min()) if n else np.nan,
         "box_ratio_median": float(np.median(ratio)) if n else np.nan,
+        **dict(
+            zip(
+                ("box_ratio_median_lo", "box_ratio_median_hi"),
+                median_interval(images["estimate_over_lb"].to_numpy(), images["source"].to_numpy(), n_boot, seed),
+            )
+        ),
         "box_ratio_max": float(ratio.max()) if n else np.nan,
         "box_images_above": above,
         "box_share_above": above / n if n else np.nan,

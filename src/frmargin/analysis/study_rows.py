@@ -13,6 +13,7 @@ import pandas as pd
 
 from frmargin.analysis.distances import best_l2, fr_vs_l2
 from frmargin.analysis.matrices import closed_form_agreement
+from frmargin.analysis.study_box import median_interval
 from frmargin.analysis.study_closed import two_class_margin
 from frmargin.analysis.tables import image_margins
 
@@ -25,7 +26,10 @@ STUDY_ROW_COLUMNS: tuple[tuple[str, str], ...] = (
     ("runs_done", "finished runs of the model, of its runs in the study"),
     ("test_accuracy", "top-1 accuracy on all images of the closed-form pass (the official test split)"),
     ("accuracy", "top-1 accuracy on the study's selected images"),
-    ("median_confidence", "median p of the predicted class on the selected images, at T = 1"),
+    (
+        "median_confidence",
+        "median p of the predicted class on the selected images, at T = 1 (test_median_confidence: on all)",
+    ),
     ("temperature", "the fitted T (NLL-optimal on held-out test images)"),
     ("fr_margin", "mean per-image FR margin at T = 1 (min over targets of the natural-gradient path length)"),
     ("fr_margin_fitted", "the same at the fitted T"),
@@ -71,7 +75,8 @@ def shielding_values(paths: pd.DataFrame, predicted: bool = False) -> pd.DataFra
 
 
 def _l2_stats(margins: pd.DataFrame, baselines: pd.DataFrame | None, n_boot: int, seed: int) -> dict:
-    out = {"median_l2": np.nan, "spearman_fr_l2": np.nan, "spearman_fr_l2_lo": np.nan, "spearman_fr_l2_hi": np.nan}
+    out = dict.fromkeys(("median_l2", "median_l2_lo", "median_l2_hi", "spearman_fr_l2", "spearman_fr_l2_lo",
+                         "spearman_fr_l2_hi"), np.nan)  # fmt: skip
     if baselines is None or not len(baselines):
         return out
     wide = best_l2(baselines)
@@ -79,6 +84,8 @@ def _l2_stats(margins: pd.DataFrame, baselines: pd.DataFrame | None, n_boot: int
     l2 = wide[column].to_numpy(float)
     finite = l2[np.isfinite(l2)]
     out["median_l2"] = float(np.median(finite)) if finite.size else np.nan
+    source = margins.drop_duplicates("image_index").set_index("image_index")["source"].reindex(wide.index)
+    out["median_l2_lo"], out["median_l2_hi"] = median_interval(l2, source.to_numpy(), n_boot, seed)
     fr = fr_vs_l2(margins, baselines, n_boot=n_boot, seed=seed)
     row = fr[(fr["attack"] == column) & (fr["level"] == "image")]
     if len(row):

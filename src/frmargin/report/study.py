@@ -49,20 +49,17 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
             "model": table["model"],
             "runs": table["runs_done"],
             "test accuracy": col("test_accuracy", 4),
-            "median confidence": col("median_confidence", 4),
+            "median confidence (test)": col("test_median_confidence", 6),
             "T": col("temperature", 3),
             "FR margin, T = 1": iv("fr_margin", 3),
             "FR margin, fitted T": iv("fr_margin_fitted", 3),
             "beyond top-two log-odds": iv("fr_margin_beyond", 4),
-            "in-box / LB (median, max)": [
-                f"{a}, {b}" for a, b in zip(col("box_ratio_median", 4), col("box_ratio_max", 4))
-            ]
-            if "box_ratio_median" in table
-            else ["–"] * len(table),
+            "in-box / LB, median [CI]": iv("box_ratio_median", 4),
+            "in-box / LB, max": col("box_ratio_max", 4),
             "NG shielded % [CI]": iv("ng_shielded_pct", 2),
             "closed form %": col("ng_predicted_shielded_pct", 2),
             "Euclidean shielded % [CI]": iv("euclid_shielded_pct", 1),
-            "median min L2 (FMN)": col("median_l2", 3),
+            "median min L2 (FMN) [CI]": iv("median_l2", 3),
             "Spearman FR-L2 [CI]": iv("spearman_fr_l2", 3),
             "rel. error vs closed form": col("rel_error_median"),
             "s / path": col("seconds_per_path", 3),

@@ -169,7 +169,8 @@ def _model_rows(study: dict, models: dict, runs: dict, closed: dict, n_boot: int
             row.update(model_summary(fisher.paths if fisher else None, base.images, baselines, base.info, n_boot, seed))
         box = runs.get((keys["one"], "box"))
         if box is not None:
-            row.update(box_summary(box_images(box.paths, fisher.paths if fisher is not None else None)))
+            images = box_images(box.paths, fisher.paths if fisher is not None else None)
+            row.update(box_summary(images, n_boot, seed))
             row["box_seconds_per_path"] = float((box.info.get("timing") or {}).get("per_path", np.nan))
         rows.append(row)
     return pd.DataFrame(rows)
