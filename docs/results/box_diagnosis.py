@@ -1,8 +1,9 @@
 """What the images are whose in-box margin estimate lies more than 1% above LB: a diagnosis.
 
-    python docs/results/box_diagnosis.py STUDY_DIR MODEL [--out docs/results/data/study/box_diagnosis_MODEL.csv]
+    python docs/results/box_diagnosis.py STUDY_DIR MODEL [--control N] [--out FILE.csv]
 
-For each such image of MODEL's box run (``STUDY_DIR/study_box.csv``, written by the study
+For each such image of MODEL's box run (and, with ``--control N``, the first N images at or below
+1.01, to compare; the default file is ``docs/results/data/study/box_diagnosis_MODEL.csv``) (``STUDY_DIR/study_box.csv``, written by the study
 report) it records, besides the study's columns (LB, the least traced and estimated in-box
 length over LB, the unconstrained flow's least length over LB and the status of its path toward
 the runner-up class):
@@ -64,11 +65,14 @@ def exact_flow(model: torch.nn.Module, x0: torch.Tensor) -> dict:
     return {"flow_over_lb": length / lb, "flow_min_conditioning": least, "flow_leaves_box": outside}
 
 
-def diagnose(study: Path, model_name: str, threshold: float = 1.01) -> pd.DataFrame:
+def diagnose(study: Path, model_name: str, threshold: float = 1.01, control: int = 0) -> pd.DataFrame:
+    """The images of ``model_name`` above ``threshold`` (``flagged``), and for comparison the first
+    ``control`` images (by index) at or below it."""
     import frmargin
 
     box = pd.read_csv(study / "study_box.csv")
-    images = box[(box["model"] == model_name) & (box["estimate_over_lb"] > threshold)]
+    box = box[box["model"] == model_name].assign(flagged=lambda f: f["estimate_over_lb"] > threshold)
+    images = pd.concat([box[box["flagged"]], box[~box["flagged"]].sort_values("image_index").head(control)])
     model = frmargin.load_model(model_name).eval().double()
     data = frmargin.load_dataset("cifar10")
     rows = []
@@ -87,11 +91,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("study", type=Path, help="a study folder, after its report")
     parser.add_argument("model", help="a model of the study with a box run")
+    parser.add_argument("--control", type=int, default=0, help="also this many images at or below 1.01, to compare")
     parser.add_argument("--out", type=Path, help="the CSV to write (default: the study set's box_diagnosis_MODEL.csv)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = args.out or Path(__file__).resolve().parent / "data" / "study" / f"box_diagnosis_{args.model}.csv"
-    diagnose(args.study, args.model).to_csv(out, index=False, float_format="%.6g")
+    diagnose(args.study, args.model, control=args.control).to_csv(out, index=False, float_format="%.6g")
     return out
 
 
