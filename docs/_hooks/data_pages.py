@@ -120,6 +120,11 @@ def provenance_markdown(record: dict) -> str:
         versions += f", torch {record['torch']}"
     threads = record.get("threads")
     threads_words = f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""
+    if record.get("processes"):
+        ranks = "/".join(str(n) for n in record["processes"])
+        threads_words += f" per process, {ranks} process{'es' if record['processes'] != [1] else ''}"
+    if record.get("wall_seconds"):
+        threads_words += f", {float(record['wall_seconds']) / 3600:.1f} hours of wall time"
     lines = [
         f"Measured on {str(record['date'])[:10]} with {versions}{threads_words}, "
         f"on a {machine_words(record['machine'])}:",
@@ -389,6 +394,8 @@ def result_figure(result: dict, spec: dict) -> bytes:
 def result_markdown(result: dict, figure_dir: str) -> str:
     """One measurement set: provenance, then each table (caption, Markdown) and each figure."""
     parts = [provenance_markdown(result), ""]
+    if result.get("intro"):  # a set's own words (a study brings no prose of its own to the page)
+        parts += [str(result["intro"]), ""]
     for table in result["tables"]:
         frame = result["frames"][table["file"]]
         if table.get("query"):

@@ -23,6 +23,7 @@ from ..geometry import margin_lower_bound
 from ..paths import PathResult, trace_paths
 from ..paths.box_margin import box_margin
 from . import folder
+from .box_estimate import candidate_paths
 from .config import RunConfig
 from .distributed import barrier
 from .schema import path_table
@@ -96,19 +97,25 @@ def _trace_chunk(model: nn.Module, selection: Selection, rows: torch.Tensor, con
         labels={"method": config.trace.method, "metric": config.trace.metric, "target_rank": rank.cpu().numpy()},
     )
     if config.trace.box is not None:
-        frame["box_margin"] = _box_margins(model, selection.x[rep], source, result, config.trace.box)
+        frame["box_margin"] = _box_margins(model, selection.x[rep], source, result, frame, config)
     return frame
 
 
 def _box_margins(
-    model: nn.Module, x0: torch.Tensor, source: torch.Tensor, res: PathResult, box: tuple[float, float]
+    model: nn.Module, x0: torch.Tensor, source: torch.Tensor, res: PathResult, frame: pd.DataFrame, config: RunConfig
 ) -> np.ndarray:
-    """The in-box margin estimate (``paths.box_margin``) of each ok path, NaN elsewhere."""
+    """The in-box margin estimate (``paths.box_margin``) of the ok paths the run's ``box_margin``
+    rule picks (``runs.box_estimate``), NaN elsewhere."""
     out = np.full(len(res), np.nan)
-    ok = torch.tensor([s == "ok" for s in res.status], device=x0.device)
-    if ok.any():
-        est = box_margin(model, x0[ok], source[ok], res.x_end[ok], res.fr_length[ok], box)
-        out[ok.cpu().numpy()] = est.length.detach().cpu().numpy()
+    columns = (frame[c].to_numpy() for c in ("image_index", "fr_length", "lower_bound"))
+    image, traced, lower_bound = columns
+    pick = candidate_paths(config.box_margin, image, frame["status"].to_numpy() == "ok", traced, lower_bound)
+    if pick.any():
+        rows = torch.as_tensor(np.flatnonzero(pick), device=x0.device)
+        box = config.trace.box
+        assert box is not None
+        est = box_margin(model, x0[rows], source[rows], res.x_end[rows], res.fr_length[rows], box)
+        out[pick] = est.length.detach().cpu().numpy()
     return out
 
 
