@@ -222,6 +222,7 @@ def test_the_documentation_site_builds_strict_and_every_page_loads_in_chromium(t
         "index.html",
         "method/index.html",
         "results/index.html",
+        "results/spectrum/index.html",
         "benchmarks/index.html",
         "reference/api/index.html",
         "reference/cli/index.html",

@@ -24,6 +24,7 @@ import io
 import json
 import math
 import os
+import posixpath
 import re
 import sys
 from pathlib import Path
@@ -492,7 +493,9 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # mkdocs hook
                 return ""  # the study table is shown once it is there
             if name not in sets:
                 raise ResultFileError(f"{page.file.src_uri}: no result set {name!r} in {results_dir()}")
-            block = result_markdown(sets[name], f"results/{FIGURE_DIR}")
+            # figure links are relative to the page (results.md, or a page under results/)
+            here = posixpath.dirname(page.file.src_uri) or "."
+            block = result_markdown(sets[name], posixpath.relpath(f"results/{FIGURE_DIR}", here))
             # the study has no prose of its own on the page: it brings its heading
             return f"## {sets[name]['title']}\n\n{block}" if name == "study" else block
 
