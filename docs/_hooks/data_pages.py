@@ -246,14 +246,24 @@ def benchmark_files() -> list[Path]:
     return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
 
-def _benchmark_plot(data: dict) -> tuple[str, list[str]] | None:
-    """The label column and up to four numeric columns to draw, or None (too little to draw)."""
+def _benchmark_plot(data: dict) -> tuple[pd.DataFrame, str, list[str]] | None:
+    """The rows to draw, their label column and up to four numeric columns, or None (too little
+    to draw). Rows whose first text column repeats (a model at several batch sizes) are labelled
+    by it and the numeric columns that tell them apart, which are then not drawn."""
     frame = pd.DataFrame(data["rows"])
     numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
     labels = [c for c in frame.columns if c not in numeric]
     if len(frame) < 2 or not numeric or not labels:
         return None
-    return labels[0], numeric[:4]
+    label = frame[labels[0]].astype(str)
+    for column in [*labels[1:], *numeric]:
+        if label.is_unique:
+            break
+        label = label + f", {column} " + frame[column].astype(str)
+        numeric = [c for c in numeric if c != column]
+    if not label.is_unique or not numeric:
+        return None
+    return frame.assign(_label=label), "_label", numeric[:4]
 
 
 def benchmark_markdown(data: dict, figure_uri: str | None) -> str:
@@ -467,8 +477,7 @@ def on_files(files, config):
         data = load_benchmark(path)
         plot = _benchmark_plot(data)
         if plot is not None:
-            frame = pd.DataFrame(data["rows"])
-            png = bar_figure(frame, plot[0], plot[1], data["title"], data.get("units"))
+            png = bar_figure(*plot, data["title"], data.get("units"))
             files.append(File.generated(config, f"benchmarks/{FIGURE_DIR}/{path.stem}.png", content=png))
     return files
 
