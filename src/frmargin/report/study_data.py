@@ -211,7 +211,11 @@ def _deciles(closed: dict[str, pd.DataFrame], runs: dict, models: dict) -> pd.Da
 def _groups(study: dict, models: dict) -> pd.DataFrame:
     """Run key -> model, temperature label, training, family (what the verdicts group by)."""
     catalog, rows = study.get("catalog", {}), {}
-    first = temperature_label(study["plan"]["temperatures"][0])
+    # a study.json without its plan's temperatures (an older or hand-moved folder): its runs' first
+    temperatures = study.get("plan", {}).get("temperatures") or [
+        r.get("temperature", 1.0) for r in study.get("runs", [])
+    ]
+    first = temperature_label((temperatures or [1.0])[0])
     for model, keys in models.items():
         facts = {"model": model, **{k: catalog.get(model, {}).get(k, "?") for k in ("training", "family")}}
         if keys["one"]:
