@@ -25,6 +25,7 @@ from ..paths.box_margin import box_margin
 from . import folder
 from .config import RunConfig
 from .distributed import barrier
+from .perturbed import add_subspace_columns, run_trace_options, subspace_columns
 from .schema import path_table
 from .targets import choose_targets, parse_targets, select_images
 
@@ -86,7 +87,7 @@ def _chunk_paths(
 def _trace_chunk(model: nn.Module, selection: Selection, rows: torch.Tensor, config: RunConfig) -> pd.DataFrame:
     """Paths from each image in ``rows`` (indices into the selection) to its targets."""
     rep, source, target, rank = _chunk_paths(selection, rows, config)
-    result = trace_paths(model, selection.x[rep], source, target, config.trace)
+    result = trace_paths(model, selection.x[rep], source, target, run_trace_options(config))
     frame = path_table(
         result,
         selection.probs[rep],
@@ -97,6 +98,8 @@ def _trace_chunk(model: nn.Module, selection: Selection, rows: torch.Tensor, con
     )
     if config.trace.box is not None:
         frame["box_margin"] = _box_margins(model, selection.x[rep], source, result, config.trace.box)
+    if config.trace.perturbation != "pixels":
+        frame = add_subspace_columns(frame, subspace_columns(model, selection.x, rep, source, result, config))
     return frame
 
 
