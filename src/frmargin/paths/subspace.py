@@ -39,7 +39,7 @@ __all__ = ["FORWARD_BELOW", "ROUTES", "SubspaceNetwork", "subspace_rows", "trace
 ROUTES = ("auto", "forward", "reverse")
 #: the crossing of the two routes, in rows: K jvps cost about as much as FORWARD_BELOW^-1 x K
 #: backward rows (measured with ``bench_subspace``)
-FORWARD_BELOW = 1.0
+FORWARD_BELOW = 0.35
 
 
 def subspace_rows(
