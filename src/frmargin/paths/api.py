@@ -174,6 +174,11 @@ def trace_paths(
     opts = TraceOptions.build(options, **overrides)
     check_model(model)
     x = check_images(x, "x")
+    subspace = None
+    if opts.perturbation != "pixels":  # its directions checked against the inputs, before the model runs
+        from ..perturbation.bases import build_subspace
+
+        subspace = build_subspace(opts.perturbation, x)
     P = x.shape[0]
     source = check_classes(source, P, None, "source").to(x.device)
     target = check_classes(target, P, None, "target").to(x.device)
@@ -188,10 +193,10 @@ def trace_paths(
 
     batch_size = paths_per_batch(model, x, opts.top_classes, C, opts.batch_size, opts.memory_budget)
     resolved = ResolvedOptions.of(opts, record)
-    if opts.perturbation != "pixels":
+    if subspace is not None:
         from .subspace import in_input_space, trace_subspace
 
-        states, subspace = trace_subspace(model, x, source, target, opts, resolved, batch_size, progress)
+        states = trace_subspace(model, subspace, source, target, resolved, batch_size, progress)
         return in_input_space(_collect(states, source, target), subspace)  # type: ignore[return-value]
     parts: list[PathState] = []
     for start in range(0, P, batch_size):

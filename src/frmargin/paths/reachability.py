@@ -10,15 +10,17 @@ directions (``check``) and its stalls (``rescue``):
 - the gradient of L in u vanishes: rho = (the descent rate of L per unit FR length the subspace
   allows) / (its rate on the simplex, sqrt(sum a_i^2 / p_i)) <= ``RHO_ZERO``;
 - the flow stops: over the last ``WINDOW`` direction evaluations L fell by less than ``CREEP`` of
-  its value and the FR length grew by less than ``CREEP`` of the FR distance from p to the event
-  (a lower bound on any path's remaining length). If u still moved by at least ``RUNAWAY`` x
-  |u| meanwhile, p converges while u runs away: ``subspace_runaway``. Otherwise the flow creeps
-  at a kink of the (piecewise-linear) network, and the gradient of L in u on both sides of the
-  point (the far side probed a small step along the direction, two Jacobians) is tested for a
-  Clarke stationary point: the least-norm convex combination of the two gradients at most
-  ``CLARKE`` of the near side's: ``subspace_stationary``. A valley the flow could slide along
-  fails the test, and the path goes on (it may end ``budget``);
-- a stalled step (all attempts failed): the same Clarke test, else it ends ``stalled``.
+  its value and p moved (FR distance between the window's first and last point) by less than
+  ``CREEP`` of the FR distance from p to the event (a lower bound on any path's remaining
+  length). If meanwhile |u| grew at every evaluation, by at least ``RUNAWAY`` x |u| in all, p
+  converges while u runs away: ``subspace_runaway``. Otherwise the flow creeps, at a kink of a
+  piecewise-linear network or near a minimum, and the gradient of L in u on both sides of the
+  point (the far side probed a small step along the direction, two Jacobians) is tested: the
+  two turned against each other with a least-norm convex combination at most ``CLARKE`` of the
+  near side's, a Clarke stationary point: ``subspace_stationary``; the far gradient as small but
+  pointing the same way, L flattening ahead: ``subspace_runaway``. A valley the flow could slide
+  along fails both, and the path goes on (it may end ``budget``);
+- a stalled step (all attempts failed): the same test, else it ends ``stalled``.
 
 Shapes: n paths of the chunk, m in a call (``idx``), V classes of the view, K directions in u.
 """
@@ -29,6 +31,7 @@ import math
 
 import torch
 
+from ..geometry import fr_distance
 from .directions import descent_gradient, row_direction
 from .events import event_gap
 from .linalg import bmv
@@ -44,7 +47,7 @@ RHO_ZERO = 1e-9
 WINDOW = 8
 #: less progress than this share (of L, and of the FR distance to the event) over the window: stopped
 CREEP = 0.01
-#: ... while u moved by at least this share of |u|: p converges while u runs away
+#: ... while |u| grew by at least this share of |u|: p converges while u runs away
 RUNAWAY = 0.5
 #: Clarke stationary: the least-norm convex combination of the gradients of L on both sides is
 #: at most this share of the near side's
@@ -82,13 +85,13 @@ class Reachability:
         self.net, self.opts = net, opts
         st = net.state
         n, dev = len(st), st.x.device
-        #: (n, WINDOW + 1) the last evaluations' L, FR length so far and u-distance travelled
+        #: (n, WINDOW + 1) the last evaluations' L, (n, WINDOW + 1, C) their probabilities and
+        #: (n, WINDOW + 1, K) their points u
         self.value = torch.zeros(n, WINDOW + 1, dtype=torch.float64, device=dev)
-        self.length = torch.zeros_like(self.value)
-        self.travel = torch.zeros_like(self.value)
+        self.probs = torch.zeros(n, WINDOW + 1, st.z.shape[-1], dtype=torch.float64, device=dev)
+        self.points = torch.zeros(n, WINDOW + 1, st.x[0].numel(), dtype=torch.float64, device=dev)
         #: (n,) evaluations recorded since the window was last cleared
         self.count = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.u_prev = st.x.reshape(n, -1).to(torch.float64).clone()
 
     def check(self, idx: torch.Tensor, z: torch.Tensor, p: torch.Tensor, d: Direction) -> torch.Tensor:
         """(m,) the paths idx (m,) whose flow cannot reach the event, judged from their direction
@@ -100,36 +103,34 @@ class Reachability:
         simplex = (((a * a) / p.clamp_min(1e-300)).sum(-1) - a.sum(-1).square()).clamp_min(0).sqrt()
         rho = torch.where(speed > 0, rate / simplex.clamp_min(1e-300), torch.zeros_like(rate))
         u = st.x[idx].reshape(idx.numel(), -1).to(torch.float64)
-        travel = self.travel[idx, -1] + (u - self.u_prev[idx]).norm(dim=-1)
-        self.u_prev[idx] = u
-        for hist, now in (
-            (self.value, descended(self.net, idx, z)),
-            (self.length, st.length[idx]),
-            (self.travel, travel),
-        ):
+        full_p = torch.softmax(z.to(torch.float64), -1)
+        for hist, now in ((self.value, descended(self.net, idx, z)), (self.probs, full_p), (self.points, u)):
             hist[idx] = torch.cat([hist[idx, 1:], now[:, None]], 1)
         self.count[idx] += 1
         full = self.count[idx] > WINDOW
-        value, length = self.value[idx], self.length[idx]
+        value = self.value[idx]
         stopped = full & (value[:, 0] - value[:, -1] < CREEP * value[:, -1].abs())
-        stopped &= length[:, -1] - length[:, 0] < CREEP * event_distance(self.net, idx, z)
-        moved = self.travel[idx, -1] - self.travel[idx, 0]
-        away = stopped & (moved >= RUNAWAY * u.norm(dim=-1))
+        stopped &= fr_distance(self.probs[idx, 0], full_p) < CREEP * event_distance(self.net, idx, z)
+        norms = self.points[idx].norm(dim=-1)  # (m, WINDOW + 1)
+        growing = (norms[:, 1:] >= norms[:, :-1]).all(-1) & (norms[:, -1] - norms[:, 0] >= RUNAWAY * norms[:, -1])
+        away = stopped & growing
         flat = rho <= RHO_ZERO
         creeping = stopped & ~away & ~flat
         if creeping.any():
             rows = creeping.nonzero()[:, 0]
-            flat[rows] = self.clarke(idx[rows])
-            self.count[idx[rows]] = 0  # not stationary: judged again after another window
+            flat[rows], away[rows] = self.clarke(idx[rows])
+            self.count[idx[rows]] = 0  # neither: judged again after another window
         st.finish(idx[flat], "subspace_stationary")
         st.finish(idx[away & ~flat], "subspace_runaway")
         return flat | away
 
-    def clarke(self, idx: torch.Tensor) -> torch.Tensor:
-        """(k,) which of the paths idx (k,) sit at a Clarke stationary point of L in u: the
-        gradient of L at u and at a point a small step along the direction (past a kink the
-        path cannot cross), the least-norm convex combination of the two <= CLARKE of the
-        first's, and no class change at the probe. Two Jacobians per path."""
+    def clarke(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which of the paths idx (k,) cannot go on, from the gradient of L at u and at a
+        point a small step along the direction (past a kink the path cannot cross; no class
+        change there), two Jacobians per path: (k,) at a Clarke stationary point (the
+        gradients turned against each other, the least-norm convex combination of the two <=
+        CLARKE of the first's), and (k,) where L flattens ahead (the far gradient, pointing the
+        same way, <= CLARKE of the near one: p converges while u runs on)."""
         st, net, o = self.net.state, self.net, self.opts
         u = st.x[idx]
         z, J = net.jacobian(idx, u)
@@ -147,16 +148,20 @@ class Reachability:
         diff = g_near - g_far
         t = ((g_near * diff).sum(-1) / diff.square().sum(-1).clamp_min(1e-300)).clamp(0.0, 1.0)
         least = (g_near - t[:, None] * diff).norm(dim=-1)
-        finite = torch.isfinite(least) & torch.isfinite(speed) & (speed > 0)
-        still = event_gap(st, idx, z_far) > 0  # the probe did not cross the boundary
-        return finite & still & (least <= CLARKE * g_near.norm(dim=-1))
+        valid = torch.isfinite(least) & torch.isfinite(speed) & (speed > 0)
+        valid &= event_gap(st, idx, z_far) > 0  # the probe did not cross the boundary
+        small = least <= CLARKE * g_near.norm(dim=-1)
+        turned = (g_near * g_far).sum(-1) < 0
+        return valid & small & turned, valid & small & ~turned
 
     def rescue(self, idx: torch.Tensor) -> torch.Tensor:
         """Stalled paths idx (k,): those at a Clarke stationary point of L in u end
         ``subspace_stationary`` (the others are left to end ``stalled``). Never retried."""
         none = torch.zeros(idx.numel(), dtype=torch.bool, device=idx.device)
         if idx.numel():
-            self.net.state.finish(idx[self.clarke(idx)], "subspace_stationary")
+            flat, away = self.clarke(idx)
+            self.net.state.finish(idx[flat], "subspace_stationary")
+            self.net.state.finish(idx[away], "subspace_runaway")
         return none
 
 

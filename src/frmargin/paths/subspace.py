@@ -26,8 +26,7 @@ import torch
 from torch.func import jvp
 
 from ..fisher import logits_and_jacobian
-from ..options import TraceOptions
-from ..perturbation.bases import Subspace, build_subspace
+from ..perturbation.bases import Subspace
 from .classes import LumpedView
 from .options import ResolvedOptions
 from .state import Network, PathState
@@ -121,20 +120,19 @@ class SubspaceNetwork(Network):
 
 def trace_subspace(
     model: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
+    subspace: Subspace,
     source: torch.Tensor,
     target: torch.Tensor,
-    opts: TraceOptions,
     resolved: ResolvedOptions,
     batch_size: int,
     progress: Callable[[int], None] | None = None,
     route: str = "auto",
-) -> tuple[list[PathState], Subspace]:
-    """The final states of the chunks of paths from x (P, *S), traced in u from u = 0, and the
-    subspace of all P paths (its directions checked before any tracing)."""
+) -> list[PathState]:
+    """The final states of the chunks of paths from ``subspace.x0`` (P, *S), traced in u from
+    u = 0, ``batch_size`` paths a chunk."""
     from .tracer import ChunkTracer
 
-    subspace = build_subspace(opts.perturbation, x)
+    x = subspace.x0
     u0 = torch.zeros(x.shape[0], subspace.k, dtype=x.dtype, device=x.device)
     parts: list[PathState] = []
     for start in range(0, x.shape[0], batch_size):
@@ -148,7 +146,7 @@ def trace_subspace(
         parts.append(tracer.run())
         if progress is not None:
             progress(int(rows[-1]) + 1)
-    return parts, subspace
+    return parts
 
 
 def in_input_space(result: object, subspace: Subspace) -> object:
