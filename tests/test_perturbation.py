@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import assert_close
 
+from conftest import assert_close
 from frmargin.errors import FrmarginError
 from frmargin.options import TraceOptions, cli_spelling, spelled
 from frmargin.perturbation.bases import build_subspace, describe, family_basis, zigzag
@@ -62,7 +62,7 @@ def test_bad_text_names_the_option(text, fragment):
 
 
 def test_box_is_refused_with_a_perturbation_model():
-    with pytest.raises(FrmarginError, match="argument 'box'.*perturbation=dct:4"):
+    with pytest.raises(FrmarginError, match=r"argument 'box'.*perturbation=dct:4"):
         TraceOptions(perturbation="dct:4", box=(0.0, 1.0))
     assert TraceOptions(box=(0.0, 1.0)).perturbation == "pixels"
 

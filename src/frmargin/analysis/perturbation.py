@@ -27,7 +27,7 @@ import pandas as pd
 
 from .bootstrap import ClusterBootstrap, scalar_interval
 
-__all__ = ["ABOVE_LB", "OUTCOMES", "perturbation_summary", "shield_matrix"]
+__all__ = ["ABOVE_LB", "OUTCOMES", "margin_points", "perturbation_summary", "shield_matrix"]
 
 #: statuses reported as shares (the other statuses count among none of them)
 OUTCOMES = {
@@ -96,3 +96,12 @@ def shield_matrix(paths: pd.DataFrame, n_classes: int) -> pd.DataFrame:
     counts = np.zeros((n_classes, n_classes), dtype=int)
     np.add.at(counts, (shielded["target"].to_numpy(int), shielded["first_hit"].to_numpy(int)), 1)
     return pd.DataFrame(counts, index=pd.RangeIndex(n_classes, name="target"), columns=pd.RangeIndex(n_classes))
+
+
+def margin_points(paths: pd.DataFrame) -> pd.DataFrame:
+    """Per image: ``lower_bound`` and ``subspace_margin`` (NaN where none was found or the run
+    measured none)."""
+    if "subspace_margin" not in paths:
+        return pd.DataFrame(columns=["image_index", "lower_bound", "subspace_margin"])
+    per = paths.groupby("image_index", sort=True)[["lower_bound", "subspace_margin"]].first()
+    return per.reset_index()

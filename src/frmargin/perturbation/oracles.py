@@ -48,7 +48,9 @@ def _ties(za: torch.Tensor, zb: torch.Tensor, y: int) -> tuple[torch.Tensor, tor
     return s.min(-1)
 
 
-def line_length(model: Model, x0: torch.Tensor, direction: torch.Tensor, y: int, *, t_max: float, n: int = 20000):
+def line_length(
+    model: Model, x0: torch.Tensor, direction: torch.Tensor, y: int, *, t_max: float, n: int = 20000
+) -> tuple[float, int, float]:
     """FR length of p(x0 + t direction) for t from 0 up to the first class change away from y
     (fine quadrature, ``n`` points on [0, t_max]), the class that took over, and t there;
     (inf, -1, inf) when the class does not change before t_max.
@@ -71,7 +73,7 @@ def line_length(model: Model, x0: torch.Tensor, direction: torch.Tensor, y: int,
 
 def subspace_line_margin(
     model: Model, x0: torch.Tensor, direction: torch.Tensor, y: int, *, t_max: float, n: int = 20000
-):
+) -> tuple[float, int]:
     """K = 1: the subspace margin is the shorter of the two directions of the line,
     (length, class hit)."""
     plus = line_length(model, x0, direction, y, t_max=t_max, n=n)
@@ -89,7 +91,7 @@ def _offsets(reach: int) -> list[tuple[int, int]]:
 
 def grid_margin(
     model: Model, x0: torch.Tensor, basis: torch.Tensor, y: int, *, radius: float, n: int = 201, reach: int = 4
-):
+) -> tuple[float, int]:
     """K = 2: the shortest FR length from u = 0 to the decision boundary of y over paths on an
     n x n grid of the square [-radius, radius]^2 of the plane x0 + u @ basis (basis (2, D)),
     moves to the grid points within ``reach`` steps (Dijkstra, scipy), the last move ended at

@@ -42,6 +42,7 @@ class RunAnalysis:
         cifar10: whether the run's classes are CIFAR-10's ten (the paper's table, claims and the
             literature ranking apply only then).
         box: the box section's table (None for a run without a box or without box statistics).
+        perturbation: the perturbation section's tables (None for a run in pixels).
     """
 
     run: Run
@@ -67,6 +68,40 @@ class RunAnalysis:
     fr_l2: pd.DataFrame | None = None
     attack_l2: pd.DataFrame | None = None
     box: BoxAnalysis | None = None
+    perturbation: PerturbationAnalysis | None = None
+
+
+@dataclass(frozen=True)
+class PerturbationAnalysis:
+    """The perturbation section of a run made with a perturbation model.
+
+    Attributes:
+        model: run.json's ``perturbation`` entry (model, family, k, seed, basis_sha256).
+        summary: ``analysis.perturbation.perturbation_summary`` of the run's paths.
+        margins: per image, LB and the subspace margin (None: the run measured none).
+        shields: (C, C) shielded paths by target and first hit.
+    """
+
+    model: dict
+    summary: dict
+    margins: pd.DataFrame | None
+    shields: pd.DataFrame
+
+
+def analyze_perturbation(run: Run, n_boot: int, seed: int) -> PerturbationAnalysis | None:
+    """The perturbation section's tables of a run made with a perturbation model, else None."""
+    from frmargin.analysis import perturbation as pert
+
+    if not run.info.get("perturbation"):
+        return None
+    margins = pert.margin_points(run.paths)
+    has = len(margins) and margins["subspace_margin"].notna().any()
+    return PerturbationAnalysis(
+        model=dict(run.info["perturbation"]),
+        summary=pert.perturbation_summary(run.paths, n_boot=n_boot, seed=seed),
+        margins=margins if has else None,
+        shields=pert.shield_matrix(run.paths, len(run.class_names)),
+    )
 
 
 @dataclass(frozen=True)
@@ -124,6 +159,7 @@ def analyze(run: Run, n_boot: int = analysis.DEFAULT_N_BOOT, seed: int = 0) -> R
         fr_l2=fr_l2,
         attack_l2=analysis.margins_with_attacks(margins, baselines) if baselines is not None else None,
         box=analyze_box(run),
+        perturbation=analyze_perturbation(run, n_boot, seed),
     )
 
 

@@ -67,9 +67,12 @@ def subspace_columns(
     est = subspace_margin(model, subspace, y, ends, nodes=MARGIN_NODES, iterations=MARGIN_ITERATIONS)
     assert result.target is not None
     toward = est.toward[first, result.target.to(first.device)]
-    margin = est.margin[first]
-    fin = lambda t: torch.where(torch.isfinite(t), t, torch.full_like(t, float("nan"))).cpu().numpy()  # noqa: E731
-    return {**columns, "subspace_margin": fin(margin), "target_margin": fin(toward)}
+    return {**columns, "subspace_margin": _finite(est.margin[first]), "target_margin": _finite(toward)}
+
+
+def _finite(t: torch.Tensor) -> np.ndarray:
+    """``t`` as numpy, NaN where it is not finite (no boundary point found)."""
+    return torch.where(torch.isfinite(t), t, torch.full_like(t, float("nan"))).cpu().numpy()
 
 
 def add_subspace_columns(frame: pd.DataFrame, columns: dict[str, np.ndarray]) -> pd.DataFrame:
