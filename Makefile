@@ -14,7 +14,7 @@ $(BIN)/frmargin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,attacks,imagenet,docs]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,attacks,imagenet,docs,models]"
 	touch $@
 
 install: $(BIN)/frmargin

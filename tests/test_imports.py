@@ -16,7 +16,7 @@ import frmargin
 PUBLIC = (
     "trace_paths", "TraceOptions", "DataFisher", "PathResult", "margin_lower_bound", "fisher_rao_distance", "predicted_path",
     "load_model", "load_dataset", "RunConfig", "run_experiment", "build_report", "min_l2_distance",
-    "min_l2_attack", "FrmarginError", "AssetError",
+    "min_l2_attack", "FrmarginError", "AssetError", "logits_of",
 )  # fmt: skip
 HEAVY = ("torch", "pandas")
 #: what the run-folder check before the report may not import either

@@ -45,6 +45,19 @@ def test_fields_outside_the_identity_do_not_change_the_fingerprint():
         assert dataclasses.replace(base, **{name: 3}).fingerprint() != base.fingerprint(), name
 
 
+def test_model_options_enter_the_fingerprint_only_when_set():
+    base = RunConfig(model="robustbench:Tiny", weights=None)
+    for name, value in (("output", "logits"), ("threat_model", "L2"), ("model_dataset", "cifar100")):
+        changed = dataclasses.replace(base, **{name: value})
+        assert changed.fingerprint() != base.fingerprint() and changed.identity()[name] == value, name
+        assert name not in base.identity()
+        assert RunConfig.from_run_info(_new_run_info(changed)) == changed
+    keyed = RunConfig(model="m:f", weights="w.pt", weights_key="state_dict/0")
+    assert keyed.fingerprint() != dataclasses.replace(keyed, weights_key=None).fingerprint()
+    # the content of RobustBench's folder is the model's hash; where it lies is not an option of the results
+    assert dataclasses.replace(base, model_dir="/elsewhere").fingerprint() == base.fingerprint()
+
+
 def _old_run_info(config: RunConfig) -> dict:
     """run.json as the code before issue 11 wrote it: the full config plus top-level copies."""
     return {

@@ -29,6 +29,7 @@ _LAZY = {
     "trace_paths": ".paths",
     "load_model": ".models",
     "list_models": ".models",
+    "logits_of": ".models",
     "load_dataset": ".data",
     "min_l2_distance": ".baselines",
     "min_l2_attack": ".baselines",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .errors import bad_argument
+from .errors import FrmarginError, bad_argument
 
 __all__ = [
     "call_model",
@@ -85,7 +85,8 @@ def check_logits(z: object, batch: int) -> torch.Tensor:
     """(B, C) logits; refuse outputs that look like probabilities."""
     if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != batch or z.shape[1] < 2:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise bad_argument("model", f"output {shape}", f"logits of shape ({batch}, C) with C >= 2")
+        hint = "" if isinstance(z, torch.Tensor) else " (frmargin.models.logits_of(model) reads them from outputs)"
+        raise bad_argument("model", f"output {shape}", f"logits of shape ({batch}, C) with C >= 2{hint}")
     zz = z.detach().to(torch.float64)
     # in [0, 1], rows summing to 1, and not just 0/1 entries (one-hot logits are plausible logits)
     in_unit = bool(torch.isfinite(zz).all() and (zz >= 0).all() and (zz <= 1).all())
@@ -132,6 +133,8 @@ def call_model(
         with torch.no_grad():
             z = model(x)
             repeats = [model(x), model(x)] if check_determinism else []  # two: a random mask may repeat once
+    except FrmarginError:  # the model's own refusal (e.g. ``logits_of`` on an unreadable output)
+        raise
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise bad_argument(

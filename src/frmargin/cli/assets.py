@@ -9,7 +9,8 @@ import typer
 
 from .. import assets as store
 from ..errors import AssetError, FrmarginError, bad_argument
-from .app import app
+from .app import app, resolve_device, set_threads
+from .model_options import with_model_options
 
 __all__ = ["accuracy", "accuracy_line", "assets", "assets_table"]
 
@@ -57,33 +58,39 @@ def assets(verify: bool = typer.Option(True, help="Verify checksums of present f
 
 
 def accuracy_line(model: str, data: str, limit: int | None = None) -> list[str]:
-    """Header lines (data caveat) and the result line of ``frmargin accuracy``.
+    """The data caveat (if any) and the top-1 line of ``frmargin accuracy`` for a model name.
 
     Example:
         >>> accuracy_line("resnet20", "cifar10-exact")  # doctest: +SKIP
         ['resnet20 on cifar10-exact (300 exact ...): top-1 93.00% (279/300)']
     """
-    from ..models import load_model, top1_correct
-    from ..runs.preflight import resolve_data
+    from ..runs.accuracy import model_accuracy
+    from ..runs.config import RunConfig
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise bad_argument("limit", limit, "a positive integer or None")
-    net = load_model(model)
-    ds = resolve_data(data).head(limit)
-    correct = top1_correct(net, ds.images, ds.labels)
-    n = len(ds)
-    lines = [f"CAVEAT: {ds.caveat}"] if ds.caveat else []
-    lines.append(f"{model} on {ds.name} ({ds.source}): top-1 {100 * correct / n:.2f}% ({correct}/{n})")
-    return lines
+    return model_accuracy(RunConfig(model=model, data=data), limit).top1_lines()
 
 
 @app.command()
+@with_model_options()
 def accuracy(
-    model: str = typer.Option("resnet20", help="Model name."),
-    data: str = typer.Option("cifar10-exact", help="Dataset name or .npz path."),
+    data: str = typer.Option("cifar10-exact", help="Dataset name, .npz path or image folder."),
     limit: Optional[int] = typer.Option(None, help="Use the first N images."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    dtype: str = typer.Option("float32", help="float32 or float64."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    *,
+    model_options: dict,
 ) -> None:
-    """Top-1 accuracy of a model on a dataset, with the data source."""
+    """Top-1 accuracy, median confidence and the calibrating temperature of a model on a dataset,
+    with the data source: the checks before a long run (the model options are those of run)."""
+    from ..runs.accuracy import model_accuracy
+    from ..runs.config import RunConfig, cli_spelling
+
     if limit is not None and limit < 1:
         raise FrmarginError(f"option '--limit': got {limit}, expected a positive number")
-    typer.echo("\n".join(accuracy_line(model, data, limit)))
+    set_threads(threads)
+    config = RunConfig(**model_options, data=data, device=resolve_device(device), dtype=dtype)
+    config.validate(spell=cli_spelling)
+    typer.echo("\n".join(model_accuracy(config, limit).lines()))

@@ -11,15 +11,11 @@ import typer
 
 from ..errors import FrmarginError
 from ..options import TraceOptions
-from .app import app, parse_pair, resolve_device, set_threads
+from .app import app, resolve_device, set_threads
+from .model_options import with_model_options
 from .options import with_trace_options
 
 __all__ = ["run", "study"]
-
-MODEL_HELP = (
-    "A registered name (frmargin assets lists them), package.module:callable, file.py:callable, "
-    "a TorchScript file or a torch.export .pt2 archive."
-)
 
 
 def _parse_temperature(text: str) -> float | str:
@@ -33,18 +29,11 @@ def _parse_temperature(text: str) -> float | str:
 
 @app.command()
 @with_trace_options()
+@with_model_options()
 def run(
-    model: str = typer.Option("resnet20", help=MODEL_HELP),
     data: str = typer.Option(
         "auto", help="cifar10, cifar10-jpeg, cifar10-exact, auto, a .npz path or an image folder root/<class>/<file>."
     ),
-    weights: Optional[str] = typer.Option(None, help="State dict for a factory model (read with weights_only=True)."),
-    weights_sha256: Optional[str] = typer.Option(None, help="Expected sha256 of --weights, checked before reading."),
-    normalize: Optional[str] = typer.Option(
-        None, help="MEANS:STDS per channel: wrap a model that expects normalized inputs."
-    ),
-    input_range: str = typer.Option("0,1", help="LO,HI: the valid input range (attack bounds; --box inside it)."),
-    resize: Optional[str] = typer.Option(None, help="H,W: resize the images of an image folder."),
     images: int = typer.Option(800, help="Images to select: N/C per class (N < C: N classes drawn with the seed)."),
     out: Path = typer.Option(Path("runs/latest"), help="Output folder."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
@@ -65,6 +54,7 @@ def run(
     ),
     *,
     trace: TraceOptions,
+    model_options: dict,
 ) -> None:
     """Trace paths from N images to every other class and write DIR/paths.parquet, run.json."""
     from ..runs.config import RunConfig, cli_spelling
@@ -72,7 +62,7 @@ def run(
 
     set_threads(threads)
     config = RunConfig(
-        model=model,
+        **model_options,
         data=data,
         images=images,
         seed=seed,
@@ -81,11 +71,6 @@ def run(
         chunk_images=chunk_images,
         dtype=dtype,
         device=resolve_device(device),
-        weights=weights,
-        weights_sha256=weights_sha256,
-        normalize=normalize,
-        input_range=parse_pair("--input-range", input_range, float, "LO,HI (e.g. 0,1)") or (0.0, 1.0),
-        resize=parse_pair("--resize", resize, int, "H,W in pixels (e.g. 32,32)"),
         temperature=_parse_temperature(temperature),
         targets=targets,
     )

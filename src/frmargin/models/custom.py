@@ -3,9 +3,11 @@
 ``load_user_model(spec)`` accepts:
 
 - ``package.module:callable`` or ``path/to/file.py:callable``: a factory called without arguments
-  that returns an ``nn.Module``; with ``weights`` a state dict (or ``{"state_dict": ...}``) is
-  loaded strictly, read with ``torch.load(..., weights_only=True)`` after the optional
-  ``weights_sha256`` check.
+  that returns an ``nn.Module``; with ``weights`` a checkpoint is loaded strictly after the
+  optional ``weights_sha256`` check: a state dict found where training scripts put it, read with
+  ``torch.load(..., weights_only=True)`` on the CPU or from a safetensors file (``checkpoints``).
+- ``timm:NAME`` and ``robustbench:NAME``: a model built by timm (with ``weights``) or loaded by
+  RobustBench (``ecosystem``).
 - a TorchScript file (``torch.jit.save``), any suffix but ``.pt2``.
 - a ``torch.export`` archive (``.pt2``, ``torch.export.save``). An exported program has no train or
   eval mode of its own (its graph was fixed at export time, and ``.eval()`` is not supported): it
@@ -33,6 +35,8 @@ import torch
 from torch import nn
 
 from ..errors import FrmarginError
+from .checkpoints import file_sha256, load_weights
+from .ecosystem import ecosystem_of, load_robustbench, load_timm
 from .wrappers import Normalized
 
 __all__ = ["InferenceGraph", "load_user_model", "parse_normalize"]
@@ -85,14 +89,6 @@ def parse_normalize(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return means, stds
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _factory(spec: str) -> object:
     """The callable named by ``module:callable`` or ``file.py:callable``."""
     where, _, attr = spec.rpartition(":")
@@ -121,30 +117,6 @@ def _factory(spec: str) -> object:
     return fn
 
 
-def _load_weights(net: nn.Module, weights: str, sha256: str | None) -> str:
-    """Load a state dict into ``net`` (strict) after the checksum; returns the file's sha256."""
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise FrmarginError(f"option '--weights': got {weights!r}, expected an existing file")
-    digest = _sha256(path)
-    if sha256 is not None and digest != sha256.lower():
-        raise FrmarginError(f"option '--weights-sha256': got {sha256}, but {weights!r} has sha256 {digest}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise FrmarginError(f"option '--weights': {weights!r} cannot be read with weights_only=True ({e})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
-        raise FrmarginError(f"option '--weights': got {type(state).__name__} in {weights!r}, expected a state dict")
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise FrmarginError(f"option '--weights': {weights!r} does not fit the model ({' '.join(first[:3])})") from None
-    return digest
-
-
 def _from_file(path: Path) -> tuple[nn.Module, dict]:
     if path.suffix == ".pt2":
         try:
@@ -166,39 +138,65 @@ def _from_file(path: Path) -> tuple[nn.Module, dict]:
     return net, {"kind": "torchscript"}
 
 
+def _ecosystem(spec: str, options: dict) -> tuple[nn.Module, dict]:
+    """A ``timm:NAME`` or ``robustbench:NAME`` model (see ``ecosystem``)."""
+    eco, _, name = spec.partition(":")
+    if eco == "timm":
+        return load_timm(name, options.get("num_classes"))
+    return load_robustbench(
+        name,
+        model_dir=options.get("model_dir"),
+        dataset=options.get("model_dataset") or "cifar10",
+        threat_model=options.get("threat_model") or "Linf",
+    )
+
+
 def load_user_model(
     spec: str,
     *,
     weights: str | None = None,
     weights_sha256: str | None = None,
+    weights_key: str | None = None,
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    **options: object,
 ) -> tuple[nn.Module, dict]:
     """A user's model (see the module docstring) and the facts for its identity.
 
+    ``options``: ``num_classes`` (for ``timm:NAME``; timm's default when absent), ``model_dir``,
+    ``model_dataset`` and ``threat_model`` (for ``robustbench:NAME``; ``models``, ``cifar10`` and
+    ``Linf`` when absent).
+
     Raises:
-        FrmarginError: naming ``--model``, ``--weights`` or ``--weights-sha256``.
+        FrmarginError: naming ``--model``, ``--weights``, ``--weights-sha256`` or ``--weights-key``.
     """
     path = Path(spec).expanduser()
     facts: dict = {"spec": spec}
-    if ":" in spec and not path.is_file():
+    if ecosystem_of(spec) is not None and not path.is_file():
+        net, more = _ecosystem(spec, options)
+        facts.update(more)
+        if weights is not None:
+            facts.update(load_weights(net, weights, key=weights_key, sha256=weights_sha256))
+        net.eval()
+    elif ":" in spec and not path.is_file():
         fn = _factory(spec)
         net = fn()  # type: ignore[operator]
         if not isinstance(net, nn.Module):
             raise FrmarginError(f"option '{OPTION}': {spec!r} returned {type(net).__name__}, expected an nn.Module")
         facts["kind"] = "factory"
         if weights is not None:
-            facts.update(weights=str(weights), weights_sha256=_load_weights(net, weights, weights_sha256))
+            facts.update(load_weights(net, weights, key=weights_key, sha256=weights_sha256))
         net.eval()
     elif path.is_file():
         if weights is not None:
             raise FrmarginError(f"option '--weights': got {weights!r}, expected none with a model file {spec!r}")
         net, more = _from_file(path)
-        facts.update(more, file=str(path), sha256=_sha256(path))
+        facts.update(more, file=str(path), sha256=file_sha256(path))
         net.eval()
     else:
         raise FrmarginError(
             f"option '{OPTION}': got {spec!r}, expected a registered name (frmargin assets lists them), "
-            "package.module:callable, path/to/file.py:callable, a TorchScript file or a .pt2 archive"
+            "package.module:callable, path/to/file.py:callable, timm:NAME, robustbench:NAME, a TorchScript "
+            "file or a .pt2 archive"
         )
     if normalize is not None:
         net = Normalized(net, *normalize).eval()

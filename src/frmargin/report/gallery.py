@@ -104,16 +104,20 @@ def select_gallery_paths(paths: pd.DataFrame, classes: Sequence[int]) -> pd.Data
 
 
 def rebuild_from_registry(info: dict) -> tuple[Callable, Callable[[np.ndarray], torch.Tensor]]:
-    """The run's model (from the model registry) and data, as run.json records them."""
+    """The run's model and data, as run.json records them: the model as the run traced it (its
+    weights, normalization, output reading and temperature; ``runs.preflight.load_run_model``)."""
     import torch
 
-    from frmargin.models import load_model
     from frmargin.runs.config import RunConfig
-    from frmargin.runs.preflight import resolve_data
+    from frmargin.runs.preflight import load_run_model, resolve_data
+    from frmargin.temperature import Temperature
 
     config = RunConfig.from_run_info(info)
     dtype = getattr(torch, config.dtype)
-    model = load_model(config.model, progress=False).to(dtype=dtype).eval()
+    model = load_run_model(config, len(info.get("class_names") or []) or None)[0].to(dtype=dtype).eval()
+    temperature = float(info.get("temperature") or 1.0)
+    if temperature != 1.0:
+        model = Temperature(model, temperature)
     data = resolve_data(info.get("data") or config.data)
     return model, lambda index: data.images[torch.as_tensor(np.array(index))].to(dtype)
 

@@ -45,30 +45,10 @@ HASH_KEYS = ("sha256", "structural_sha256", "structural_hash")
 
 #: configuration fields that change results (a resumed run must match them)
 IDENTITY_FIELDS = (
-    "model",
-    "data",
-    "images",
-    "method",
-    "metric",
-    "until",
-    "box",
-    "seed",
-    "damping",
-    "damping_mode",
-    "solver",
-    "max_steps",
-    "accuracy",
-    "chunk_images",
-    "dtype",
-    "top_classes",
-    "weights",
-    "weights_sha256",
-    "normalize",
-    "input_range",
-    "resize",
-    "temperature",
-    "targets",
-)
+    "model", "data", "images", "method", "metric", "until", "box", "seed", "damping", "damping_mode", "solver",
+    "max_steps", "accuracy", "chunk_images", "dtype", "top_classes", "weights", "weights_sha256", "normalize",
+    "input_range", "resize", "temperature", "targets", "weights_key", "output", "threat_model", "model_dataset",
+)  # fmt: skip
 #: identity fields left out of the fingerprint at their default, so older runs keep theirs
 OPTIONAL_IDENTITY = {
     "top_classes": None,
@@ -79,23 +59,17 @@ OPTIONAL_IDENTITY = {
     "resize": None,
     "temperature": 1.0,
     "targets": None,
+    "weights_key": None,
+    "output": None,
+    "threat_model": None,
+    "model_dataset": None,
 }
 #: fields that run.json stores verbatim at its top level (the readers' keys); the other fields go
 #: into its ``config`` entry, so that every field is stored once
 TOP_LEVEL_FIELDS = (
-    "model",
-    "images",
-    "method",
-    "metric",
-    "until",
-    "box",
-    "seed",
-    "damping_mode",
-    "solver",
-    "top_classes",
-    "input_range",
-    "targets",
-)
+    "model", "images", "method", "metric", "until", "box", "seed", "damping_mode", "solver", "top_classes",
+    "input_range", "targets",
+)  # fmt: skip
 #: ``data`` is stored at the top level as ``data_requested`` (``data`` there is the dataset loaded)
 REQUESTED_DATA_KEY = "data_requested"
 DTYPES = ("float32", "float64")
@@ -192,6 +166,14 @@ class RunConfig:
     temperature: float | str = 1.0  # a number > 0, or "auto" (NLL-optimal on held-out images)
     #: target rule (runs/targets.py); None: ``all`` when C <= 10, ``top:9`` otherwise
     targets: str | None = None
+    #: where the state dict is in ``weights`` (a key path such as ``state_dict/0``); None: found
+    weights_key: str | None = None
+    #: where the logits are in the model's output (a key or an index); None: read automatically
+    output: str | None = None
+    #: RobustBench's threat model, model folder and dataset of a ``robustbench:NAME`` model
+    threat_model: str | None = None
+    model_dir: str | None = None
+    model_dataset: str | None = None
 
     def validate(self, spell: Callable[[str], str] | None = None) -> None:
         """Raise FrmarginError naming the first bad option (``spell``: how the caller writes an
@@ -389,6 +371,20 @@ def check_run_options(config: RunConfig) -> None:
         raise bad_argument(spell("weights_sha256"), sha, "64 hex digits")
     if sha is not None and config.weights is None:
         raise bad_argument(spell("weights_sha256"), sha, "it only together with --weights FILE")
+    _check_model_options(config)
+
+
+def _check_model_options(config: RunConfig) -> None:
+    """--weights-key, --output and the options of timm and RobustBench models."""
+    from ..models.ecosystem import check_ecosystem_options
+    from ..models.outputs import parse_output
+
+    key = config.weights_key
+    if key is not None and (config.weights is None or not isinstance(key, str) or not key):
+        raise bad_argument(spell("weights_key"), key, "a key path (e.g. state_dict) together with --weights FILE")
+    parse_output(config.output, spell("output"))
+    c = config
+    check_ecosystem_options(spell, c.model, c.weights, c.threat_model, c.model_dir, c.model_dataset)
 
 
 def check_temperature_option(value: object) -> float | str:

@@ -15,7 +15,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +38,7 @@ __all__ = [
     "apply_temperature",
     "as_dataset",
     "chance_warning",
+    "load_run_model",
     "preflight",
     "resolve_data",
     "resolve_inputs",
@@ -82,37 +85,94 @@ def resolve_inputs(
     config: RunConfig, model: nn.Module | None = None, data: object = None
 ) -> tuple[RunConfig, nn.Module, dict, Dataset]:
     """The configuration as recorded (``model``/``data`` named ``python:...`` when handed in),
-    the model (eval mode, frozen), its identity and the dataset (with its identity)."""
-    from ..models import is_registered, load_model
-    from ..models.custom import load_user_model, parse_normalize
+    the model (eval mode, frozen, its output read as logits: ``LogitsOf``), its identity and the
+    dataset (with its identity). A ``timm:NAME`` model is built for the data's classes, so the data
+    are loaded first for it."""
+    from ..models.custom import parse_normalize
+    from ..models.ecosystem import ecosystem_of
+    from ..models.outputs import LogitsOf
 
-    normalize = parse_normalize(config.normalize) if config.normalize is not None else None
+    dataset = None
     if model is not None:
         if not isinstance(model, nn.Module):
             raise FrmarginError(f"argument 'model': got {type(model).__name__}, expected an nn.Module or None")
-        if normalize is not None:
+        if config.normalize is not None:
             from ..models import Normalized
 
-            model = Normalized(model, *normalize)
+            model = Normalized(model, *parse_normalize(config.normalize))
         net = model.eval()
         for p in net.parameters():
             p.requires_grad_(False)
         config = dataclasses.replace(config, model=f"python:{type(model).__name__}")
         identity = model_identity(net, name=config.model, kind="python module")
-    elif is_registered(config.model):
-        net = load_model(config.model, weights=config.weights, normalize=normalize)
-        identity = model_identity(config.model)
+        net = LogitsOf(net, config.output).eval()  # after the identity: the weights' hash is the module's
     else:
-        net, facts = load_user_model(
-            config.model, weights=config.weights, weights_sha256=config.weights_sha256, normalize=normalize
-        )
-        identity = model_identity(net, name=config.model, **facts)
-    if data is not None:
-        dataset = as_dataset(data)
-        config = dataclasses.replace(config, data="python")
-    else:
-        dataset = resolve_data(config.data, config.resize)
+        if ecosystem_of(config.model) == "timm":
+            config, dataset = _with_data(config, data)
+        net, identity = load_run_model(config, len(dataset.class_names) if dataset is not None else None)
+        timm_norm = identity.get("timm_normalization")
+        if timm_norm is not None and config.normalize is None:
+            mean, std = (",".join(f"{v:.4g}" for v in timm_norm[k]) for k in ("mean", "std"))
+            _note(
+                f"timm's configuration of {config.model} normalizes inputs with mean {mean} and std {std}; "
+                f"pass --normalize {mean}:{std} if the weights expect it"
+            )
+    if dataset is None:
+        config, dataset = _with_data(config, data)
     return config, net, identity, dataset
+
+
+def _with_data(config: RunConfig, data: object) -> tuple[RunConfig, Dataset]:
+    if data is not None:
+        return dataclasses.replace(config, data="python"), as_dataset(data)
+    return config, resolve_data(config.data, config.resize)
+
+
+def load_run_model(config: RunConfig, n_classes: int | None = None) -> tuple[nn.Module, dict]:
+    """The model a configuration names, as a run traces it before its temperature: registered or a
+    user's (factory, file, ``timm:NAME`` for ``n_classes`` classes, ``robustbench:NAME``), with its
+    weights, normalization and output reading (``LogitsOf``); and its identity.
+
+    Example:
+        >>> net, identity = load_run_model(RunConfig(model="mymodels:cnn", weights="cnn.pt"))  # doctest: +SKIP
+    """
+    from ..models import is_registered, load_model
+    from ..models.custom import load_user_model, parse_normalize
+    from ..models.ecosystem import ecosystem_of, robustbench_dataset
+    from ..models.outputs import LogitsOf
+
+    normalize = parse_normalize(config.normalize) if config.normalize is not None else None
+    if is_registered(config.model):
+        net = load_model(config.model, weights=config.weights, normalize=normalize)
+        if config.output is not None:
+            net = LogitsOf(net, config.output).eval()
+        return net, model_identity(config.model)
+    options: dict = {}
+    eco = ecosystem_of(config.model)
+    if eco == "timm":
+        options["num_classes"] = n_classes
+    elif eco == "robustbench":
+        options.update(
+            model_dir=config.model_dir,
+            threat_model=config.threat_model,
+            model_dataset=robustbench_dataset(config.model_dataset, config.data),
+        )
+    net, facts = load_user_model(
+        config.model,
+        weights=config.weights,
+        weights_sha256=config.weights_sha256,
+        weights_key=config.weights_key,
+        normalize=normalize,
+        **options,
+    )
+    identity = model_identity(net, name=config.model, **facts)
+    return LogitsOf(net, config.output).eval(), identity  # after the identity: the weights' hash is the module's
+
+
+def _note(text: str) -> None:
+    """A note on stderr (rank 0 only under torchrun)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"frmargin: note: {text}", file=sys.stderr)
 
 
 def resolve_data(name: str, resize: tuple[int, int] | None = None) -> Dataset:
@@ -158,6 +218,8 @@ def preflight(
     try:
         with torch.no_grad():
             z = model(x)
+    except FrmarginError:  # an output that cannot be read as logits (``LogitsOf``) says so itself
+        raise
     except Exception as err:
         expected = _expected_input(model)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -176,6 +238,7 @@ def preflight(
             f"option '--model': {config.model} returned output {got} for input {tuple(x.shape)}, "
             f"expected logits ({x.shape[0]}, C)"
         )
+    _record_output(model, config, identity)
     C = int(z.shape[1])
     n_labels = int(data.labels.max()) + 1
     if int(data.labels.min()) < 0:
@@ -191,6 +254,20 @@ def preflight(
     if not torch.isfinite(z).all():
         raise FrmarginError(f"option '--model': {config.model} gives non-finite logits on the data's first image")
     return C
+
+
+def _record_output(model: nn.Module, config: RunConfig, identity: dict | None) -> None:
+    """Where the logits were found in an output that is not itself the logits: said on stderr
+    once and recorded in the model's identity (run.json's ``model_identity.output``)."""
+    from ..models.outputs import LogitsOf
+
+    if not (isinstance(model, LogitsOf) and model.adapted):
+        return
+    chosen = f"--output {config.output}" if config.output is not None else "automatically"
+    if identity is not None:
+        identity["output"] = {"logits": model.read, "chosen": chosen}
+    how = f"chosen with {chosen}" if config.output is not None else "found automatically; --output chooses another"
+    _note(f"the logits of {config.model} are read from {model.read} ({how})")
 
 
 def _declared_shape(identity: dict) -> tuple[int, ...] | None:
