@@ -148,6 +148,18 @@ def test_k2_grid_oracle():
     assert bool((est.margin >= est.lower_bound - LB_SLACK).all())
 
 
+def test_subspace_margin_is_lb_with_k_at_least_c_minus_1():
+    """K >= C - 1 on an affine model (J B of full rank C - 1): every point of the simplex near
+    p(x0) is reached in u, so the subspace margin is the softmax bound LB (within 1%), and
+    never below it; with K = 1 it is above LB."""
+    model, x0, y = _linear()
+    est = subspace_margin(model, build_subspace("random:4", x0), y)
+    assert bool((est.margin >= est.lower_bound - LB_SLACK).all())
+    assert_close(est.margin, est.lower_bound, 1e-2, 0.0, "subspace margin against LB, K = C - 1")
+    one = subspace_margin(model, build_subspace("random:1", x0), y)
+    assert bool((one.margin > 1.01 * one.lower_bound).all())
+
+
 class _Bowl(nn.Module):
     """z = (0, -(1 + (x_0 - 1)^2), -5): along x_0, L_1 = 1 + (x_0 - 1)^2 has its minimum 1 > 0."""
 
@@ -193,6 +205,20 @@ def test_target_the_line_cannot_lower_is_stationary_at_once(first_axis, metric):
     # along e_0 both z_0 and z_1 grow at slope 1: the gap to class 1 never changes
     res = trace_paths(model, x, torch.tensor([0]), torch.tensor([1]), perturbation=first_axis, metric=metric)
     assert res.status == ["subspace_stationary"] and int(res.steps[0]) == 0
+
+
+def test_a_flow_too_slow_for_the_budget_ends_creeping():
+    """K = C - 1 on an affine model with tiny FR steps: every flow reaches its target given the
+    steps (ok), and with a budget its pace cannot cover it ends ``subspace_creeping`` early,
+    before the budget is spent, with no class change."""
+    model, x0, y = _linear()
+    t = (y + 1) % 5
+    slow = {"perturbation": "random:4", "eta": 0.01, "logit_step": 0.05}
+    done = trace_paths(model, x0, y, t, **slow, max_steps=2000)
+    assert set(done.status) == {"ok"}
+    cut = trace_paths(model, x0, y, t, **slow, max_steps=24)
+    assert set(cut.status) == {"subspace_creeping"}, cut.status
+    assert bool((cut.steps < 24).all()) and not bool(cut.success.any())
 
 
 def test_batches_and_errors_before_tracing(tmp_path):

@@ -3,8 +3,8 @@
 Per run (``perturbation_summary``), with 95% cluster-bootstrap intervals over images:
 
 - ``reachable``: the share of paths that changed the class (the flow reached the boundary);
-- ``stationary``, ``runaway``, ``budget``, ``stalled``: the shares of the other outcomes
-  (a flow that cannot reach a class change, and the undetermined ones);
+- ``stationary``, ``runaway``, ``creeping``, ``budget``, ``stalled``: the shares of the other
+  outcomes (a flow that cannot reach a class change, and the undetermined ones);
 - ``shielded``: among paths that changed the class, the share whose first class hit is not the
   target; ``shielded_closed_form``: the share the softmax-only closed form predicts for the same
   paths; ``first_hit_agreement``: the share whose first hit is the closed form's;
@@ -33,6 +33,7 @@ __all__ = ["ABOVE_LB", "OUTCOMES", "margin_points", "perturbation_summary", "shi
 OUTCOMES = {
     "stationary": "subspace_stationary",
     "runaway": "subspace_runaway",
+    "creeping": "subspace_creeping",
     "budget": "budget",
     "stalled": "stalled",
 }

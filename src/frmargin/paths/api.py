@@ -81,8 +81,9 @@ class PathResult:
         u_norm, u_end: with a perturbation model (``perturbation`` other than pixels), the
             Euclidean norm (P,) and the coordinates (P, K) of u at x_end (None otherwise); the
             trajectory is then recorded in u. Statuses ``subspace_stationary`` and
-            ``subspace_runaway``: the flow in u cannot reach a class change
-            (``paths.reachability``).
+            ``subspace_runaway``: the flow in u cannot reach a class change; status
+            ``subspace_creeping``: at its pace it would not within the step budget
+            (undetermined; ``paths.reachability``).
     """
 
     fr_length: torch.Tensor

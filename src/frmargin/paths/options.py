@@ -31,6 +31,8 @@ STATUSES = (
     # (a stationary point of the descended function in u; p converging while u runs away)
     "subspace_stationary",
     "subspace_runaway",
+    # ... or creeps: at its pace the change lies far beyond the steps left (undetermined)
+    "subspace_creeping",
 )
 
 

@@ -1,6 +1,7 @@
 """Whether the flow in the coordinates u of a perturbation model can still reach a class change:
 the early, honest end of a path that cannot (statuses ``subspace_stationary`` and
-``subspace_runaway``), detected from the flow itself.
+``subspace_runaway``) or that creeps too slowly to within the step budget
+(``subspace_creeping``), detected from the flow itself.
 
 With K < C - 1 directions the flow toward a target often stops short of any class change: the
 descended function L (log p_top - log p_target) has a stationary point in u, or p converges
@@ -20,6 +21,11 @@ directions (``check``) and its stalls (``rescue``):
   near side's, a Clarke stationary point: ``subspace_stationary``; the far gradient as small but
   pointing the same way, L flattening ahead: ``subspace_runaway``. A valley the flow could slide
   along fails both, and the path goes on (it may end ``budget``);
+- a flow judged by neither test, past its first two windows, whose p moved over the last
+  window at a pace that would need more than ``PACE_MARGIN`` x the steps left to cover the FR
+  distance to the event ends ``subspace_creeping``: undetermined, as ``budget`` is, but
+  foreseen from the flow's pace instead of spent (on ReLU networks with few directions, most
+  flows toward unlikely targets creep along kinks of L in u);
 - a stalled step (all attempts failed): the same test, else it ends ``stalled``.
 
 Shapes: n paths of the chunk, m in a call (``idx``), V classes of the view, K directions in u.
@@ -39,7 +45,7 @@ from .options import ResolvedOptions
 from .state import Network
 from .step_types import Direction, Found, Projection
 
-__all__ = ["CLARKE", "CREEP", "RHO_ZERO", "RUNAWAY", "WINDOW", "Reachability", "SubspaceFlow", "WatchedDirection"]
+__all__ = ["CLARKE", "CREEP", "PACE_MARGIN", "RHO_ZERO", "RUNAWAY", "WINDOW", "Reachability", "SubspaceFlow", "WatchedDirection"]
 
 #: a share of the simplex's descent rate at or below this: the gradient of L in u vanishes
 RHO_ZERO = 1e-9
@@ -49,6 +55,9 @@ WINDOW = 8
 CREEP = 0.01
 #: ... while |u| grew by at least this share of |u|: p converges while u runs away
 RUNAWAY = 0.5
+#: a flow neither test judges, whose p moved over the window at a pace that would need more
+#: than PACE_MARGIN x the steps left to reach the event, ends ``subspace_creeping``
+PACE_MARGIN = 4.0
 #: Clarke stationary: the least-norm convex combination of the gradients of L on both sides is
 #: at most this share of the near side's
 CLARKE = 0.1
@@ -120,9 +129,16 @@ class Reachability:
             rows = creeping.nonzero()[:, 0]
             flat[rows], away[rows] = self.clarke(idx[rows])
             self.count[idx[rows]] = 0  # neither: judged again after another window
+        # neither judged: at the pace of p over the window, the event lies beyond PACE_MARGIN x
+        # the steps left (an undetermined outcome, foreseen instead of spending the budget)
+        pace = fr_distance(self.probs[idx, 0], full_p) / WINDOW
+        left = (self.opts.max_steps - st.steps[idx]).clamp_min(0).to(torch.float64)
+        slow = full & ~flat & ~away & (st.steps[idx] >= 2 * WINDOW)
+        slow &= PACE_MARGIN * left * pace < event_distance(self.net, idx, z)
         st.finish(idx[flat], "subspace_stationary")
         st.finish(idx[away & ~flat], "subspace_runaway")
-        return flat | away
+        st.finish(idx[slow], "subspace_creeping")
+        return flat | away | slow
 
     def clarke(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Which of the paths idx (k,) cannot go on, from the gradient of L at u and at a

@@ -151,9 +151,9 @@ def subspace_margin(
     source: torch.Tensor,
     ends: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     *,
-    nodes: int = 12,
-    iterations: int = 200,
-    lr: float = 0.05,
+    nodes: int = 6,
+    iterations: int = 300,
+    lr: float = 0.1,
     pieces: int = 4,
 ) -> SubspaceMargin:
     """Subspace margins of the images x0 = ``subspace.x0`` (N, *S) of classes ``source`` (N,).
@@ -165,7 +165,9 @@ def subspace_margin(
         ends: (image (P,), u_end (P, K), length (P,)) the first points past the change of
             traced paths and their FR lengths (``PathResult.u_end`` and ``fr_length`` of its
             successful paths), or None.
-        nodes, iterations, lr, pieces: of the path-energy minimization (``box_margin``).
+        nodes, iterations, lr, pieces: of the path-energy minimization (``box_margin``). Few
+            nodes converge in fewer Adam steps: on a K = 2 affine model, 6 nodes and 300 steps
+            come within 0.1% of a fine grid's shortest path, 12 nodes and 200 steps 2% above it.
 
     Returns:
         ``SubspaceMargin``; every finite length is >= its image's LB.

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ import torch
 
 from ..errors import FrmarginError, bad_argument
 from ..options import spell
-from .spec import PerturbationSpec, file_hash, parse_perturbation
+from .spec import HASH_DIGITS, PerturbationSpec, file_hash, parse_perturbation
 
 __all__ = ["Subspace", "build_subspace", "dct_patterns", "family_basis", "family_dimension", "zigzag"]
 
@@ -213,17 +214,24 @@ def build_subspace(spec: PerturbationSpec | str, x0: torch.Tensor, seed: int = 0
 
 def describe(spec: PerturbationSpec | str, shape: tuple[int, ...], seed: int = 0) -> dict[str, object]:
     """What run.json records of a perturbation model for inputs of ``shape``: its canonical
-    text, family, K, the seed of ``random`` and the sha256 of a basis file.
+    text, family, K, the seed of ``random`` and the sha256 (first 16 hex digits) of the
+    directions: of the float64 array for dct and random, of the file for basis; none for color
+    (its directions are x0's). The directions are built, so K is checked against the shape.
 
     Example:
         >>> describe("dct:full", (3, 32, 32))["k"]
         1024
     """
     parsed = parse_perturbation(spec, spell("perturbation")).with_seed(seed)
-    if parsed.family == "basis":
-        import numpy as np
-
-        k = int(np.load(str(parsed.path), mmap_mode="r", allow_pickle=False).shape[0])
-    else:
-        k = family_dimension(parsed, shape) if parsed.k is None else parsed.k
-    return {"model": parsed.text, "family": parsed.family, "k": k, "seed": parsed.seed, "basis_sha256": parsed.sha256}
+    if parsed.family == "color":  # directions of x0 itself: no basis to hash
+        k = family_dimension(parsed, shape)
+        return {"model": parsed.text, "family": "color", "k": k, "seed": None, "basis_sha256": None}
+    basis = family_basis(parsed, shape, torch.float64)  # checked against the input shape here
+    digest = parsed.sha256 or hashlib.sha256(basis.contiguous().numpy().tobytes()).hexdigest()[:HASH_DIGITS]
+    return {
+        "model": parsed.text,
+        "family": parsed.family,
+        "k": int(basis.shape[0]),
+        "seed": parsed.seed,
+        "basis_sha256": digest,
+    }

@@ -19,6 +19,7 @@ SHOWN = (
     ("reachable", "paths that reached a class change"),
     ("stationary", "ended: a stationary point of L in u"),
     ("runaway", "ended: p converges while u runs away"),
+    ("creeping", "undetermined: too slow for the step budget"),
     ("budget", "undetermined: step budget"),
     ("stalled", "undetermined: stalled"),
     ("shielded", "shielded (of those that changed the class)"),
@@ -58,8 +59,8 @@ def perturbation_section(doc: Document, result: RunAnalysis, out: Path) -> None:
         + "). With K < C - 1 the pulled-back Fisher B^T G B has rank at most K, the flow cannot follow "
         "the simplex line, and shielding and margins are no longer functions of the softmax output. "
         "A flow that cannot reach any class change ends early (a stationary point of L = log p_y - "
-        "log p_target in u, or p converging while u runs away); paths at the step budget or stalled are "
-        "undetermined. The subspace margin is the least FR length from u = 0 to the decision boundary "
+        "log p_target in u, or p converging while u runs away); paths at the step budget, stalled, or "
+        "creeping (at their pace the change lies far beyond the steps left) are undetermined. The subspace margin is the least FR length from u = 0 to the decision boundary "
         "found by a path-energy minimization in u, started from every flow's end and from straight "
         "lines toward each class; it is an upper estimate of the true subspace margin and never below LB. "
         "Intervals: 95% cluster bootstrap over images."
