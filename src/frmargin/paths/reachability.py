@@ -45,7 +45,17 @@ from .options import ResolvedOptions
 from .state import Network
 from .step_types import Direction, Found, Projection
 
-__all__ = ["CLARKE", "CREEP", "PACE_MARGIN", "RHO_ZERO", "RUNAWAY", "WINDOW", "Reachability", "SubspaceFlow", "WatchedDirection"]
+__all__ = [
+    "CLARKE",
+    "CREEP",
+    "PACE_MARGIN",
+    "RHO_ZERO",
+    "RUNAWAY",
+    "WINDOW",
+    "Reachability",
+    "SubspaceFlow",
+    "WatchedDirection",
+]
 
 #: a share of the simplex's descent rate at or below this: the gradient of L in u vanishes
 RHO_ZERO = 1e-9
