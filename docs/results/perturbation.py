@@ -254,8 +254,9 @@ def claim_statistics(paths, n_boot: int) -> dict:
 
 
 def collect(args: argparse.Namespace) -> None:
-    """Summarize the folders on the images every folder of a model holds (the first images of
-    the selection that all of its configurations traced): ``summary.csv`` (a row per model,
+    """Summarize the folders, each perturbation model of a model on the images both of its
+    metrics traced (the first images of the same selection: a folder traced in rounds holds
+    the first chunks): ``summary.csv`` (a row per model,
     perturbation model and metric, with 95% cluster-bootstrap intervals over images),
     ``margins.csv`` (per image of the natural-gradient runs, LB and the subspace margin) and
     ``provenance.json``."""
@@ -269,13 +270,14 @@ def collect(args: argparse.Namespace) -> None:
 
     root, dest = Path(args.root), Path(__file__).resolve().parent / "data" / "perturbation"
     runs = [(m, pert, metric, load_run(folder), folder) for m, pert, metric, folder in _folders(root)]
-    shared: dict[str, set] = {}
-    for model, _, _, run, _ in runs:
+    shared: dict[tuple[str, str], set] = {}
+    for model, pert, _, run, _ in runs:
         traced = set(run.paths["image_index"].unique())
-        shared[model] = traced if model not in shared else shared[model] & traced
+        key = (model, pert)
+        shared[key] = traced if key not in shared else shared[key] & traced
     rows, margins = [], []
     for model, pert, metric, run, _ in runs:
-        paths = run.paths[run.paths["image_index"].isin(shared[model])]
+        paths = run.paths[run.paths["image_index"].isin(shared[(model, pert)])]
         family = pert.split(":")[0]
         k = _k(pert, run.info)
         head = {"model": model, "perturbation": pert, "family": family, "k": k, "metric": metric}
@@ -293,7 +295,7 @@ def collect(args: argparse.Namespace) -> None:
     pd.concat(margins).to_csv(dest / "margins.csv", index=False, float_format="%.6g")
     old = json.loads((dest / "provenance.json").read_text()) if (dest / "provenance.json").is_file() else {}
     record = provenance([folder for *_, folder in runs], args.command, old)
-    record["images"] = {model: len(images) for model, images in shared.items()}
+    record["images"] = {f"{model} {pert}": len(images) for (model, pert), images in shared.items()}
     record["runs"] = {
         f"{model}/{folder_name(pert)}/{metric}": {
             **{key: run.info.get(key) for key in ("status", "n_correct", "n_paths", "timing")},
