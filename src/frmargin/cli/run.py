@@ -57,6 +57,7 @@ def run(
     model_options: dict,
 ) -> None:
     """Trace paths from N images to every other class and write DIR/paths.parquet, run.json."""
+    from ..options import spelled
     from ..runs.config import RunConfig, cli_spelling
     from ..runs.experiment import run_experiment
 
@@ -75,7 +76,8 @@ def run(
         targets=targets,
     )
     config.validate(spell=cli_spelling)  # every option checked before the folder is touched
-    folder = run_experiment(config, out, resume=resume, progress=progress)
+    with spelled(cli_spelling):  # checks that need the data (a perturbation model's K) name --options
+        folder = run_experiment(config, out, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"results in {folder} (make the report with: frmargin report {folder})")
 
@@ -99,6 +101,7 @@ def study(
     trace: TraceOptions,
 ) -> None:
     """Run (and resume) one run folder per model and metric on the same images, then the study report."""
+    from ..options import cli_spelling, spelled
     from ..runs.study import StudyPlan, known_models, parse_list, parse_temperatures, run_study, validate_plan
 
     plan = StudyPlan(
@@ -116,7 +119,8 @@ def study(
     validate_plan(plan, known_models())  # before any model or data is loaded
     set_threads(threads)
     plan = replace(plan, device=resolve_device(device))
-    run_study(plan, out, progress=progress)
+    with spelled(cli_spelling):
+        run_study(plan, out, progress=progress)
     from ..report.study import study_report
 
     typer.echo(f"study report: {study_report(out)}")
