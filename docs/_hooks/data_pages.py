@@ -214,6 +214,29 @@ def scatter_figure(
     return _figure_bytes(draw)
 
 
+def line_figure(frame: pd.DataFrame, x: str, ys: list[str], group: str, title: str, labels: dict) -> bytes:
+    """One panel per column of ``ys``: y against x, one line per ``group`` value, with the 95%
+    interval ``y_lo`` .. ``y_hi`` as error bars where the frame has them; ``labels`` names the
+    x axis (``x``) and the panels (by column)."""
+
+    def draw(plt):
+        fig, axes = plt.subplots(1, len(ys), figsize=(3.6 * len(ys) + 0.6, 3.4), squeeze=False)
+        for ax, y in zip(axes[0], ys):
+            for name, part in frame.sort_values(x).groupby(group, sort=False):
+                lo, hi = part.get(f"{y}_lo"), part.get(f"{y}_hi")
+                err = None if lo is None or hi is None else [part[y] - lo, hi - part[y]]
+                ax.errorbar(part[x], part[y], yerr=err, marker="o", ms=3, lw=1, capsize=2, label=str(name))
+            ax.set_xlabel(labels.get(x, x))
+            ax.set_title(labels.get(y, y.replace("_", " ")), fontsize=9)
+            ax.grid(alpha=0.3)
+        handles, names = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), fontsize=8, bbox_to_anchor=(0.5, -0.12))
+        fig.suptitle(title, fontsize=10)
+        return fig
+
+    return _figure_bytes(draw)
+
+
 # ---------------------------------------------------------------- benchmarks
 
 
@@ -399,6 +422,8 @@ def result_figure(result: dict, spec: dict) -> bytes:
         return scatter_figure(
             frame, spec["x"], spec["y"], spec.get("group"), spec["title"], spec.get("diagonal", False), labels
         )
+    if spec["kind"] == "line":
+        return line_figure(frame, spec["x"], list(spec["y"]), spec["group"], spec["title"], spec.get("labels", {}))
     raise ResultFileError(f"{result['name']}: unknown figure kind {spec['kind']!r}")
 
 

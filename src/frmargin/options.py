@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import bad_argument, did_you_mean
+from .perturbation.spec import parse_perturbation
 
 __all__ = [
     "ACCURACY_DEFAULTS",
@@ -169,6 +170,13 @@ class TraceOptions:
         "(M + 1 Jacobian rows per step; runs default to 20 when C > 100, else every class).",
         metavar="M",
     )
+    perturbation: str = _option(
+        "pixels",
+        "Perturbation model x = x0 + B u, paths traced in u: pixels (every input coordinate), dct:K "
+        "(K lowest DCT frequencies), color (gain and offset per channel), random:K[:SEED] (orthonormal "
+        "random directions) or basis:FILE.npy (an array (K, *input_shape)); K may be full.",
+        metavar="MODEL",
+    )
     solver: str = _option("exact", "exact (C Jacobian rows, C x C solve in float64) or cg (paper mode).")
     damping: float | None = _option(
         None, "Damping lam of (G + lam I) (default 1e-14 converged, 1e-3 paper).", metavar="LAM"
@@ -257,6 +265,14 @@ class TraceOptions:
             if self.solver != "exact":
                 raise bad_argument(name, self.top_classes, f"None with {spell('solver')}='cg' (CG uses every class)")
         out["box"] = parse_box(self.box)
+        out["perturbation"] = parse_perturbation(self.perturbation, spell("perturbation")).text
+        if out["box"] is not None and out["perturbation"] != "pixels":
+            raise bad_argument(
+                spell("box"),
+                self.box,
+                f"none with {spell('perturbation')}={out['perturbation']}: the valid inputs are no box in u "
+                "(runs report the share of inputs out of range instead)",
+            )
         if self.memory_budget is not None:
             parse_memory_budget(self.memory_budget)
         return out

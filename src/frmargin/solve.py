@@ -99,7 +99,15 @@ def fisher_lsq(Lt: torch.Tensor, K: torch.Tensor, r: torch.Tensor, lam: torch.Te
     A = Lt @ K @ Lt.transpose(-1, -2)
     A = 0.5 * (A + A.transpose(-1, -2)) + lam[:, None, None] * eye
     rhs = Lt @ r.to(torch.float64)[:, :, None]
-    y = torch.linalg.solve(A, rhs)
+    try:
+        y = torch.linalg.solve(A, rhs)
+    except torch.linalg.LinAlgError:
+        # a rank-1 or zero K (a perturbation model with K = 1 directions, a flat spot) under a
+        # relative damping of 1e-14 leaves LU a zero pivot: solve through the eigenvalues of the
+        # symmetric A, none below lam (what the damping asks for)
+        e, V = torch.linalg.eigh(A)
+        e = torch.maximum(e, lam[:, None])
+        y = V @ ((V.transpose(-1, -2) @ rhs) / e[:, :, None])
     return (Lt.transpose(-1, -2) @ y)[:, :, 0]
 
 

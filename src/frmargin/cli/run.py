@@ -59,6 +59,7 @@ def run(
     model_options: dict,
 ) -> None:
     """Trace paths from N images to every other class and write DIR/paths.parquet, run.json."""
+    from ..options import spelled
     from ..runs.config import RunConfig, cli_spelling
     from ..runs.experiment import run_experiment
 
@@ -77,7 +78,8 @@ def run(
         targets=targets,
     )
     config.validate(spell=cli_spelling)  # every option checked before the folder is touched
-    folder = run_experiment(config, out, resume=resume, progress=progress)
+    with spelled(cli_spelling):  # checks that need the data (a perturbation model's K) name --options
+        folder = run_experiment(config, out, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"results in {folder} (make the report with: frmargin report {folder})")
 
@@ -113,6 +115,7 @@ def study(
     Per model: the closed-form pass over every image, natural-gradient paths at each temperature,
     Euclidean paths once, and with --box the natural-gradient flow in the box. Under torchrun the
     chunks of every run are shared over the ranks."""
+    from ..options import spelled
     from ..runs.config import cli_spelling
     from ..runs.study import StudyPlan, known_models, parse_list, parse_temperatures, validate_plan
     from ..runs.study_runner import run_study
@@ -133,7 +136,8 @@ def study(
     )
     validate_plan(plan, known_models(), cli_spelling)  # before any model or data is loaded
     set_threads(threads)
-    run_study(plan, out, progress=progress, spell=cli_spelling)
+    with spelled(cli_spelling):  # checks that need the data (a perturbation model's K) name --options
+        run_study(plan, out, progress=progress, spell=cli_spelling)
     if int(os.environ.get("RANK", "0")) == 0:
         from ..report.study import study_report
 

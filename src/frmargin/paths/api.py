@@ -78,6 +78,12 @@ class PathResult:
         bound_share: (P,) share of the coordinates of x_end at a bound of the box (NaN
             without a box); box_changes: (P,) coordinates added to or released from the
             active set of the projected flow, summed over the steps (0 without a box).
+        u_norm, u_end: with a perturbation model (``perturbation`` other than pixels), the
+            Euclidean norm (P,) and the coordinates (P, K) of u at x_end (None otherwise); the
+            trajectory is then recorded in u. Statuses ``subspace_stationary`` and
+            ``subspace_runaway``: the flow in u cannot reach a class change; status
+            ``subspace_creeping``: at its pace it would not within the step budget
+            (undetermined; ``paths.reachability``).
     """
 
     fr_length: torch.Tensor
@@ -98,6 +104,8 @@ class PathResult:
     box_changes: torch.Tensor | None = None
     source: torch.Tensor | None = None
     target: torch.Tensor | None = None
+    u_norm: torch.Tensor | None = None
+    u_end: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.status)
@@ -111,7 +119,7 @@ class PathResult:
                 data[name] = val.cpu().numpy()
         for f in fields(self):
             val = getattr(self, f.name)
-            if f.name in ("x_end", "trajectory", "source", "target"):
+            if f.name in ("x_end", "u_end", "trajectory", "source", "target"):
                 continue
             if f.name == "visited":
                 data[f.name] = [">".join(map(str, v)) for v in val]
@@ -167,6 +175,11 @@ def trace_paths(
     opts = TraceOptions.build(options, **overrides)
     check_model(model)
     x = check_images(x, "x")
+    subspace = None
+    if opts.perturbation != "pixels":  # its directions checked against the inputs, before the model runs
+        from ..perturbation.bases import build_subspace
+
+        subspace = build_subspace(opts.perturbation, x)
     P = x.shape[0]
     source = check_classes(source, P, None, "source").to(x.device)
     target = check_classes(target, P, None, "target").to(x.device)
@@ -181,6 +194,11 @@ def trace_paths(
 
     batch_size = paths_per_batch(model, x, opts.top_classes, C, opts.batch_size, opts.memory_budget)
     resolved = ResolvedOptions.of(opts, record)
+    if subspace is not None:
+        from .subspace import in_input_space, trace_subspace
+
+        states = trace_subspace(model, subspace, source, target, resolved, batch_size, progress)
+        return in_input_space(_collect(states, source, target), subspace)  # type: ignore[return-value]
     parts: list[PathState] = []
     for start in range(0, P, batch_size):
         sl = slice(start, start + batch_size)

@@ -174,6 +174,7 @@ def box_margin(
             best_end[better] = end[better]
         if it == iterations:
             break
+        last = path.detach().clone()
         opt.zero_grad()
         z = model(torch.cat([x0[:, None], path], 1).reshape(-1, *S)).reshape(P, nodes + 1, -1)
         u = torch.exp(0.5 * torch.log_softmax(z.to(torch.float64), -1))
@@ -193,6 +194,11 @@ def box_margin(
         with torch.no_grad():
             path.clamp_(lo, hi)
             path[:, -1] = _onto_boundary(model, path[:, -1], source, box)
+            # a path the update threw to non-finite points (a Newton step off a flat gap, possible
+            # without bounds) keeps its last points
+            lost = ~torch.isfinite(path.reshape(P, -1)).all(-1)
+            if lost.any():
+                path[lost] = last[lost]
     length = torch.minimum(best, traced_length.to(torch.float64))
     return BoxMargin(length=length, optimized=best, lower_bound=lb, x_end=best_end)
 

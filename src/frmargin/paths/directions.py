@@ -125,9 +125,10 @@ class GradientDirection:
         than the Jacobian rows. With a box, coordinates at a bound that v would push outward
         are frozen."""
         net, view = self.net, self.net.view
+        model = net.model_of(idx)
 
         def both(xx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            zz = net.model(xx)
+            zz = model(xx)
             return view.reduce(zz, idx), zz
 
         with torch.enable_grad():
@@ -141,7 +142,7 @@ class GradientDirection:
             v = torch.where(frozen(x, v, self.opts.box), torch.zeros_like(v), v)
         with torch.enable_grad():
             tangent = (v.to(x.dtype).reshape(x.shape),)
-            _, zdot = jvp(lambda xx: view.reduce(net.model(xx), idx), (x.detach(),), tangent)  # type: ignore[misc]
+            _, zdot = jvp(lambda xx: view.reduce(model(xx), idx), (x.detach(),), tangent)  # type: ignore[misc]
         net.state.matvecs[idx] += 1
         zdot = centred(zdot.detach().to(torch.float64), p)
         ok = torch.isfinite(z).all(-1) & torch.isfinite(v).all(-1) & torch.isfinite(zdot).all(-1)

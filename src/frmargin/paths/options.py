@@ -20,7 +20,20 @@ from ..options import TraceOptions
 
 __all__ = ["STATUSES", "ResolvedOptions", "check_box", "resolve_options"]
 
-STATUSES = ("ok", "budget", "stalled", "box_stationary", "nonfinite", "misclassified")
+STATUSES = (
+    "ok",
+    "budget",
+    "stalled",
+    "box_stationary",
+    "nonfinite",
+    "misclassified",
+    # with a perturbation model (``reachability``): the flow in u cannot reach a class change
+    # (a stationary point of the descended function in u; p converging while u runs away)
+    "subspace_stationary",
+    "subspace_runaway",
+    # ... or creeps: at its pace the change lies far beyond the steps left (undetermined)
+    "subspace_creeping",
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class ResolvedOptions:
     cg_maxiter: int | None
     record: bool
     top_classes: int | None = None
+    perturbation: str = "pixels"
 
     @classmethod
     def of(cls, options: TraceOptions, record: bool = False) -> ResolvedOptions:
@@ -64,6 +78,7 @@ class ResolvedOptions:
             box=options.box,
             record=bool(record),
             top_classes=options.top_classes,
+            perturbation=options.perturbation,
             **options.all_accuracy(),
         )
 

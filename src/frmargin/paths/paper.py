@@ -48,10 +48,10 @@ class PaperStepper(Stepper):
     def _cg(self, idx: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """As ``_exact``, by CG on Fisher products (no Jacobian rows)."""
         o, net = self.opts, self.net
-        z, pullback = vjp(net.model, x)  # type: ignore[misc]
+        z, pullback = vjp(net.model_of(idx), x)  # type: ignore[misc]
         a = descent_gradient(net, idx, torch.softmax(z.detach().to(torch.float64), -1))
         (g,) = pullback(a.to(z.dtype))
-        F = DataFisher(net.model, x, check=False)  # type: ignore[arg-type]
+        F = DataFisher(net.model_of(idx), x, check=False)  # type: ignore[arg-type]
         flat_g = g.reshape(x.shape[0], -1)
 
         def mv(u: torch.Tensor) -> torch.Tensor:

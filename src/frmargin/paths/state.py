@@ -128,10 +128,15 @@ class Network:
         self.view = class_view(st.z, st.source, st.target, top_classes)
         return st.z
 
+    def model_of(self, gidx: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The map from the points of paths ``gidx`` (m,) to logits: the model itself here; a
+        ``subspace.SubspaceNetwork`` maps u to x0 + B u first."""
+        return self.model
+
     def forward(self, gidx: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """Logits (m, C) at xs (m, *S), one forward pass charged to paths ``gidx``."""
         with torch.inference_mode():
-            z = self.model(xs)
+            z = self.model_of(gidx)(xs)
         self.state.forward_evals[gidx] += 1
         return z.clone()
 
@@ -145,26 +150,36 @@ class Network:
         # with lumped classes the rows are those of each path's kept classes: paths share a
         # point's rows when they also keep the same classes (the paths of one image to its top
         # targets start together and keep the same m most probable classes)
-        key = torch.cat([flat, view.keep[gidx].to(flat.dtype)], 1) if isinstance(view, LumpedView) else flat
+        key = self.point_key(gidx, flat)
         uniq, inverse, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
         # the rows of the view's logits minus its last one (``REFERENCE_ROW``): one backward
         # pass fewer, and the tracer uses only what the softmax determines
         ref = view.size - 1 if REFERENCE_ROW else None
 
-        def rows(xs: torch.Tensor, owners: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            lumped = isinstance(view, LumpedView)
-            reduce = (lambda z: view.reduce(z, owners)) if lumped else None
-            return logits_and_jacobian(self.model, xs, reduce=reduce, reference=ref)
-
         if uniq.shape[0] == x.shape[0]:
             counter[gidx] += 1
-            return rows(x, gidx)
+            return self.jacobian_rows(gidx, x, ref)
         n = x.shape[0]
         first = torch.full((uniq.shape[0],), n, dtype=torch.long, device=x.device)
         first = first.scatter_reduce(0, inverse, torch.arange(n, device=x.device), reduce="amin")
-        z, J = rows(x[first], gidx[first])
+        z, J = self.jacobian_rows(gidx[first], x[first], ref)
         counter[gidx] += 1.0 / counts[inverse].to(counter.dtype)
         return z[inverse], J[inverse]
+
+    def point_key(self, gidx: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """What makes the points flat (m, D) of paths ``gidx`` one point for the Jacobian: the
+        point, and with lumped classes the classes each path keeps."""
+        view = self.view
+        return torch.cat([flat, view.keep[gidx].to(flat.dtype)], 1) if isinstance(view, LumpedView) else flat
+
+    def jacobian_rows(
+        self, owners: torch.Tensor, xs: torch.Tensor, reference: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (k, C) and rows (k, V, D) of the view at distinct points xs (k, *S) of paths
+        ``owners`` (k,), with the ``reference`` row subtracted (``fisher.logits_and_jacobian``)."""
+        view = self.view
+        reduce = (lambda z: view.reduce(z, owners)) if isinstance(view, LumpedView) else None
+        return logits_and_jacobian(self.model, xs, reduce=reduce, reference=reference)
 
     def probs(self, z: torch.Tensor, gidx: torch.Tensor) -> torch.Tensor:
         """Probabilities (m, V) float64 of the view."""

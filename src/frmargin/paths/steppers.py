@@ -10,7 +10,10 @@ chunk of paths. ``converged`` composes the converged stepper from parts with one
 - step attempt: ``predictor_corrector.PredictorCorrector`` (Fisher) or ``euclidean.LinearStep``;
 - fallback round: ``predictor_corrector.StartLines`` (Fisher) or none;
 - projection: ``directions.FreeSpace`` or, in a box, ``box.Box`` (Fisher); the Euclidean steps
-  freeze the coordinates a bound stops and clamp their steps instead.
+  freeze the coordinates a bound stops and clamp their steps instead;
+- with a perturbation model (paths in u): ``reachability.Reachability`` watches the direction
+  and judges stalled paths (``SubspaceFlow`` around the projection, ``WatchedDirection`` around
+  the Euclidean gradient): a flow that cannot reach a class change ends early.
 
 ``paper`` is the paper's unit damped natural-gradient step (``paper.PaperStepper``).
 
@@ -31,6 +34,7 @@ from .euclidean import LinearStep
 from .options import ResolvedOptions
 from .paper import PaperStepper
 from .predictor_corrector import PredictorCorrector, StartLines
+from .reachability import Reachability, SubspaceFlow, WatchedDirection
 from .state import Network
 from .step_control import StepControl
 from .step_types import Projection, Stepper
@@ -41,9 +45,18 @@ __all__ = ["STEPPERS", "converged", "make_stepper"]
 def converged(net: Network, opts: ResolvedOptions) -> Stepper:
     """The converged stepper of ``opts.metric``: Fisher steps (predictor-corrector, in the box
     ``opts.box`` through the ``Box`` projection) or Euclidean ones (linear gradient steps)."""
+    reach = Reachability(net, opts) if opts.perturbation != "pixels" else None
     if opts.metric == "euclidean":
-        return StepControl(net, opts, GradientDirection(net, opts), LinearStep(net, opts))
+        gradient = GradientDirection(net, opts)
+        if reach is not None:  # in u: the flow's reachability is watched (``reachability``)
+            watched = WatchedDirection(gradient, reach)
+            return StepControl(
+                net, opts, watched, LinearStep(net, opts), projection=SubspaceFlow(FreeSpace(net, opts), reach)
+            )
+        return StepControl(net, opts, gradient, LinearStep(net, opts))
     projection: Projection = FreeSpace(net, opts) if opts.box is None else Box(net, opts)
+    if reach is not None:
+        projection = SubspaceFlow(projection, reach)
     lines = StartLines(net)
     attempt = PredictorCorrector(net, opts, projection, lines)
     return StepControl(net, opts, RowDirection(net, projection), attempt, fallback=lines, projection=projection)

@@ -31,10 +31,13 @@ class ChunkTracer:
         source: torch.Tensor,
         target: torch.Tensor,
         opts: ResolvedOptions,
+        network: Callable[[Callable[[torch.Tensor], torch.Tensor], PathState], Network] = Network,
     ) -> None:
+        """``network`` makes the chunk's ``Network`` from the model and the state (a
+        ``subspace.SubspaceNetwork`` traces in the coordinates of a perturbation model)."""
         self.opts = opts
         self.state = st = PathState(x, source, target, opts.record)
-        self.net = Network(model, st)
+        self.net = network(model, st)
         z = self.net.start(opts.top_classes)
         st.fr_step.fill_(opts.eta)
         st.logit_step.fill_(opts.logit_step)

@@ -128,15 +128,29 @@ def _fr_travelled(probs: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(2 * np.arccos(overlap))])
 
 
+def _in_input_space(points: torch.Tensor, x0: torch.Tensor, options: Any) -> torch.Tensor:
+    """A recorded trajectory (n, *S) in x, from its points in u with a perturbation model."""
+    if options.perturbation == "pixels":
+        return points.to(x0.dtype)
+    import torch
+
+    from frmargin.perturbation.bases import build_subspace
+
+    subspace = build_subspace(options.perturbation, x0)
+    rows = torch.zeros(points.shape[0], dtype=torch.long, device=x0.device)
+    return subspace.embed(rows, points.to(x0.dtype))
+
+
 def retrace(run: Run, selected: pd.DataFrame, rebuild: Rebuild) -> list[GalleryItem]:
     """Re-trace ``selected`` paths with the run's configuration and ``record=True``."""
     import torch
 
     from frmargin.paths import trace_paths
     from frmargin.runs.config import RunConfig
+    from frmargin.runs.perturbed import run_trace_options
 
     model, images = rebuild(run.info)
-    options = RunConfig.from_run_info(run.info).trace
+    options = run_trace_options(RunConfig.from_run_info(run.info))
     x0 = images(selected["image_index"].to_numpy())
     source = torch.as_tensor(np.array(selected["source"], dtype=np.int64))
     target = torch.as_tensor(np.array(selected["target"], dtype=np.int64))
@@ -144,7 +158,9 @@ def retrace(run: Run, selected: pd.DataFrame, rebuild: Rebuild) -> list[GalleryI
     assert result.trajectory is not None
     items = []
     for i, row in enumerate(selected.itertuples(index=False)):
-        points = torch.cat([x0[i : i + 1], result.trajectory[i].to(x0.dtype), result.x_end[i : i + 1]])
+        points = torch.cat(
+            [x0[i : i + 1], _in_input_space(result.trajectory[i], x0[i : i + 1], options), result.x_end[i : i + 1]]
+        )
         with torch.no_grad():
             probs = torch.softmax(model(points).double(), -1).cpu().numpy()
         items.append(

@@ -44,6 +44,7 @@ class RunAnalysis:
         box: the box section's table (None for a run without a box or without box statistics).
         spectrum: the Fisher spectrum section's tables (None for a run without a spectral attack
             among its baselines).
+        perturbation: the perturbation section's tables (None for a run in pixels).
     """
 
     run: Run
@@ -70,6 +71,40 @@ class RunAnalysis:
     attack_l2: pd.DataFrame | None = None
     box: BoxAnalysis | None = None
     spectrum: SpectrumAnalysis | None = None
+    perturbation: PerturbationAnalysis | None = None
+
+
+@dataclass(frozen=True)
+class PerturbationAnalysis:
+    """The perturbation section of a run made with a perturbation model.
+
+    Attributes:
+        model: run.json's ``perturbation`` entry (model, family, k, seed, basis_sha256).
+        summary: ``analysis.perturbation.perturbation_summary`` of the run's paths.
+        margins: per image, LB and the subspace margin (None: the run measured none).
+        shields: (C, C) shielded paths by target and first hit.
+    """
+
+    model: dict
+    summary: dict
+    margins: pd.DataFrame | None
+    shields: pd.DataFrame
+
+
+def analyze_perturbation(run: Run, n_boot: int, seed: int) -> PerturbationAnalysis | None:
+    """The perturbation section's tables of a run made with a perturbation model, else None."""
+    from frmargin.analysis import perturbation as pert
+
+    if not run.info.get("perturbation"):
+        return None
+    margins = pert.margin_points(run.paths)
+    has = len(margins) and margins["subspace_margin"].notna().any()
+    return PerturbationAnalysis(
+        model=dict(run.info["perturbation"]),
+        summary=pert.perturbation_summary(run.paths, n_boot=n_boot, seed=seed),
+        margins=margins if has else None,
+        shields=pert.shield_matrix(run.paths, len(run.class_names)),
+    )
 
 
 @dataclass(frozen=True)
@@ -167,6 +202,7 @@ def analyze(run: Run, n_boot: int = analysis.DEFAULT_N_BOOT, seed: int = 0) -> R
         attack_l2=analysis.margins_with_attacks(margins, baselines) if baselines is not None else None,
         box=analyze_box(run),
         spectrum=analyze_spectrum(run, margins, n_boot, seed),
+        perturbation=analyze_perturbation(run, n_boot, seed),
     )
 
 

@@ -25,5 +25,13 @@ if TYPE_CHECKING:
 
 Section = Callable[["Document", "RunAnalysis", Path], None]
 
-#: the optional sections every single-run page gets, in page order
-OPTIONAL_SECTIONS: tuple[Section, ...] = (spectrum_section,)
+
+def _perturbation(doc: Document, result: RunAnalysis, out: Path) -> None:
+    from frmargin.report.perturbation import perturbation_section
+
+    perturbation_section(doc, result, out)
+
+
+#: the optional sections every single-run page gets, in page order: the Fisher spectrum's and the
+#: perturbation model's (``report.perturbation``)
+OPTIONAL_SECTIONS: tuple[Section, ...] = (spectrum_section, _perturbation)

@@ -199,6 +199,9 @@ def gallery_section(doc: Document, result: RunAnalysis, out: Path, rebuild: Rebu
     names = result.run.class_names
     doc.heading("What the paths did to the images")
     selected = select_gallery_paths(result.run.paths, shown_classes(result, MAX_GALLERY_CLASSES))
+    if selected.empty:
+        doc.text("No gallery: no path of this run changed the class.")
+        return
     try:
         items = gallery_items(result.run, selected, rebuild)
     except Exception as error:  # a user's own model or missing data: the rest of the report stands

@@ -26,6 +26,7 @@ from . import folder
 from .box_estimate import candidate_paths
 from .config import RunConfig
 from .distributed import barrier
+from .perturbed import add_subspace_columns, run_trace_options, subspace_columns
 from .schema import path_table
 from .targets import choose_targets, parse_targets, select_images
 
@@ -87,7 +88,7 @@ def _chunk_paths(
 def _trace_chunk(model: nn.Module, selection: Selection, rows: torch.Tensor, config: RunConfig) -> pd.DataFrame:
     """Paths from each image in ``rows`` (indices into the selection) to its targets."""
     rep, source, target, rank = _chunk_paths(selection, rows, config)
-    result = trace_paths(model, selection.x[rep], source, target, config.trace)
+    result = trace_paths(model, selection.x[rep], source, target, run_trace_options(config))
     frame = path_table(
         result,
         selection.probs[rep],
@@ -98,6 +99,8 @@ def _trace_chunk(model: nn.Module, selection: Selection, rows: torch.Tensor, con
     )
     if config.trace.box is not None:
         frame["box_margin"] = _box_margins(model, selection.x[rep], source, result, frame, config)
+    if config.trace.perturbation != "pixels":
+        frame = add_subspace_columns(frame, subspace_columns(model, selection.x, rep, source, result, config))
     return frame
 
 

@@ -105,7 +105,17 @@ def _run_info(
         "targets_used": config.targets or "all",
         "target_rules": TARGET_RULES,
         "image_selection": selection_rule(config.images, len(data.class_names)),
+        **_perturbation_entry(config, data),
     }
+
+
+def _perturbation_entry(config: RunConfig, data: Dataset) -> dict:
+    """run.json's ``perturbation`` entry (model, family, K, seed, basis hash); none for pixels."""
+    if config.trace.perturbation == "pixels":
+        return {}
+    from ..perturbation.bases import describe
+
+    return {"perturbation": describe(config.trace.perturbation, tuple(data.images.shape[1:]), config.seed)}
 
 
 # ------------------------------------------------------------------------------ the session
