@@ -530,8 +530,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # mkdocs hook
             # figure links are relative to the page (results.md, or a page under results/)
             here = posixpath.dirname(page.file.src_uri) or "."
             block = result_markdown(sets[name], posixpath.relpath(f"results/{FIGURE_DIR}", here))
-            # the study has no prose of its own on the page: it brings its heading
-            return f"## {sets[name]['title']}\n\n{block}" if name == "study" else block
+            # a study (study, study-N) has no prose of its own on the page: it brings its heading
+            return f"## {sets[name]['title']}\n\n{block}" if name.split("-")[0] == "study" else block
 
         markdown = RESULT_MARKER.sub(block, markdown)
     return markdown
