@@ -21,7 +21,7 @@ from frmargin.options import TraceOptions
 from frmargin.paths.options import STATUSES
 from frmargin.runs.config import RunConfig
 from frmargin.runs.experiment import run_experiment
-from frmargin.runs.study import StudyPlan, study_runs
+from frmargin.runs.study import CLOSED_FORM, StudyPlan, study_runs
 
 N_CLASSES = 3
 N_IMAGES = 6
@@ -170,7 +170,9 @@ def test_study_passes_the_model_to_every_run(tmp_path):
         models=("a", "b"), images=4, metrics=("fisher", "euclidean"), trace=TraceOptions(perturbation="dct:4")
     )
     runs = study_runs(plan, tmp_path)
-    assert len(runs) == 4 and {r.config.trace.perturbation for r in runs} == {"dct:4"}
+    traced = [r for r in runs if r.kind != CLOSED_FORM]  # the closed-form pass traces nothing
+    assert len(traced) == 4 and {r.config.trace.perturbation for r in traced} == {"dct:4"}
+    assert {r.kind for r in runs} == {CLOSED_FORM, "fisher", "euclidean"}
 
 
 def test_cli_study_refuses_an_unknown_family(tmp_path):
