@@ -29,8 +29,9 @@ __all__ = ["EXACT_STATUSES", "ExactPaths", "exact_flow"]
 #: ok: the class changed; rank_deficient: the centred Jacobian (with the rows of the boundaries
 #: held) lost rank, so p cannot follow its line; corner: several units reached zero at once and
 #: no choice of sides for them lets the flow go on (or more than ``sliding.MAX_CORNER`` did);
-#: max_regions: the region budget ran out; misclassified: the source is not the argmax at x0
-EXACT_STATUSES = ("ok", "rank_deficient", "corner", "max_regions", "misclassified")
+#: zeno: it held and released units ``regions.ZENO`` times in a row without entering a new
+#: region; max_regions: the region budget ran out; misclassified: the source is not the argmax at x0
+EXACT_STATUSES = ("ok", "rank_deficient", "corner", "zeno", "max_regions", "misclassified")
 
 
 @dataclass(frozen=True)

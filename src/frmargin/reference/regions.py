@@ -38,6 +38,9 @@ __all__ = ["RegionWalk", "line_length"]
 ROUNDING = 1e-13
 #: the Jacobians are evaluated afresh at least every this many steps (between, rank-one updates)
 REFRESH = 100
+#: a path that holds and releases units this many times in a row without entering a new region
+#: ends ``zeno`` (a chattering the event-by-event walk does not resolve)
+ZENO = 500
 
 
 def line_length(s: torch.Tensor, py: torch.Tensor, pk: torch.Tensor) -> torch.Tensor:
@@ -87,6 +90,8 @@ class RegionWalk(Crossings):
         self.s = torch.zeros(m, dtype=torch.float64, device=dev)
         self.status = ["running" if ok else "misclassified" for ok in (p.argmax(-1) == self.y).tolist()]
         self.regions = torch.ones(m, dtype=torch.int64, device=dev)
+        #: per path: events in a row without a new region (``ZENO``)
+        self.quiet = torch.zeros(m, dtype=torch.int64, device=dev)
         self.slides = torch.zeros(m, dtype=torch.int64, device=dev)
         self.left_range = torch.full((m,), float("nan"), dtype=torch.float64, device=dev)
         self.max_speed = torch.zeros(m, dtype=torch.float64, device=dev)
@@ -118,6 +123,10 @@ class RegionWalk(Crossings):
             over = self.regions[idx] > self.max_regions
             for i in idx[over].tolist():
                 self.status[i] = "max_regions"
+            stuck = ~over & (self.quiet[idx] > ZENO)
+            for i in idx[stuck].tolist():
+                self.status[i] = "zeno"
+            over |= stuck
             if (~over).any():
                 self.step(idx[~over])
 
@@ -154,9 +163,11 @@ class RegionWalk(Crossings):
         shape = (-1,) + (1,) * (x.ndim - 1)
         self.x[idx] = x + vA * A.view(shape) + vB * B.view(shape)
         self.s[idx] = s + tau
+        before = self.regions[idx].clone()
         for r, i in enumerate(idx.tolist()):
             if rank_ok[r]:
                 self._end_region(i, r, float(tau[r]), float(T[r]), float(t_cross[r]), releases[r], roots[r], loc)
+        self.quiet[idx] = torch.where(self.regions[idx] > before, 0, self.quiet[idx] + 1)
 
     def _end_region(
         self,

@@ -61,10 +61,13 @@ class RootFind:
         rate = a.abs() / self.py + b.abs() / self.pk
         finite_rate = torch.where(torch.isfinite(g), rate, torch.zeros_like(rate))
         largest = torch.cat([finite_rate, rate.new_zeros(rate.shape[0], 1)], 1).amax(-1, keepdim=True)
-        #: (m, S) functions at zero whose rate is rounding: never a root
-        self.flat = (g <= tol) & (rate <= FLAT * largest)
+        # at zero with a slope within rounding of zero (tangent): f'' has the sign of -a there,
+        # so f falls at once where a > 0 and, convex, never returns to zero where a < 0
+        tangent = (g <= tol) & (slope0.abs() <= AT_ZERO * rate)
+        #: (m, S) functions at zero whose rate is rounding, or tangent and rising: never a root
+        self.flat = (g <= tol) & ((rate <= FLAT * largest) | (tangent & (a <= 0)))
         #: (m, S) functions at zero and falling at tau = 0: they cross at once
-        self.immediate = (g <= tol) & (slope0 < 0) & ~self.flat
+        self.immediate = (g <= tol) & ((slope0 < 0) | tangent) & ~self.flat
 
     def value(
         self, tau: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None

@@ -73,9 +73,11 @@ def release_time(alpha: float, beta: float, py: float, pk: float, T: float) -> f
         0.2
     """
     at0 = beta * py - alpha * pk
-    if at0 > RATE_TOL * (abs(beta * py) + abs(alpha * pk)):
-        return 0.0
     slope = -(alpha + beta)
+    tol = RATE_TOL * (abs(beta * py) + abs(alpha * pk))
+    # positive, or zero to rounding and rising (a tangency): at once
+    if at0 > tol or (at0 >= -tol and slope > 0):
+        return 0.0
     if slope > 0:
         tau = -at0 / slope
         return tau if tau <= T else math.inf
