@@ -306,3 +306,38 @@ def test_statuses_are_declared(mlp_case):
     assert out.status == ["misclassified"] * 2
     budget = exact_flow(model, X[:1], s[:1], t[:1], valid=None, max_regions=2)
     assert budget.status == ["max_regions"] and budget.first_hit.tolist() == [-1]
+
+
+# --------------------------------------------------------------------------- events at rounding
+
+
+def test_tangent_slacks():
+    """A slack at zero whose slope is zero (f = a A + b B with b = a p_k / p_y) is convex and
+    never returns to zero where a < 0, concave and crosses at once where a > 0; a release whose
+    rate is zero and rising happens at once."""
+    py, pk, T = (torch.tensor([v], dtype=torch.float64) for v in (0.6, 0.2, 0.3))
+    zero = torch.zeros(1, 1, dtype=torch.float64)
+    for a, expected in ((-1.0, math.inf), (1.0, 0.0)):
+        a_t = torch.full((1, 1), a, dtype=torch.float64)
+        assert float(roots.first_roots(zero, a_t, a_t * pk / py, py, pk, T)) == expected
+    assert sliding.release_time(-1.0, -1.0 * 0.2 / 0.6, 0.6, 0.2, 0.5) == 0.0
+    assert sliding.release_time(1.0, 1.0 * 0.2 / 0.6, 0.6, 0.2, 0.5) == math.inf
+
+
+def test_trained_digits_cnn_paths_end_ok():
+    """A third family, trained: the test suite's digits CNN, whose path toward its third class
+    touches a boundary tangentially (it held and released one unit forever before)."""
+    import digits
+
+    model = digits.digit_cnn(0)
+    x, y = digits.digits(12, seed=123)
+    good = model(x).argmax(-1) == y
+    x, y = x[good][:1], y[good][:1]
+    order = torch.softmax(model(x), -1).argsort(-1, descending=True)[0]
+    X, s, t = x.expand(2, -1, -1, -1), y.expand(2), order[1:3]
+    res = exact_flow(model, X, s, t, max_regions=500)
+    assert res.status == ["ok", "ok"], res.status
+    length, hit = predicted_path(predictions(model, X)[0], s, t)
+    assert_close(res.fr_length, length, CLOSED, 0, "digits CNN: FR length vs the closed form")
+    assert torch.equal(res.first_hit, hit)
+    assert res.line_error.max() < LINE
