@@ -232,10 +232,11 @@ def test_l2_is_stable_under_halving_a_tolerance(module, name, mlp_case, monkeypa
     for other in (regions, crossings):  # the constants imported by name
         if hasattr(other, name) and other is not module:
             monkeypatch.setattr(other, name, getattr(module, name))
-    halved = exact_flow(model, X, s, t, valid=None)
-    assert halved.status == res.status
-    assert_close(halved.l2, res.l2, HALVED, 0, f"L2 with {name} halved")
-    assert_close(halved.fr_length, res.fr_length, HALVED, 0, f"FR length with {name} halved")
+    # the two paths with the most regions and slides (63 and 51 regions, 22 and 17 slides)
+    halved = exact_flow(model, X[:2], s[:2], t[:2], valid=None)
+    assert halved.status == res.status[:2]
+    assert_close(halved.l2, res.l2[:2], HALVED, 0, f"L2 with {name} halved")
+    assert_close(halved.fr_length, res.fr_length[:2], HALVED, 0, f"FR length with {name} halved")
 
 
 # --------------------------------------------------------------------------- what it refuses
