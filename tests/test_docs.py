@@ -301,18 +301,6 @@ def test_a_benchmark_file_is_rendered_with_its_provenance(tmp_path: Path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_benchmark_with_one_row_per_model_and_setting_is_drawn():
-    hook = load_hook("data_pages")
-    rows = [
-        {"model": m, "setting": s, "error": e} for m, s, e in (("a", "x1", 0.1), ("a", "x0.25", 0.02), ("b", "x1", 0.2))
-    ]
-    data = benchmark_record(rows=rows, units={"model": "", "setting": "", "error": "relative"})
-    label, columns = hook._benchmark_plot(data)
-    frame = hook._plot_frame(data, label)
-    assert frame[label].tolist() == ["a / x1", "a / x0.25", "b / x1"]
-    assert hook.bar_figure(frame, label, columns, "t", data["units"])[:8] == b"\x89PNG\r\n\x1a\n"
-
-
 @pytest.mark.parametrize(
     "changes", [{"schema": "frmargin-benchmark/0"}, {"rows": []}, {"command": None, "machine": None}]
 )

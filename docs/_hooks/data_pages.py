@@ -250,17 +250,6 @@ def _benchmark_plot(data: dict) -> tuple[str, list[str]] | None:
     return labels[0], numeric[:4]
 
 
-def _plot_frame(data: dict, label: str) -> pd.DataFrame:
-    """The rows to draw; where the label column repeats (one row per model and setting), each
-    row is labelled by its first two label columns."""
-    frame = pd.DataFrame(data["rows"])
-    if frame[label].astype(str).duplicated().any():
-        labels = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-        if len(labels) > 1:
-            frame[label] = frame[label].astype(str) + " / " + frame[labels[1]].astype(str)
-    return frame
-
-
 def benchmark_markdown(data: dict, figure_uri: str | None) -> str:
     """One benchmark file: title, provenance, notes, table (units in the headers), figure."""
     frame = pd.DataFrame(data["rows"])
@@ -470,7 +459,8 @@ def on_files(files, config):
         data = load_benchmark(path)
         plot = _benchmark_plot(data)
         if plot is not None:
-            png = bar_figure(_plot_frame(data, plot[0]), plot[0], plot[1], data["title"], data.get("units"))
+            frame = pd.DataFrame(data["rows"])
+            png = bar_figure(frame, plot[0], plot[1], data["title"], data.get("units"))
             files.append(File.generated(config, f"benchmarks/{FIGURE_DIR}/{path.stem}.png", content=png))
     return files
 
