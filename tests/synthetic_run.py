@@ -78,11 +78,14 @@ def write_synthetic_run(
     data_source: str = "synthetic softmax outputs (JPEG copy of the CIFAR-10 test set)",
     chunked: bool = False,
     data_caveat: str | None = DATA_CAVEAT,
+    spectral: bool = False,
 ) -> Path:
     """Write paths.parquet, images.parquet, run.json (and baselines.parquet) under ``directory``.
 
     The same ``seed`` gives the same images and outputs for both metrics, so a Fisher and a
-    Euclidean run can be compared pair by pair.
+    Euclidean run can be compared pair by pair. With ``spectral`` the baselines hold the line
+    attacks too (ossa, tssa, random) and the columns a run with a spectral attack writes: model
+    evaluations, lambda_1 (larger for smaller margins) and lambda_1 at each attack's point.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -149,16 +152,7 @@ def write_synthetic_run(
             if success:
                 image_l2.append(l2)
         margin_l2 = min(image_l2) if image_l2 else np.nan
-        for attack, factor in (("deepfool", 0.9), ("fmn", 0.8)):
-            failed = noise.random() < 0.03
-            base_rows.append(
-                {
-                    "image_index": i,
-                    "attack": attack,
-                    "l2": math.inf if failed else margin_l2 * factor * math.exp(noise.normal(0, 0.1)),
-                    "status": "failed" if failed else "ok",
-                }
-            )
+        base_rows += _baseline_rows(i, lb, margin_l2, noise, spectral)
     paths = pd.DataFrame(rows)
     if chunked:
         folder = directory / "paths.parquet"
@@ -192,7 +186,13 @@ def write_synthetic_run(
         "an_unknown_key": {"nested": [1, 2]},
         # bookkeeping that differs between any two runs, as a real run.json has it
         "fingerprint": f"{metric}-{method}-{seed}",
-        "config": {"metric": metric, "method": method, "baselines": ["deepfool"] if with_baselines else []},
+        "config": {
+            "metric": metric,
+            "method": method,
+            "baselines": (["deepfool", "fmn", *SPECTRAL_FACTORS] if spectral else ["deepfool"])
+            if with_baselines
+            else [],
+        },
         "sessions": [{"seconds": 16.0, "paths_traced": len(rows), "world_size": 1}],
         "status": "complete",
         "world_size": 1,
@@ -200,6 +200,33 @@ def write_synthetic_run(
     }
     (directory / "run.json").write_text(json.dumps(info, indent=2))
     return directory
+
+
+#: attack -> its distance over the image's L2 scale (random: along a line, far and often failing)
+SPECTRAL_FACTORS = {"ossa": 1.6, "tssa": 1.3, "random": 12.0}
+
+
+def _baseline_rows(i: int, lb: float, margin_l2: float, noise: np.random.Generator, spectral: bool) -> list[dict]:
+    factors = {"deepfool": 0.9, "fmn": 0.8, **(SPECTRAL_FACTORS if spectral else {})}
+    lam = (lb / margin_l2) ** 2 * math.exp(noise.normal(0, 0.5)) if spectral else np.nan
+    rows = []
+    for attack, factor in factors.items():
+        failed = noise.random() < (0.2 if attack == "random" else 0.03)
+        row = {
+            "image_index": i,
+            "attack": attack,
+            "l2": math.inf if failed else margin_l2 * factor * math.exp(noise.normal(0, 0.1)),
+            "status": "failed" if failed else "ok",
+        }
+        if spectral:
+            row.update(
+                forward_passes=float(noise.integers(40, 300)),
+                backward_passes=float(noise.integers(0, 400)),
+                lambda_1=lam,
+                lambda_1_adv=np.nan if failed else lam * 10 ** noise.uniform(1, 5),
+            )
+        rows.append(row)
+    return rows
 
 
 def write_many_class_run(

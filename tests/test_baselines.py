@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("foolbox")
 
-from frmargin.baselines import ATTACKS, min_l2_attack, min_l2_distance
+from frmargin.baselines import ATTACKS, MINIMIZING, min_l2_attack, min_l2_distance
 from frmargin.errors import FrmarginError
 from mirror import REAL_MIRROR
 
@@ -95,11 +95,13 @@ def assert_verified(model, x, y, res, bounds=(0.0, 1.0)) -> None:
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_exact_minimum(attack: str, dtype: torch.dtype) -> None:
+    """The minimizing attacks find the exact minimum; the line attacks never go below it."""
     model, x, y = linear_case(dtype)
     res = min_l2_attack(model, x, y, attack, bounds=WIDE_BOUNDS)
     assert res.status == ["ok"] * len(y)
     assert res.attack == attack and res.distance.dtype == dtype and res.x_adv.shape == x.shape
-    assert_within(res.distance, exact_linear_distance(model, x, y), BELOW_TOL[dtype], MAX_EXCESS)
+    above = MAX_EXCESS if attack in MINIMIZING else float("inf")
+    assert_within(res.distance, exact_linear_distance(model, x, y), BELOW_TOL[dtype], above)
     assert_verified(model, x, y, res, WIDE_BOUNDS)
 
 
@@ -170,10 +172,15 @@ def cnn_results():
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_cnn_points_adversarial_and_finite(cnn_results, attack: str) -> None:
+    """Every point returned is adversarial and in the box; the minimizing attacks fool every input,
+    a line attack most (a line can leave the box before it meets another class)."""
     model, x, y, results = cnn_results
     res = results[attack]
-    assert res.status == ["ok"] * len(y)
-    assert torch.isfinite(res.distance).all() and (res.distance > 0).all()
+    ok = torch.tensor([s == "ok" for s in res.status])
+    assert bool(ok.all()) if attack in MINIMIZING else int(ok.sum()) >= len(y) // 2, res.status
+    assert set(res.status) <= {"ok", "failed"}
+    assert torch.isfinite(res.distance[ok]).all() and (res.distance[ok] > 0).all()
+    assert torch.isinf(res.distance[~ok]).all() and torch.equal(res.x_adv[~ok], x[~ok])
     assert_verified(model, x, y, res)
 
 
@@ -278,3 +285,12 @@ def test_resnet20_cifar10_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert torch.isfinite(res.distance[ok]).all()
     assert 0.01 < res.distance[ok].median() < 2.0
     assert_verified(model, x, y, res)
+
+
+def test_run_configuration_names_every_attack() -> None:
+    """``RunConfig`` and ``frmargin study`` accept exactly the registered attacks."""
+    from frmargin.runs.config import ATTACK_NAMES
+    from frmargin.runs.study import BASELINE_NAMES
+
+    assert set(ATTACK_NAMES) == set(ATTACKS) == set(BASELINE_NAMES)
+    assert set(MINIMIZING) < set(ATTACKS)

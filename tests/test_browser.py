@@ -67,6 +67,7 @@ def _browser(profile: Path):
     return driver
 
 
+HEADINGS_JS = "return Array.from(document.querySelectorAll('h2, h3')).map(h => h.textContent);"
 IMAGES_JS = "return Array.from(document.images).map(i => [i.alt.slice(0, 60), i.complete, i.naturalWidth]);"
 ORDER_JS = """
 const summary = document.getElementById('summary');
@@ -83,21 +84,28 @@ def check_page(page: Path, profile: Path, screenshot: Path) -> dict:
     try:
         driver.get(page.resolve().as_uri())
         images = driver.execute_script(IMAGES_JS)
+        headings = driver.execute_script(HEADINGS_JS)
         order = driver.execute_script(ORDER_JS)
         logs = driver.get_log("browser")
         driver.save_screenshot(str(screenshot))
     finally:
         driver.quit()
     errors = [entry for entry in logs if entry.get("level") == "SEVERE"]
-    return {"images": images, "order": order, "errors": errors}
+    return {"images": images, "order": order, "errors": errors, "headings": headings}
 
 
 def test_report_renders_in_headless_chromium(tmp_path: Path):
-    run = write_synthetic_run(tmp_path / "run", n_images=30, seed=1)
+    """A run with spectral attacks among its baselines: its optional Fisher spectrum section too."""
+    run = write_synthetic_run(tmp_path / "run", n_images=30, seed=1, spectral=True)
     page = build_report([run], n_boot=50)
     screenshot = page.with_name("report-screenshot.png")
     result = check_page(page, tmp_path / "profile", screenshot)
-    assert len(result["images"]) >= 4
+    assert len(result["images"]) >= 6
+    assert any(h.startswith("Fisher spectrum") for h in result["headings"]), result["headings"]
+    spectral = [
+        alt for alt, _, _ in result["images"] if alt.startswith(("Success rate against", "Per image: lambda_1"))
+    ]
+    assert len(spectral) == 2, result["images"]
     broken = [alt for alt, complete, width in result["images"] if not complete or width <= 0]
     assert not broken, f"images that did not load: {broken}"
     assert result["errors"] == [], result["errors"]
@@ -214,6 +222,7 @@ def test_the_documentation_site_builds_strict_and_every_page_loads_in_chromium(t
         "index.html",
         "method/index.html",
         "results/index.html",
+        "results/spectrum/index.html",
         "benchmarks/index.html",
         "reference/api/index.html",
         "reference/cli/index.html",

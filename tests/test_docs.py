@@ -301,6 +301,17 @@ def test_a_benchmark_file_is_rendered_with_its_provenance(tmp_path: Path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_benchmark_rows_sharing_a_label_are_told_apart_by_their_numeric_keys():
+    """A model measured at two batch sizes: two bars labelled by model and batch, batch not drawn."""
+    hook = load_hook("data_pages")
+    rows = [{"model": m, "batch": b, "seconds": 0.1 * b} for m in ("a", "b") for b in (16, 64)]
+    frame, label, columns = hook._benchmark_plot({"rows": rows})
+    assert list(frame[label]) == ["a, batch 16", "a, batch 64", "b, batch 16", "b, batch 64"]
+    assert columns == ["seconds"]
+    assert hook.bar_figure(frame, label, columns, "t")[:4] == b"\x89PNG"
+    assert hook._benchmark_plot({"rows": [{"model": "a", "seconds": 1.0}] * 2}) is None  # nothing tells them apart
+
+
 @pytest.mark.parametrize(
     "changes", [{"schema": "frmargin-benchmark/0"}, {"rows": []}, {"command": None, "machine": None}]
 )

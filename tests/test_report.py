@@ -418,10 +418,12 @@ def test_report_of_an_unfinished_moved_study(tmp_path: Path, capsys: pytest.Capt
     assert res.exit_code == 0, res.output
     assert "unfinished study (1 runs not finished)" in res.output
     table = pd.read_csv(study / "study_table.csv")
-    assert list(table["run"]) == ["model-a"]
+    assert list(table["model"]) == ["model-a", "model-b"]
+    assert list(table["runs_done"]) == ["2 of 2", "0 of 1"]
     assert table.loc[0, "n_paths"] == len(pd.read_parquet(study / "model-a" / "fisher" / "paths.parquet"))
+    assert table.loc[1, ["n_paths", "fr_margin"]].isna().all()  # nothing of the unfinished run is shown
     text = (study / "report.md").read_text()
-    assert "1 of 3 runs not finished (model-b/fisher)" in text
-    assert str(study / "model-a" / "fisher") in text
+    assert "1 of 3 runs not finished" in text
+    assert "| model-a | model-a/fisher | fisher | 1 | complete |" in text
     bad = CliRunner().invoke(app, ["report", str(study), "--out", str(tmp_path / "elsewhere")])
     assert bad.exit_code != 0 and "--out" in str(bad.exception or bad.output)

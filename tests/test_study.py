@@ -1,14 +1,12 @@
-"""The study: validation before any tracing, the cross-model statistics, NG shielding against
-the closed form on two registered models, the report, and kill-and-resume of a study."""
+"""The study: its plan and runs, validation before any tracing, the cross-model statistics, NG
+shielding against the closed form on two registered models, and the report.
+
+Scale-out (torchrun), kill-and-resume and locks: tests/test_study_scale.py; the box run and the
+closed-form pass: tests/test_study_box.py; the study's analysis: tests/test_study_analysis.py."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +16,13 @@ import torch
 
 from frmargin.analysis.study import contrast, paired_ratios, study_verdicts
 from frmargin.errors import FrmarginError
+from frmargin.options import TraceOptions
 from frmargin.runs import study as study_mod
-from frmargin.runs.study import StudyPlan, parse_list, parse_temperatures, run_study
+from frmargin.runs.study import StudyPlan, parse_list, parse_temperatures
+from frmargin.runs.study_runner import run_study
 from mirror import MIRROR, needs_mirror
 
 SHIELD_ATOL_PATHS = 1  # NG shielded % may differ from the closed form by at most this many paths
-KILL_TIMEOUT = 120
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -35,6 +34,7 @@ def no_tracing(monkeypatch):
         raise AssertionError("tracing started before the input was checked")
 
     monkeypatch.setattr("frmargin.runs.experiment.run_experiment", fail)
+    monkeypatch.setattr("frmargin.runs.study_runner.run_closed_form", fail)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +47,11 @@ def no_tracing(monkeypatch):
         (dict(models=("resnet20",), temperatures=(-1.0,)), r"temperature"),
         (dict(models=("resnet20",), metrics=("fisher", "manhattan")), r"'--metrics': got 'manhattan'"),
         (dict(models=("resnet20",), baselines=("pgd",)), r"'--baselines': got 'pgd'"),
+        (
+            dict(models=("resnet20",), trace=TraceOptions(box=(-0.5, 1.0))),
+            r"'box': got \(-0.5, 1.0\), expected a box inside",
+        ),
+        (dict(models=("resnet20",), box_margin="candidates:0.5"), r"'box_margin': got 'candidates:0.5'"),
     ],
 )
 def test_bad_plan_fails_before_tracing(plan, match, tmp_path, no_tracing):
@@ -65,6 +70,8 @@ def test_bad_plan_fails_before_tracing(plan, match, tmp_path, no_tracing):
         (["--models", "resnet20", "--temperature", "0"], "'--temperature': got '0'"),
         (["--models", "resnet20", "--temperature", "-3"], "'--temperature': got '-3'"),
         (["--models", "resnet20", "--temperature", "1,1"], "twice"),
+        (["--models", "resnet20", "--box", "0,2"], "'--box': got (0.0, 2.0), expected a box inside the input range"),
+        (["--models", "resnet20", "--box", "0,1", "--box-margin", "some"], "'--box-margin': got 'some'"),
     ],
 )
 def test_cli_study_bad_input(args, match, tmp_path, no_tracing):
@@ -86,13 +93,35 @@ def test_parsers():
 
 
 def test_run_folders_of_a_plan(tmp_path):
+    """The closed-form pass of every model first, then model by model: natural gradient at every
+    temperature (the baselines with the first), Euclidean once, the box run at the first T."""
     plan = StudyPlan(models=("a", "b"), images=4, metrics=("fisher", "euclidean"), temperatures=(1.0, "auto"),
-                     baselines=("fmn",))  # fmt: skip
+                     baselines=("fmn",), trace=TraceOptions(box=(0.0, 1.0)))  # fmt: skip
     runs = study_mod.study_runs(plan, tmp_path)
     folders = [r.folder.relative_to(tmp_path).as_posix() for r in runs]
-    assert folders[:4] == ["a/fisher", "a/euclidean", "a-Tauto/fisher", "a-Tauto/euclidean"]
-    assert [r.config.baselines for r in runs[:2]] == [("fmn",), ()]
-    assert len({r.config.fingerprint() for r in runs}) == 8
+    assert folders == [
+        "a/closed-form", "b/closed-form",
+        "a/fisher", "a/euclidean", "a-Tauto/fisher", "a/box",
+        "b/fisher", "b/euclidean", "b-Tauto/fisher", "b/box",
+    ]  # fmt: skip
+    assert [r.config.baselines for r in runs[2:6]] == [("fmn",), (), (), ()]
+    assert [r.config.trace.box for r in runs[2:6]] == [None, None, None, (0.0, 1.0)]
+    assert [r.config.temperature for r in runs[2:6]] == [1.0, 1.0, "auto", 1.0]
+    assert [r.config.trace.metric for r in runs[2:6]] == ["fisher", "euclidean", "fisher", "fisher"]
+    assert runs[5].config.box_margin == "candidates:1.05" and runs[2].config.box_margin == "all"
+    assert len({r.config.fingerprint() for r in runs[2:]}) == 8
+    no_box = study_mod.study_runs(StudyPlan(models=("a",), images=4, closed_form=False), tmp_path)
+    assert [r.folder.relative_to(tmp_path).as_posix() for r in no_box] == ["a/fisher"]
+
+
+def test_a_plan_field_added_later_keeps_the_fingerprint():
+    """Fields added after a study's first layout enter its fingerprint only when set, so a study
+    folder made before them resumes."""
+    plan = StudyPlan(models=("a",), images=4)
+    assert plan.fingerprint() == StudyPlan(models=("a",), images=4, closed_form=True).fingerprint()
+    assert plan.fingerprint() != StudyPlan(models=("a",), images=4, closed_form=False).fingerprint()
+    assert plan.fingerprint() != StudyPlan(models=("a",), images=4, box_margin="all").fingerprint()
+    assert plan.fingerprint() != StudyPlan(models=("a",), images=5).fingerprint()
 
 
 # ------------------------------------------------------------------- cross-model statistics
@@ -179,74 +208,25 @@ def test_study_ng_shielding_matches_closed_form(tmp_path, mirror_env):
     plan = StudyPlan(models=models, images=6, data="cifar10-exact", chunk_images=6)
     run_study(plan, tmp_path / "s")
     page = study_report(tmp_path / "s", n_boot=50)
-    table = pd.read_csv(tmp_path / "s" / "study_table.csv").set_index("run")
+    table = pd.read_csv(tmp_path / "s" / "study_table.csv").set_index("model")
     for name in models:
         paths = pd.read_parquet(tmp_path / "s" / name / "fisher" / "paths.parquet")
         n = int(paths["success"].sum())
         expected = _closed_form_shielded_pct(name, tmp_path / "s" / name / "fisher")
         assert abs(table.loc[name, "ng_shielded_pct"] - expected) <= 100 * SHIELD_ATOL_PATHS / n + 1e-9, name
         assert abs(table.loc[name, "ng_predicted_shielded_pct"] - expected) < 1e-9, name
+        assert table.loc[name, "test_images"] == 300 and table.loc[name, "runs_done"] == "2 of 2"
     assert table.loc["cnn-a-adv2", "ng_shielded_pct"] > 0  # a low-confidence model: shielding is predicted
     verdicts = pd.read_csv(tmp_path / "s" / "study_verdicts.csv")
-    assert set(verdicts["verdict"]) <= {"changes", "no detectable change", "not tested", "undetermined"}
+    assert set(verdicts["verdict"]) <= {"changes", "no detectable change", "not tested", "undetermined", "agrees",
+                                        "on every model"}  # fmt: skip
     adv = verdicts[verdicts["question"].str.startswith("Does adversarial")]
     assert (adv["verdict"] != "not tested").all()
+    closed = verdicts[verdicts["question"].str.startswith("Is natural-gradient")].set_index("model")
+    assert closed.loc["all", "verdict"] == "on every model", closed
     text = page.with_name("report.md").read_text()
     assert "cnn-a-adv2" in text and "resnet20-b" in text and "study_shielding.png" in text
     # a rerun skips every finished run
     before = (tmp_path / "s" / "resnet20-b" / "fisher" / "run.json").read_bytes()
     run_study(plan, tmp_path / "s")
     assert (tmp_path / "s" / "resnet20-b" / "fisher" / "run.json").read_bytes() == before
-
-
-def _plan_args(study: dict) -> dict:
-    """StudyPlan keyword arguments from study.json's plan (lists back to tuples)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in study["plan"].items()}
-
-
-@pytest.mark.slow
-@needs_mirror
-def test_killed_study_resumes_without_losing_or_redoing_runs(tmp_path, mirror_env):
-    out = tmp_path / "s"
-    cmd = [sys.executable, "-m", "frmargin", "study", "--models", "cnn-a-adv2,cnn-a-adv4", "--images", "2",
-           "--metrics", "fisher", "--data", "cifar10-exact", "--chunk-images", "1", "--threads", "1",
-           "--seed", "4", "--no-progress", "--out", str(out)]  # fmt: skip
-    # seed 4: cnn-a-adv2 classifies 1 of the 2 images correctly, cnn-a-adv4 both, so the second run
-    # has two parts and the kill after its first part lands mid-run
-    proc = subprocess.Popen(cmd, env=mirror_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    first, second = out / "cnn-a-adv2" / "fisher", out / "cnn-a-adv4" / "fisher"
-    deadline = time.time() + KILL_TIMEOUT
-    try:
-        while time.time() < deadline:  # kill once the first run is finished and the second has parts
-            if (second / "paths.parquet").exists() and any((second / "paths.parquet").glob("part-*.parquet")):
-                break
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    study = json.loads((out / "study.json").read_text())
-    assert [r["status"] for r in study["runs"]] == ["complete", "running"]
-    killed = json.loads((second / "run.json").read_text())
-    # the kill came mid-run: the second run is unfinished, and it says so
-    assert killed["status"] == "running" and [s["status"] for s in killed["sessions"]] == ["running"]
-    assert not study_mod._finished(study_mod.study_runs(study_mod.StudyPlan(**_plan_args(study)), out)[1])
-    first_info = (first / "run.json").read_bytes()
-    kept = sorted(p.name for p in (second / "paths.parquet").glob("part-*.parquet"))
-    assert 1 <= len(kept) < killed["n_correct"], kept
-    mtimes = {p: (second / "paths.parquet" / p).stat().st_mtime_ns for p in kept}
-    done = subprocess.run(cmd, env=mirror_env, capture_output=True, text=True, timeout=KILL_TIMEOUT)
-    assert done.returncode == 0, done.stderr
-    assert (first / "run.json").read_bytes() == first_info  # the finished run was not redone
-    assert {p: (second / "paths.parquet" / p).stat().st_mtime_ns for p in kept} == mtimes  # nor its parts
-    info = json.loads((second / "run.json").read_text())
-    # the killed session stays recorded (as killed); the resumed one traced only the missing parts
-    assert info["status"] == "complete"
-    assert [s["status"] for s in info["sessions"]] == ["killed", "complete"], info["sessions"]
-    assert info["sessions"][-1]["paths_traced"] == 9 * (info["n_correct"] - len(kept))
-    paths = pd.read_parquet(second / "paths.parquet")
-    assert not paths.duplicated(["image_index", "target"]).any()
-    assert len(paths) == 9 * info["n_correct"]
-    assert json.loads((out / "study.json").read_text())["status"] == "complete"
-    assert (out / "report.html").exists()

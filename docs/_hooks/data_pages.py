@@ -24,6 +24,7 @@ import io
 import json
 import math
 import os
+import posixpath
 import re
 import sys
 from pathlib import Path
@@ -120,6 +121,11 @@ def provenance_markdown(record: dict) -> str:
         versions += f", torch {record['torch']}"
     threads = record.get("threads")
     threads_words = f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""
+    if record.get("processes"):
+        ranks = "/".join(str(n) for n in record["processes"])
+        threads_words += f" per process, {ranks} process{'es' if record['processes'] != [1] else ''}"
+    if record.get("wall_seconds"):
+        threads_words += f", {float(record['wall_seconds']) / 3600:.1f} hours of wall time"
     lines = [
         f"Measured on {str(record['date'])[:10]} with {versions}{threads_words}, "
         f"on a {machine_words(record['machine'])}:",
@@ -240,14 +246,24 @@ def benchmark_files() -> list[Path]:
     return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
 
-def _benchmark_plot(data: dict) -> tuple[str, list[str]] | None:
-    """The label column and up to four numeric columns to draw, or None (too little to draw)."""
+def _benchmark_plot(data: dict) -> tuple[pd.DataFrame, str, list[str]] | None:
+    """The rows to draw, their label column and up to four numeric columns, or None (too little
+    to draw). Rows whose first text column repeats (a model at several batch sizes) are labelled
+    by it and the numeric columns that tell them apart, which are then not drawn."""
     frame = pd.DataFrame(data["rows"])
     numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
     labels = [c for c in frame.columns if c not in numeric]
     if len(frame) < 2 or not numeric or not labels:
         return None
-    return labels[0], numeric[:4]
+    label = frame[labels[0]].astype(str)
+    for column in [*labels[1:], *numeric]:
+        if label.is_unique:
+            break
+        label = label + f", {column} " + frame[column].astype(str)
+        numeric = [c for c in numeric if c != column]
+    if not label.is_unique or not numeric:
+        return None
+    return frame.assign(_label=label), "_label", numeric[:4]
 
 
 def benchmark_markdown(data: dict, figure_uri: str | None) -> str:
@@ -389,6 +405,8 @@ def result_figure(result: dict, spec: dict) -> bytes:
 def result_markdown(result: dict, figure_dir: str) -> str:
     """One measurement set: provenance, then each table (caption, Markdown) and each figure."""
     parts = [provenance_markdown(result), ""]
+    if result.get("intro"):  # a set's own words (a study brings no prose of its own to the page)
+        parts += [str(result["intro"]), ""]
     for table in result["tables"]:
         frame = result["frames"][table["file"]]
         if table.get("query"):
@@ -459,8 +477,7 @@ def on_files(files, config):
         data = load_benchmark(path)
         plot = _benchmark_plot(data)
         if plot is not None:
-            frame = pd.DataFrame(data["rows"])
-            png = bar_figure(frame, plot[0], plot[1], data["title"], data.get("units"))
+            png = bar_figure(*plot, data["title"], data.get("units"))
             files.append(File.generated(config, f"benchmarks/{FIGURE_DIR}/{path.stem}.png", content=png))
     return files
 
@@ -485,7 +502,9 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # mkdocs hook
                 return ""  # the study table is shown once it is there
             if name not in sets:
                 raise ResultFileError(f"{page.file.src_uri}: no result set {name!r} in {results_dir()}")
-            block = result_markdown(sets[name], f"results/{FIGURE_DIR}")
+            # figure links are relative to the page (results.md, or a page under results/)
+            here = posixpath.dirname(page.file.src_uri) or "."
+            block = result_markdown(sets[name], posixpath.relpath(f"results/{FIGURE_DIR}", here))
             # the study has no prose of its own on the page: it brings its heading
             return f"## {sets[name]['title']}\n\n{block}" if name == "study" else block
 

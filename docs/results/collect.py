@@ -1,7 +1,7 @@
 """Copy the tables of finished runs into a result set of the documentation, with their provenance.
 
     python docs/results/collect.py SET --command "frmargin ..." [--command ...] \
-        [--run LABEL=RUN_DIR ...] [--box LABEL=RUN_DIR ...] [--study STUDY_DIR]
+        [--run LABEL=RUN_DIR ...] [--box LABEL=RUN_DIR ...] [--study STUDY_DIR] [--candidates LABEL=RUN_DIR ...]
 
 writes ``docs/results/data/SET/``:
 
@@ -12,7 +12,11 @@ writes ``docs/results/data/SET/``:
   (its bound LB and, over its ``ok`` paths, the least traced length and the least in-box margin
   estimate: the per-image comparison the report's box table averages per class), and
   ``box_models.csv``, per run the images, paths and the spread of estimate / LB over images;
-- with ``--study``: the study's ``study_table.csv`` and ``study_verdicts.csv``;
+- for the ``--candidates`` runs (``--box`` runs estimated on every path): ``box_candidates.csv``,
+  per image the least estimate over all paths and over the study's candidates;
+- with ``--study``: the tables of the study's report (``study_table.csv`` per model,
+  ``study_runs.csv`` per run, ``study_verdicts.csv``, ``study_box.csv`` per image of the box runs,
+  ``study_margins.csv``), and its wall time and processes in the provenance;
 - ``provenance.json``: the commands, the date, machine, versions and device from the runs'
   ``run.json``. Titles, column labels and figures are added to it by hand (see
   ``docs/_hooks/data_pages.py``); collecting again keeps them.
@@ -35,8 +39,8 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 REPORT_TABLES = ("class_table.csv", "class_tables.csv", "claims.csv", "image_margins.csv")
-STUDY_TABLES = ("study_table.csv", "study_verdicts.csv")
-PRESENTATION = ("title", "tables", "figures", "readme")
+STUDY_TABLES = ("study_table.csv", "study_runs.csv", "study_verdicts.csv", "study_box.csv", "study_margins.csv")
+PRESENTATION = ("title", "tables", "figures", "readme", "intro", "order")
 
 
 def _pair(text: str) -> tuple[str, Path]:
@@ -78,6 +82,23 @@ def box_images(run_dir: Path) -> pd.DataFrame:
     return images.reset_index()
 
 
+def candidates(run_dir: Path, rule: str = "candidates:1.05") -> pd.DataFrame:
+    """Per image of a box run estimated on every path: the least estimate over all paths and over
+    the candidates of ``rule`` (``frmargin.analysis.study_box.candidate_check``), and how many of
+    its paths the estimate shortened."""
+    from frmargin.analysis.study_box import candidate_check
+    from frmargin.runs import load_run
+
+    paths = load_run(run_dir).paths
+    check = candidate_check(paths, rule).set_index("image_index")
+    estimated = paths.dropna(subset=["box_margin"])
+    shorter = estimated["box_margin"] < estimated["fr_length"] * (1 - 1e-9)
+    check["paths_shortened"] = shorter.groupby(estimated["image_index"]).sum().reindex(check.index).fillna(0)
+    gain = (1 - estimated["box_margin"] / estimated["fr_length"]).groupby(estimated["image_index"]).max()
+    check["largest_shortening"] = gain.reindex(check.index)
+    return check.reset_index()
+
+
 def box_models(images: pd.DataFrame) -> pd.DataFrame:
     """Per model of ``box_images`` rows: images, paths, ``ok`` paths, and the least, median and
     largest in-box margin estimate / LB over its images, with the images within 1% of LB."""
@@ -94,6 +115,16 @@ def box_models(images: pd.DataFrame) -> pd.DataFrame:
             "images_within_1pct": ratio.apply(lambda r: int((r <= 1.01).sum())),
         }
     ).reset_index()
+
+
+def study_time(study: Path) -> dict:
+    """The wall time of a study's finished runs (their sessions, one after the other) and of its
+    closed-form passes, and the processes (torchrun ranks) that ran them."""
+    infos = [json.loads(p.read_text()) for p in study.glob("*/*/run.json")]
+    closed = [json.loads(p.read_text()) for p in study.glob("*/closed-form/closed_form.json")]
+    seconds = sum((i.get("timing") or {}).get("total", 0.0) for i in infos) + sum(c.get("seconds", 0.0) for c in closed)
+    worlds = sorted({s.get("world_size", 1) for i in infos for s in i.get("sessions", [])})
+    return {"wall_seconds": round(seconds, 1), "processes": worlds}
 
 
 def provenance(run_dirs: list[Path], commands: list[str], previous: dict) -> dict:
@@ -139,6 +170,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--run", action="append", type=_pair, default=[], help="LABEL=RUN_DIR, after frmargin report")
     parser.add_argument("--box", action="append", type=_pair, default=[], help="LABEL=RUN_DIR of a --box run")
     parser.add_argument("--study", type=Path, help="a study folder, after its report")
+    parser.add_argument("--candidates", action="append", type=_pair, default=[],
+                        help="LABEL=RUN_DIR of a --box run estimated on every path: the study's candidate rule checked on it")  # fmt: skip
     args = parser.parse_args(argv)
     out = HERE / "data" / args.set
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +192,13 @@ def main(argv: list[str] | None = None) -> Path:
             if (args.study / table).is_file():
                 shutil.copyfile(args.study / table, out / table)
         run_dirs += sorted(p.parent for p in args.study.glob("*/*/run.json"))
+    if args.candidates:
+        checks = pd.concat([candidates(folder).assign(model=label) for label, folder in args.candidates])
+        checks.to_csv(out / "box_candidates.csv", index=False, float_format="%.6g")
+        run_dirs += [folder for _, folder in args.candidates]
     record = provenance(run_dirs, args.command, previous)
+    if args.study is not None:
+        record.update(study_time(args.study))
     (out / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
     return out
 

@@ -21,6 +21,7 @@ __version__ = "0.2.0"
 
 _LAZY = {
     "DataFisher": ".fisher",
+    "fisher_spectrum": ".spectrum",
     "fisher_rao_distance": ".geometry",
     "margin_lower_bound": ".geometry",
     "predicted_path": ".geometry",

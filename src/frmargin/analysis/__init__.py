@@ -4,7 +4,8 @@ Modules: ``inputs`` (the path table's columns, checks), ``bootstrap`` (cluster b
 images within class), ``correlation`` (rank statistics of replicates), ``tables`` (the class
 table and per-image margins), ``matrices`` (path matrix, shielding landscape, status counts,
 closed-form agreement), ``distances`` (FR versus L2: best_l2, fr_vs_l2, rankings), ``metrics``
-(Fisher versus Euclidean paths) and ``box`` (where the box binds, per class).
+(Fisher versus Euclidean paths), ``box`` (where the box binds, per class) and ``spectrum`` (the
+Fisher spectrum against attacks: budget curves, lambda_1 as a score and as a detector).
 
 Example:
     >>> stats = class_statistics(paths, images, class_names, n_boot=1000, seed=0)
@@ -53,6 +54,16 @@ from frmargin.analysis.matrices import (
     status_counts,
 )
 from frmargin.analysis.metrics import SHIELDING_ALIKE, MetricComparison, fisher_vs_euclidean
+from frmargin.analysis.spectrum import (
+    CURVE_ATTACKS,
+    FMN_TOLERANCE,
+    attack_summary,
+    below_fmn,
+    budget_curves,
+    detection_auroc,
+    score_correlations,
+    spectral_images,
+)
 from frmargin.analysis.tables import (
     CI_COLUMNS,
     CLASS_TABLE_COLUMNS,
@@ -68,7 +79,9 @@ __all__ = [
     "CI_COLUMNS",
     "CI_LEVEL",
     "CLASS_TABLE_COLUMNS",
+    "CURVE_ATTACKS",
     "DEFAULT_N_BOOT",
+    "FMN_TOLERANCE",
     "HEADLINE_STATISTICS",
     "LB_ATOL",
     "LB_RTOL",
@@ -79,9 +92,12 @@ __all__ = [
     "ClassStatistics",
     "ClusterBootstrap",
     "MetricComparison",
+    "attack_summary",
+    "below_fmn",
     "best_attack",
     "best_l2",
     "box_table",
+    "budget_curves",
     "check_class_names",
     "check_n_boot",
     "class_means",
@@ -90,6 +106,7 @@ __all__ = [
     "class_table",
     "closed_form_agreement",
     "closed_form_points",
+    "detection_auroc",
     "fisher_vs_euclidean",
     "fr_vs_l2",
     "image_margins",
@@ -105,8 +122,10 @@ __all__ = [
     "run_headlines",
     "safe_ratio",
     "scalar_interval",
+    "score_correlations",
     "shield_target_matrix",
     "shielding_landscape",
+    "spectral_images",
     "status_counts",
     "successful_paths",
 ]

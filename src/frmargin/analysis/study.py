@@ -35,6 +35,7 @@ __all__ = [
 
 STUDY_VERDICT_COLUMNS = (
     "question",
+    "model",
     "quantity",
     "statistic",
     "value",
@@ -149,7 +150,9 @@ def study_verdicts(rows: pd.DataFrame, stats: Mapping[str, tuple[pd.Series, pd.D
             out.append((q1, quantity, "needs standard and robust models", np.nan, np.nan, np.nan, 0, "not tested", ""))
         out.append(_calibration(rows, point, reps, have, quantity))
         out.append(_architecture(at_base.loc[[r for r in standard if r in have]], point, reps, quantity))
-    return pd.DataFrame(out, columns=list(STUDY_VERDICT_COLUMNS))
+    frame = pd.DataFrame(out, columns=[c for c in STUDY_VERDICT_COLUMNS if c != "model"])
+    frame.insert(1, "model", "all")
+    return frame
 
 
 def _calibration(rows: pd.DataFrame, point: pd.Series, reps: pd.DataFrame, have: set, quantity: str) -> tuple:

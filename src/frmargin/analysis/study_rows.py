@@ -1,9 +1,9 @@
-"""One row per model of a study: accuracy, confidence, temperature, margins, shielding, L2,
-closed-form agreement and cost, from the tables of its run folders (DataFrames in, out).
+"""One row per model of a study, and the per-image values its paired statistics resample
+(DataFrames in, DataFrames out).
 
 Example:
-    >>> summary = run_summary(fisher_paths, images, baselines, info, euclid_paths)  # doctest: +SKIP
-    >>> summary["ng_shielded_pct"]  # doctest: +SKIP
+    >>> row = model_summary(fisher_paths, images, baselines, info)  # doctest: +SKIP
+    >>> row["median_l2"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -13,26 +13,41 @@ import pandas as pd
 
 from frmargin.analysis.distances import best_l2, fr_vs_l2
 from frmargin.analysis.matrices import closed_form_agreement
+from frmargin.analysis.study_box import median_interval
+from frmargin.analysis.study_closed import two_class_margin
 from frmargin.analysis.tables import image_margins
 
-__all__ = ["STUDY_ROW_COLUMNS", "margin_values", "run_summary", "shielding_values"]
+__all__ = ["STUDY_ROW_COLUMNS", "beyond_values", "margin_values", "model_summary", "shielding_values"]
 
-#: (column, definition) of the study table
+#: (column, definition) of the study table (one row per model; ``c_lo`` / ``c_hi``: a 95% interval)
 STUDY_ROW_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("run", "model, with -T<temperature> when T != 1"),
-    ("accuracy", "top-1 accuracy on the selected images (at T the argmax is unchanged)"),
-    ("median_confidence", "median over selected images of p of the predicted class, at the run's temperature"),
-    ("temperature", "T dividing the logits (fitted on held-out test images for auto)"),
-    ("fr_margin", "mean per-image FR margin (min over targets of natural-gradient path length)"),
-    ("ng_shielded_pct", "% of successful natural-gradient paths whose first hit is not the target"),
-    ("ng_predicted_shielded_pct", "closed-form prediction of the same rate from the softmax outputs (exact flow)"),
-    ("euclid_shielded_pct", "% of successful Euclidean (plain-gradient) paths that are shielded"),
-    ("median_l2", "median minimal L2 distance (best attack; finite values) in [0, 1] pixel units"),
+    ("model", "the model (frmargin assets)"),
+    ("training", "standard, adversarial (PGD, L-inf radius) or mixed"),
+    ("runs_done", "finished runs of the model, of its runs in the study"),
+    ("test_accuracy", "top-1 accuracy on all images of the closed-form pass (the official test split)"),
+    ("accuracy", "top-1 accuracy on the study's selected images"),
+    (
+        "median_confidence",
+        "median p of the predicted class on the selected images, at T = 1 (test_median_confidence: on all)",
+    ),
+    ("temperature", "the fitted T (NLL-optimal on held-out test images)"),
+    ("fr_margin", "mean per-image FR margin at T = 1 (min over targets of the natural-gradient path length)"),
+    ("fr_margin_fitted", "the same at the fitted T"),
+    ("fr_margin_beyond", "mean of per-image FR margin minus the two-class margin at its top-two log-odds, T = 1"),
+    ("test_margin_median", "median closed-form FR margin of all test images, T = 1"),
+    ("spearman_margin_log_odds", "Spearman of closed-form FR margin and top-two log-odds over all test images"),
+    ("box_ratio_median", "median over images of the in-box margin estimate / LB"),
+    ("box_ratio_max", "largest in-box margin estimate / LB"),
+    ("box_share_above", "% of images with in-box margin estimate / LB > 1.01 (Wilson interval)"),
+    ("ng_shielded_pct", "% of successful natural-gradient paths shielded (first hit != target), T = 1"),
+    ("ng_predicted_shielded_pct", "the closed form's prediction of the same rate, from the softmax outputs"),
+    ("euclid_shielded_pct", "% of successful Euclidean paths shielded"),
+    ("median_l2", "median minimal L2 distance (FMN; finite values), in [0, 1] pixel units"),
     ("spearman_fr_l2", "Spearman correlation of per-image FR margin and minimal L2"),
-    ("rel_error_median", "median relative error of traced versus closed-form NG path length"),
-    ("first_hit_agreement", "share of NG paths whose first hit equals the closed-form prediction"),
-    ("jacobians_per_path", "mean Jacobian evaluations per NG path"),
-    ("seconds_per_path", "tracing seconds per path of the NG run (run.json timing)"),
+    ("rel_error_median", "median relative error of traced versus closed-form natural-gradient path length"),
+    ("first_hit_agreement", "share of natural-gradient paths whose first hit is the closed form's"),
+    ("seconds_per_path", "tracing seconds per natural-gradient path at T = 1 (run.json timing)"),
+    ("box_seconds_per_path", "seconds per path of the box run, the in-box estimate included"),
 )
 
 
@@ -43,6 +58,15 @@ def margin_values(paths: pd.DataFrame, images: pd.DataFrame | None) -> pd.DataFr
     return pd.DataFrame({"image_index": m["image_index"], "num": m["fr_margin"].astype(float), "den": 1.0})
 
 
+def beyond_values(paths: pd.DataFrame, images: pd.DataFrame | None, log_odds: pd.Series) -> pd.DataFrame:
+    """Per image: ``num`` = FR margin minus the two-class margin at the image's top-two log-odds
+    (``log_odds``, indexed by image), ``den`` = 1: the margin beyond what the log-odds say."""
+    m = margin_values(paths, images)
+    r = log_odds.reindex(m["image_index"]).to_numpy(float)
+    keep = np.isfinite(r)
+    return m[keep].assign(num=m["num"].to_numpy()[keep] - two_class_margin(r[keep]))
+
+
 def shielding_values(paths: pd.DataFrame, predicted: bool = False) -> pd.DataFrame:
     """Per image: ``num`` = 100 x shielded successful paths, ``den`` = successful paths."""
     from frmargin.analysis.study import image_shielding
@@ -51,7 +75,8 @@ def shielding_values(paths: pd.DataFrame, predicted: bool = False) -> pd.DataFra
 
 
 def _l2_stats(margins: pd.DataFrame, baselines: pd.DataFrame | None, n_boot: int, seed: int) -> dict:
-    out = {"median_l2": np.nan, "spearman_fr_l2": np.nan, "spearman_fr_l2_lo": np.nan, "spearman_fr_l2_hi": np.nan}
+    out = dict.fromkeys(("median_l2", "median_l2_lo", "median_l2_hi", "spearman_fr_l2", "spearman_fr_l2_lo",
+                         "spearman_fr_l2_hi"), np.nan)  # fmt: skip
     if baselines is None or not len(baselines):
         return out
     wide = best_l2(baselines)
@@ -59,6 +84,8 @@ def _l2_stats(margins: pd.DataFrame, baselines: pd.DataFrame | None, n_boot: int
     l2 = wide[column].to_numpy(float)
     finite = l2[np.isfinite(l2)]
     out["median_l2"] = float(np.median(finite)) if finite.size else np.nan
+    source = margins.drop_duplicates("image_index").set_index("image_index")["source"].reindex(wide.index)
+    out["median_l2_lo"], out["median_l2_hi"] = median_interval(l2, source.to_numpy(), n_boot, seed)
     fr = fr_vs_l2(margins, baselines, n_boot=n_boot, seed=seed)
     row = fr[(fr["attack"] == column) & (fr["level"] == "image")]
     if len(row):
@@ -70,7 +97,7 @@ def _l2_stats(margins: pd.DataFrame, baselines: pd.DataFrame | None, n_boot: int
     return out
 
 
-def run_summary(
+def model_summary(
     paths: pd.DataFrame | None,
     images: pd.DataFrame,
     baselines: pd.DataFrame | None,
@@ -78,15 +105,12 @@ def run_summary(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """The point values of a model's row that need no cross-model bootstrap.
-
-    ``paths``: the natural-gradient (Fisher) paths, or None when the study has no Fisher run;
-    ``images``, ``baselines``, ``info``: its images table, baselines table and run.json.
-    """
+    """The point values of a model's row that need no cross-model bootstrap, from its
+    natural-gradient run at T = 1: ``paths`` (None when it has none), ``images``, ``baselines``
+    and its run.json ``info``."""
     out: dict = {
         "accuracy": float(images["correct"].astype(bool).mean()),
         "median_confidence": float(images["confidence"].median()),
-        "temperature": float(info.get("temperature", 1.0)),
         "n_images": len(images),
     }
     if paths is None:
@@ -97,7 +121,6 @@ def run_summary(
         n_paths=len(paths),
         rel_error_median=float(agreement["rel_error_median"]),
         first_hit_agreement=float(agreement["first_hit_agreement"]),
-        jacobians_per_path=float(paths["jacobian_evals"].mean()) if "jacobian_evals" in paths else np.nan,
         seconds_per_path=float(timing.get("per_path", np.nan)),
     )
     out.update(_l2_stats(image_margins(paths, images), baselines, n_boot, seed))

@@ -8,6 +8,14 @@ One entry function, :func:`min_l2_attack`, with a string-keyed attack registry a
   foolbox 3.3.4: the L2 projection onto the epsilon ball (upstream's ``project`` is a no-op, its
   factor is ``min(1, norms / norms)``), and a step size relative to each input's DeepFool distance.
 - ``"best"``: the smaller of the two per input.
+- ``"ossa"``, ``"tssa"``, ``"random"`` (``spectral``): the smallest budget along the top eigenvector
+  of the data-space Fisher (one step, or two steps with the budget split 60% / 40%) or along a
+  random direction, by a scan and bisection within ``bounds``. They seek the class change along a
+  line, not the nearest one: their distances are upper bounds of the minimal L2 distance.
+
+Each result counts the model evaluations per input (``forward_passes``, ``backward_passes``: rows
+through the model and backward through its logits, the clean check included, the attack's share of
+its batch averaged over the batch's attacked inputs).
 
 Every returned point is checked again here: the model's argmax at ``x_adv`` differs from ``y`` and
 ``x_adv`` lies in the box. An input the attack cannot fool gets distance ``inf`` and status
@@ -29,10 +37,11 @@ import torch
 
 from ..errors import bad_argument
 from ..validation import call_model, check_logits, check_model
-from .common import clean_check, verify
+from .common import PassCounter, clean_check, verify
 from .foolbox_attacks import foolbox_model, run_best, run_deepfool, run_fmn
+from .spectral import run_ossa, run_random, run_tssa
 
-__all__ = ["ATTACKS", "DEFAULTS", "STATUSES", "MinL2Result", "min_l2_attack", "min_l2_distance"]
+__all__ = ["ATTACKS", "DEFAULTS", "MINIMIZING", "STATUSES", "MinL2Result", "min_l2_attack", "min_l2_distance"]
 
 STATUSES = ("ok", "failed", "misclassified")
 
@@ -48,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "fmn_min_stepsize": 0.01,  # idem, end of the cosine schedule
     "fmn_gamma": 0.05,  # initial relative epsilon update (foolbox default)
     "refine_steps": 20,  # bisection steps on the segment [x, x_adv]; 2^-20 relative precision
+    "line_levels": 24,  # ossa, tssa, random: budgets scanned, ratio 2 below the box diameter
+    "top_classes": None,  # ossa, tssa: the spectrum of the lumped view (fisher_spectrum's top_classes)
 }
 
 
@@ -57,7 +68,13 @@ ATTACKS: dict[str, Callable[..., torch.Tensor]] = {
     "deepfool": run_deepfool,
     "fmn": run_fmn,
     "best": run_best,
+    "ossa": run_ossa,
+    "tssa": run_tssa,
+    "random": run_random,
 }
+
+#: the attacks that minimize the distance over all directions (the others search along one line)
+MINIMIZING = ("deepfool", "fmn", "best")
 
 
 @dataclass(frozen=True)
@@ -70,12 +87,18 @@ class MinL2Result:
         status: B strings, one of ``"ok"``, ``"failed"``, ``"misclassified"``.
         x_adv: (B, *S) the adversarial points; equal to ``x`` where status is not ``"ok"``.
         attack: the attack name.
+        forward_passes: (B,) float64 model evaluations per input (rows through the model).
+        backward_passes: (B,) float64 backward passes per input (through its logits; a Jacobian
+            of C rows counts C; those inside torch.func transforms, as the vmapped Jacobian rows
+            on CUDA, are not seen).
     """
 
     distance: torch.Tensor
     status: list[str]
     x_adv: torch.Tensor
     attack: str
+    forward_passes: torch.Tensor
+    backward_passes: torch.Tensor
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}: {self.status.count(k)}" for k in dict.fromkeys(self.status))
@@ -103,12 +126,13 @@ def min_l2_attack(
         model: classifier (an ``nn.Module`` or any callable), ``model(x)`` gives (B, C) logits.
         x: (B, *S) floating inputs inside ``bounds``.
         y: (B,) integer labels in [0, C).
-        attack: ``"deepfool"``, ``"fmn"`` or ``"best"``.
+        attack: a name of ``ATTACKS``: ``"deepfool"``, ``"fmn"``, ``"best"``, ``"ossa"``,
+            ``"tssa"`` or ``"random"``.
         batch_size: inputs attacked together.
         **options: ``bounds`` ((lo, hi), default (0, 1)), ``deepfool_steps``, ``overshoot``,
             ``candidates``, ``fmn_steps``, ``fmn_max_stepsize``, ``fmn_min_stepsize`` (both
-            relative to each input's starting distance), ``fmn_gamma``, ``refine_steps``
-            (see ``DEFAULTS``).
+            relative to each input's starting distance), ``fmn_gamma``, ``refine_steps``,
+            ``line_levels``, ``top_classes`` (see ``DEFAULTS``).
 
     Returns:
         :class:`MinL2Result`.
@@ -128,19 +152,24 @@ def min_l2_attack(
     distance = torch.full((B,), math.inf, dtype=x.dtype, device=x.device)
     x_adv = x.clone()
     status = ["failed"] * B
+    passes = torch.zeros(2, B, dtype=torch.float64)  # forward, backward per input
     if B == 0:
-        return MinL2Result(distance, status, x_adv, attack)
+        return MinL2Result(distance, status, x_adv, attack, passes[0], passes[1])
 
     with _attack_mode(model):
-        correct = clean_check(model, x, y, opts["batch_size"])
-        fmodel = foolbox_model(model, opts["bounds"], x.device)
+        counted = PassCounter(model)
+        correct = clean_check(counted, x, y, opts["batch_size"])
+        passes[0] += 1.0
+        fmodel = foolbox_model(counted, opts["bounds"], x.device)
         for start in range(0, B, opts["batch_size"]):
             stop = min(start + opts["batch_size"], B)
             xb, yb, ok = x[start:stop], y[start:stop], correct[start:stop]
             if ok.any():
                 idx = ok.nonzero().squeeze(1)
-                cand = runner(fmodel, model, xb[idx], yb[idx], opts)
-                cand, found = verify(model, xb[idx], yb[idx], cand, opts["bounds"])
+                before = counted.counts()
+                cand = runner(fmodel, counted, xb[idx], yb[idx], opts)
+                cand, found = verify(counted, xb[idx], yb[idx], cand, opts["bounds"])
+                passes[:, idx.cpu() + start] += ((counted.counts() - before) / len(idx))[:, None]
                 d = (cand - xb[idx]).flatten(1).norm(dim=1)
                 rows = idx + start
                 found_rows = rows[found]
@@ -151,7 +180,7 @@ def min_l2_attack(
             for r in (~ok).nonzero().squeeze(1).tolist():
                 distance[start + r] = 0.0
                 status[start + r] = "misclassified"
-    return MinL2Result(distance, status, x_adv, attack)
+    return MinL2Result(distance, status, x_adv, attack, passes[0], passes[1])
 
 
 def min_l2_distance(
@@ -184,7 +213,7 @@ def _check_options(options: dict[str, Any], batch_size: int) -> dict[str, Any]:
     if unknown:
         raise bad_argument("options", unknown, f"names among {sorted(DEFAULTS)}")
     opts = {**DEFAULTS, **options, "batch_size": batch_size}
-    for name in ("batch_size", "deepfool_steps", "candidates", "fmn_steps"):
+    for name in ("batch_size", "deepfool_steps", "candidates", "fmn_steps", "line_levels"):
         v = opts[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise bad_argument(name, v, "an integer >= 1")
@@ -195,6 +224,9 @@ def _check_options(options: dict[str, Any], batch_size: int) -> dict[str, Any]:
         v = opts[name]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise bad_argument(name, v, "a finite number >= 0")
+    v = opts["top_classes"]
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 2):
+        raise bad_argument("top_classes", v, "an integer >= 2 or None")
     b = opts["bounds"]
     try:
         lo, hi = (float(v) for v in b)

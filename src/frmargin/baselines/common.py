@@ -13,10 +13,39 @@ import torch
 
 from ..errors import bad_argument
 
-__all__ = ["Model", "adversarial", "clean_check", "kd", "norms", "shrink", "verify"]
+__all__ = ["Model", "PassCounter", "adversarial", "clean_check", "kd", "norms", "shrink", "verify"]
 
 #: a classifier: (B, *S) -> logits (B, C)
 Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+class PassCounter(torch.nn.Module):
+    """The model, counting the rows it evaluates and the rows its logits are differentiated for.
+
+    A backward pass through the logits of n rows counts n (a Jacobian of C rows by C backward
+    passes counts C n). Backward passes inside torch.func transforms are not seen.
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.forward_rows = 0
+        self.backward_rows = 0
+        self.train(net.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        self.forward_rows += x.shape[0]
+        if out.requires_grad and not torch._C._are_functorch_transforms_active():
+            out.register_hook(self._backward)
+        return out
+
+    def _backward(self, grad: torch.Tensor) -> None:
+        self.backward_rows += grad.shape[0]
+
+    def counts(self) -> torch.Tensor:
+        """(2,) float64: rows evaluated, rows differentiated so far."""
+        return torch.tensor([self.forward_rows, self.backward_rows], dtype=torch.float64)
 
 
 def shrink(model: Model, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, opts: dict[str, Any]) -> torch.Tensor:

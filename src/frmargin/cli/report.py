@@ -45,8 +45,8 @@ def _study_report(directory: Path, out: Optional[Path]) -> None:
             f"option '--out': got {str(out)!r} for the study folder {str(directory)!r}, expected none "
             "(a study report is written into its study folder)"
         )
-    from ..report.study import pending_runs, study_report
-    from ..runs.study import read_study
+    from ..report.study import study_report
+    from ..runs.study_runner import pending_runs, read_study
 
     pending = pending_runs(read_study(directory))
     if pending:

@@ -15,8 +15,10 @@ from frmargin.plots.base import DPI, NO_FLIP_LABEL, OKABE_ITO, OTHER_LABEL, READ
 from frmargin.plots.distributions import plot_attack_effort, plot_class_comparison, plot_closed_form, plot_fr_vs_l2
 from frmargin.plots.gallery import plot_gallery
 from frmargin.plots.heatmaps import plot_matrix_difference, plot_path_matrix, plot_shielding_landscape, top_path_matrix
+from frmargin.plots.spectrum import ATTACK_COLOURS, plot_budget_curves, plot_spectral_scores
 
 __all__ = [
+    "ATTACK_COLOURS",
     "DPI",
     "NO_FLIP_LABEL",
     "OKABE_ITO",
@@ -24,6 +26,7 @@ __all__ = [
     "READABLE",
     "SEQUENTIAL_CMAP",
     "plot_attack_effort",
+    "plot_budget_curves",
     "plot_class_comparison",
     "plot_closed_form",
     "plot_fr_vs_l2",
@@ -31,6 +34,7 @@ __all__ = [
     "plot_matrix_difference",
     "plot_path_matrix",
     "plot_shielding_landscape",
+    "plot_spectral_scores",
     "ranked_order",
     "top_path_matrix",
 ]

@@ -42,6 +42,8 @@ class RunAnalysis:
         cifar10: whether the run's classes are CIFAR-10's ten (the paper's table, claims and the
             literature ranking apply only then).
         box: the box section's table (None for a run without a box or without box statistics).
+        spectrum: the Fisher spectrum section's tables (None for a run without a spectral attack
+            among its baselines).
     """
 
     run: Run
@@ -67,6 +69,7 @@ class RunAnalysis:
     fr_l2: pd.DataFrame | None = None
     attack_l2: pd.DataFrame | None = None
     box: BoxAnalysis | None = None
+    spectrum: SpectrumAnalysis | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,45 @@ def analyze_box(run: Run) -> BoxAnalysis | None:
     if not run.info.get("box") or "bound_share" not in run.paths:
         return None
     return BoxAnalysis(tuple(run.info["box"]), analysis.box_table(run.paths, run.class_names))
+
+
+@dataclass(frozen=True)
+class SpectrumAnalysis:
+    """The Fisher spectrum section of a run whose baselines carry the top eigenvalue lambda_1.
+
+    Attributes:
+        images: per image lambda_1, FR margin, LB and each attack's L2 and lambda_1 at its point
+            (``analysis.spectral_images``).
+        curves: success rate against the L2 budget per attack (``analysis.budget_curves``).
+        scores: lambda_1 and LB / sqrt(lambda_1) against the FR margin and minimal L2
+            (``analysis.score_correlations``).
+        detection: AUROC of lambda_1, clean images against attack points (``analysis.detection_auroc``).
+        below_fmn: where an attack's distance is below FMN's (``analysis.below_fmn``).
+        attacks: per attack fooled %, median L2 and model evaluations (``analysis.attack_summary``).
+    """
+
+    images: pd.DataFrame
+    curves: pd.DataFrame
+    scores: pd.DataFrame
+    detection: pd.DataFrame
+    below_fmn: pd.DataFrame
+    attacks: pd.DataFrame
+
+
+def analyze_spectrum(run: Run, margins: pd.DataFrame, n_boot: int, seed: int) -> SpectrumAnalysis | None:
+    """The spectrum section's tables for a run whose baselines carry ``lambda_1``, else None."""
+    b = run.baselines
+    if b is None or "lambda_1" not in b or not b["lambda_1"].notna().any():
+        return None
+    images = analysis.spectral_images(margins, b)
+    return SpectrumAnalysis(
+        images=images,
+        curves=analysis.budget_curves(b),
+        scores=analysis.score_correlations(images, n_boot=n_boot, seed=seed),
+        detection=analysis.detection_auroc(images, n_boot=n_boot, seed=seed),
+        below_fmn=analysis.below_fmn(images),
+        attacks=analysis.attack_summary(b),
+    )
 
 
 def analyze(run: Run, n_boot: int = analysis.DEFAULT_N_BOOT, seed: int = 0) -> RunAnalysis:
@@ -124,6 +166,7 @@ def analyze(run: Run, n_boot: int = analysis.DEFAULT_N_BOOT, seed: int = 0) -> R
         fr_l2=fr_l2,
         attack_l2=analysis.margins_with_attacks(margins, baselines) if baselines is not None else None,
         box=analyze_box(run),
+        spectrum=analyze_spectrum(run, margins, n_boot, seed),
     )
 
 

@@ -2,7 +2,8 @@
 
 A section is a callable ``(doc, result, out) -> None`` that appends blocks to ``doc`` (and may
 write figures into ``out``); it appends nothing when its data are absent. Add one by listing it
-in ``OPTIONAL_SECTIONS`` (e.g. the box section: how often paths met the valid-input range).
+in ``OPTIONAL_SECTIONS`` (e.g. the Fisher spectrum section of ``report.spectrum``: spectral attacks
+and the top eigenvalue, for runs with a spectral attack among their baselines).
 
 Example:
     >>> def my_section(doc, result, out):
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from frmargin.report.spectrum import spectrum_section
+
 if TYPE_CHECKING:
     from frmargin.report.document import Document
     from frmargin.report.result import RunAnalysis
@@ -23,4 +26,4 @@ if TYPE_CHECKING:
 Section = Callable[["Document", "RunAnalysis", Path], None]
 
 #: the optional sections every single-run page gets, in page order
-OPTIONAL_SECTIONS: tuple[Section, ...] = ()
+OPTIONAL_SECTIONS: tuple[Section, ...] = (spectrum_section,)

@@ -17,12 +17,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..baselines import min_l2_attack
+from ..baselines import SPECTRAL_ATTACKS, min_l2_attack, spectral_scores
 from ..data.dataset import Dataset
 from ..geometry import margin_lower_bound
 from ..paths import PathResult, trace_paths
 from ..paths.box_margin import box_margin
 from . import folder
+from .box_estimate import candidate_paths
 from .config import RunConfig
 from .distributed import barrier
 from .schema import path_table
@@ -96,19 +97,25 @@ def _trace_chunk(model: nn.Module, selection: Selection, rows: torch.Tensor, con
         labels={"method": config.trace.method, "metric": config.trace.metric, "target_rank": rank.cpu().numpy()},
     )
     if config.trace.box is not None:
-        frame["box_margin"] = _box_margins(model, selection.x[rep], source, result, config.trace.box)
+        frame["box_margin"] = _box_margins(model, selection.x[rep], source, result, frame, config)
     return frame
 
 
 def _box_margins(
-    model: nn.Module, x0: torch.Tensor, source: torch.Tensor, res: PathResult, box: tuple[float, float]
+    model: nn.Module, x0: torch.Tensor, source: torch.Tensor, res: PathResult, frame: pd.DataFrame, config: RunConfig
 ) -> np.ndarray:
-    """The in-box margin estimate (``paths.box_margin``) of each ok path, NaN elsewhere."""
+    """The in-box margin estimate (``paths.box_margin``) of the ok paths the run's ``box_margin``
+    rule picks (``runs.box_estimate``), NaN elsewhere."""
     out = np.full(len(res), np.nan)
-    ok = torch.tensor([s == "ok" for s in res.status], device=x0.device)
-    if ok.any():
-        est = box_margin(model, x0[ok], source[ok], res.x_end[ok], res.fr_length[ok], box)
-        out[ok.cpu().numpy()] = est.length.detach().cpu().numpy()
+    columns = (frame[c].to_numpy() for c in ("image_index", "fr_length", "lower_bound"))
+    image, traced, lower_bound = columns
+    pick = candidate_paths(config.box_margin, image, frame["status"].to_numpy() == "ok", traced, lower_bound)
+    if pick.any():
+        rows = torch.as_tensor(np.flatnonzero(pick), device=x0.device)
+        box = config.trace.box
+        assert box is not None
+        est = box_margin(model, x0[rows], source[rows], res.x_end[rows], res.fr_length[rows], box)
+        out[pick] = est.length.detach().cpu().numpy()
     return out
 
 
@@ -165,7 +172,9 @@ def _progress_bar(total: int, done: int, show: bool) -> Any:
 
 
 def run_baselines(model: nn.Module, selection: Selection, config: RunConfig, out: Path, rank: int, world: int) -> None:
-    """The minimal-L2 attacks of ``config.baselines`` on this rank's chunks of correct images."""
+    """The minimal-L2 attacks of ``config.baselines`` on this rank's chunks of correct images: per
+    image and attack its L2 distance, status and model evaluations, and with a spectral attack
+    among the baselines the top eigenvalue of G_x at the image and at the attack's point."""
     if rank == 0:
         (out / folder.BASELINES_DIR).mkdir(exist_ok=True)
     barrier(world)
@@ -184,6 +193,11 @@ def run_baselines(model: nn.Module, selection: Selection, config: RunConfig, out
                     "attack": attack,
                     "l2": res.distance.cpu().numpy(),
                     "status": list(res.status),
+                    "forward_passes": res.forward_passes.numpy(),
+                    "backward_passes": res.backward_passes.numpy(),
                 }
             )
+            if any(a in SPECTRAL_ATTACKS for a in config.baselines):  # the top eigenvalue at x and at x_adv
+                clean, adv = spectral_scores(model, selection.x[rows], res)
+                frame["lambda_1"], frame["lambda_1_adv"] = clean.cpu().numpy(), adv.cpu().numpy()
             folder.write_parquet(frame, part)

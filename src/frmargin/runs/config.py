@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import bad_argument, did_you_mean
 from ..options import ACCURACY_FIELDS, TraceOptions, cli_spelling, spell, spelled
+from .box_estimate import parse_box_margin
 from .targets import MANY_CLASSES, default_targets, default_top_classes, parse_targets
 
 __all__ = [
@@ -48,6 +49,7 @@ IDENTITY_FIELDS = (
     "model", "data", "images", "method", "metric", "until", "box", "seed", "damping", "damping_mode", "solver",
     "max_steps", "accuracy", "chunk_images", "dtype", "top_classes", "weights", "weights_sha256", "normalize",
     "input_range", "resize", "temperature", "targets", "weights_key", "output", "threat_model", "model_dataset",
+    "box_margin",
 )  # fmt: skip
 #: identity fields left out of the fingerprint at their default, so older runs keep theirs
 OPTIONAL_IDENTITY = {
@@ -63,6 +65,7 @@ OPTIONAL_IDENTITY = {
     "output": None,
     "threat_model": None,
     "model_dataset": None,
+    "box_margin": "all",
 }
 #: fields that run.json stores verbatim at its top level (the readers' keys); the other fields go
 #: into its ``config`` entry, so that every field is stored once
@@ -74,7 +77,7 @@ TOP_LEVEL_FIELDS = (
 REQUESTED_DATA_KEY = "data_requested"
 DTYPES = ("float32", "float64")
 #: the minimal-L2 attacks ``baselines`` may name (``frmargin.baselines.ATTACKS``; a test keeps them equal)
-ATTACK_NAMES = ("deepfool", "fmn", "best")
+ATTACK_NAMES = ("deepfool", "fmn", "best", "ossa", "tssa", "random")
 
 
 def content_hash(identity: Mapping[str, Any] | None) -> str | None:
@@ -139,10 +142,9 @@ def resume_mismatch(
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a run: what is traced (model, data, images, targets, temperature)
-    and how (``trace``, the one ``TraceOptions`` of ``trace_paths`` and the command line).
-    ``data="auto"`` takes the official CIFAR-10 test split when it can be had and the JPEG copy
-    otherwise (said in run.json and the report).
+    """Everything that defines a run: what is traced (model, data, images, targets, temperature) and
+    how (``trace``, the one ``TraceOptions`` of ``trace_paths`` and the command line). ``data="auto"``
+    takes the official CIFAR-10 test split when it can be had and the JPEG copy otherwise (said in run.json).
 
     Example:
         >>> RunConfig(images=20, trace=TraceOptions(metric="euclidean")).trace.metric
@@ -174,6 +176,7 @@ class RunConfig:
     threat_model: str | None = None
     model_dir: str | None = None
     model_dataset: str | None = None
+    box_margin: str = "all"  # which box paths get the in-box margin estimate (runs/box_estimate.py)
 
     def validate(self, spell: Callable[[str], str] | None = None) -> None:
         """Raise FrmarginError naming the first bad option (``spell``: how the caller writes an
@@ -184,7 +187,7 @@ class RunConfig:
             >>> RunConfig(images=0).validate(spell=cli_spelling)  # doctest: +SKIP
             FrmarginError: argument '--images': got 0, expected a positive number of images
         """
-        with spelled(spell or _python_spelling):
+        with spelled(spell or str):
             self._validate()
 
     def _validate(self) -> None:
@@ -297,10 +300,6 @@ class RunConfig:
         return cls(**values, trace=TraceOptions.from_mapping(stored))
 
 
-def _python_spelling(name: str) -> str:
-    return name
-
-
 def _count(value: object, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
@@ -342,8 +341,8 @@ def _same(a: object, b: object) -> bool:
 
 
 def check_run_options(config: RunConfig) -> None:
-    """Raise FrmarginError naming the first bad option outside the tracer's (before any work):
-    baselines, input range, box inside it, normalization, resize, weights checksum."""
+    """Raise FrmarginError naming the first bad option outside the tracer's (before any work): baselines,
+    input range, box inside it, the box margin estimate, normalization, resize, weights checksum."""
     if config.baselines:
         from ..baselines import require_foolbox
 
@@ -358,6 +357,7 @@ def check_run_options(config: RunConfig) -> None:
     box = config.trace.box
     if box is not None and not (lo <= box[0] and box[1] <= hi):
         raise bad_argument(spell("box"), box, f"a box inside the input range [{lo}, {hi}]")
+    parse_box_margin(config.box_margin)  # all, none or candidates:FACTOR
     if config.normalize is not None:
         from ..models.custom import parse_normalize
 

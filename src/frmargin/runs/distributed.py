@@ -10,7 +10,7 @@ import os
 
 import torch
 
-__all__ = ["barrier", "rank_and_world", "sum_over_ranks"]
+__all__ = ["barrier", "broadcast_object", "rank_and_world", "sum_over_ranks"]
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -44,3 +44,14 @@ def sum_over_ranks(paths_traced: int, trace_seconds: float, device: torch.device
     dist.all_reduce(n, op=dist.ReduceOp.SUM)
     dist.all_reduce(s, op=dist.ReduceOp.MAX)  # wall-clock of the tracing phase
     return int(n.item()), float(s.item())
+
+
+def broadcast_object(value: object, world: int) -> object:
+    """Rank 0's ``value`` on every rank (a decision, or an error message, taken once)."""
+    if world <= 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -264,6 +264,17 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
         ) from error
 
 
+def _read_union(path: Path, what: str) -> pd.DataFrame:
+    """``read_table``, but a folder's parts are read one by one and joined on the union of their
+    columns (missing values NaN): parts written before a column existed keep the others' columns."""
+    import pandas as pd
+
+    parts = sorted(path.glob("*.parquet")) if path.is_dir() else []
+    if len(parts) < 2:
+        return read_table(path, what)
+    return pd.concat([read_table(part, what) for part in parts], ignore_index=True)
+
+
 def _foreign_parts(directory: Path, info: dict | None) -> list[Path]:
     """Parts whose recorded fingerprint is not the run's (e.g. copied from another run)."""
     expected = (info or {}).get("fingerprint")
@@ -341,7 +352,7 @@ def load_run(directory: Path) -> Run:
     else:
         notes.append(f"{IMAGES_FILE} is missing: image counts and lower bounds come from the paths.")
     if (directory / BASELINES_DIR).exists():
-        baselines = read_table(directory / BASELINES_DIR, "baselines file")
+        baselines = _read_union(directory / BASELINES_DIR, "baselines file")
     info = read_run_info(directory)
     if info is None:
         info = {}

@@ -37,7 +37,17 @@ def _pid_alive(pid: int) -> bool:
         return True
     except OSError:
         return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process not yet reaped (e.g. a torchrun rank whose launcher was killed too) holds
+    nothing, though ``kill(pid, 0)`` still finds it (Linux: its state in /proc is Z)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def lock_holder(folder: Path) -> dict | None:

@@ -1,43 +1,65 @@
-"""``frmargin study``: one run folder per model, temperature and metric, on the same images.
+"""``frmargin study``: the plan of a study across models, and its runs.
 
-Everything is validated before any tracing starts (model names against the catalog, duplicates,
-metrics, temperatures, baselines, and every run's configuration and folder). Then each run goes
-to ``DIR/<model>[-T<temp>]/<metric>`` through ``run_experiment`` with resume: a finished run is
-skipped, an interrupted one continued. ``DIR/study.json`` records the plan and the progress of
-every run. The baselines (model-dependent, not metric-dependent) run with the first metric only.
+A study runs every model on the same stratified images. Per model (``study_runs``, in order):
+
+- ``closed-form``: the model's logits on every image of the data (the 10,000 official test
+  images of CIFAR-10), one inference pass: accuracy, the closed-form margin of each image and its
+  top-two log-odds (``runs.closed_form``);
+- ``fisher``: natural-gradient paths at each temperature (the baselines, e.g. FMN, with the
+  first);
+- ``euclidean``: plain-gradient paths, once, at the first temperature (a temperature rescales the
+  Euclidean direction until the first class change, so only the step control would differ);
+- ``box``: natural-gradient paths kept inside ``trace.box`` at the first temperature, with the
+  in-box margin estimate on the paths ``box_margin`` picks (``runs.box_estimate``).
+
+A run kind is a name in ``RUN_KINDS`` with a folder ``DIR/<model>[-T<temp>]/<kind>``; a new kind
+(e.g. a perturbation model) is one more entry in ``study_runs``. Everything is validated before
+any model is loaded (``validate_plan``); ``runs.study_runner.run_study`` runs the plan.
 
 Example:
     >>> plan = StudyPlan(models=("cnn-a-adv2", "resnet20-b"), images=10)
-    >>> run_study(plan, Path("runs/study"))  # doctest: +SKIP
+    >>> [r.kind for r in study_runs(plan, Path("runs/study"))][:2]
+    ['closed-form', 'closed-form']
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ..errors import FrmarginError, bad_argument
-from ..options import ACCURACY_FIELDS, METRICS, TraceOptions
-from . import folder
-from .config import RunConfig, check_temperature_option
+from ..options import ACCURACY_FIELDS, METRICS, TraceOptions, spelled
+from ..options import spell as option_name
+from .box_estimate import parse_box_margin
+from .config import ATTACK_NAMES, RunConfig, check_temperature_option
 
 __all__ = [
+    "CLOSED_FORM",
+    "DEFAULT_BOX_MARGIN",
+    "RUN_KINDS",
     "STUDY_FILE",
     "StudyPlan",
     "StudyRun",
     "known_models",
     "parse_list",
     "parse_temperatures",
-    "read_study",
-    "run_study",
     "study_runs",
+    "temperature_label",
+    "validate_plan",
 ]
 
 STUDY_FILE = "study.json"
-BASELINE_NAMES = ("deepfool", "fmn", "best")
+BASELINE_NAMES = ATTACK_NAMES
+CLOSED_FORM = "closed-form"
+#: the kinds of run a study makes, in the order of a model's runs
+RUN_KINDS = (CLOSED_FORM, "fisher", "euclidean", "box")
+#: the study's in-box estimate: the paths within 5% of their image's shortest (``runs.box_estimate``)
+DEFAULT_BOX_MARGIN = "candidates:1.05"
+#: plan fields that enter its fingerprint only when set (the fields of a study's first layout always do)
+LATER_FIELDS = ("box_margin", "closed_form")
 
 
 def known_models() -> dict[str, dict]:
@@ -77,7 +99,7 @@ def temperature_label(t: float | str) -> str:
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """What a study runs: every model x temperature x metric, on the same stratified images."""
+    """What a study runs: per model the runs of ``study_runs``, on the same stratified images."""
 
     models: tuple[str, ...]
     images: int
@@ -89,8 +111,12 @@ class StudyPlan:
     chunk_images: int = 4
     dtype: str = "float32"
     device: str = "cpu"
-    #: how every run traces (its ``metric`` is set per run from ``metrics``)
+    #: how every run traces (``metric`` set per run; ``box`` only in the box run, which it adds)
     trace: TraceOptions = field(default_factory=TraceOptions)
+    #: which paths of the box run get the in-box margin estimate (``runs.box_estimate``)
+    box_margin: str = DEFAULT_BOX_MARGIN
+    #: the closed-form pass over every image of the data, per model
+    closed_form: bool = True
 
     def as_dict(self) -> dict:
         """JSON-friendly plan (study.json)."""
@@ -98,8 +124,14 @@ class StudyPlan:
 
     def fingerprint(self) -> str:
         """16 hex digits identifying the plan's results (device, batch size and memory budget left
-        out; tracing options enter only where they differ from their defaults)."""
-        d = {k: v for k, v in self.as_dict().items() if k not in ("device", "trace")}
+        out; tracing options, and the plan's fields in ``LATER_FIELDS``, enter only where they
+        differ from their defaults, so a field added later keeps existing studies resumable)."""
+        later = {f.name: f.default for f in fields(self) if f.name in LATER_FIELDS}
+        d = {
+            k: v
+            for k, v in self.as_dict().items()
+            if k not in ("device", "trace") and not (k in later and getattr(self, k) == later[k])
+        }
         d["accuracy"] = self.trace.accuracy()
         defaults = TraceOptions()
         changed = {
@@ -115,19 +147,34 @@ class StudyPlan:
 
 @dataclass(frozen=True)
 class StudyRun:
-    """One run of a study: its model, temperature, metric, configuration and folder."""
+    """One run of a study: its model, temperature, kind, configuration and folder.
+
+    ``metric`` is the tracing metric (``fisher`` for the box run; ``-`` for the closed form).
+    """
 
     model: str
     temperature: float | str
+    kind: str
     metric: str
     config: RunConfig
     folder: Path
+
+    @property
+    def key(self) -> str:
+        """``<model>`` or ``<model>-T<temperature>``: the folder above the run's."""
+        return self.folder.parent.name
+
+    @property
+    def traces(self) -> bool:
+        """Whether the run traces paths (every kind but the closed form)."""
+        return self.kind != CLOSED_FORM
 
     def entry(self, status: str) -> dict:
         """The run's entry in study.json."""
         return {
             "model": self.model,
             "temperature": self.temperature,
+            "kind": self.kind,
             "metric": self.metric,
             "folder": str(self.folder),
             "fingerprint": self.config.fingerprint(),
@@ -147,8 +194,10 @@ def _unique(values: Sequence, option: str, allowed: Sequence | None = None) -> N
             raise FrmarginError(f"option '--{option}': got {bad[0]!r}, expected one of {', '.join(map(str, allowed))}")
 
 
-def validate_plan(plan: StudyPlan, catalog: dict[str, dict]) -> None:
-    """Raise FrmarginError naming the first bad option of ``plan`` (nothing is loaded or traced)."""
+def validate_plan(plan: StudyPlan, catalog: dict[str, dict], spell: Callable[[str], str] | None = None) -> None:
+    """Raise FrmarginError naming the first bad option of ``plan`` (nothing is loaded or traced):
+    models, metrics, temperatures, baselines, images, and every run's configuration (a box
+    outside the input range, the box margin rule, ...), spelled with ``spell`` (e.g. ``--box``)."""
     _unique(list(plan.models), "models", list(catalog))
     _unique(list(plan.metrics), "metrics", list(METRICS))
     _unique([temperature_label(t) for t in plan.temperatures], "temperature")
@@ -156,118 +205,48 @@ def validate_plan(plan: StudyPlan, catalog: dict[str, dict]) -> None:
         check_temperature_option(t)
     if plan.baselines:
         _unique(list(plan.baselines), "baselines", BASELINE_NAMES)
-    if not (isinstance(plan.images, int) and plan.images >= 1):
-        raise bad_argument("images", plan.images, "a positive number of images")
+    with spelled(spell or str):
+        if not (isinstance(plan.images, int) and plan.images >= 1):
+            raise bad_argument(option_name("images"), plan.images, "a positive number of images")
+        parse_box_margin(plan.box_margin)
+    for run in study_runs(plan, Path(".")):
+        run.config.validate(spell=spell)
 
 
 def study_runs(plan: StudyPlan, out: Path) -> list[StudyRun]:
-    """Every run of ``plan``, in order (model, then temperature, then metric)."""
+    """Every run of ``plan``: the closed-form pass of every model first (minutes; it counts the
+    study's paths), then model by model its traced runs, so a stopped study leaves whole models."""
     base = RunConfig(
         data=plan.data,
         images=plan.images,
         seed=plan.seed,
-        trace=plan.trace,
+        trace=plan.trace.replace(box=None),
         chunk_images=plan.chunk_images,
         dtype=plan.dtype,
         device=plan.device,
     )
-    runs = []
+    first_t = plan.temperatures[0]
+    closed, traced = [], []
     for model in plan.models:
+        folder = Path(out) / _key(model, first_t)
+        if plan.closed_form:
+            config = replace(base, model=model)
+            closed.append(StudyRun(model, 1.0, CLOSED_FORM, "-", config, Path(out) / model / CLOSED_FORM))
+        first = True
         for t in plan.temperatures:
-            name = model if t == 1.0 else f"{model}-T{temperature_label(t)}"
-            for i, metric in enumerate(plan.metrics):
-                config = replace(
-                    base,
-                    model=model,
-                    trace=plan.trace.replace(metric=metric),
-                    temperature=t,
-                    baselines=tuple(plan.baselines) if i == 0 else (),
-                )
-                runs.append(StudyRun(model, t, metric, config, Path(out) / name / metric))
-    return runs
+            for metric in plan.metrics:
+                if metric == "euclidean" and t != first_t:
+                    continue  # a temperature does not change Euclidean paths (beyond the step control)
+                config = replace(base, model=model, trace=base.trace.replace(metric=metric), temperature=t,
+                                 baselines=tuple(plan.baselines) if first else ())  # fmt: skip
+                traced.append(StudyRun(model, t, metric, metric, config, Path(out) / _key(model, t) / metric))
+                first = False
+        if plan.trace.box is not None:
+            config = replace(base, model=model, trace=plan.trace.replace(metric="fisher"), temperature=first_t,
+                             box_margin=plan.box_margin)  # fmt: skip
+            traced.append(StudyRun(model, first_t, "box", "fisher", config, folder / "box"))
+    return closed + traced
 
 
-def _finished(run: StudyRun) -> bool:
-    """The run's folder holds this run, complete; FrmarginError when it holds another run."""
-    info = folder.read_run_info(run.folder)
-    if info is None:
-        return False
-    # run.json's options fingerprint (batch size included; the full fingerprint adds the contents,
-    # which run_experiment checks); runs written before it existed carry the options-only one
-    key, mine = (
-        ("options_fingerprint", run.config.options_fingerprint())
-        if "options_fingerprint" in info
-        else ("fingerprint", run.config.fingerprint())
-    )
-    if info.get(key) != mine:
-        raise FrmarginError(
-            f"option '--out': {run.folder} holds a different run (fingerprint {info.get(key)}, "
-            f"this study's {mine}); choose another folder"
-        )
-    return info.get("status") == "complete"
-
-
-def read_study(out: Path) -> dict:
-    """study.json of the study folder ``out``; FrmarginError when there is none."""
-    path = Path(out) / STUDY_FILE
-    if not path.exists():
-        raise FrmarginError(f"argument 'study_dir': {str(out)!r} has no {STUDY_FILE}, expected a study folder")
-    return folder.read_json(path)
-
-
-def _check_folder(plan: StudyPlan, out: Path) -> None:
-    path = Path(out) / STUDY_FILE
-    if path.exists():
-        old = folder.read_json(path)
-        if old.get("fingerprint") != plan.fingerprint():
-            raise FrmarginError(
-                f"option '--out': {out} holds a different study (plan {old.get('fingerprint')}, "
-                f"this plan {plan.fingerprint()}); choose another folder"
-            )
-    elif Path(out).exists() and any(Path(out).iterdir()):
-        raise FrmarginError(f"option '--out': {out} is not empty and holds no study; choose another folder")
-
-
-def _write_progress(
-    plan: StudyPlan, out: Path, runs: list[StudyRun], status: dict[int, str], catalog: dict[str, dict]
-) -> None:
-    done = all(s == "complete" for s in status.values())
-    study = {
-        "fingerprint": plan.fingerprint(),
-        "plan": plan.as_dict(),
-        "catalog": {m: catalog[m] for m in plan.models},
-        "runs": [r.entry(status[i]) for i, r in enumerate(runs)],
-        "status": "complete" if done else "running",
-    }
-    folder.write_json(study, Path(out) / STUDY_FILE)
-
-
-def run_study(
-    plan: StudyPlan, out: Path, *, catalog: dict[str, dict] | None = None, progress: bool = False
-) -> list[StudyRun]:
-    """Validate ``plan``, then run (or resume) every run of it into ``out``; returns the runs.
-
-    ``catalog`` maps known model names to their family and training (default: the zoo).
-    """
-    from .experiment import run_experiment
-
-    catalog = known_models() if catalog is None else catalog
-    validate_plan(plan, catalog)
-    out = Path(out)
-    runs = study_runs(plan, out)
-    for run in runs:
-        run.config.validate()
-    _check_folder(plan, out)
-    status = {i: "complete" if _finished(r) else "pending" for i, r in enumerate(runs)}
-    out.mkdir(parents=True, exist_ok=True)
-    _write_progress(plan, out, runs, status, catalog)
-    for i, run in enumerate(runs):
-        if status[i] == "complete":
-            continue
-        run.folder.mkdir(parents=True, exist_ok=True)
-        status[i] = "running"
-        _write_progress(plan, out, runs, status, catalog)
-        run_experiment(run.config, run.folder, resume=True, progress=progress)
-        status[i] = "complete"
-        _write_progress(plan, out, runs, status, catalog)
-    return runs
+def _key(model: str, t: float | str) -> str:
+    return model if t == 1.0 else f"{model}-T{temperature_label(t)}"
