@@ -1,0 +1,165 @@
+"""How accurate is the tracer's L2 at the class change? The default and tighter step sizes against the exact flow.
+
+For piecewise-linear networks (ReLU, max-pool, eval-mode batch norm, linear layers, additions)
+``frmargin.reference.exact_flow`` walks the natural-gradient flow region by region in float64:
+its L2 distance at the class change is exact to rounding (and its FR length is the closed form).
+Per model, the first N correctly classified images are traced toward the classes of
+probability rank ``ranks`` (1 = the runner-up; ``all``: every other class) by the reference
+(at most ``max_regions`` activation regions a path) and by the converged tracer with the default
+``eta`` and ``logit_step`` scaled by each of ``scales``. Per setting, on the paths the reference
+ends ``ok``: the tracer's relative L2 error ``(l2 - l2_exact) / l2_exact`` (median, p90 and max
+of its absolute value, mean signed bias), the relative FR-length error (median and max), the
+first-hit agreement, Jacobian evaluations per path and the share of the tracer's paths ``ok``.
+The reference rows give its own status counts, regions crossed, boundaries slid along and the
+share of paths that leave the image range [0, 1].
+
+Models: zoo ReLU networks and ``digits-cnn`` (the test suite's small ReLU CNN on synthetic 8x8
+digits, ``tests/digits.py``). A cnn-a path crosses a few hundred regions (about two minutes a
+path on two loaded cores); a ``resnet20`` path crosses thousands (``--set models=resnet20
+--set ranks=1`` traces toward the runner-up only; one path had not finished after 40 minutes on
+a 2-core machine under load 13).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+import _common as cm
+from harness import Context, benchmark, main
+
+#: the parameters of the full size (the published figures)
+FULL = {"models": "digits-cnn,cnn-a-mix,cnn-a-adv2", "images": "12,1,1", "ranks": "all",
+        "max_regions": 3000, "scales": "1,0.25,0.0625"}  # fmt: skip
+
+
+@benchmark(
+    name="reference",
+    title="How accurate is the tracer's L2 at the class change? Step sizes against the exact flow",
+    units={
+        "model": "",
+        "setting": "",
+        "paths": "count",
+        "compared": "paths",
+        "ok_share": "share",
+        "l2_rel_median": "relative",
+        "l2_rel_p90": "relative",
+        "l2_rel_max": "relative",
+        "l2_rel_bias": "relative",
+        "fr_rel_median": "relative",
+        "fr_rel_max": "relative",
+        "first_hit_agree": "share",
+        "jacobians_per_path": "Jacobian evaluations",
+        "status": "",
+        "regions_median": "regions",
+        "slides_median": "boundaries",
+        "left_range_share": "share",
+        "wall_s": "s",
+    },
+    key=("model", "setting"),
+    sizes={
+        "smoke": FULL | {"models": "digits-cnn", "images": "1", "ranks": "1+2", "max_regions": 2000, "scales": "1"},
+        "small": FULL | {"images": "4,1,1", "ranks": "all,1,1"},
+        "full": FULL,
+    },
+)
+def reference(ctx: Context) -> list[dict]:
+    p = ctx.params
+    models, images, ranks = cm.names(p.models), cm.numbers(str(p.images)), cm.names(str(p.ranks))
+    if len(images) == 1:
+        images = images * len(models)
+    if len(ranks) == 1:
+        ranks = ranks * len(models)
+    if len(images) != len(models) or len(ranks) != len(models):
+        raise SystemExit(
+            f"--set images / ranks: give one value or one per model ({len(models)}), got {p.images!r}, {p.ranks!r}"
+        )
+    rows = []
+    for name, n, rank in zip(models, images, ranks):
+        rows += run_model(name, n, rank, int(p.max_regions), cm.numbers(str(p.scales), float))
+    return rows
+
+
+def workload(name: str, n: int, rank: str):
+    """(model, X (P, *S), source (P,), target (P,)): n correctly classified images, toward the
+    classes of probability rank ``rank`` ("all", or a comma list inside the ``ranks`` list)."""
+    if name == "digits-cnn":
+        digits = cm.tests_helper("digits")
+        model = digits.digit_cnn(0)
+        x_all, y_all = digits.digits(4 * n + 8, seed=123)
+        x, y, _ = cm.correct_subset(model, x_all, y_all, n)
+        classes = digits.N_CLASSES
+    else:
+        model = cm.load_model(name)
+        x, y = cm.correct_images(model, "cifar10", n)
+        classes = 10
+    if rank == "all":
+        return (model, *cm.all_target_paths(x, y, classes))
+    with torch.no_grad():
+        p = torch.softmax(model(x).double(), -1)
+    image, source, target = cm.ranked_target_paths(p, [int(r) for r in rank.split("+")])
+    return model, x[image], source, target
+
+
+def run_model(name: str, n: int, rank: str, max_regions: int, scales: list[float]) -> list[dict]:
+    from frmargin import trace_paths
+    from frmargin.reference import exact_flow
+
+    model, X, source, target = workload(name, n, rank)
+    t0 = time.perf_counter()
+    ref = exact_flow(model, X, source, target, valid=(0.0, 1.0), max_regions=max_regions)
+    ok_ref = torch.tensor([st == "ok" for st in ref.status])
+    rows = [
+        {
+            "model": name,
+            "setting": "exact flow (reference)",
+            "paths": len(ref),
+            "compared": int(ok_ref.sum()),
+            "ok_share": float(ok_ref.float().mean()),
+            "status": cm.statuses(ref.status),
+            "regions_median": float(ref.regions.double().median()),
+            "slides_median": float(ref.slides.double().median()),
+            "left_range_share": float(torch.isfinite(ref.left_range).double().mean()),
+            "wall_s": time.perf_counter() - t0,
+        }
+    ]
+    print(f"[reference] {name}: exact flow {rows[0]['status']} in {rows[0]['wall_s']:.0f} s", flush=True)
+    defaults = cm.accuracy_defaults()
+    for scale in scales:
+        eta, logit_step = defaults["eta"] * scale, defaults["logit_step"] * scale
+        t0 = time.perf_counter()
+        res = trace_paths(model, X, source, target, eta=eta, logit_step=logit_step, max_steps=200 * round(1 / scale))
+        wall = time.perf_counter() - t0
+        rows.append(
+            compare(name, f"x{scale:g}: eta={eta:g}, logit_step={logit_step:g}", ref, res, ok_ref) | {"wall_s": wall}
+        )
+        print(f"[reference] {name} {rows[-1]['setting']}: L2 rel. median {rows[-1]['l2_rel_median']:.3g}", flush=True)
+    return rows
+
+
+def compare(name: str, setting: str, ref, res, ok_ref: torch.Tensor) -> dict:
+    """One tracer setting's row: its errors on the paths the reference ends ok."""
+    rel = ((res.l2 - ref.l2) / ref.l2)[ok_ref]
+    fr = ((res.fr_length - ref.fr_length) / ref.fr_length)[ok_ref].abs()
+    none = rel.numel() == 0
+    return {
+        "model": name,
+        "setting": setting,
+        "paths": len(res),
+        "compared": int(ok_ref.sum()),
+        "ok_share": sum(st == "ok" for st in res.status) / len(res),
+        "l2_rel_median": None if none else float(rel.abs().median()),
+        "l2_rel_p90": None if none else cm.quantile(rel.abs(), 0.9),
+        "l2_rel_max": None if none else float(rel.abs().max()),
+        "l2_rel_bias": None if none else float(rel.mean()),
+        "fr_rel_median": None if none else float(fr.median()),
+        "fr_rel_max": None if none else float(fr.max()),
+        "first_hit_agree": None if none else float((res.first_hit == ref.first_hit)[ok_ref].double().mean()),
+        "jacobians_per_path": float(res.jacobian_evals.double().mean()),
+        "status": cm.statuses(res.status),
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(reference))
