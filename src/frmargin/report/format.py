@@ -96,9 +96,10 @@ def per_cell(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return frame.assign(**{c: [format_cell(v) for v in frame[c]] for c in columns})
 
 
-def interval_column(table: pd.DataFrame, column: str) -> list[str]:
-    """Cells ``X [X_lo, X_hi]`` of ``column`` with the column's shared number of decimals."""
-    digits = column_decimals(table[column].to_numpy(float)) or 0
+def interval_column(table: pd.DataFrame, column: str, decimals: int | None = None) -> list[str]:
+    """Cells ``X [X_lo, X_hi]`` of ``column`` with ``decimals`` decimals (default: the column's
+    shared number of decimals)."""
+    digits = (column_decimals(table[column].to_numpy(float)) or 0) if decimals is None else decimals
     return [
         format_interval(v, lo, hi, digits)
         for v, lo, hi in zip(table[column], table[f"{column}_lo"], table[f"{column}_hi"])

@@ -19,7 +19,7 @@ from frmargin.paper import PAPER_TABLE
 from frmargin.report.box import box_section
 from frmargin.report.css import VERDICT_CSS
 from frmargin.report.document import Document
-from frmargin.report.format import display_class_table, format_cell, format_interval, per_cell
+from frmargin.report.format import display_class_table, format_cell, format_interval, interval_column, per_cell
 from frmargin.report.gallery import (
     MAX_GALLERY_CLASSES,
     GalleryItem,
@@ -291,14 +291,8 @@ def rankings_section(doc: Document, result: RunAnalysis, suffix: str = "") -> No
                     "level": fr["level"],
                     "n": fr["n"],
                     "excluded": fr["n_excluded"],
-                    "Spearman [95% CI]": [
-                        format_interval(v, lo, hi, 3)
-                        for v, lo, hi in zip(fr["spearman"], fr["spearman_lo"], fr["spearman_hi"])
-                    ],
-                    "Kendall [95% CI]": [
-                        format_interval(v, lo, hi, 3)
-                        for v, lo, hi in zip(fr["kendall"], fr["kendall_lo"], fr["kendall_hi"])
-                    ],
+                    "Spearman [95% CI]": interval_column(fr, "spearman", 3),
+                    "Kendall [95% CI]": interval_column(fr, "kendall", 3),
                 }
             )
         )

@@ -12,7 +12,7 @@ import pandas as pd
 from frmargin import plots
 from frmargin.analysis import FMN_TOLERANCE
 from frmargin.report.document import Document
-from frmargin.report.format import format_cell, format_interval
+from frmargin.report.format import format_cell, interval_column
 from frmargin.report.result import RunAnalysis, SpectrumAnalysis
 
 #: the CSV files the section writes into the report folder, by table
@@ -129,14 +129,8 @@ def _scores_display(scores: pd.DataFrame) -> pd.DataFrame:
             "versus": [v if v == "fr_margin" else f"minimal L2 ({v})" for v in scores["versus"]],
             "n": scores["n"],
             "excluded": scores["n_excluded"],
-            "Spearman [95% CI]": [
-                format_interval(v, lo, hi, 3)
-                for v, lo, hi in zip(scores["spearman"], scores["spearman_lo"], scores["spearman_hi"])
-            ],
-            "Kendall [95% CI]": [
-                format_interval(v, lo, hi, 3)
-                for v, lo, hi in zip(scores["kendall"], scores["kendall_lo"], scores["kendall_hi"])
-            ],
+            "Spearman [95% CI]": interval_column(scores, "spearman", 3),
+            "Kendall [95% CI]": interval_column(scores, "kendall", 3),
         }
     )
 
@@ -146,10 +140,7 @@ def _detection_display(detection: pd.DataFrame) -> pd.DataFrame:
         {
             "attack points": detection["attack"],
             "n": detection["n"],
-            "AUROC [95% CI]": [
-                format_interval(v, lo, hi, 3)
-                for v, lo, hi in zip(detection["auroc"], detection["auroc_lo"], detection["auroc_hi"])
-            ],
+            "AUROC [95% CI]": interval_column(detection, "auroc", 3),
             "median lambda_1 ratio (point / image)": [f"{v:.3g}" for v in detection["median_ratio"]],
         }
     )
