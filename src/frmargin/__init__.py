@@ -12,9 +12,9 @@ Example:
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
 
+from ._lazy import lazy_attribute, lazy_dir
 from .errors import AssetError, FrmarginError
 
 __version__ = "0.2.0"
@@ -44,12 +44,8 @@ __all__ = ["AssetError", "FrmarginError", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value  # later look-ups skip this hook
-        return value
-    raise AttributeError(f"module 'frmargin' has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name)
 
 
 def __dir__() -> list[str]:
-    return sorted({*(n for n in globals() if n.startswith("__")), *__all__})
+    return lazy_dir(__name__, __all__)

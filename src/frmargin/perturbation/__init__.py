@@ -11,8 +11,9 @@ Names load on first use, so ``frmargin.perturbation.spec`` imports no torch.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
+
+from .._lazy import lazy_attribute, lazy_dir
 
 _LAZY = {
     "FAMILIES": ".spec",
@@ -27,12 +28,8 @@ __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'frmargin.perturbation' has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name)
 
 
 def __dir__() -> list[str]:
-    return sorted({*(n for n in globals() if n.startswith("__")), *__all__})
+    return lazy_dir(__name__, __all__)

@@ -11,8 +11,9 @@ Example:
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
+
+from .._lazy import lazy_attribute, lazy_dir
 
 _LAZY = {
     "IDENTITY_FIELDS": ".config",
@@ -38,10 +39,8 @@ __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'frmargin.runs' has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name, cache=False)
 
 
 def __dir__() -> list[str]:
-    return sorted({*(n for n in globals() if n.startswith("__")), *__all__})
+    return lazy_dir(__name__, __all__)
