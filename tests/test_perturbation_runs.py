@@ -6,7 +6,6 @@ report's perturbation section; bad input refused before any tracing."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from frmargin import cli
 from frmargin.errors import FrmarginError
 from frmargin.options import TraceOptions
 from frmargin.paths.options import STATUSES
 from frmargin.runs.config import RunConfig
 from frmargin.runs.experiment import run_experiment
 from frmargin.runs.study import CLOSED_FORM, StudyPlan, study_runs
+from user_models import frmargin
 
 N_CLASSES = 3
 N_IMAGES = 6
@@ -106,23 +105,10 @@ def test_euclidean_run_and_report_section(digits, tmp_path, capsys):
     assert paths["subspace_margin"].isna().all() and paths["u_norm"].notna().any()
     out = tmp_path / "fisher"
     _run(digits, out, "dct:2")
-    code, err = _cli(capsys, "report", str(out))
+    code, _, err = frmargin(capsys, "report", str(out))
     assert code == 0, err
     text = (out / "report.md").read_text()
     assert "Perturbation model" in text and "dct:2" in text and "subspace margin" in text
-
-
-def _cli(capsys, *args: str) -> tuple[int, str]:
-    argv = sys.argv
-    sys.argv = ["frmargin", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = argv
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -137,7 +123,7 @@ def _cli(capsys, *args: str) -> tuple[int, str]:
 def test_cli_run_refuses_bad_models_before_tracing(digits, tmp_path, capsys, perturbation, fragment):
     out = tmp_path / "bad"
     common = ["--images", str(N_IMAGES), "--no-progress", "--threads", "1", "--out", str(out)]
-    code, err = _cli(
+    code, _, err = frmargin(
         capsys,
         "run",
         "--data",

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from collect import cpu_name  # docs/results/collect.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "data" / "spectrum"
@@ -38,16 +38,6 @@ def _pair(text: str) -> tuple[str, Path]:
     if not folder:
         raise argparse.ArgumentTypeError(f"expected MODEL=RUN_DIR, got {text!r}")
     return label, Path(folder)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def model_row(model: str, run_dir: Path, tables: dict[str, pd.DataFrame]) -> dict:
