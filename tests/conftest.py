@@ -7,10 +7,13 @@ every factory takes its own seed, so a case is reproducible on its own.
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 from torch import nn
+
+from mirror import MIRROR
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -212,3 +215,14 @@ def home(tmp_path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(assets.downloads, "RETRY_BACKOFF_S", 0.0)
     return h
+
+
+@pytest.fixture
+def mirror_env(tmp_path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The offline asset mirror and an empty home for one test (skips without the mirror); the
+    environment for its subprocesses, one thread each."""
+    if MIRROR is None:
+        pytest.skip("offline asset mirror not found")
+    monkeypatch.setenv("FRMARGIN_MIRROR", str(MIRROR))
+    monkeypatch.setenv("FRMARGIN_HOME", str(tmp_path / "home"))
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

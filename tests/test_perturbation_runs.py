@@ -20,7 +20,7 @@ from frmargin.paths.options import STATUSES
 from frmargin.runs.config import RunConfig
 from frmargin.runs.experiment import run_experiment
 from frmargin.runs.study import CLOSED_FORM, StudyPlan, study_runs
-from user_models import frmargin
+from user_models import bars, frmargin
 
 N_CLASSES = 3
 N_IMAGES = 6
@@ -28,21 +28,11 @@ N_IMAGES = 6
 LB_SLACK = 1e-9
 
 
-def _digits(n_per_class: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, 8, 8) images in [0, 1]: noise plus a bright bar in rows 0-1, 3-4 or 6-7 by class."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(N_CLASSES).repeat_interleave(n_per_class)
-    images = 0.3 * torch.rand(len(labels), 1, 8, 8, generator=g)
-    for i, c in enumerate(labels.tolist()):
-        images[i, 0, 3 * c : 3 * c + 2] += 0.6
-    return images.clamp(0, 1), labels
-
-
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> dict:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 8 * 8, N_CLASSES))
-    x, y = _digits()
+    x, y = bars(4, 0)
     opt = torch.optim.Adam(net.parameters(), lr=0.05)
     for _ in range(60):
         opt.zero_grad()

@@ -6,7 +6,6 @@ closed-form pass: tests/test_study_box.py; the study's analysis: tests/test_stud
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from frmargin.options import TraceOptions
 from frmargin.runs import study as study_mod
 from frmargin.runs.study import StudyPlan, parse_list, parse_temperatures
 from frmargin.runs.study_runner import run_study
-from mirror import MIRROR, needs_mirror
+from mirror import needs_mirror
 
 SHIELD_ATOL_PATHS = 1  # NG shielded % may differ from the closed form by at most this many paths
 
@@ -168,15 +167,6 @@ def test_adversarial_verdict(shift, verdict):
 
 
 # ---------------------------------------------------------------- registered models (mirror)
-
-
-@pytest.fixture
-def mirror_env(tmp_path, monkeypatch):
-    if MIRROR is None:
-        pytest.skip("offline asset mirror not found")
-    monkeypatch.setenv("FRMARGIN_MIRROR", str(MIRROR))
-    monkeypatch.setenv("FRMARGIN_HOME", str(tmp_path / "home"))
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _closed_form_shielded_pct(model_name: str, run_dir: Path) -> float:

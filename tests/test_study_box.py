@@ -17,7 +17,7 @@ from frmargin.errors import FrmarginError
 from frmargin.options import TraceOptions
 from frmargin.runs.box_estimate import SETTLED_RTOL, candidate_paths, parse_box_margin
 from frmargin.runs.config import RunConfig, cli_spelling
-from mirror import MIRROR, needs_mirror
+from mirror import needs_mirror
 
 # ------------------------------------------------------------------------- the candidate rule
 
@@ -72,14 +72,6 @@ def test_candidate_check_on_a_table():
 
 
 # ---------------------------------------------------------------------- real models (mirror)
-
-
-@pytest.fixture
-def mirror_env(tmp_path, monkeypatch):
-    if MIRROR is None:
-        pytest.skip("offline asset mirror not found")
-    monkeypatch.setenv("FRMARGIN_MIRROR", str(MIRROR))
-    monkeypatch.setenv("FRMARGIN_HOME", str(tmp_path / "home"))
 
 
 def _box_run(tmp_path, rule: str):
