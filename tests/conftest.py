@@ -13,8 +13,6 @@ import pytest
 import torch
 from torch import nn
 
-from mirror import MIRROR
-
 torch.set_num_threads(1)
 torch.manual_seed(0)
 
@@ -221,6 +219,8 @@ def home(tmp_path, monkeypatch: pytest.MonkeyPatch):
 def mirror_env(tmp_path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The offline asset mirror and an empty home for one test (skips without the mirror); the
     environment for its subprocesses, one thread each."""
+    from mirror import MIRROR  # here, so that benchmarks can load this module as a helper
+
     if MIRROR is None:
         pytest.skip("offline asset mirror not found")
     monkeypatch.setenv("FRMARGIN_MIRROR", str(MIRROR))
