@@ -43,6 +43,40 @@ def instrumented() -> dict[str, tuple[object, str]]:
     }
 
 
+@contextlib.contextmanager
+def step_log():
+    """Record every step the tracer books while the block runs (``ChunkTracer.run`` and
+    ``accept`` wrapped, then restored): a dict path -> list of (L2 of the step's input move, its
+    FR length, whether the path had changed class or finished by its end), paths numbered as in
+    ``trace_paths``'s input (the chunks in the order they run)."""
+    import frmargin.paths.tracer as tracer
+
+    orig_run, orig_accept = tracer.ChunkTracer.run, tracer.ChunkTracer.accept
+    log: dict[int, list[tuple[float, float, bool]]] = {}
+    first: dict[int, int] = {}  # id of a chunk's state -> the number of its first path
+
+    def run(self):
+        first[id(self.state)] = sum(_sizes)
+        _sizes.append(len(self.state))
+        return orig_run(self)
+
+    def accept(self, step):
+        st, g = self.state, step.idx
+        before = st.length[g].clone()
+        orig_accept(self, step)
+        dx = (step.x_new - step.x_old).reshape(len(g), -1).double().norm(dim=-1)
+        done = ~st.active[g] | (st.first_hit[g] >= 0)
+        for i, a, b, f in zip(g.tolist(), dx.tolist(), (st.length[g] - before).tolist(), done.tolist()):
+            log.setdefault(first[id(st)] + i, []).append((a, b, f))
+
+    _sizes: list[int] = []
+    tracer.ChunkTracer.run, tracer.ChunkTracer.accept = run, accept
+    try:
+        yield log
+    finally:
+        tracer.ChunkTracer.run, tracer.ChunkTracer.accept = orig_run, orig_accept
+
+
 def set_box_damping(floor: float) -> None:
     """Set the base damping floor of the box's projected direction (``frmargin.paths.box``)."""
     from frmargin.paths import box
