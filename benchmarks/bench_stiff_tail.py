@@ -15,7 +15,8 @@ of their FR lengths (the step that changes the class left out); its ratio is the
 windows of W consecutive steps after the first R, of the window's speed over that of the first
 R steps. Per model and (R, W) a row gives:
 
-- ``ok_max``: the largest ratio of an ``ok`` path (paths with fewer than R + W steps have none);
+- ``ok_max``: the largest ratio of an ``ok`` path (paths with fewer than R + W steps have none;
+  ``ok_measured``, ``not_ok_measured``: the paths with a ratio);
 - ``not_ok_max``, ``not_ok_above``: the largest ratio of the other paths and how many of them are
   above ``ok_max`` (the paths a factor between the two would end, sparing every ``ok`` path);
 - ``first_ok_max``, ``first_not_ok_min``: the speed of the first step, largest among ``ok`` paths
@@ -51,14 +52,14 @@ MODELS = (
         "ref_steps": "steps",
         "window": "steps",
         "status": "",
-        "ok_measured": "count",
         "ok_max": "ratio",
-        "not_ok": "count",
-        "not_ok_measured": "count",
         "not_ok_max": "ratio",
         "not_ok_above": "count",
         "first_ok_max": "L2 per unit FR",
         "first_not_ok_min": "L2 per unit FR",
+        "ok_measured": "count",
+        "not_ok": "count",
+        "not_ok_measured": "count",
     },
     key=("model", "ref_steps", "window"),
     sizes={
