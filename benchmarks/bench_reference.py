@@ -11,7 +11,10 @@ ends ``ok``: the tracer's relative L2 error ``(l2 - l2_exact) / l2_exact`` (medi
 of its absolute value, mean signed bias), the relative FR-length error (median and max), the
 first-hit agreement, Jacobian evaluations per path and the share of the tracer's paths ``ok``.
 The reference rows give its own status counts, regions crossed, boundaries slid along and the
-share of paths that leave the image range [0, 1].
+share of paths that leave the image range [0, 1]. Each preset of ``presets`` (``l2``) gets a row
+too, with its Jacobians relative to the default's and how its per-path error estimate
+(``l2_error``) compares with the true error (the share of paths within it, and within twice it).
+``--set cache=DIR`` keeps each model's exact flow in DIR, so that a rerun traces only the tracer.
 
 Models: zoo ReLU networks and ``digits-cnn`` (the test suite's small ReLU CNN on synthetic 8x8
 digits, ``tests/digits.py``). A cnn-a path crosses a few hundred regions (about two minutes a
@@ -29,9 +32,10 @@ import torch
 import _common as cm
 from harness import Context, benchmark, main
 
-#: the parameters of the full size (the published figures)
+#: the parameters of the full size (the published figures); ``cache``: a folder keeping each
+#: model's exact flow between runs ("" none)
 FULL = {"models": "digits-cnn,cnn-a-mix,cnn-a-adv2", "images": "12,1,1", "ranks": "all",
-        "max_regions": 3000, "scales": "1,0.25,0.0625"}  # fmt: skip
+        "max_regions": 3000, "scales": "1,0.25,0.0625", "presets": "l2", "cache": ""}  # fmt: skip
 
 
 @benchmark(
@@ -51,6 +55,10 @@ FULL = {"models": "digits-cnn,cnn-a-mix,cnn-a-adv2", "images": "12,1,1", "ranks"
         "fr_rel_max": "relative",
         "first_hit_agree": "share",
         "jacobians_per_path": "Jacobian evaluations",
+        "jacobians_vs_default": "ratio",
+        "estimate_median": "relative",
+        "within_estimate": "share",
+        "within_2x_estimate": "share",
         "status": "",
         "regions_median": "regions",
         "slides_median": "boundaries",
@@ -59,7 +67,8 @@ FULL = {"models": "digits-cnn,cnn-a-mix,cnn-a-adv2", "images": "12,1,1", "ranks"
     },
     key=("model", "setting"),
     sizes={
-        "smoke": FULL | {"models": "digits-cnn", "images": "1", "ranks": "1+2", "max_regions": 2000, "scales": "1"},
+        "smoke": FULL
+        | {"models": "digits-cnn", "images": "1", "ranks": "1+2", "max_regions": 2000, "scales": "1", "presets": "l2"},
         "small": FULL | {"images": "4,1,1", "ranks": "all,1,1"},
         "full": FULL,
     },
@@ -77,7 +86,8 @@ def reference(ctx: Context) -> list[dict]:
         )
     rows = []
     for name, n, rank in zip(models, images, ranks):
-        rows += run_model(name, n, rank, int(p.max_regions), cm.numbers(str(p.scales), float))
+        scales, presets = cm.numbers(str(p.scales), float), [q for q in str(p.presets).split(",") if q]
+        rows += run_model(name, n, rank, int(p.max_regions), scales, presets, str(p.cache))
     return rows
 
 
@@ -102,13 +112,35 @@ def workload(name: str, n: int, rank: str):
     return model, x[image], source, target
 
 
-def run_model(name: str, n: int, rank: str, max_regions: int, scales: list[float]) -> list[dict]:
-    from frmargin import trace_paths
+def exact(name: str, n: int, rank: str, max_regions: int, cache: str, workload_: tuple):
+    """The exact flow of the workload (from ``cache`` when it holds it) and its wall time."""
+    from pathlib import Path
+
     from frmargin.reference import exact_flow
 
-    model, X, source, target = workload(name, n, rank)
+    model, X, source, target = workload_
+    path = Path(cache) / f"exact-{name}-{n}-{rank}-{max_regions}.pt" if cache else None
+    if path is not None and path.exists():
+        stored = torch.load(path, weights_only=False)
+        if torch.equal(stored["x"], X) and torch.equal(stored["target"], target):
+            return stored["ref"], stored["wall_s"]
     t0 = time.perf_counter()
     ref = exact_flow(model, X, source, target, valid=(0.0, 1.0), max_regions=max_regions)
+    wall = time.perf_counter() - t0
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"x": X, "target": target, "ref": ref, "wall_s": wall}, path)
+    return ref, wall
+
+
+def run_model(
+    name: str, n: int, rank: str, max_regions: int, scales: list[float], presets: list[str], cache: str = ""
+) -> list[dict]:
+    from frmargin import trace_paths
+
+    work = workload(name, n, rank)
+    model, X, source, target = work
+    ref, wall = exact(name, n, rank, max_regions, cache, work)
     ok_ref = torch.tensor([st == "ok" for st in ref.status])
     rows = [
         {
@@ -121,11 +153,12 @@ def run_model(name: str, n: int, rank: str, max_regions: int, scales: list[float
             "regions_median": float(ref.regions.double().median()),
             "slides_median": float(ref.slides.double().median()),
             "left_range_share": float(torch.isfinite(ref.left_range).double().mean()),
-            "wall_s": time.perf_counter() - t0,
+            "wall_s": wall,
         }
     ]
     print(f"[reference] {name}: exact flow {rows[0]['status']} in {rows[0]['wall_s']:.0f} s", flush=True)
     defaults = cm.accuracy_defaults()
+    default_jacobians = None
     for scale in scales:
         eta, logit_step = defaults["eta"] * scale, defaults["logit_step"] * scale
         t0 = time.perf_counter()
@@ -134,8 +167,33 @@ def run_model(name: str, n: int, rank: str, max_regions: int, scales: list[float
         rows.append(
             compare(name, f"x{scale:g}: eta={eta:g}, logit_step={logit_step:g}", ref, res, ok_ref) | {"wall_s": wall}
         )
+        if scale == 1:
+            default_jacobians = rows[-1]["jacobians_per_path"]
         print(f"[reference] {name} {rows[-1]['setting']}: L2 rel. median {rows[-1]['l2_rel_median']:.3g}", flush=True)
+    for preset in presets:
+        t0 = time.perf_counter()
+        res = trace_paths(model, X, source, target, preset=preset)
+        wall = time.perf_counter() - t0
+        rows.append(compare(name, f"preset {preset}", ref, res, ok_ref) | estimate(res, ref, ok_ref) | {"wall_s": wall})
+        print(f"[reference] {name} preset {preset}: L2 rel. median {rows[-1]['l2_rel_median']:.3g}", flush=True)
+    for row in rows[1:]:
+        if default_jacobians:
+            row["jacobians_vs_default"] = row["jacobians_per_path"] / default_jacobians
     return rows
+
+
+def estimate(res, ref, ok_ref: torch.Tensor) -> dict:
+    """How the preset's per-path L2 error estimate (``l2_error``) compares with the true error."""
+    if res.l2_error is None or not bool(ok_ref.any()):
+        return {}
+    err = ((res.l2.double() - ref.l2) / ref.l2)[ok_ref].abs()
+    est = res.l2_error[ok_ref]
+    known = torch.isfinite(est)
+    return {
+        "estimate_median": cm.quantile(est, 0.5),
+        "within_estimate": float((err[known] <= est[known]).double().mean()) if known.any() else None,
+        "within_2x_estimate": float((err[known] <= 2 * est[known]).double().mean()) if known.any() else None,
+    }
 
 
 def compare(name: str, setting: str, ref, res, ok_ref: torch.Tensor) -> dict:

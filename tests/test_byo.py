@@ -172,6 +172,27 @@ def test_user_model_runs_end_to_end(files, tmp_path, capsys, kind):
         assert identity["structural_hash"] != structural_hash(files["net"] if kind == "normalize" else nn.Identity())
 
 
+def test_l2_preset_runs_end_to_end_with_its_error_column(files, tmp_path, capsys):
+    """``--preset l2`` enters run.json and the fingerprint, and the path table gets ``l2_error``
+    (the report reads it); a default run has no such column."""
+    root = files["root"]
+    model = [
+        "--model",
+        "mymodels_byo:factory_cnn",
+        "--weights",
+        str(root / "cnn.pt"),
+        "--data",
+        str(root / "digits.npz"),
+    ]
+    info = run_and_report(capsys, tmp_path / "l2", *model, "--preset", "l2")
+    assert info["tracer_options"]["preset"] == "l2", info["tracer_options"]
+    paths = pd.read_parquet(tmp_path / "l2" / "paths.parquet")
+    assert paths["l2_error"].notna().all() and (paths["l2_error"] >= 0).all(), paths["l2_error"]
+    default = run_and_report(capsys, tmp_path / "default", *model)
+    assert "l2_error" not in pd.read_parquet(tmp_path / "default" / "paths.parquet")
+    assert default["fingerprint"] != info["fingerprint"]
+
+
 def test_image_folder_runs_end_to_end(files, tmp_path, capsys):
     root = files["root"]
     info = run_and_report(

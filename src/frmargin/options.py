@@ -34,8 +34,10 @@ __all__ = [
     "DAMPING_MODES",
     "DEFAULT_DAMPING",
     "DEFAULT_MAX_STEPS",
+    "L2_PRESET_SCALE",
     "METHODS",
     "METRICS",
+    "PRESETS",
     "SOLVERS",
     "UNTIL",
     "TraceOptions",
@@ -54,6 +56,11 @@ DAMPING_MODES = ("absolute", "relative")
 #: the damping and step budget of each method when ``damping`` / ``max_steps`` are None
 DEFAULT_DAMPING = {"converged": 1e-14, "paper": 1e-3}
 DEFAULT_MAX_STEPS = {"converged": 200, "paper": 2000}
+#: accuracy presets: ``default``, or ``l2`` (an accurate L2 at the class change, with its error estimate)
+PRESETS = ("default", "l2")
+#: the ``l2`` preset's step caps relative to ``eta`` and ``logit_step`` (its default step budget
+#: grows by the inverse); measured against the exact flow, ``benchmarks/bench_reference.py``
+L2_PRESET_SCALE = 0.125
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -153,7 +160,7 @@ class TraceOptions:
     ``max_steps``). Values are checked when the object is made; None means the method's default
     (``damping``, ``max_steps``) or "not used" (``box``, ``top_classes``, ``memory_budget``).
 
-    The accuracy options (``ACCURACY_FIELDS``: ``eta`` to ``cg_maxiter``) tune the converged
+    The accuracy options (``ACCURACY_FIELDS``: ``preset``, ``eta`` to ``cg_maxiter``) tune the converged
     mode's step control and paper mode's CG solver; the method page of the documentation gives
     the mathematics of each.
     """
@@ -183,6 +190,15 @@ class TraceOptions:
     )
     damping_mode: str = _option("relative", "relative (to the largest eigenvalue of G) or absolute.")
     max_steps: int | None = _option(None, "Step budget per path (default 200 converged, 2000 paper).", metavar="N")
+    preset: str = _option(
+        "default",
+        "default, or l2: steps and overshoot of 1/8 of eta, logit_step and overshoot (and 8x the default "
+        "step budget) for an "
+        "L2 at the class change within about a percent: each path is traced again at twice those steps "
+        "to estimate its L2 error (the l2_error column), and at half the steps while the estimate "
+        "exceeds 1%; several times the default's Jacobians.",
+        group="accuracy",
+    )
     eta: float = _option(0.6, "Largest Fisher-Rao length of one step.", group="accuracy")
     logit_step: float = _option(
         4.0, "First cap on a step's largest log-probability change (then adaptive).", group="accuracy"
@@ -230,6 +246,7 @@ class TraceOptions:
             ("until", UNTIL),
             ("solver", SOLVERS),
             ("damping_mode", DAMPING_MODES),
+            ("preset", PRESETS),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -249,6 +266,12 @@ class TraceOptions:
         if self.solver == "cg" and self.method != "paper":
             raise bad_argument(
                 spell("solver"), self.solver, f"'exact' for {spell('method')}='converged' (CG serves paper mode)"
+            )
+        if self.preset != "default" and self.method != "converged":
+            raise bad_argument(
+                spell("preset"),
+                self.preset,
+                f"'default' for {spell('method')}='{self.method}' (presets tune the converged tracer)",
             )
         if self.damping is not None:
             if not _positive(self.damping):
@@ -306,8 +329,11 @@ class TraceOptions:
 
     @property
     def resolved_max_steps(self) -> int:
-        """The step budget used: ``max_steps``, or the method's default."""
-        return DEFAULT_MAX_STEPS[self.method] if self.max_steps is None else self.max_steps
+        """The step budget used: ``max_steps``, or the method's default (divided by the ``l2``
+        preset's step scale under that preset)."""
+        if self.max_steps is not None:
+            return self.max_steps
+        return DEFAULT_MAX_STEPS[self.method] * (round(1 / L2_PRESET_SCALE) if self.preset == "l2" else 1)
 
     def accuracy(self) -> dict[str, Any]:
         """The accuracy options that differ from their defaults, by name (a run's identity)."""

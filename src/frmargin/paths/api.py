@@ -64,7 +64,8 @@ class PathResult:
         l2, linf: (P,) norms of x_end - x0 (at the first class change when there was one;
             x_end lies 1%, and at least 1e-4 in FR length, past it). The default step sizes
             give an L2 a few percent longer than the exact flow's (the method page and the
-            ``reference`` benchmark measure it; ``frmargin.reference.exact_flow``).
+            ``reference`` benchmark measure it; ``frmargin.reference.exact_flow``); the ``l2``
+            preset brings it within a few percent and estimates its error (``l2_error``).
         steps: (P,) accepted steps (in paper mode the paper's D_FR is this count).
         jacobian_evals, forward_evals, matvecs: (P,) cost counters (a Jacobian evaluation is the
             C logit-gradient rows at one point; matvecs counts CG Fisher products).
@@ -87,6 +88,10 @@ class PathResult:
             ``subspace_runaway``: the flow in u cannot reach a class change; status
             ``subspace_creeping``: at its pace it would not within the step budget
             (undetermined; ``paths.reachability``).
+        l2_error: (P,) under the ``l2`` preset, the estimated relative error of ``l2``: its
+            relative difference from the L2 of the same path traced at twice the step sizes
+            (NaN where either trace did not end ``ok`` or their first hits differ; the cost
+            counters then include both traces); None under the default preset.
     """
 
     fr_length: torch.Tensor
@@ -109,6 +114,7 @@ class PathResult:
     target: torch.Tensor | None = None
     u_norm: torch.Tensor | None = None
     u_end: torch.Tensor | None = None
+    l2_error: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.status)
@@ -197,18 +203,31 @@ def trace_paths(
 
     batch_size = paths_per_batch(model, x, opts.top_classes, C, opts.batch_size, opts.memory_budget)
     resolved = ResolvedOptions.of(opts, record)
-    if subspace is not None:
-        from .subspace import in_input_space, trace_subspace
 
-        states = trace_subspace(model, subspace, source, target, resolved, batch_size, progress)
-        return in_input_space(_collect(states, source, target), subspace)  # type: ignore[return-value]
-    parts: list[PathState] = []
-    for start in range(0, P, batch_size):
-        sl = slice(start, start + batch_size)
-        parts.append(ChunkTracer(model, x[sl], source[sl], target[sl], resolved).run())
-        if progress is not None:
-            progress(min(start + batch_size, P))
-    return _collect(parts, source, target, opts.box)
+    def trace(
+        resolved: ResolvedOptions, rows: torch.Tensor | None = None, progress: Callable[[int], None] | None = None
+    ) -> PathResult:
+        """The paths ``rows`` (all: None) traced with ``resolved``."""
+        xs, ss, ts = (x, source, target) if rows is None else (x[rows], source[rows], target[rows])
+        if subspace is not None:
+            from .subspace import in_input_space, trace_subspace
+
+            sub = subspace if rows is None else subspace.take(rows)
+            states = trace_subspace(model, sub, ss, ts, resolved, batch_size, progress)
+            return in_input_space(_collect(states, ss, ts), sub)  # type: ignore[return-value]
+        parts: list[PathState] = []
+        for start in range(0, len(ss), batch_size):
+            sl = slice(start, start + batch_size)
+            parts.append(ChunkTracer(model, xs[sl], ss[sl], ts[sl], resolved).run())
+            if progress is not None:
+                progress(min(start + batch_size, len(ss)))
+        return _collect(parts, ss, ts, opts.box)
+
+    if resolved.preset != "l2":
+        return trace(resolved, None, progress)
+    from .l2_preset import trace_l2
+
+    return trace_l2(trace, resolved, P, progress)
 
 
 def default_memory_budget(device: torch.device) -> int:

@@ -192,6 +192,10 @@ class Subspace:
         """x = x0 + B(x0) u (m, *S) of the start points ``rows`` (m,) at u (m, K)."""
         return self.x0[rows] + self.displacement(rows, u)
 
+    def take(self, rows: torch.Tensor) -> Subspace:
+        """The subspace around the start points ``rows`` (m,) only."""
+        return Subspace(self.spec, self.x0[rows], self.basis if self.shared else self.basis[rows])
+
 
 def build_subspace(spec: PerturbationSpec | str, x0: torch.Tensor, seed: int = 0) -> Subspace:
     """The subspace of ``spec`` around the start points x0 (n, *S), in x0's dtype and device

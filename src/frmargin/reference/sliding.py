@@ -96,11 +96,13 @@ def _crossed(net: PiecewiseLinear, patterns: list[torch.Tensor], j: int) -> int:
 def _rates(gram: torch.Tensor, cross: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor | None:
     """(2,) rates cross^T gram^{-1} rhs of a slack along v_A, v_B, where v = rows^T gram^{-1} rhs
     is the minimum-norm solution of rows v = rhs, gram = rows rows^T (r, r), cross = rows a (r,)
-    for the slack's gradient a; None where the Gram matrix is too ill-conditioned to tell."""
+    for the slack's gradient a; None where the Gram matrix is too ill-conditioned to tell (its
+    eigenvalues, or an exactly singular pivot of the solve itself)."""
     eig = torch.linalg.eigvalsh(gram)
     if not bool(eig[0] > 0) or float(eig[-1] / eig[0]) > GRAM_CONDITION:
         return None
-    return cross @ torch.linalg.solve(gram, rhs)
+    solution, info = torch.linalg.solve_ex(gram, rhs)
+    return None if int(info) != 0 else cross @ solution
 
 
 def earliest_release(
