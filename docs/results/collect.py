@@ -62,24 +62,22 @@ def cpu_name() -> str:
 
 def box_images(run_dir: Path) -> pd.DataFrame:
     """One row per image of a box run: LB, the least traced and the least estimated in-box margin
-    over its ``ok`` paths, and their ratios to LB."""
+    over its ``ok`` paths, and their ratios to LB (``frmargin.analysis.study_box.box_images``),
+    with the image's number of paths."""
+    from frmargin.analysis.study_box import box_images as per_image
     from frmargin.runs import load_run
 
     paths = load_run(run_dir).paths
-    ok = paths[paths["status"] == "ok"].copy()
-    ok["estimate"] = ok["box_margin"].where(ok["box_margin"].notna(), ok["fr_length"])
-    images = ok.groupby("image_index").agg(
-        source=("source", "first"),
-        ok_paths=("target", "size"),
-        lower_bound=("lower_bound", "first"),
-        traced=("fr_length", "min"),
-        estimate=("estimate", "min"),
-        binds=("box_changes", lambda s: int((s > 0).sum())),
-    )
-    images["traced_over_lb"] = images["traced"] / images["lower_bound"]
-    images["estimate_over_lb"] = images["estimate"] / images["lower_bound"]
+    images = per_image(paths).set_index("image_index")[list(BOX_IMAGE_COLUMNS)]
     images["paths"] = paths.groupby("image_index").size().reindex(images.index)
     return images.reset_index()
+
+
+#: the columns of ``box_images.csv`` besides ``image_index`` and ``paths``, in their order
+BOX_IMAGE_COLUMNS = (
+    *("source", "ok_paths", "lower_bound", "traced", "estimate", "binds"),
+    *("traced_over_lb", "estimate_over_lb"),
+)
 
 
 def candidates(run_dir: Path, rule: str = "candidates:1.05") -> pd.DataFrame:
@@ -127,29 +125,39 @@ def study_time(study: Path) -> dict:
     return {"wall_seconds": round(seconds, 1), "processes": worlds}
 
 
-def provenance(run_dirs: list[Path], commands: list[str], previous: dict) -> dict:
-    """The provenance record of runs: date of the first session, versions, machine."""
-    run_dirs = [d for d in run_dirs if (d / "run.json").is_file()]  # a comparison's folder has none
-    infos = [json.loads((d / "run.json").read_text()) for d in run_dirs]
+def provenance_header(infos: list[dict], commands: list[str], threads: int | None) -> tuple[dict, list[str]]:
+    """The fields every result set's provenance opens with (date of the runs' first session,
+    versions, machine), from the runs' run.json ``infos``, and the commits their sessions ran."""
     sessions = [s for info in infos for s in info.get("sessions", [])]
     started = min(s["started"] for s in sessions) if sessions else datetime.now(UTC).timestamp()
-    code = {s.get("frmargin", "") for s in sessions}
+    code = {str(s.get("frmargin", "")) for s in sessions}
     commits = sorted({m.group(1) for c in code if (m := re.search(r"git ([0-9a-f]{7,40})", c))})
     versions = infos[0].get("versions", {}) if infos else {}
-    record = {
+    header = {
         "schema": "frmargin-results/1",
         "commands": commands,
         "date": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "frmargin": versions.get("frmargin"),
         "commit": commits[0] if len(commits) == 1 else None,
         "torch": versions.get("torch"),
-        "threads": 1 if any("--threads 1" in c for c in commands) else None,
+        "threads": threads,
         "machine": {
             "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "device": infos[0].get("device") if infos else None,
             "gpu": None,
         },
+    }
+    return header, commits
+
+
+def provenance(run_dirs: list[Path], commands: list[str], previous: dict) -> dict:
+    """The provenance record of runs: date of the first session, versions, machine."""
+    run_dirs = [d for d in run_dirs if (d / "run.json").is_file()]  # a comparison's folder has none
+    infos = [json.loads((d / "run.json").read_text()) for d in run_dirs]
+    header, _ = provenance_header(infos, commands, 1 if any("--threads 1" in c for c in commands) else None)
+    record = {
+        **header,
         "runs": {
             "/".join(d.parts[-2:]): {
                 k: info.get(k) for k in ("model", "data", "images", "n_correct", "n_paths", "timing", "box")

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from collect import cpu_name  # docs/results/collect.py, beside this script
+from collect import provenance_header  # docs/results/collect.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "data" / "spectrum"
@@ -107,23 +104,13 @@ def bench_table(path: Path) -> tuple[pd.DataFrame, dict]:
 
 def provenance(runs: list[tuple[str, Path]], commands: list[str], bench: dict | None) -> dict:
     infos = {model: json.loads((d / "run.json").read_text()) for model, d in runs}
-    sessions = [s for info in infos.values() for s in info.get("sessions", [])]
-    started = min(s["started"] for s in sessions) if sessions else datetime.now(UTC).timestamp()
-    first = next(iter(infos.values()), {})
-    commits = sorted(
-        {m.group(1) for s in sessions if (m := re.search(r"git ([0-9a-f]{7,40})", str(s.get("frmargin"))))}
+    traced = [c for c in commands if c.startswith("frmargin run")]
+    header, commits = provenance_header(
+        list(infos.values()), commands, 1 if all("--threads 1" in c for c in traced) else None
     )
-    versions = first.get("versions", {})
     record = {
-        "schema": "frmargin-results/1",
-        "commands": commands,
-        "date": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
-        "frmargin": versions.get("frmargin"),
-        "commit": commits[0] if len(commits) == 1 else None,
+        **header,
         "run_commits": commits,
-        "torch": versions.get("torch"),
-        "threads": 1 if all("--threads 1" in c for c in commands if c.startswith("frmargin run")) else None,
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "device": first.get("device"), "gpu": None},
         "runs": {
             model: {k: info.get(k) for k in ("model", "data", "images", "n_correct", "n_paths", "timing", "baselines")}
             for model, info in infos.items()
