@@ -65,7 +65,7 @@ class PathResult:
             x_end lies 1%, and at least 1e-4 in FR length, past it). The default step sizes
             give an L2 a few percent longer than the exact flow's (the method page and the
             ``reference`` benchmark measure it; ``frmargin.reference.exact_flow``); the ``l2``
-            preset brings it within a few percent and estimates its error (``l2_error``).
+            preset brings it within about a percent and estimates its error (``l2_error``).
         steps: (P,) accepted steps (in paper mode the paper's D_FR is this count).
         jacobian_evals, forward_evals, matvecs: (P,) cost counters (a Jacobian evaluation is the
             C logit-gradient rows at one point; matvecs counts CG Fisher products).

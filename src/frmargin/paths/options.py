@@ -100,7 +100,7 @@ class ResolvedOptions:
 
     def coarser(self) -> ResolvedOptions:
         """The same tracing at twice the step caps and half the step budget: the ``l2`` preset's
-        second trace, whose L2 estimates the first's error (``paths.l2_estimate``)."""
+        second trace, whose L2 estimates the first's error (``paths.l2_preset``)."""
         return replace(
             self,
             eta=2 * self.eta,
