@@ -8,7 +8,8 @@ paths early from what the tracer has per step: the L2 of each accepted step's in
 FR length. This benchmark measures whether that separates them from the paths that end ``ok``.
 
 For each zoo model, the first N correctly classified images of the official CIFAR-10 test split
-are traced to all 9 other classes at the default options (free space, Fisher metric); a name
+are traced to all 9 other classes at the default options (free space, Fisher metric) with the
+pure flow (``continuation="none"``: the damped continuation would take these paths on); a name
 ``mlp.../...`` is a free Fisher case of the tanh MLPs of ``check_equivalence.py`` (4 inputs to
 every other class, that case's options). Every booked step is recorded. For a path, the speed of a run of steps is the sum of their L2 moves over the sum
 of their FR lengths (the step that changes the class left out); its ratio is the largest, over
@@ -74,7 +75,8 @@ def stiff_tail(ctx: Context) -> Output:
         rows.extend(run_model(name, p.images))
         print(f"[stiff_tail] {name}: {rows[-1]['status']}", flush=True)
     notes = (
-        f"Zoo models: {p.images} images x 9 targets, default options (free space, Fisher metric); MLPs: "
+        f"Zoo models: {p.images} images x 9 targets, default options (free space, Fisher metric), the pure "
+        "flow (continuation none); MLPs: "
         "check_equivalence.py's case. "
         "A ratio: a window's L2 per unit FR length over that of the path's first R steps."
     )
@@ -124,7 +126,7 @@ def run_model(name: str, n: int) -> list[dict]:
 
     model, X, source, target, options = workload(name, n)
     with cm.step_log() as log:
-        res = trace_paths(model, X, source, target, **options)
+        res = trace_paths(model, X, source, target, **{"continuation": "none", **options})
     ok = np.array(res.status) == "ok"
     first = np.array([first_speed(log.get(i, [])) for i in range(len(ok))])
     first_not_ok = first[~ok & np.isfinite(first)]

@@ -117,11 +117,12 @@ def test_box_stationary_where_the_class_cannot_change_inside_the_box():
 
 
 def test_a_box_that_does_not_bind_changes_nothing():
-    """Bit for bit. (The box must be far: a refused corrector attempt may shoot x ~50 away, and
-    a box met there binds, as it should.)"""
+    """Bit for bit the pure free flow (``continuation="none"``: the box has its own damping,
+    which never acts where nothing is held). (The box must be far: a refused corrector attempt
+    may shoot x ~50 away, and a box met there binds, as it should.)"""
     model = make_mlp(16, 5, 24, 2, seed=2, scale=2.0)
     x, s, t = all_pairs(model, make_inputs((16,), 3, seed=2))
-    free = trace_paths(model, x, s, t)
+    free = trace_paths(model, x, s, t, continuation="none")
     wide = trace_paths(model, x, s, t, box=(-1e6, 1e6))
     for name in ("fr_length", "l2", "steps", "jacobian_evals", "forward_evals", "first_hit", "x_end"):
         assert torch.equal(getattr(free, name), getattr(wide, name)), name
@@ -149,7 +150,7 @@ def test_resnet20_paths_inside_the_box_are_the_free_ones():
     x, s, t = all_pairs(model, images[inner])
     # one path per batch: a path that fell back (and stopped aiming at its start line) follows
     # the float rounding of its batch, which differs where another path's trial hit the box
-    free = trace_paths(model, x, s, t, batch_size=1)
+    free = trace_paths(model, x, s, t, batch_size=1, continuation="none")
     boxed = trace_paths(model, x, s, t, box=BOX, batch_size=1)
     assert ((free.x_end >= 0) & (free.x_end <= 1)).all()
     for name in ("fr_length", "l2", "steps", "jacobian_evals", "first_hit", "x_end"):
@@ -288,14 +289,14 @@ def test_a_creeping_box_path_gets_more_damping_and_reaches_the_boundary():
 @needs_mirror
 def test_a_stalled_box_path_is_retried_damped_and_reaches_the_boundary():
     """CNN-A (4/255), CIFAR-10 image 6 (class 0) toward class 3 (the bench's path 56): its first
-    step stalls, free or in the box (the undamped direction's predictor misses 5x at every step
-    size tried, down to 0.019 FR); the box stepper retries it with a direction damped by
+    step stalls, on the pure free flow or in the box (the undamped direction's predictor misses
+    5x at every step size tried, down to 0.019 FR); the box stepper retries it with a direction damped by
     BOX_DAMPING x lam_max (``RESCUES``) and the path ends ok, inside the box, on the boundary,
     above the lower bound and below pi."""
     model, x, y, good = _cnn_a_images("cnn-a-adv4")
     img = good[6:7]
     t = torch.tensor([3])
-    free = trace_paths(model, x[img], y[img], t)
+    free = trace_paths(model, x[img], y[img], t, continuation="none")
     assert free.status == ["stalled"], "the case must stall without the retry"
     res = trace_paths(model, x[img], y[img], t, box=BOX)
     assert res.status == ["ok"], (res.status, res.steps, res.fr_length)

@@ -307,6 +307,18 @@ def test_different_config_in_same_folder_is_refused(run3, resume, change):
 
 
 @needs_mirror
+def test_a_pure_flow_run_resumes_only_as_one(env, tmp_path):
+    """A run traced without the damped continuation (as every run folder written before it
+    existed) is not resumed by a default run: the error names --continuation and what resumes it;
+    with --continuation none it resumes."""
+    out = run_experiment(_config(2, continuation="none"), tmp_path / "run", progress=False)
+    with pytest.raises(FrmarginError, match=r"option '--continuation'.*pure flow.*--continuation none"):
+        run_experiment(_config(2), out, resume=True, progress=False)
+    run_experiment(_config(2, continuation="none"), out, resume=True, progress=False)
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+@needs_mirror
 def test_non_empty_folder_without_a_run_is_refused(env, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FrmarginError, match="--out"):

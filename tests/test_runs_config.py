@@ -15,10 +15,15 @@ from frmargin.runs.config import IDENTITY_FIELDS, TOP_LEVEL_FIELDS, RunConfig, c
 
 #: fingerprints computed by earlier versions of the code: run
 #: folders written then must still be recognized by --resume
+PURE = TraceOptions(continuation="none")
 KNOWN_FINGERPRINTS = {
-    "default": (RunConfig(), "b6573cb28e78ccad"),
-    "cli-two-images": (RunConfig(images=2, data="cifar10-exact", chunk_images=1), "5065a372ca90d910"),
-    "deepfool-baseline": (RunConfig(images=20, data="cifar10-exact", baselines=("deepfool",)), "3b96760cdefeaf80"),
+    # written before the damped continuation existed: the pure flow, as from_run_info reads them
+    "default": (RunConfig(trace=PURE), "b6573cb28e78ccad"),
+    "cli-two-images": (RunConfig(images=2, data="cifar10-exact", chunk_images=1, trace=PURE), "5065a372ca90d910"),
+    "deepfool-baseline": (
+        RunConfig(images=20, data="cifar10-exact", baselines=("deepfool",), trace=PURE),
+        "3b96760cdefeaf80",
+    ),
     "euclidean-box": (
         RunConfig(images=20, data="cifar10-exact", trace=TraceOptions(metric="euclidean", box=(0.0, 1.0))),
         "2c9fda82ea0bbe41",
@@ -27,7 +32,13 @@ KNOWN_FINGERPRINTS = {
         RunConfig(trace=TraceOptions(method="paper", solver="cg", damping=1e-3, max_steps=50, cg_rtol=1e-8)),
         "18f5d45845cd9d16",
     ),
-    "top-classes-float64": (RunConfig(dtype="float64", seed=3, trace=TraceOptions(top_classes=5)), "7a214dd41202fb5c"),
+    "top-classes-float64": (
+        RunConfig(dtype="float64", seed=3, trace=TraceOptions(top_classes=5, continuation="none")),
+        "7a214dd41202fb5c",
+    ),
+    # with the damped continuation (the default since it exists)
+    "default-damped": (RunConfig(), "a20d61dbfe9621ad"),
+    "cli-two-images-damped": (RunConfig(images=2, data="cifar10-exact", chunk_images=1), "07a86b86d5c8fe23"),
 }
 
 
@@ -35,6 +46,27 @@ KNOWN_FINGERPRINTS = {
 def test_fingerprint_of_existing_configurations_is_unchanged(case):
     config, expected = KNOWN_FINGERPRINTS[case]
     assert config.fingerprint() == expected
+
+
+def test_the_continuation_enters_the_identity_only_where_it_applies():
+    """Damped free natural-gradient runs carry ``continuation: damped``; the pure flow, a box,
+    the Euclidean metric and paper mode do not (their paths are those of runs made before it
+    existed, so those keep their fingerprints)."""
+    assert RunConfig().identity()["continuation"] == "damped"
+    for trace in (
+        PURE,
+        TraceOptions(box=(0.0, 1.0)),
+        TraceOptions(metric="euclidean"),
+        TraceOptions(method="paper"),
+        TraceOptions(perturbation="dct:4"),
+    ):
+        assert "continuation" not in RunConfig(trace=trace).identity(), trace
+    assert (
+        RunConfig(trace=TraceOptions(box=(0.0, 1.0))).fingerprint()
+        == RunConfig(trace=TraceOptions(box=(0.0, 1.0), continuation="none")).fingerprint()
+    )
+    # a run.json written before the option existed is read as the pure flow
+    assert RunConfig.from_run_info({"config": {"images": 20}}).trace.continuation == "none"
 
 
 def test_fields_outside_the_identity_do_not_change_the_fingerprint():

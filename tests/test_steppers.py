@@ -9,6 +9,7 @@ from conftest import all_pairs, assert_close, make_inputs, make_mlp
 from frmargin.geometry import fisher_rao_distance
 from frmargin.paths import METHODS, METRICS, resolve_options
 from frmargin.paths.box import Box, projected_row_direction
+from frmargin.paths.damped import DampedFree
 from frmargin.paths.directions import FreeSpace, GradientDirection, RowDirection, descent_gradient, row_direction
 from frmargin.paths.euclidean import LinearStep
 from frmargin.paths.linalg import broyden_update, frozen
@@ -61,7 +62,7 @@ def test_converged_stepper_is_composed_from_its_parts(metric, box):
         assert stepper.fallback is None and stepper.projection is None
         return
     projection = stepper.projection
-    assert type(projection) is (FreeSpace if box is None else Box)
+    assert type(projection) is (Box if box is not None else DampedFree if metric == "fisher" else FreeSpace)
     assert type(stepper.direction) is RowDirection and stepper.direction.projection is projection
     assert type(stepper.attempt) is PredictorCorrector and stepper.attempt.projection is projection
     assert type(stepper.fallback) is StartLines and stepper.attempt.lines is stepper.fallback
@@ -332,13 +333,13 @@ def test_levenberg_marquardt_corrections_carry_stiff_first_steps(monkeypatch):
     assert torch.equal(p.argmax(-1), s)
     length, hit = predicted_path(p, s, t)
     for i in range(2):  # one path at a time: where a creeping path ends depends on its batch's rounding
-        res = trace_paths(model, x[i : i + 1], s[i : i + 1], t[i : i + 1])
+        res = trace_paths(model, x[i : i + 1], s[i : i + 1], t[i : i + 1], continuation="none")
         assert res.status == ["ok"], (i, res.status)
         assert int(res.first_hit[0]) == int(hit[i])
         assert_close(res.fr_length, length[i : i + 1], 5e-3, 0, f"FR length of path {i}")
     # the subject: without the damped corrections both paths stall at their first step
     monkeypatch.setattr(correction, "LM_LEVELS", 0)
-    res = trace_paths(model, x, s, t)
+    res = trace_paths(model, x, s, t, continuation="none")
     assert res.status == ["stalled", "stalled"], res.status
 
 
@@ -365,7 +366,7 @@ def test_a_first_step_that_stalls_gets_no_fallback_round(monkeypatch):
         return attempt(self, start, h, hz, retry)
 
     monkeypatch.setattr(PredictorCorrector, "__call__", logged)
-    res = trace_paths(model, data.images[1:2], torch.tensor([8]), torch.tensor([5]))
+    res = trace_paths(model, data.images[1:2], torch.tensor([8]), torch.tensor([5]), continuation="none")
     assert res.status == ["stalled"] and int(res.steps[0]) == 0, (res.status, res.steps)
     assert len(rounds) == ACCURACY_DEFAULTS["max_attempts"] and not any(rounds), rounds
 

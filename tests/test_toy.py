@@ -14,7 +14,7 @@ MIN_TRAIN_ACCURACY = 0.9
 #: share of paths per metric that must end with status "ok" in the tiny demo
 MIN_OK_SHARE = 0.7
 LENGTH_ATOL = 1e-9
-TERMINAL = {"ok", "budget", "stalled"}
+TERMINAL = {"ok", "damped", "budget", "stalled"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = dict(n_points=3, n_per_class=60, epochs=150, seed=0)
 
@@ -93,8 +93,9 @@ def test_demo_paths_terminate_and_respect_lower_bound(demo):
     assert len(table) == 2 * 3 * 4
     assert set(table["status"]) <= TERMINAL
     for metric, rows in table.groupby("metric"):
-        assert (rows["status"] == "ok").mean() >= MIN_OK_SHARE, (metric, rows["status"].value_counts())
-    ok = table[table["status"] == "ok"]
+        reached = rows["status"].isin(["ok", "damped"])  # damped: a real path to the change
+        assert reached.mean() >= MIN_OK_SHARE, (metric, rows["status"].value_counts())
+    ok = table[table["status"].isin(["ok", "damped"])]
     worst = (ok["fr_length"] - ok["lower_bound"]).min()
     assert worst >= -LENGTH_ATOL, worst
     assert (ok["first_hit"] != ok["source"]).all() and (ok["first_hit"] >= 0).all()

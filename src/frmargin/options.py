@@ -58,6 +58,9 @@ DEFAULT_DAMPING = {"converged": 1e-14, "paper": 1e-3}
 DEFAULT_MAX_STEPS = {"converged": 200, "paper": 2000}
 #: accuracy presets: ``default``, or ``l2`` (an accurate L2 at the class change, with its error estimate)
 PRESETS = ("default", "l2")
+#: what a free natural-gradient path does when its flow stalls or creeps: ``damped`` (go on along a
+#: damped natural gradient, status ``damped``; ``paths.damped``) or ``none`` (end stalled or at the budget)
+CONTINUATIONS = ("damped", "none")
 #: the ``l2`` preset's step caps relative to ``eta`` and ``logit_step`` (its default step budget
 #: grows by the inverse); measured against the exact flow, ``benchmarks/bench_reference.py``
 L2_PRESET_SCALE = 0.125
@@ -190,6 +193,12 @@ class TraceOptions:
     )
     damping_mode: str = _option("relative", "relative (to the largest eigenvalue of G) or absolute.")
     max_steps: int | None = _option(None, "Step budget per path (default 200 converged, 2000 paper).", metavar="N")
+    continuation: str = _option(
+        "damped",
+        "damped: a free natural-gradient path whose flow stalls, or has not changed class after 50 steps, "
+        "goes on along a damped natural gradient (status damped, a real path to the change but not the flow's); "
+        "none: the pure flow (such paths end stalled or budget).",
+    )
     preset: str = _option(
         "default",
         "default, or l2: steps and overshoot of 1/8 of eta, logit_step and overshoot (and 8x the default "
@@ -247,6 +256,7 @@ class TraceOptions:
             ("solver", SOLVERS),
             ("damping_mode", DAMPING_MODES),
             ("preset", PRESETS),
+            ("continuation", CONTINUATIONS),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -334,6 +344,19 @@ class TraceOptions:
         if self.max_steps is not None:
             return self.max_steps
         return DEFAULT_MAX_STEPS[self.method] * (round(1 / L2_PRESET_SCALE) if self.preset == "l2" else 1)
+
+    @property
+    def damped_continuation(self) -> bool:
+        """Whether the damped continuation applies: asked for (``continuation``) and the paths are
+        free natural-gradient paths of the converged tracer in pixels (the box has its own damping
+        and rescue, a perturbation model its reachability checks, Euclidean steps no solve)."""
+        return (
+            self.continuation == "damped"
+            and self.method == "converged"
+            and self.metric == "fisher"
+            and self.box is None
+            and self.perturbation == "pixels"
+        )
 
     def accuracy(self) -> dict[str, Any]:
         """The accuracy options that differ from their defaults, by name (a run's identity)."""

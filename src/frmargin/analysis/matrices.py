@@ -131,7 +131,8 @@ def status_counts(paths: pd.DataFrame) -> pd.DataFrame:
 def closed_form_agreement(paths: pd.DataFrame) -> pd.DataFrame:
     """How well the closed forms (docs/method.md) predict the traced paths.
 
-    Rows (``quantity``, ``value``, ``n``, ``definition``), all over successful paths:
+    Rows (``quantity``, ``value``, ``n``, ``definition``), all over successful paths of the flow
+    (status ``damped`` left out: such a path is a real path to the change, not the flow's):
     ``rel_error_median`` and ``rel_error_p90``: quantiles of |fr_length - predicted_length| /
     predicted_length; ``first_hit_agreement``: share with first_hit == predicted_first_hit;
     ``share_above_lower_bound``: share with fr_length >= LB (1 - LB_RTOL) - LB_ATOL;
@@ -141,7 +142,8 @@ def closed_form_agreement(paths: pd.DataFrame) -> pd.DataFrame:
         >>> closed_form_agreement(paths).set_index("quantity")["value"]
     """
     p = prepare_paths(paths)
-    ok = p[p["success"] & np.isfinite(p["fr_length"])]
+    flow = p["status"] != "damped" if "status" in p else True
+    ok = p[p["success"] & np.isfinite(p["fr_length"]) & flow]
     pred = ok["predicted_length"].to_numpy()
     use = np.isfinite(pred) & (pred > 0)
     rel = np.abs(ok["fr_length"].to_numpy()[use] - pred[use]) / pred[use]
@@ -214,13 +216,16 @@ def landscape_panels(
 
 
 def closed_form_points(paths: pd.DataFrame) -> pd.DataFrame:
-    """Successful paths' traced and closed-form lengths, and whether the closed form is direct.
+    """Successful paths' traced and closed-form lengths, and whether the closed form is direct
+    (paths of status ``damped`` left out).
 
     Columns: ``predicted_length``, ``fr_length``, ``predicted_direct`` (the closed form predicts
     the path reaches its target unshielded; True when paths carry no ``predicted_first_hit``).
     Empty when no path carries a finite ``predicted_length``.
     """
     ok = successful_paths(paths)
+    if "status" in ok.columns:  # a damped path is not the flow the closed form predicts
+        ok = ok[ok["status"] != "damped"]
     if "predicted_length" not in ok.columns or not np.isfinite(ok["predicted_length"]).any():
         return pd.DataFrame(columns=["predicted_length", "fr_length", "predicted_direct"])
     direct = (

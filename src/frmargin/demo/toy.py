@@ -211,12 +211,14 @@ def _path_frame(
 
 
 def _rates(frame: pd.DataFrame) -> tuple[float, float]:
-    """Shielding rate and closed-form first-hit agreement over successful paths."""
+    """Shielding rate over successful paths, closed-form first-hit agreement over those of the
+    flow (``damped`` paths left out)."""
     ok = frame[frame["first_hit"] >= 0]
     if ok.empty:
         return float("nan"), float("nan")
     shield = float((ok["first_hit"] != ok["target"]).mean())
-    agree = float((ok["first_hit"] == ok["predicted_first_hit"]).mean())
+    flow = ok[ok["status"] != "damped"]
+    agree = float((flow["first_hit"] == flow["predicted_first_hit"]).mean()) if len(flow) else float("nan")
     return shield, agree
 
 
@@ -260,7 +262,7 @@ def _plot(
             line = np.concatenate([traj, [[row.x_end, row.y_end]]])
             ax.plot(line[:, 0], line[:, 1], color=colours[row.target], lw=1.4, path_effects=outline, zorder=3)
             n_out += not (lo[0] <= row.x_end <= hi[0] and lo[1] <= row.y_end <= hi[1])
-            if row.status != "ok":
+            if row.status not in ("ok", "damped"):  # no class change
                 marker, face = "s", "none"
             elif row.first_hit == row.target:
                 marker, face = "o", colours[row.target]
@@ -280,8 +282,10 @@ def _plot(
         ax.scatter(starts["x0"], starts["y0"], marker="o", s=30, c="black", zorder=6)
         shield, _ = _rates(frame)
         n_ok = int((frame["status"] == "ok").sum())
+        n_damped = int((frame["status"] == "damped").sum())
         label = {"fisher": "Fisher (natural-gradient) paths", "euclidean": "Euclidean (gradient) paths"}[metric]
         title = f"{label}: {100 * shield:.0f}% shielded\n{n_ok}/{len(frame)} paths ok"
+        title += f", {n_damped} damped" if n_damped else ""
         ax.set_title(title + (f", {n_out} end outside the view" if n_out else ""), fontsize=11)
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(lo[1], hi[1])

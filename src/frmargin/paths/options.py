@@ -23,6 +23,8 @@ __all__ = ["STATUSES", "ResolvedOptions", "check_box", "resolve_options"]
 
 STATUSES = (
     "ok",
+    # a free path that reached the change along the damped continuation (``paths.damped``)
+    "damped",
     "budget",
     "stalled",
     "box_stationary",
@@ -65,6 +67,8 @@ class ResolvedOptions:
     top_classes: int | None = None
     perturbation: str = "pixels"
     preset: str = "default"
+    #: "damped" where the damped continuation applies (``TraceOptions.damped_continuation``), else "none"
+    continuation: str = "none"
 
     @classmethod
     def of(cls, options: TraceOptions, record: bool = False) -> ResolvedOptions:
@@ -83,6 +87,7 @@ class ResolvedOptions:
             record=bool(record),
             top_classes=options.top_classes,
             perturbation=options.perturbation,
+            continuation="damped" if options.damped_continuation else "none",
             **options.all_accuracy(),
         )
         if resolved.preset == "l2":

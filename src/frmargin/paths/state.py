@@ -42,6 +42,8 @@ class PathState:
         fr_step, logit_step: (n,) float64 step caps of the converged steppers (FR length,
             largest log-probability change); prev_dir: (n, V) last unit p-direction, has_prev.
         active, chasing: (n,) bool: still running; past the first change, chasing the target.
+        damped: (n,) bool: a direction of the path was damped by the continuation
+            (``paths.damped``); such a path that changes class ends ``damped``, not ``ok``.
         status: one str per path; visited: the classes passed (until="target");
         trajectory: the accepted points of each path (record=True) or None.
     """
@@ -66,6 +68,7 @@ class PathState:
         self.forward_evals = torch.zeros(n, dtype=torch.int64, device=dev)
         self.matvecs = torch.zeros(n, dtype=torch.int64, device=dev)
         self.box_changes = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.damped = torch.zeros(n, dtype=torch.bool, device=dev)
         self.fr_step = torch.zeros(n, dtype=torch.float64, device=dev)
         self.logit_step = torch.zeros(n, dtype=torch.float64, device=dev)
         self.prev_dir = torch.zeros(n, 0, dtype=torch.float64, device=dev)

@@ -9,7 +9,8 @@ chunk of paths. ``converged`` composes the converged stepper from parts with one
   ``directions.GradientDirection`` (Euclidean: one vjp and one jvp);
 - step attempt: ``predictor_corrector.PredictorCorrector`` (Fisher) or ``euclidean.LinearStep``;
 - fallback round: ``predictor_corrector.StartLines`` (Fisher) or none;
-- projection: ``directions.FreeSpace`` or, in a box, ``box.Box`` (Fisher); the Euclidean steps
+- projection: ``damped.DampedFree`` (free space with the damped continuation, the default),
+  ``directions.FreeSpace`` (``continuation="none"``, and in u) or, in a box, ``box.Box`` (Fisher); the Euclidean steps
   freeze the coordinates a bound stops and clamp their steps instead;
 - with a perturbation model (paths in u): ``reachability.Reachability`` watches the direction
   and judges stalled paths (``SubspaceFlow`` around the projection, ``WatchedDirection`` around
@@ -29,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .box import Box
+from .damped import DampedFree
 from .directions import FreeSpace, GradientDirection, RowDirection
 from .euclidean import LinearStep
 from .options import ResolvedOptions
@@ -55,6 +57,8 @@ def converged(net: Network, opts: ResolvedOptions) -> Stepper:
             )
         return StepControl(net, opts, gradient, LinearStep(net, opts))
     projection: Projection = FreeSpace(net, opts) if opts.box is None else Box(net, opts)
+    if opts.continuation == "damped":  # free pixels only (``TraceOptions.damped_continuation``)
+        projection = DampedFree(net, opts)
     if reach is not None:
         projection = SubspaceFlow(projection, reach)
     lines = StartLines(net)

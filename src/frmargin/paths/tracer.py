@@ -137,13 +137,21 @@ class ChunkTracer:
         st.success[fi] = True
         st.x_first[fi] = xe[first]
         if not o.until_target:
-            st.finish(gidx, "ok")
+            self.reached(gidx)
             return
         st.visit(gidx, hit)
         done = hit == st.target[gidx]
         st.length_target[gidx[done]] = st.length[gidx[done]]
-        st.finish(gidx[done], "ok")
+        self.reached(gidx[done])
         cont = gidx[~done]
         st.chasing[cont] = True
         st.top[cont] = hit[~done]
         st.reset_steps(cont, o.eta, o.logit_step)
+
+    def reached(self, gidx: torch.Tensor) -> None:
+        """Paths ``gidx`` (m,) are done: ``ok``, or ``damped`` where the continuation damped a
+        direction of theirs (their path is not the flow's, ``paths.damped``)."""
+        st = self.state
+        damped = st.damped[gidx]
+        st.finish(gidx[~damped], "ok")
+        st.finish(gidx[damped], "damped")

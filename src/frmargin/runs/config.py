@@ -233,9 +233,11 @@ class RunConfig:
         # an option left at its default is left out, so runs made before it existed keep their fingerprint
         out = {k: d[k] for k in IDENTITY_FIELDS if not (k in OPTIONAL_IDENTITY and _same(d[k], OPTIONAL_IDENTITY[k]))}
         # a tracing option added to TraceOptions later enters the identity by itself, when set
-        for f in fields(TraceOptions):
-            if f.metadata["group"] == "tracing" and f.name not in IDENTITY_FIELDS and not _same(d[f.name], f.default):
-                out[f.name] = d[f.name]
+        later = [f for f in fields(TraceOptions) if f.metadata["group"] == "tracing" and f.name not in IDENTITY_FIELDS]
+        out.update({f.name: d[f.name] for f in later if f.name != "continuation" and not _same(d[f.name], f.default)})
+        # continuation where it applies: runs made before it traced the pure flow, as "none" does
+        if self.trace.damped_continuation:
+            out["continuation"] = "damped"
         return out
 
     def fingerprint(self) -> str:
@@ -280,7 +282,7 @@ class RunConfig:
 
         Example:
             >>> config = RunConfig(images=20)
-            >>> info = {"fingerprint": config.fingerprint(), "config": {"images": 20}}
+            >>> info = {"fingerprint": config.fingerprint(), "config": config.run_json_entries()}
             >>> RunConfig.from_run_info(info) == config
             True
         """
@@ -290,6 +292,7 @@ class RunConfig:
                 stored[name] = info[name]
         if "data" not in stored and REQUESTED_DATA_KEY in info:
             stored["data"] = info[REQUESTED_DATA_KEY]
+        stored.setdefault("continuation", "none")  # recorded before it existed: the pure flow
         known = {f.name for f in fields(cls)} - {"trace"}
         values = {k: v for k, v in stored.items() if k in known}
         for name in ("input_range", "resize"):

@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import FrmarginError
@@ -38,11 +39,25 @@ def prepare_folder(out: Path, config: RunConfig, resume: bool, rank: int) -> Non
     if old is not None:
         reason = resume_mismatch(old, config, None, None)
         if reason is not None:
+            if traced_pure_flow(old, config):
+                raise FrmarginError(
+                    f"option '--continuation': {str(out)!r} holds this run traced with the pure flow, "
+                    "expected --continuation none to resume it (or choose another --out)"
+                )
             raise FrmarginError(f"option '--out': {str(out)!r} holds a different run ({reason}); choose another folder")
         if not resume:
             raise FrmarginError(f"option '--out': {str(out)!r} already holds this run; pass --resume to continue it")
     elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and rank == 0 and not resume:
         raise FrmarginError(f"option '--out': {str(out)!r} is not empty and holds no run; choose another folder")
+
+
+def traced_pure_flow(old: dict, config: RunConfig) -> bool:
+    """Whether the recorded run is this one traced without the damped continuation (a run
+    folder written before it existed, or with --continuation none)."""
+    if not config.trace.damped_continuation:
+        return False
+    pure = replace(config, trace=replace(config.trace, continuation="none"))
+    return resume_mismatch(old, pure, None, None) is None
 
 
 def old_run_info(out: Path) -> dict | None:
