@@ -21,6 +21,9 @@ benchmark reports:
   tracer's own work), and the share spent in iterations with fewer than 16 paths still running
   (the tail of long paths).
 
+``--set models=small:vgg,small:bn,small:res`` runs small CNNs of three families the zoo lacks
+(max-pooling, batch norm, leaky-ReLU residual), trained by ``_small_cnns`` (images from 9,000 on).
+
 The goals the step control is held to: >= 99.5% of paths reaching a class change on every model
 (>= 98% ``ok``), and Jacobians per path at p95 <= 3x the median. A model that cannot be loaded is a row with its error as status.
 """
@@ -116,8 +119,14 @@ def zoo_steps(ctx: Context) -> Output:
 def run_model(name: str, n: int, batch_size: int, max_steps: int | None = None) -> dict:
     from frmargin import margin_lower_bound, predicted_path, trace_paths
 
-    model = cm.load_model(name)
-    x, y = cm.correct_images(model, "cifar10", n)
+    if name.startswith("small:"):  # a small CNN of another family, trained here (``_small_cnns``)
+        import _small_cnns
+
+        model = _small_cnns.trained(name)
+        x, y = cm.correct_images(model, "cifar10", n, offset=_small_cnns.HELD_OUT)
+    else:
+        model = cm.load_model(name)
+        x, y = cm.correct_images(model, "cifar10", n)
     X, source, target = cm.all_target_paths(x, y, 10)
     with cm.instrument() as rec:
         t0 = time.perf_counter()

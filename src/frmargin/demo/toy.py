@@ -211,14 +211,12 @@ def _path_frame(
 
 
 def _rates(frame: pd.DataFrame) -> tuple[float, float]:
-    """Shielding rate over successful paths, closed-form first-hit agreement over those of the
-    flow (``damped`` paths left out)."""
+    """Shielding rate over successful paths, closed-form first-hit agreement over the flow's."""
     ok = frame[frame["first_hit"] >= 0]
     if ok.empty:
         return float("nan"), float("nan")
     shield = float((ok["first_hit"] != ok["target"]).mean())
-    flow = ok[ok["status"] != "damped"]
-    agree = float((flow["first_hit"] == flow["predicted_first_hit"]).mean()) if len(flow) else float("nan")
+    agree = float(ok[ok["status"] != "damped"].eval("first_hit == predicted_first_hit").mean())
     return shield, agree
 
 
@@ -281,12 +279,11 @@ def _plot(
         starts = frame.drop_duplicates("point")
         ax.scatter(starts["x0"], starts["y0"], marker="o", s=30, c="black", zorder=6)
         shield, _ = _rates(frame)
-        n_ok = int((frame["status"] == "ok").sum())
-        n_damped = int((frame["status"] == "damped").sum())
+        n_ok, n_damped = ((frame["status"] == name).sum() for name in ("ok", "damped"))
         label = {"fisher": "Fisher (natural-gradient) paths", "euclidean": "Euclidean (gradient) paths"}[metric]
         title = f"{label}: {100 * shield:.0f}% shielded\n{n_ok}/{len(frame)} paths ok"
-        title += f", {n_damped} damped" if n_damped else ""
-        ax.set_title(title + (f", {n_out} end outside the view" if n_out else ""), fontsize=11)
+        extra = (f", {n_damped} damped" if n_damped else "") + (f", {n_out} end outside the view" if n_out else "")
+        ax.set_title(title + extra, fontsize=11)
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(lo[1], hi[1])
         ax.set_aspect("equal")

@@ -72,7 +72,9 @@ class PathResult:
         first_hit: (P,) class that took over first, -1 where no class change.
         success: (P,) bool, the predicted class changed.
         x_end: (P, *S) first point past the class change (last point where none).
-        status: "ok", "budget", "stalled", "box_stationary" (in a box: the projected direction
+        status: "ok" (the flow changed the class), "damped" (the class changed on the damped
+            continuation of a flow that stalled or crept, ``paths.damped``: not the flow's path),
+            "budget", "stalled", "box_stationary" (in a box: the projected direction
             vanished, x is a KKT point of the box, before any class change), "nonfinite" or
             "misclassified" (argmax at x0 was not the source).
         fr_length_target: (P,) FR length until the target became the argmax (until="target";
