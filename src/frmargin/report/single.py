@@ -163,7 +163,8 @@ def single_report(
     doc.heading("Closed forms versus traced paths")
     doc.text(
         "How well the softmax-only closed forms (documentation: Method, closed forms on the simplex) predict the traced paths "
-        "(successful paths). Large errors point to box constraints, damping, step size or "
+        "(successful paths of the flow; paths of status damped are left out). Large errors point to box "
+        "constraints, damping, step size or "
         "rank-deficient Jacobians."
     )
     doc.figure(
@@ -173,6 +174,12 @@ def single_report(
     doc.table(per_cell(result.agreement, ["value"]))
     box_section(doc, result.box)
     doc.heading("Path status")
+    doc.text(
+        "ok: the path's flow (natural gradient, or gradient for the Euclidean metric) reached a class change; "
+        "damped: the natural-gradient flow stalled or crept and the path "
+        "went on along a damped natural gradient to a class change (a real path, not the flow's); budget, "
+        "stalled: no class change within the step budget or no step possible (undetermined, never margins)."
+    )
     doc.table(result.status)
     for section in sections:
         section(doc, result, out)
