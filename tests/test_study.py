@@ -113,6 +113,35 @@ def test_run_folders_of_a_plan(tmp_path):
     assert [r.folder.relative_to(tmp_path).as_posix() for r in no_box] == ["a/fisher"]
 
 
+def test_a_study_traced_with_the_pure_flow_resumes_only_as_one(tmp_path):
+    """A study whose natural-gradient runs traced the pure flow (made before the damped
+    continuation existed, or with --continuation none) is not resumed by a default study: the
+    error names --continuation and what resumes it."""
+    import json
+
+    from frmargin.runs import folder
+    from frmargin.runs.study_runner import run_finished
+
+    def plan(**trace):
+        return StudyPlan(models=("a",), images=4, closed_form=False, trace=TraceOptions(**trace))
+
+    (pure,) = study_mod.study_runs(plan(continuation="none"), tmp_path)
+    pure.folder.mkdir(parents=True)
+    info = {"fingerprint_version": 2, "options_fingerprint": pure.config.options_fingerprint(), "status": "complete"}
+    (pure.folder / folder.RUN_FILE).write_text(json.dumps(info))
+    assert run_finished(pure)
+    (damped,) = study_mod.study_runs(plan(), tmp_path)
+    assert damped.folder == pure.folder
+    with pytest.raises(FrmarginError, match=r"'--continuation'.*pure flow.*--continuation none"):
+        run_finished(damped)
+    # Euclidean runs have no continuation: the option leaves them as they were
+    euclid = [
+        StudyPlan(models=("a",), images=4, closed_form=False, metrics=("euclidean",), trace=TraceOptions(**t))
+        for t in ({}, {"continuation": "none"})
+    ]
+    assert len({study_mod.study_runs(e, tmp_path)[0].config.options_fingerprint() for e in euclid}) == 1
+
+
 def test_a_plan_field_added_later_keeps_the_fingerprint():
     """Fields added after a study's first layout enter its fingerprint only when set, so a study
     folder made before them resumes."""

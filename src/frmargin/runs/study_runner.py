@@ -24,6 +24,7 @@ from . import folder
 from .closed_form import closed_form_complete, run_closed_form
 from .distributed import broadcast_object, rank_and_world
 from .lock import RunLock
+from .ownership import traced_pure_flow
 from .study import STUDY_FILE, StudyPlan, StudyRun, known_models, study_runs, validate_plan
 from .study_progress import StudyProgress
 
@@ -45,6 +46,11 @@ def run_finished(run: StudyRun) -> bool:
         else ("fingerprint", run.config.fingerprint())
     )
     if info.get(key) != mine:
+        if traced_pure_flow(info, run.config):
+            raise FrmarginError(
+                f"option '--continuation': {run.folder} holds this study's run traced with the pure flow, "
+                "expected --continuation none to resume the study (or choose another --out)"
+            )
         raise FrmarginError(
             f"option '--out': {run.folder} holds a different run (fingerprint {info.get(key)}, "
             f"this study's {mine}); choose another folder"
