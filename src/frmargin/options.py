@@ -195,7 +195,8 @@ class TraceOptions:
     max_steps: int | None = _option(None, "Step budget per path (default 200 converged, 2000 paper).", metavar="N")
     continuation: str = _option(
         "damped",
-        "damped: a free natural-gradient path whose flow stalls, or has not changed class after 50 steps, "
+        "damped: a free natural-gradient path whose flow stalls, or has not changed class after a quarter of "
+        "its step budget (50 steps by default), "
         "goes on along a damped natural gradient (status damped, a real path to the change but not the flow's); "
         "none: the pure flow (such paths end stalled or budget).",
     )
