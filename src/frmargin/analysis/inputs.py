@@ -85,3 +85,10 @@ def _check_class_indices(p: pd.DataFrame, n_classes: int) -> None:
 def successful_paths(paths: pd.DataFrame) -> pd.DataFrame:
     """Rows of ``paths`` that changed the class and have a finite ``fr_length``."""
     return paths[paths["success"].astype(bool) & np.isfinite(paths["fr_length"])]
+
+
+def flow_paths(paths: pd.DataFrame) -> pd.DataFrame:
+    """``successful_paths`` of the flow the closed forms describe: status ``damped`` left out
+    (such a path is a real path to the change, not the flow's; ``paths.damped``)."""
+    ok = successful_paths(paths)
+    return ok[ok["status"] != "damped"] if "status" in ok.columns else ok

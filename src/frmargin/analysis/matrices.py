@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from frmargin.analysis.bootstrap import safe_ratio
-from frmargin.analysis.inputs import NO_FLIP, prepare_paths, successful_paths
+from frmargin.analysis.inputs import NO_FLIP, flow_paths, prepare_paths
 from frmargin.analysis.tables import image_margins
 from frmargin.errors import bad_argument
 
@@ -142,8 +142,7 @@ def closed_form_agreement(paths: pd.DataFrame) -> pd.DataFrame:
         >>> closed_form_agreement(paths).set_index("quantity")["value"]
     """
     p = prepare_paths(paths)
-    flow = p["status"] != "damped" if "status" in p else True
-    ok = p[p["success"] & np.isfinite(p["fr_length"]) & flow]
+    ok = flow_paths(p)
     pred = ok["predicted_length"].to_numpy()
     use = np.isfinite(pred) & (pred > 0)
     rel = np.abs(ok["fr_length"].to_numpy()[use] - pred[use]) / pred[use]
@@ -223,9 +222,7 @@ def closed_form_points(paths: pd.DataFrame) -> pd.DataFrame:
     the path reaches its target unshielded; True when paths carry no ``predicted_first_hit``).
     Empty when no path carries a finite ``predicted_length``.
     """
-    ok = successful_paths(paths)
-    if "status" in ok.columns:  # a damped path is not the flow the closed form predicts
-        ok = ok[ok["status"] != "damped"]
+    ok = flow_paths(paths)
     if "predicted_length" not in ok.columns or not np.isfinite(ok["predicted_length"]).any():
         return pd.DataFrame(columns=["predicted_length", "fr_length", "predicted_direct"])
     direct = (

@@ -28,7 +28,7 @@ from dataclasses import replace
 
 import torch
 
-from ..solve import fisher_factor, fisher_lsq, fisher_weights, largest_eigenvalue_factored
+from ..solve import fisher_factor, fisher_lsq, fisher_weights
 from .directions import damping, descent_gradient
 from .linalg import bmv, centred, rows_combination
 from .options import ResolvedOptions
@@ -97,9 +97,7 @@ def _solve(
     ``floor`` (m,), lam >= floor times the largest eigenvalue of G_F."""
     JF = J if bool(keep.all()) else J * keep[:, None, :]  # the very tensor: bit-identical solves
     K = JF @ JF.transpose(-1, -2)
-    lam = damping(opts, Lt, K)
-    if floor is not None and bool((floor > 0).any()):
-        lam = torch.where(floor > 0, torch.maximum(lam, floor * largest_eigenvalue_factored(Lt, K)), lam)
+    lam = damping(opts, Lt, K, floor)
     w = fisher_lsq(Lt, K, a / p.clamp_min(1e-300), lam) if opts.metric == "fisher" else a
     return -rows_combination(w, JF), w, K, lam, JF
 

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from ..solve import fisher_factor, fisher_lsq, fisher_weights, largest_eigenvalue_factored
-from .directions import FreeSpace, damping, descent_gradient
-from .linalg import bmv, centred, rows_combination
+from .directions import FreeSpace, descent_gradient, row_direction
 from .options import ResolvedOptions
 from .state import Network
 from .step_types import Direction
@@ -77,19 +75,8 @@ class DampedFree(FreeSpace):
         self, idx: torch.Tensor, x: torch.Tensor, J: torch.Tensor, p: torch.Tensor
     ) -> tuple[Direction, torch.Tensor | None]:
         floor = self.level(idx)
-        if not bool((floor > 0).any()):
-            return super().direction(idx, x, J, p)
-        a = descent_gradient(self.net, idx, p)
-        M, Lt = fisher_weights(p), fisher_factor(p)
-        J64 = J.to(torch.float64)
-        K = J64 @ J64.transpose(-1, -2)
-        lam = damping(self.opts, Lt, K)
-        lam = torch.where(floor > 0, torch.maximum(lam, floor * largest_eigenvalue_factored(Lt, K)), lam)
-        w = fisher_lsq(Lt, K, a / p.clamp_min(1e-300), lam)
-        v = -rows_combination(w, J64)
-        zdot = centred(-bmv(K, w), p)
         self.net.state.damped[idx[floor > 0]] = True
-        return Direction(v=v, zdot=zdot, weights=M, factor=Lt, gram=K, damping=lam, jacobian=J64), None
+        return row_direction(self.opts, J, p, descent_gradient(self.net, idx, p), floor), None
 
     def rescue(self, idx: torch.Tensor) -> torch.Tensor:
         """A stalled path is retried from its point, damped, RESCUES times at most."""

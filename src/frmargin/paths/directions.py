@@ -42,26 +42,35 @@ def descent_gradient(net: Network, idx: torch.Tensor, p: torch.Tensor) -> torch.
     return a
 
 
-def damping(opts: ResolvedOptions, factor: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-    """Absolute lam (m,) from the option: relative to the largest eigenvalue of L^T K L."""
-    if opts.damping_mode == "relative":
-        lam_max = largest_eigenvalue_factored(factor, gram)
-    else:
-        lam_max = torch.zeros(factor.shape[0], dtype=torch.float64, device=factor.device)
-    return resolve_damping(opts.damping, opts.damping_mode, lam_max)
+def damping(
+    opts: ResolvedOptions, factor: torch.Tensor, gram: torch.Tensor, floor: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Absolute lam (m,) from the option: relative to the largest eigenvalue of L^T K L; with
+    ``floor`` (m,), at least floor times that eigenvalue on the rows where floor > 0 (the box's
+    floor on a reduced free set, the damped retries and continuation)."""
+    floored = floor is not None and bool((floor > 0).any())
+    zeros = torch.zeros(factor.shape[0], dtype=torch.float64, device=factor.device)
+    lam_max = largest_eigenvalue_factored(factor, gram) if opts.damping_mode == "relative" or floored else zeros
+    lam = resolve_damping(opts.damping, opts.damping_mode, lam_max if opts.damping_mode == "relative" else zeros)
+    if floored:
+        assert floor is not None
+        lam = torch.where(floor > 0, torch.maximum(lam, floor * lam_max), lam)
+    return lam
 
 
-def row_direction(opts: ResolvedOptions, J: torch.Tensor, p: torch.Tensor, a: torch.Tensor) -> Direction:
+def row_direction(
+    opts: ResolvedOptions, J: torch.Tensor, p: torch.Tensor, a: torch.Tensor, floor: torch.Tensor | None = None
+) -> Direction:
     """Descent direction from Jacobian rows J (m, V, D), p (m, V), a (m, V), without a box.
 
-    Fisher metric: v = -J^T w with (M K + lam I) w = a (the damped natural gradient);
-    Euclidean: w = a. In a box: ``box.projected_row_direction``.
+    Fisher metric: v = -J^T w with (M K + lam I) w = a (the damped natural gradient; ``floor``
+    (m,) as in ``damping``); Euclidean: w = a. In a box: ``box.projected_row_direction``.
     """
     M = fisher_weights(p)
     Lt = fisher_factor(p)
     J64 = J.to(torch.float64)
     K = J64 @ J64.transpose(-1, -2)
-    lam = damping(opts, Lt, K)
+    lam = damping(opts, Lt, K, floor)
     # (M K + lam I) w = a, with a = M (a / p) since a sums to zero
     w = fisher_lsq(Lt, K, a / p.clamp_min(1e-300), lam) if opts.metric == "fisher" else a
     v = -rows_combination(w, J64)

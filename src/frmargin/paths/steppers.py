@@ -56,9 +56,13 @@ def converged(net: Network, opts: ResolvedOptions) -> Stepper:
                 net, opts, watched, LinearStep(net, opts), projection=SubspaceFlow(FreeSpace(net, opts), reach)
             )
         return StepControl(net, opts, gradient, LinearStep(net, opts))
-    projection: Projection = FreeSpace(net, opts) if opts.box is None else Box(net, opts)
-    if opts.continuation == "damped":  # free pixels only (``TraceOptions.damped_continuation``)
+    projection: Projection
+    if opts.box is not None:
+        projection = Box(net, opts)
+    elif opts.continuation == "damped":  # free pixels only (``TraceOptions.damped_continuation``)
         projection = DampedFree(net, opts)
+    else:
+        projection = FreeSpace(net, opts)
     if reach is not None:
         projection = SubspaceFlow(projection, reach)
     lines = StartLines(net)
