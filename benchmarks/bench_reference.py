@@ -18,10 +18,9 @@ too, with its Jacobians relative to the default's and how its per-path error est
 
 Models: zoo ReLU networks and ``digits-cnn`` (the test suite's small ReLU CNN on synthetic 8x8
 digits, ``tests/digits.py``). A cnn-a path crosses a few hundred regions (about two minutes a
-path on two loaded cores); a ``resnet20`` path crosses tens of thousands (``--set
-models=resnet20 --set ranks=1`` traces toward the runner-up only; its first 1,000 regions covered
-a seventh of the tracer's L2 and 0.02% of the FR length, and a run of two paths had not
-finished after 45 minutes of one core at about 0.1 s a region).
+path on two loaded cores); a ``resnet20`` path 2,000 to 11,000 (6 to 52 minutes of one core;
+``--set models=resnet20 --set images=8 --set ranks=1 --set max_regions=200000`` traces the first
+8 correctly classified images toward their runner-up, about 2.3 core-hours for the exact flows).
 """
 
 from __future__ import annotations

@@ -203,6 +203,32 @@ def test_batch_invariance(cnn_case):
     assert alone.regions.tolist() == res.regions[2:3].tolist()
 
 
+@pytest.mark.parametrize("case", ["mlp_case", "cnn_case"])
+def test_held_gradients_follow_the_crossings(case, request):
+    """The held slacks' gradients, kept between regions by rank-one updates at each crossing,
+    equal the ones evaluated afresh wherever the walk uses them (batch of two: rows differ)."""
+    from frmargin.reference.linearize import PiecewiseLinear
+
+    model, X, s, t, res = request.getfixturevalue(case)
+    walk = regions.RegionWalk(PiecewiseLinear(model, X[:1]), X[:2], s[:2], t[:2], None, 10_000, False)
+    kept = walk._held
+    reused = 0
+
+    def checked(i, r, loc):
+        nonlocal reused
+        reused += sum(j in walk.held_grads[i] for j in walk.held[i])
+        gx, go = kept(i, r, loc)
+        fx, fo = loc.held(r, walk.held[i])
+        assert_close(gx, fx, 1e-10, 1e-12, f"held slacks {walk.held[i]} of path {i}: gradients")
+        assert_close(go, fo, 1e-10, 1e-12, f"held slacks {walk.held[i]} of path {i}: by the outputs")
+        return gx, go
+
+    walk._held = checked
+    walk.run()
+    assert walk.status == res.status[:2] and walk.regions.tolist() == res.regions[:2].tolist()
+    assert reused > 20, reused
+
+
 def test_float32_model_is_read_in_float64(mlp_case):
     _, X, s, t, res = mlp_case
     single = exact_flow(relu_mlp().float(), X.float(), s, t, valid=None)

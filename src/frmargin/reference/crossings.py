@@ -34,6 +34,7 @@ class Crossings:
     J: torch.Tensor
     J_out: torch.Tensor
     stale: torch.Tensor
+    held_grads: list[dict[int, tuple[torch.Tensor, torch.Tensor]]]
     regions: torch.Tensor
     slides: torch.Tensor
     x: torch.Tensor
@@ -78,6 +79,7 @@ class Crossings:
     def _release(self, i: int, release: Release) -> None:
         """Path i leaves the boundary of its held unit ``release.position``, to the side it names."""
         j = self.held[i].pop(release.position)
+        self.held_grads[i].pop(j, None)
         if release.flip:
             j = self._flip(i, j)
             self.stale[i] = True
@@ -118,10 +120,25 @@ class Crossings:
         changes by -kappa times the slack's gradient, so J -= kappa (dz/d out_j) (grad slack_j)^T,
         and likewise the derivatives by the other outputs (one backward pass)."""
         a, d = loc.slack_grad(r, j)
-        g = self.J_out[i][:, self._column(j)].clone()
-        kappa = self.net.switches[self.net.locate(j)[0]].kappa
+        col = self._column(j)
+        g = self.J_out[i][:, col].clone()
+        w, local = self.net.locate(j)
+        kappa = self.net.switches[w].kappa
         self.J[i] -= kappa * torch.outer(g, a)
         self.J_out[i] -= kappa * torch.outer(g, d)
+        # the held slacks' gradients likewise; those of the crossing unit's own slacks change
+        # meaning (a hinge's sign, a window's winner) and are evaluated afresh
+        unit = (w, self.net.switches[w].unit(local))
+        cache = self.held_grads[i]
+        for h in list(cache):
+            wh, lh = self.net.locate(h)
+            if (wh, self.net.switches[wh].unit(lh)) == unit:
+                del cache[h]
+                continue
+            gx, go = cache[h]
+            c = float(go[col])
+            if c != 0.0:
+                cache[h] = (gx - kappa * c * a, go - kappa * c * d)
 
     def _side(
         self, i: int, x: torch.Tensor, patterns: list[torch.Tensor], held: list[int], queries: list[int]

@@ -110,6 +110,10 @@ class RegionWalk(Crossings):
         self.J_out = torch.empty(0, dtype=torch.float64, device=dev)
         self.stale = torch.ones(m, dtype=torch.bool, device=dev)
         self.since_fresh = 0
+        #: per path: held slack -> its gradients by x (D,) and by the switches' outputs (S_out,),
+        #: kept up to date by the same rank-one updates as J (one backward pass per slack held,
+        #: not one per slack and region); emptied whenever the Jacobians are evaluated afresh
+        self.held_grads: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in range(m)]
         self.profile: list[list[tuple[float, float]]] | None = [[(0.0, 0.0)] for _ in range(m)] if record else None
 
     def run(self) -> RegionWalk:
@@ -134,7 +138,7 @@ class RegionWalk(Crossings):
         """Walk paths idx (m,) through their current region to its end (an event or the class change)."""
         pats = [p[idx] for p in self.patterns]
         loc = self._local(idx, pats)
-        held = {r: loc.held(r, self.held[i]) for r, i in enumerate(idx.tolist()) if self.held[i]}
+        held = {r: self._held(i, r, loc) for r, i in enumerate(idx.tolist()) if self.held[i]}
         v, cond = self._velocities(idx, held)
         rank_ok = torch.isfinite(cond) & (cond <= MAX_CONDITION)
         for i in idx[~rank_ok].tolist():
@@ -208,8 +212,22 @@ class RegionWalk(Crossings):
             self.J[idx], self.J_out[idx] = loc.J, loc.J_out
             self.stale[idx] = False
             self.since_fresh = 0
+            for i in idx.tolist():
+                self.held_grads[i].clear()
         self.since_fresh += 1
         return loc
+
+    def _held(self, i: int, r: int, loc: Local) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients (h, D) of path i's held slacks (row r of ``loc``) and their (h, h)
+        derivatives by the outputs the held units switch, from ``held_grads`` (filled here)."""
+        cache = self.held_grads[i]
+        for j in self.held[i]:
+            if j not in cache:
+                gx, go = loc.slack_grad(r, j)
+                cache[j] = (gx.clone(), go.clone())
+        cols = [loc.column(j) for j in self.held[i]]
+        gx = torch.stack([cache[j][0] for j in self.held[i]])
+        return gx, torch.stack([cache[j][1][cols] for j in self.held[i]])
 
     def _velocities(
         self, idx: torch.Tensor, held: dict[int, tuple[torch.Tensor, torch.Tensor]]
