@@ -49,9 +49,11 @@ def damping(
     ``floor`` (m,), at least floor times that eigenvalue on the rows where floor > 0 (the box's
     floor on a reduced free set, the damped retries and continuation)."""
     floored = floor is not None and bool((floor > 0).any())
-    zeros = torch.zeros(factor.shape[0], dtype=torch.float64, device=factor.device)
-    lam_max = largest_eigenvalue_factored(factor, gram) if opts.damping_mode == "relative" or floored else zeros
-    lam = resolve_damping(opts.damping, opts.damping_mode, lam_max if opts.damping_mode == "relative" else zeros)
+    if opts.damping_mode == "relative" or floored:
+        lam_max = largest_eigenvalue_factored(factor, gram)
+    else:  # an absolute damping reads only the shape
+        lam_max = torch.zeros(factor.shape[0], dtype=torch.float64, device=factor.device)
+    lam = resolve_damping(opts.damping, opts.damping_mode, lam_max)
     if floored:
         assert floor is not None
         lam = torch.where(floor > 0, torch.maximum(lam, floor * lam_max), lam)
