@@ -142,6 +142,38 @@ def test_a_study_traced_with_the_pure_flow_resumes_only_as_one(tmp_path):
     assert len({study_mod.study_runs(e, tmp_path)[0].config.options_fingerprint() for e in euclid}) == 1
 
 
+def test_a_study_folder_made_before_the_continuation_resumes_with_the_pure_flow(tmp_path):
+    """A study folder made before the continuation option existed recorded its plan without it
+    (the fingerprint of today's default plan) and traced the pure flow: --continuation none
+    continues it, the default is refused naming --continuation, and another plan names --out."""
+    import json
+
+    from frmargin.runs.study_runner import _check_folder
+
+    def plan(**trace):
+        return StudyPlan(models=("a",), images=4, trace=TraceOptions(**trace))
+
+    def folder_of(fingerprint: str):
+        out = tmp_path / fingerprint
+        out.mkdir()
+        (out / "study.json").write_text(json.dumps({"fingerprint": fingerprint}))
+        return out
+
+    pure, default = plan(continuation="none"), plan()
+    assert pure.fingerprint() != default.fingerprint()
+    assert pure.fingerprints() == {pure.fingerprint(), default.fingerprint()}
+    assert default.fingerprints() == {default.fingerprint()}
+    before = folder_of(default.fingerprint())  # what a folder from before the option recorded
+    _check_folder(pure, before)
+    _check_folder(default, before)  # its runs then refuse the default (run_finished, above)
+    made_pure = folder_of(pure.fingerprint())
+    _check_folder(pure, made_pure)
+    with pytest.raises(FrmarginError, match=r"'--continuation'.*pure flow.*--continuation none"):
+        _check_folder(default, made_pure)
+    with pytest.raises(FrmarginError, match=r"'--out'.*holds a different study"):
+        _check_folder(plan(continuation="none", eta=0.3), made_pure)
+
+
 def test_a_plan_field_added_later_keeps_the_fingerprint():
     """Fields added after a study's first layout enter its fingerprint only when set, so a study
     folder made before them resumes."""

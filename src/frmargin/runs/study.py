@@ -144,6 +144,17 @@ class StudyPlan:
             d["trace"] = changed
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    def fingerprints(self) -> set[str]:
+        """The fingerprints of study folders this plan continues: its own and, for a plan that
+        traces the pure flow (``continuation="none"``), that of a folder made before the
+        continuation option existed (its plan recorded none; its natural-gradient runs traced the
+        pure flow). Each run's own fingerprint still decides what is finished."""
+        out = {self.fingerprint()}
+        if self.trace.continuation == "none":
+            default = TraceOptions().continuation
+            out.add(replace(self, trace=self.trace.replace(continuation=default)).fingerprint())
+        return out
+
 
 @dataclass(frozen=True)
 class StudyRun:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import FrmarginError
@@ -79,11 +80,18 @@ def _check_folder(plan: StudyPlan, out: Path) -> None:
     path = Path(out) / STUDY_FILE
     if path.exists():
         old = folder.read_json(path)
-        if old.get("fingerprint") != plan.fingerprint():
+        recorded = old.get("fingerprint")
+        if recorded in plan.fingerprints():
+            return
+        if recorded == replace(plan, trace=plan.trace.replace(continuation="none")).fingerprint():
             raise FrmarginError(
-                f"option '--out': {out} holds a different study (plan {old.get('fingerprint')}, "
-                f"this plan {plan.fingerprint()}); choose another folder"
+                f"option '--continuation': {out} holds this study traced with the pure flow, "
+                "expected --continuation none to resume it (or choose another --out)"
             )
+        raise FrmarginError(
+            f"option '--out': {out} holds a different study (plan {recorded}, "
+            f"this plan {plan.fingerprint()}); choose another folder"
+        )
     elif Path(out).exists() and any(p.name != ".lock" for p in Path(out).iterdir()):
         raise FrmarginError(f"option '--out': {out} is not empty and holds no study; choose another folder")
 
