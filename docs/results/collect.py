@@ -115,12 +115,22 @@ def box_models(images: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
+def run_seconds(info: dict) -> float:
+    """A run's wall time, its sessions one after the other. A session killed by a restart
+    recorded no time: its run's recorded time is scaled to all the run's paths by the paths the
+    recorded sessions traced (the run's measured pace)."""
+    total = float((info.get("timing") or {}).get("total") or 0.0)
+    traced = sum(s.get("paths_traced") or 0 for s in info.get("sessions", []))
+    paths = info.get("n_paths") or 0
+    return total * paths / traced if 0 < traced < paths else total
+
+
 def study_time(study: Path) -> dict:
-    """The wall time of a study's finished runs (their sessions, one after the other) and of its
-    closed-form passes, and the processes (torchrun ranks) that ran them."""
+    """The wall time of a study's finished runs (``run_seconds``) and of its closed-form passes,
+    and the processes (torchrun ranks) that ran them."""
     infos = [json.loads(p.read_text()) for p in study.glob("*/*/run.json")]
     closed = [json.loads(p.read_text()) for p in study.glob("*/closed-form/closed_form.json")]
-    seconds = sum((i.get("timing") or {}).get("total", 0.0) for i in infos) + sum(c.get("seconds", 0.0) for c in closed)
+    seconds = sum(run_seconds(i) for i in infos) + sum(c.get("seconds", 0.0) for c in closed)
     worlds = sorted({s.get("world_size", 1) for i in infos for s in i.get("sessions", [])})
     return {"wall_seconds": round(seconds, 1), "processes": worlds}
 
