@@ -369,6 +369,17 @@ def test_a_study_table_is_shown_only_when_present(tmp_path: Path, monkeypatch: p
     assert "![" in text  # its figure
 
 
+def test_a_readme_cell_shows_a_value_its_range_span_or_interval():
+    hook = load_hook("data_pages")
+    frame = pd.DataFrame({"v": [0.5, 2.0], "v_lo": [0.25, 1.0], "v_hi": [0.75, 3.0], "ci_low": [-1.5, 0.0],
+                          "ci_high": [-0.5, 0.0]})  # fmt: skip
+    assert hook.readme_value(frame, {"column": "v"}) == "0.5"
+    assert hook.readme_value(frame, {"column": "v", "how": "range"}) == "0.5 to 2"
+    assert hook.readme_value(frame, {"column": ["v_lo", "v_hi"], "how": "span"}) == "0.25 to 0.75"
+    assert hook.readme_value(frame, {"column": "v", "interval": True}) == "0.5 [0.25, 0.75]"
+    assert hook.readme_value(frame, {"column": "v", "interval": ["ci_low", "ci_high"]}) == "0.5 [-1.5, -0.5]"
+
+
 def test_the_readme_results_table_is_generated_from_the_result_files(tmp_path: Path):
     hook = load_hook("data_pages")
     assert hook.rewrite_readme(README, check=True), (

@@ -449,10 +449,14 @@ def result_markdown(result: dict, figure_dir: str) -> str:
 
 
 def readme_value(frame: pd.DataFrame, item: dict) -> str:
-    """One README cell: the first value of a column (with its interval when asked), the range
-    of the column over the rows (``how: range``), or two columns of the first row as a span
-    (``how: span``, ``column``: [low, high])."""
+    """One README cell: the first value of a column (with its interval when asked:
+    ``interval: true`` for the columns ``<column>_lo`` / ``_hi``, or ``interval: [low, high]``
+    naming them), the range of the column over the rows (``how: range``), or two columns of the
+    first row as a span (``how: span``, ``column``: [low, high])."""
     column, digits = item["column"], item.get("digits", 4)
+    if isinstance(item.get("interval"), list):
+        low, high = (float(frame[c].iloc[0]) for c in item["interval"])
+        return f"{fmt(float(frame[column].iloc[0]), digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
     if item.get("how") == "span":
         low, high = column
         return f"{fmt(float(frame[low].iloc[0]), digits)} to {fmt(float(frame[high].iloc[0]), digits)}"
