@@ -205,9 +205,11 @@ def _k(perturbation: str, info: dict) -> int:
 
 
 def _folders(root: Path) -> list[tuple[str, str, str, Path]]:
-    """(model, perturbation, metric, folder) of every run folder under ``root`` with paths."""
+    """(model, perturbation, metric, folder) of every run folder under ``root`` with paths: the
+    models of ``MODELS`` first, then any other model traced there (``run --models``)."""
+    others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in MODELS) if root.is_dir() else []
     out = []
-    for model in MODELS:
+    for model in (*MODELS, *others):
         for perturbation in PERTURBATIONS:
             for metric in METRICS:
                 folder = run_dir(root, model, perturbation, metric)
