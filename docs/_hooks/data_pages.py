@@ -65,15 +65,16 @@ def fmt(value: object, digits: int = 4) -> str:
     return str(value).replace("|", "\\|").replace("<", "&lt;")
 
 
-def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+def with_intervals(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     """``frame`` with each column ``c`` that has ``c_lo`` and ``c_hi`` beside it shown as
-    ``value [lo, hi]`` (a 95% interval), and the ``_lo`` / ``_hi`` columns dropped."""
+    ``value [lo, hi]`` (a 95% interval, ``digits`` significant digits), and the ``_lo`` / ``_hi``
+    columns dropped."""
     out = frame.copy()
     for column in frame.columns:
         lo, hi = f"{column}_lo", f"{column}_hi"
         if lo in frame.columns and hi in frame.columns:
             out[column] = [
-                f"{fmt(v)} [{fmt(a)}, {fmt(b)}]" if not pd.isna(a) else fmt(v)
+                f"{fmt(v, digits)} [{fmt(a, digits)}, {fmt(b, digits)}]" if not pd.isna(a) else fmt(v, digits)
                 for v, a, b in zip(frame[column], frame[lo], frame[hi])
             ]
             out = out.drop(columns=[lo, hi])
@@ -454,16 +455,15 @@ def readme_value(frame: pd.DataFrame, item: dict) -> str:
     naming them), the range of the column over the rows (``how: range``), or two columns of the
     first row as a span (``how: span``, ``column``: [low, high])."""
     column, digits = item["column"], item.get("digits", 4)
-    if isinstance(item.get("interval"), list):
-        low, high = (float(frame[c].iloc[0]) for c in item["interval"])
-        return f"{fmt(float(frame[column].iloc[0]), digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
     if item.get("how") == "span":
         low, high = column
         return f"{fmt(float(frame[low].iloc[0]), digits)} to {fmt(float(frame[high].iloc[0]), digits)}"
     if item.get("how", "first") == "range":
         return f"{fmt(float(frame[column].min()), digits)} to {fmt(float(frame[column].max()), digits)}"
     if item.get("interval"):
-        return str(with_intervals(frame[[column, f"{column}_lo", f"{column}_hi"]])[column].iloc[0])
+        low, high = item["interval"] if isinstance(item["interval"], list) else (f"{column}_lo", f"{column}_hi")
+        shown = frame[[column, low, high]].set_axis([column, f"{column}_lo", f"{column}_hi"], axis=1)
+        return str(with_intervals(shown, digits)[column].iloc[0])
     return fmt(frame[column].iloc[0], digits)
 
 
